@@ -1,0 +1,48 @@
+# Gantry: `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN ?= bin/gantry
+TEST_FLAGS ?=
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build the gantry binary into bin/
+	$(GO) build -o $(BIN) ./cmd/gantry
+
+run: build ## run gantry dev (single node, embedded NATS, local agent)
+	$(BIN) dev
+
+test: ## unit, integration and end-to-end tests
+	$(GO) test $(TEST_FLAGS) -timeout 20m ./...
+
+test-short: ## fast tests only (-short skips cluster and process tests)
+	$(GO) test -short ./...
+
+test-race: ## all tests with the race detector
+	$(GO) test -race $(TEST_FLAGS) -timeout 30m ./...
+
+test-e2e: ## process-level end-to-end tests only
+	$(GO) test $(TEST_FLAGS) -timeout 20m ./test/...
+
+bench: ## benchmarks (Raft store comparison, scheduler); prints figures
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./coordinator/... 
+
+lint: ## go vet, gofmt and buf lint
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || (gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'); echo "gofmt needed"; exit 1)
+	PATH="$$(scripts/tools.sh):$$PATH" buf lint
+
+proto: ## regenerate the Go code of proto/ with the pinned buf and plugins
+	PATH="$$(scripts/tools.sh):$$PATH" buf generate
+
+verify: proto ## regenerate, then fail if anything generated differs from what is committed
+	$(GO) mod tidy
+	@git diff --exit-code -- proto go.mod go.sum || (echo "generated files or go.mod are stale: run make proto / go mod tidy and commit"; exit 1)
+
+breaking: ## buf breaking against main
+	PATH="$$(scripts/tools.sh):$$PATH" buf breaking --against '.git#branch=main'
+
+.PHONY: help build run test test-short test-race test-e2e bench lint proto verify breaking

@@ -1,0 +1,314 @@
+// Package agent is the Gantry agent: it connects to a cluster over NATS,
+// announces itself with heartbeats, takes assignments from the leader, runs
+// them with an executor, streams their output and reports each result until
+// a coordinator acknowledges it.
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/gantryci/gantry/agent/exec"
+	"github.com/gantryci/gantry/internal/subject"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// Version is reported in heartbeats; set at build time.
+var Version = "dev"
+
+// Config configures an agent.
+type Config struct {
+	Name    string
+	Cluster string
+	// NATS is a comma-separated list of server URLs.
+	NATS   string
+	Labels map[string]string
+	Slots  int
+	// WorkDir holds the result spool and per-attempt working directories.
+	WorkDir           string
+	HeartbeatInterval time.Duration
+	// Grace is the time between SIGTERM and SIGKILL when a task is stopped.
+	Grace time.Duration
+	// ReportTimeout bounds one attempt to deliver a result.
+	ReportTimeout time.Duration
+}
+
+// DefaultConfig names the agent after the host.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Name:              sanitizeName(host),
+		Cluster:           "default",
+		NATS:              nats.DefaultURL,
+		Slots:             4,
+		WorkDir:           filepath.Join(os.TempDir(), "gantry-agent"),
+		HeartbeatInterval: 500 * time.Millisecond,
+		Grace:             10 * time.Second,
+		ReportTimeout:     5 * time.Second,
+	}
+}
+
+func sanitizeName(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r == '-' || r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	if b.Len() == 0 {
+		return "agent"
+	}
+	return b.String()
+}
+
+// Validate checks the configuration and names the offending setting.
+func (c Config) Validate() error {
+	if err := subject.ValidToken(c.Name); err != nil {
+		return fmt.Errorf("name: %w", err)
+	}
+	if err := subject.ValidToken(c.Cluster); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if c.NATS == "" {
+		return errors.New("nats: at least one server URL is required")
+	}
+	if c.Slots < 1 {
+		return fmt.Errorf("slots: %d, want at least 1", c.Slots)
+	}
+	if c.WorkDir == "" {
+		return errors.New("work dir: required")
+	}
+	if c.HeartbeatInterval <= 0 || c.ReportTimeout <= 0 || c.Grace < 0 {
+		return errors.New("heartbeat interval and report timeout must be positive, grace not negative")
+	}
+	for k := range c.Labels {
+		if k == "" {
+			return errors.New("label: empty key")
+		}
+	}
+	return nil
+}
+
+// Agent runs tasks for one cluster.
+type Agent struct {
+	cfg     Config
+	log     *zap.Logger
+	ns      subject.Namespace
+	session string
+	runner  *exec.Runner
+	spool   *spool
+
+	nc *nats.Conn
+	js jetstream.JetStream
+
+	mu       sync.Mutex
+	running  map[refKey]*task
+	draining bool
+	drained  chan struct{} // closed when draining starts
+	killed   bool
+
+	wg sync.WaitGroup
+}
+
+type refKey struct {
+	job     string
+	task    string
+	attempt int32
+}
+
+func keyOf(r *gv1.TaskRef) refKey { return refKey{r.GetJobId(), r.GetTask(), r.GetAttempt()} }
+
+type task struct {
+	ref    *gv1.TaskRef
+	cancel context.CancelFunc
+}
+
+// New returns an agent; Run connects it.
+func New(cfg Config, log *zap.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	runner, err := exec.New(exec.Config{WorkRoot: filepath.Join(cfg.WorkDir, "work"), Grace: cfg.Grace}, log)
+	if err != nil {
+		return nil, fmt.Errorf("executor: %w", err)
+	}
+	sp, err := openSpool(filepath.Join(cfg.WorkDir, "spool"))
+	if err != nil {
+		return nil, err
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return &Agent{
+		cfg:     cfg,
+		log:     log.Named("agent").With(zap.String("agent", cfg.Name)),
+		ns:      subject.New(cfg.Cluster),
+		session: hex.EncodeToString(b[:]),
+		runner:  runner,
+		spool:   sp,
+		running: map[refKey]*task{},
+		drained: make(chan struct{}),
+	}, nil
+}
+
+// Name is the agent's name.
+func (a *Agent) Name() string { return a.cfg.Name }
+
+// Run serves until ctx ends or a drain completes. When ctx ends the agent
+// drains: it takes no new work, finishes what runs, delivers its results and
+// returns. Kill stops it at once.
+func (a *Agent) Run(ctx context.Context) error {
+	nc, err := nats.Connect(a.cfg.NATS,
+		nats.Name("gantry-agent-"+a.cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(100*time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectBufSize(8<<20),
+	)
+	if err != nil {
+		return fmt.Errorf("connect nats %s: %w", a.cfg.NATS, err)
+	}
+	a.mu.Lock()
+	a.nc = nc
+	a.mu.Unlock()
+	defer nc.Close()
+	if a.js, err = jetstream.New(nc); err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if _, err := nc.Subscribe(a.ns.Assign(a.cfg.Name), a.handleAssignment); err != nil {
+		return fmt.Errorf("subscribe assignments: %w", err)
+	}
+	if _, err := nc.Subscribe(a.ns.Control(a.cfg.Name), a.handleControl); err != nil {
+		return fmt.Errorf("subscribe control: %w", err)
+	}
+	a.log.Info("agent started", zap.String("nats", a.cfg.NATS), zap.Int("slots", a.cfg.Slots),
+		zap.Any("labels", a.cfg.Labels), zap.String("session", a.session))
+
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	var bgwg sync.WaitGroup
+	bgwg.Add(2)
+	go func() { defer bgwg.Done(); a.heartbeatLoop(bg) }()
+	go func() { defer bgwg.Done(); a.reportLoop(bg) }()
+
+	select {
+	case <-ctx.Done():
+		a.Drain()
+	case <-a.drained:
+	}
+	// Draining: wait for running tasks, then for their results to be taken.
+	a.wg.Wait()
+	for !a.isKilled() && a.spool.len() > 0 {
+		select {
+		case <-a.spool.changed():
+		case <-time.After(a.cfg.HeartbeatInterval):
+		}
+	}
+	a.sendHeartbeat() // announce the drained state one last time
+	_ = nc.Flush()
+	stopBG()
+	bgwg.Wait()
+	a.log.Info("agent stopped")
+	return nil
+}
+
+// Drain stops taking new work; Run returns once running tasks are finished
+// and reported.
+func (a *Agent) Drain() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.draining {
+		a.draining = true
+		close(a.drained)
+		a.log.Info("draining", zap.Int("running", len(a.running)))
+	}
+}
+
+// Kill stops the agent at once, as a crash would: running tasks are killed
+// and nothing more is reported or announced.
+func (a *Agent) Kill() {
+	a.mu.Lock()
+	a.killed = true
+	for _, t := range a.running {
+		t.cancel()
+	}
+	nc := a.nc
+	a.mu.Unlock()
+	if nc != nil {
+		nc.Close()
+	}
+	a.Drain()
+}
+
+func (a *Agent) isKilled() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.killed
+}
+
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	tick := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		a.sendHeartbeat()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (a *Agent) sendHeartbeat() {
+	hb := a.heartbeat()
+	if hb == nil {
+		return
+	}
+	data, err := marshal(hb)
+	if err != nil {
+		return
+	}
+	if err := a.nc.Publish(a.ns.Heartbeat(a.cfg.Name), data); err != nil {
+		a.log.Debug("publish heartbeat", zap.Error(err))
+	}
+}
+
+// heartbeat lists every attempt the agent holds: running, or finished with a
+// result not yet acknowledged. Listing renews their leases.
+func (a *Agent) heartbeat() *gv1.Heartbeat {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.killed {
+		return nil
+	}
+	hb := &gv1.Heartbeat{
+		Agent: &gv1.AgentInfo{
+			Name:         a.cfg.Name,
+			Labels:       a.cfg.Labels,
+			Slots:        int32(a.cfg.Slots),
+			Capabilities: []string{"exec"},
+			Version:      Version,
+			Draining:     a.draining,
+			Session:      a.session,
+		},
+		SentAt: nowProto(),
+	}
+	for _, t := range a.running {
+		hb.Running = append(hb.Running, t.ref)
+	}
+	hb.Running = append(hb.Running, a.spool.refs()...)
+	return hb
+}

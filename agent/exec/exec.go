@@ -1,0 +1,361 @@
+// Package exec runs the processes of a Gantry agent: one task attempt at a
+// time per call, in its own process group and working directory, with its
+// output streamed live to a Sink.
+package exec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// DefaultGrace is the time between SIGTERM and SIGKILL when Config.Grace is zero.
+const DefaultGrace = 10 * time.Second
+
+// Sink receives output as it is produced. Write may be called from several
+// goroutines; the sink must not keep p.
+type Sink interface {
+	Write(stream gv1.LogStream, p []byte)
+}
+
+// Config configures a Runner.
+type Config struct {
+	// WorkRoot is the parent of per-attempt working directories (created if missing).
+	WorkRoot string
+	// Grace is the time between SIGTERM and SIGKILL on cancel or timeout;
+	// zero means DefaultGrace.
+	Grace time.Duration
+}
+
+// Runner starts processes. It is safe for concurrent use.
+type Runner struct {
+	root  string
+	grace time.Duration
+	log   *zap.Logger
+}
+
+// New returns a Runner, creating cfg.WorkRoot if it is missing.
+func New(cfg Config, log *zap.Logger) (*Runner, error) {
+	if cfg.WorkRoot == "" {
+		return nil, errors.New("work root is required")
+	}
+	if cfg.Grace < 0 {
+		return nil, fmt.Errorf("negative grace %s", cfg.Grace)
+	}
+	root, err := filepath.Abs(cfg.WorkRoot)
+	if err != nil {
+		return nil, fmt.Errorf("work root: %w", err)
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, fmt.Errorf("create work root: %w", err)
+	}
+	grace := cfg.Grace
+	if grace == 0 {
+		grace = DefaultGrace
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Runner{root: root, grace: grace, log: log.Named("exec")}, nil
+}
+
+// Request describes one process to run.
+type Request struct {
+	Spec *gv1.ExecSpec
+	// Timeout bounds the run, measured from the start of the process; 0 = none.
+	Timeout time.Duration
+	// Env holds extra KEY=VALUE entries (e.g. GANTRY_JOB_ID), added after the
+	// agent's own environment and before Spec.Env; later entries win.
+	Env []string
+	// Name names the working directory, e.g. "jobid-task-attempt"; it is sanitized.
+	Name string
+}
+
+// Result is the outcome of a run.
+type Result struct {
+	// ExitCode is the process's exit code, or -1 when it was killed by a
+	// signal or never started.
+	ExitCode int
+	// Class is FAILURE_CLASS_UNSPECIFIED on success, FAILURE_CLASS_JOB for a
+	// non-zero exit, a signal death, a timeout, a cancel or an invalid spec,
+	// and FAILURE_CLASS_INFRA when the process could not be started.
+	Class gv1.FailureClass
+	// Err is nil on success. For a cancel it matches context.Canceled and for
+	// a timeout context.DeadlineExceeded (errors.Is).
+	Err error
+}
+
+// Success reports whether the process ran and exited with status 0.
+func (r Result) Success() bool {
+	return r.Err == nil && r.Class == gv1.FailureClass_FAILURE_CLASS_UNSPECIFIED
+}
+
+// stopError reports a run stopped by the agent, with a short message.
+type stopError struct {
+	msg   string
+	cause error
+}
+
+func (e *stopError) Error() string { return e.msg }
+func (e *stopError) Unwrap() error { return e.cause }
+
+// Run runs the process to the end. Canceling ctx stops it: SIGTERM to the
+// whole process group, then SIGKILL after the grace period. Run returns only
+// after the process and its output pipes are done; processes of the group
+// still alive when the main process has exited are killed. out is not
+// written to after Run returns.
+func (r *Runner) Run(ctx context.Context, req Request, out Sink) Result {
+	if out == nil {
+		out = discard{}
+	}
+	log := r.log.With(zap.String("name", req.Name))
+
+	argv, env, err := command(req)
+	if err != nil {
+		return r.fail(out, log, gv1.FailureClass_FAILURE_CLASS_JOB, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return r.fail(out, log, gv1.FailureClass_FAILURE_CLASS_JOB, &stopError{msg: "canceled", cause: err})
+	}
+	dir, cleanup, err := r.workDir(req, log)
+	if err != nil {
+		return r.fail(out, log, gv1.FailureClass_FAILURE_CLASS_INFRA, err)
+	}
+	defer cleanup()
+
+	cmd := osexec.Command(argv[0], argv[1:]...)
+	cmd.Dir = dir
+	cmd.Env = env
+	cmd.Stdout = streamWriter{out, gv1.LogStream_LOG_STREAM_STDOUT}
+	cmd.Stderr = streamWriter{out, gv1.LogStream_LOG_STREAM_STDERR}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Bounds the wait for pipes held open by a process that outlives the
+	// main one; Wait then closes them.
+	cmd.WaitDelay = r.grace
+
+	if err := cmd.Start(); err != nil {
+		return r.fail(out, log, gv1.FailureClass_FAILURE_CLASS_INFRA, fmt.Errorf("start: %w", err))
+	}
+	start := time.Now()
+	pgid := cmd.Process.Pid
+	log = log.With(zap.Int("pid", pgid))
+	log.Info("process started", zap.String("dir", dir), zap.String("path", cmd.Path))
+
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+
+	var timeoutC <-chan time.Time
+	if req.Timeout > 0 {
+		t := time.NewTimer(req.Timeout)
+		defer t.Stop()
+		timeoutC = t.C
+	}
+
+	var waitErr error
+	var stopped *stopError
+	select {
+	case waitErr = <-done:
+	case <-ctx.Done():
+		stopped = &stopError{msg: "canceled", cause: ctx.Err()}
+	case <-timeoutC:
+		stopped = &stopError{msg: fmt.Sprintf("timed out after %s", req.Timeout), cause: context.DeadlineExceeded}
+	}
+	if stopped != nil {
+		select {
+		case waitErr = <-done: // exited just as it was being stopped
+			stopped = nil
+		default:
+			waitErr = r.stop(out, log, pgid, stopped.msg, done)
+		}
+	}
+	// Whatever is left of the group must not outlive the run.
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); err == nil {
+		log.Info("killed leftover processes")
+	}
+
+	elapsed := time.Since(start)
+	state := cmd.ProcessState
+	if state == nil {
+		// Process.Wait itself failed; there is no exit status to report.
+		return r.fail(out, log, gv1.FailureClass_FAILURE_CLASS_INFRA, fmt.Errorf("wait: %w", waitErr))
+	}
+	system(out, fmt.Sprintf("%s after %s", state, round(elapsed)))
+	if errors.Is(waitErr, osexec.ErrWaitDelay) {
+		log.Warn("output pipes held open after exit", zap.Duration("wait_delay", r.grace))
+	}
+
+	res := Result{ExitCode: state.ExitCode()}
+	switch {
+	case stopped != nil:
+		res.Class, res.Err = gv1.FailureClass_FAILURE_CLASS_JOB, stopped
+	case !state.Success():
+		res.Class, res.Err = gv1.FailureClass_FAILURE_CLASS_JOB, errors.New(state.String())
+	}
+	log.Info("process exited", zap.Int("exit_code", res.ExitCode), zap.Duration("elapsed", elapsed), zap.Error(res.Err))
+	return res
+}
+
+// stop signals the process group to terminate, escalating to SIGKILL after
+// the grace period, and returns the result of Wait.
+func (r *Runner) stop(out Sink, log *zap.Logger, pgid int, reason string, done <-chan error) error {
+	system(out, reason+", sent SIGTERM")
+	log.Info("stopping process group", zap.String("reason", reason), zap.Duration("grace", r.grace))
+	if err := syscall.Kill(-pgid, syscall.SIGTERM); err != nil {
+		log.Warn("signal process group", zap.Error(err))
+	}
+	grace := time.NewTimer(r.grace)
+	defer grace.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-grace.C:
+	}
+	system(out, fmt.Sprintf("still running after %s, sent SIGKILL", r.grace))
+	log.Info("killing process group")
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil {
+		log.Warn("signal process group", zap.Error(err))
+	}
+	return <-done
+}
+
+// fail reports a run that ended without an exit status.
+func (r *Runner) fail(out Sink, log *zap.Logger, class gv1.FailureClass, err error) Result {
+	system(out, err.Error())
+	log.Warn("run failed", zap.Stringer("class", class), zap.Error(err))
+	return Result{ExitCode: -1, Class: class, Err: err}
+}
+
+// command builds argv and the environment from the request.
+func command(req Request) (argv, env []string, err error) {
+	spec := req.Spec
+	switch {
+	case spec == nil:
+		return nil, nil, errors.New("invalid spec: no exec spec")
+	case len(spec.GetCommand()) > 0:
+		argv = spec.GetCommand()
+		if argv[0] == "" {
+			return nil, nil, errors.New("invalid spec: empty program name")
+		}
+	case spec.GetShell() != "":
+		argv = []string{"/bin/sh", "-c", spec.GetShell()}
+	default:
+		return nil, nil, errors.New("invalid spec: neither command nor shell is set")
+	}
+	for _, a := range argv {
+		if strings.IndexByte(a, 0) >= 0 {
+			return nil, nil, errors.New("invalid spec: NUL byte in command")
+		}
+	}
+
+	env = append(os.Environ(), req.Env...)
+	keys := make([]string, 0, len(spec.GetEnv()))
+	for k, v := range spec.GetEnv() {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.IndexByte(v, 0) >= 0 {
+			return nil, nil, fmt.Errorf("invalid spec: bad environment variable %q", k)
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		env = append(env, k+"="+spec.GetEnv()[k])
+	}
+	return argv, env, nil
+}
+
+// workDir returns the directory to run in and a function that cleans it up.
+func (r *Runner) workDir(req Request, log *zap.Logger) (string, func(), error) {
+	if dir := req.Spec.GetDir(); dir != "" {
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return "", nil, fmt.Errorf("working directory: %w", err)
+		}
+		if !fi.IsDir() {
+			return "", nil, fmt.Errorf("working directory: %s is not a directory", dir)
+		}
+		return dir, func() {}, nil
+	}
+	if err := os.MkdirAll(r.root, 0o755); err != nil {
+		return "", nil, fmt.Errorf("create work root: %w", err)
+	}
+	dir, err := os.MkdirTemp(r.root, sanitize(req.Name)+"-")
+	if err != nil {
+		return "", nil, fmt.Errorf("create working directory: %w", err)
+	}
+	return dir, func() {
+		if err := removeAll(dir); err != nil {
+			log.Warn("remove working directory", zap.String("dir", dir), zap.Error(err))
+		}
+	}, nil
+}
+
+// removeAll removes dir, making directories writable if the first attempt fails.
+func removeAll(dir string) error {
+	if os.RemoveAll(dir) == nil {
+		return nil
+	}
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(path, 0o700)
+		}
+		return nil
+	})
+	return os.RemoveAll(dir)
+}
+
+// sanitize turns name into a safe single path element.
+func sanitize(name string) string {
+	const maxLen = 64
+	b := []byte(name)
+	if len(b) > maxLen {
+		b = b[:maxLen]
+	}
+	for i, c := range b {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.'
+		if !ok || (i == 0 && c == '.') {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 {
+		return "run"
+	}
+	return string(b)
+}
+
+// round shortens d for display: milliseconds below a second, tenths above.
+func round(d time.Duration) time.Duration {
+	if d < time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(100 * time.Millisecond)
+}
+
+func system(out Sink, line string) {
+	out.Write(gv1.LogStream_LOG_STREAM_SYSTEM, []byte(line+"\n"))
+}
+
+// streamWriter adapts a Sink to an io.Writer for one stream.
+type streamWriter struct {
+	sink   Sink
+	stream gv1.LogStream
+}
+
+func (w streamWriter) Write(p []byte) (int, error) {
+	w.sink.Write(w.stream, p)
+	return len(p), nil
+}
+
+type discard struct{}
+
+func (discard) Write(gv1.LogStream, []byte) {}

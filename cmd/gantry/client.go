@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+func (g *globals) client() (gv1.GantryServiceClient, func(), error) {
+	conn, err := grpc.NewClient(g.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect %s: %w", g.addr, err)
+	}
+	return gv1.NewGantryServiceClient(conn), func() { conn.Close() }, nil
+}
+
+// retry runs an idempotent call again while the cluster has no leader.
+func retry[T any](ctx context.Context, call func(context.Context) (T, error)) (T, error) {
+	wait := 100 * time.Millisecond
+	for {
+		v, err := call(ctx)
+		if status.Code(err) != codes.Unavailable {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(wait):
+			wait = min(2*wait, 2*time.Second)
+		}
+	}
+}
+
+func newSubmitCmd(g *globals) *cobra.Command {
+	var (
+		file, key string
+		wait      bool
+		timeout   time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "submit -f FILE",
+		Short: "Submit a pipeline; with --wait, follow it and exit 0 only if it succeeds",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if file == "" {
+				return errors.New("-f: a pipeline file is required (- reads standard input)")
+			}
+			var data []byte
+			var err error
+			if file == "-" {
+				data, err = io.ReadAll(os.Stdin)
+			} else {
+				data, err = os.ReadFile(file)
+			}
+			if err != nil {
+				return fmt.Errorf("read pipeline: %w", err)
+			}
+			if key == "" {
+				// A key of our own makes retrying safe: a submit that did
+				// commit before a failover returns the same job.
+				var b [12]byte
+				_, _ = rand.Read(b[:])
+				key = "cli-" + hex.EncodeToString(b[:])
+			}
+			c, closeConn, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 60*time.Second)
+			resp, err := retry(ctx, func(ctx context.Context) (*gv1.SubmitJobResponse, error) {
+				return c.SubmitJob(ctx, &gv1.SubmitJobRequest{SpecYaml: string(data), IdempotencyKey: key})
+			})
+			cancel()
+			if err != nil {
+				if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
+					return fmt.Errorf("%s: %s", file, st.Message())
+				}
+				return fmt.Errorf("submit: %w", err)
+			}
+			job := resp.Job
+			if !wait {
+				return g.print(job, func(w io.Writer) { fmt.Fprintln(w, job.Id) })
+			}
+			fmt.Fprintf(os.Stderr, "job %s submitted (%s)\n", job.Id, job.Spec.GetName())
+			wctx := cmd.Context()
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				wctx, cancel = context.WithTimeout(wctx, timeout)
+				defer cancel()
+			}
+			final, err := follow(wctx, c, job.Id, os.Stdout, os.Stderr)
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				if err := g.print(final, nil); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintf(os.Stderr, "job %s %s\n", final.Id, jobState(final.State))
+			if final.State != gv1.JobState_JOB_STATE_SUCCEEDED {
+				return exitError{code: 1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "pipeline YAML file (- for standard input)")
+	cmd.Flags().StringVar(&key, "idempotency-key", "", "submitting the same key again returns the existing job")
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job's logs and state until it ends; exit 1 unless it succeeded")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "with --wait, give up after this long")
+	return cmd
+}
+
+// follow streams a job's logs and state changes until it is final, riding
+// through coordinator failovers.
+func follow(ctx context.Context, c gv1.GantryServiceClient, jobID string, out, status io.Writer) (*gv1.Job, error) {
+	logsDone := make(chan struct{})
+	lctx, stopLogs := context.WithCancel(ctx)
+	defer stopLogs()
+	go func() {
+		defer close(logsDone)
+		streamLogs(lctx, c, jobID, "", true, true, out)
+	}()
+	seen := map[string]string{}
+	var last *gv1.Job
+	for {
+		stream, err := c.WatchJob(ctx, &gv1.WatchJobRequest{JobId: jobID})
+		if err == nil {
+			for {
+				resp, err := stream.Recv()
+				if err != nil {
+					break
+				}
+				last = resp.Job
+				for _, t := range last.Tasks {
+					st := taskState(t.State)
+					if seen[t.Name] != st {
+						seen[t.Name] = st
+						fmt.Fprintf(status, "  %-20s %s%s\n", t.Name, st, taskNote(t))
+					}
+				}
+			}
+		}
+		if last != nil && jobFinal(last.State) {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("wait for job %s: %w", jobID, ctx.Err())
+		}
+		time.Sleep(200 * time.Millisecond) // the coordinator went away: reconnect
+	}
+	select {
+	case <-logsDone:
+	case <-time.After(5 * time.Second):
+	}
+	return last, nil
+}
+
+func taskNote(t *gv1.Task) string {
+	var parts []string
+	if t.Agent != "" && t.State != gv1.TaskState_TASK_STATE_PENDING {
+		parts = append(parts, "on "+t.Agent)
+	}
+	if t.Attempt > 1 {
+		parts = append(parts, fmt.Sprintf("attempt %d", t.Attempt))
+	}
+	if t.Error != "" && t.State != gv1.TaskState_TASK_STATE_SUCCEEDED {
+		parts = append(parts, t.Error)
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+// streamLogs prints a job's logs, each line prefixed with its task name
+// when prefix is set.
+func streamLogs(ctx context.Context, c gv1.GantryServiceClient, jobID, task string, followLogs, prefix bool, out io.Writer) error {
+	stream, err := c.TaskLogs(ctx, &gv1.TaskLogsRequest{JobId: jobID, Task: task, Follow: followLogs})
+	if err != nil {
+		return err
+	}
+	partial := map[string]string{}
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		ch := resp.Chunk
+		name := ch.GetRef().GetTask()
+		text := partial[name] + string(ch.GetData())
+		lines := strings.Split(text, "\n")
+		partial[name] = lines[len(lines)-1]
+		if ch.GetEof() && partial[name] != "" {
+			lines = append(lines[:len(lines)-1], partial[name], "")
+			partial[name] = ""
+		}
+		for _, l := range lines[:len(lines)-1] {
+			if prefix {
+				fmt.Fprintf(out, "[%s] %s\n", name, l)
+			} else {
+				fmt.Fprintln(out, l)
+			}
+		}
+	}
+	for name, p := range partial {
+		if p != "" {
+			if prefix {
+				fmt.Fprintf(out, "[%s] %s\n", name, p)
+			} else {
+				fmt.Fprintln(out, p)
+			}
+		}
+	}
+	return nil
+}

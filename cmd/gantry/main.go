@@ -1,0 +1,84 @@
+// Command gantry is the single Gantry binary: the coordinator, the agent,
+// a one-process development setup and the client commands.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// exitError carries a process exit code out of a command.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func main() {
+	root := newRoot()
+	if err := root.Execute(); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "gantry:", err)
+		os.Exit(1)
+	}
+}
+
+type globals struct {
+	addr      string
+	output    string
+	logLevel  string
+	logFormat string
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "gantry",
+		Short:         "Gantry builds, tests and deploys every change, from one source of truth",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	addr := os.Getenv("GANTRY_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:7420"
+	}
+	root.PersistentFlags().StringVar(&g.addr, "addr", addr, "coordinator gRPC address (env GANTRY_ADDR)")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format of client commands: table or json")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level of servers: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "console", "log format of servers: console or json")
+	root.AddCommand(
+		newDevCmd(g), newCoordinatorCmd(g), newAgentCmd(g),
+		newSubmitCmd(g), newJobsCmd(g), newJobCmd(g), newLogsCmd(g), newCancelCmd(g),
+		newAgentsCmd(g), newDrainCmd(g), newClusterCmd(g),
+	)
+	return root
+}
+
+func (g *globals) logger() (*zap.Logger, error) {
+	var lvl zapcore.Level
+	if err := lvl.Set(g.logLevel); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	var cfg zap.Config
+	switch g.logFormat {
+	case "json":
+		cfg = zap.NewProductionConfig()
+	case "console":
+		cfg = zap.NewDevelopmentConfig()
+		cfg.DisableStacktrace = true
+		cfg.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice == 0 {
+			cfg.EncoderConfig.EncodeLevel = zapcore.CapitalLevelEncoder
+		}
+	default:
+		return nil, fmt.Errorf("--log-format %q: want console or json", g.logFormat)
+	}
+	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	return cfg.Build()
+}

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/gantryci/gantry/agent"
+	"github.com/gantryci/gantry/coordinator"
+	"github.com/gantryci/gantry/coordinator/consensus"
+)
+
+func defaultDataDir(name string) string {
+	base := os.Getenv("XDG_DATA_HOME")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return filepath.Join(os.TempDir(), "gantry", name)
+		}
+		base = filepath.Join(home, ".local", "share")
+	}
+	return filepath.Join(base, "gantry", name)
+}
+
+// signalContext ends on the first SIGINT/SIGTERM; a second one exits at once.
+func signalContext(log *zap.Logger, onSecond func()) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		s := <-ch
+		log.Info("signal received, shutting down", zap.String("signal", s.String()))
+		cancel()
+		<-ch
+		log.Warn("second signal, stopping now")
+		if onSecond != nil {
+			onSecond()
+		}
+		os.Exit(1)
+	}()
+	return ctx, cancel
+}
+
+type coordinatorFlags struct {
+	cfg       coordinator.Config
+	peers     string
+	natsRoute string
+	store     string
+}
+
+func (f *coordinatorFlags) register(cmd *cobra.Command, full bool) {
+	c := &f.cfg
+	fl := cmd.Flags()
+	fl.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for Raft state, snapshots and the embedded NATS store")
+	fl.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "gRPC API listen address")
+	fl.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP listen address: /healthz, /readyz, /metrics")
+	fl.StringVar(&c.Raft.BindAddr, "raft-addr", c.Raft.BindAddr, "Raft transport address (also the address peers use)")
+	fl.StringVar(&c.NATS.Listen, "nats-listen", c.NATS.Listen, "embedded NATS client listen address")
+	fl.StringVar(&c.NATS.URL, "nats-url", "", "use this existing NATS cluster instead of the embedded server")
+	fl.StringVar(&c.Cluster, "cluster", c.Cluster, "cluster name; namespaces NATS subjects")
+	if !full {
+		return
+	}
+	fl.StringVar(&c.NodeID, "node-id", c.NodeID, "this coordinator's Raft ID")
+	fl.BoolVar(&c.Raft.Bootstrap, "bootstrap", false, "bootstrap a new cluster from --peers (or this node alone) if there is no Raft state")
+	fl.StringVar(&f.peers, "peers", "", "initial voters for --bootstrap: id=host:port,id=host:port (Raft addresses)")
+	fl.StringVar(&c.Join, "join", "", "gRPC address of a running coordinator to join as a voter")
+	fl.StringVar(&f.store, "raft-store", string(consensus.StoreWAL), "Raft log store: wal (raft-wal) or bolt (raft-boltdb)")
+	fl.StringVar(&c.NATS.ClusterListen, "nats-cluster-listen", "", "embedded NATS route listen address (clusters the coordinators' servers)")
+	fl.StringVar(&f.natsRoute, "nats-routes", "", "other coordinators' NATS route URLs, comma-separated (nats://host:port)")
+	fl.IntVar(&c.NATS.LogReplicas, "log-replicas", 0, "replicas of the log stream (default: 3 with 3+ peers, else 1)")
+	fl.DurationVar(&c.Dispatch.LeaseTTL, "lease-ttl", c.Dispatch.LeaseTTL, "requeue a task whose agent has not renewed its lease for this long")
+}
+
+func (f *coordinatorFlags) finish() error {
+	c := &f.cfg
+	if f.peers != "" {
+		peers, err := consensus.ParsePeers(f.peers)
+		if err != nil {
+			return fmt.Errorf("--peers: %w", err)
+		}
+		c.Raft.Peers = peers
+	}
+	if f.store != "" {
+		c.Raft.Store = consensus.Store(f.store)
+	}
+	for _, r := range strings.Split(f.natsRoute, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			c.NATS.Routes = append(c.NATS.Routes, r)
+		}
+	}
+	if c.NATS.LogReplicas == 0 {
+		c.NATS.LogReplicas = 1
+		if len(c.Raft.Peers) >= 3 || len(c.NATS.Routes) >= 2 {
+			c.NATS.LogReplicas = 3
+		}
+	}
+	return nil
+}
+
+func newCoordinatorCmd(g *globals) *cobra.Command {
+	f := &coordinatorFlags{cfg: coordinator.DefaultConfig()}
+	f.cfg.DataDir = defaultDataDir("coordinator")
+	cmd := &cobra.Command{
+		Use:   "coordinator",
+		Short: "Run a coordinator (one of 1, 3 or 5 Raft voters)",
+		Long: `Run a coordinator. A new cluster starts with --bootstrap on every initial node,
+all given the same --peers; later nodes start with --join pointing at any member.
+Each coordinator embeds a NATS server; give them --nats-cluster-listen and
+--nats-routes so they form one NATS cluster, or point all at --nats-url.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := f.finish(); err != nil {
+				return err
+			}
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			srv, err := coordinator.Start(f.cfg, log)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := signalContext(log, nil)
+			defer cancel()
+			<-ctx.Done()
+			return srv.Shutdown()
+		},
+	}
+	f.register(cmd, true)
+	return cmd
+}
+
+type agentFlags struct {
+	cfg    agent.Config
+	labels []string
+}
+
+func (f *agentFlags) register(cmd *cobra.Command, full bool) {
+	fl := cmd.Flags()
+	fl.StringArrayVar(&f.labels, "label", nil, "agent label k=v (repeatable); tasks select agents by labels")
+	fl.IntVar(&f.cfg.Slots, "slots", f.cfg.Slots, "tasks run at once")
+	if !full {
+		return
+	}
+	fl.StringVar(&f.cfg.Name, "name", f.cfg.Name, "agent name (unique in the cluster)")
+	fl.StringVar(&f.cfg.Cluster, "cluster", f.cfg.Cluster, "cluster name")
+	fl.StringVar(&f.cfg.NATS, "nats", f.cfg.NATS, "NATS server URLs, comma-separated")
+	fl.StringVar(&f.cfg.WorkDir, "work-dir", f.cfg.WorkDir, "directory for working copies and the result spool")
+	fl.DurationVar(&f.cfg.HeartbeatInterval, "heartbeat", f.cfg.HeartbeatInterval, "heartbeat interval")
+	fl.DurationVar(&f.cfg.Grace, "grace", f.cfg.Grace, "time between SIGTERM and SIGKILL when a task is stopped")
+}
+
+func (f *agentFlags) finish() error {
+	f.cfg.Labels = map[string]string{}
+	for _, l := range f.labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("--label %q: want k=v", l)
+		}
+		f.cfg.Labels[k] = v
+	}
+	return nil
+}
+
+func newAgentCmd(g *globals) *cobra.Command {
+	f := &agentFlags{cfg: agent.DefaultConfig()}
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run an agent that takes tasks from the cluster",
+		Long: `Run an agent. SIGTERM drains it: it takes no new work, finishes what runs,
+delivers the results and exits; a second SIGTERM stops it at once.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := f.finish(); err != nil {
+				return err
+			}
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			a, err := agent.New(f.cfg, log)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := signalContext(log, a.Kill)
+			defer cancel()
+			return a.Run(ctx)
+		},
+	}
+	f.register(cmd, true)
+	return cmd
+}
+
+func newDevCmd(g *globals) *cobra.Command {
+	cf := &coordinatorFlags{cfg: coordinator.DefaultConfig()}
+	cf.cfg.DataDir = defaultDataDir("dev")
+	cf.cfg.NodeID = "dev"
+	cf.cfg.Raft.Bootstrap = true
+	af := &agentFlags{cfg: agent.DefaultConfig()}
+	af.cfg.Name = "local"
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run Gantry in one process: a single-node coordinator, embedded NATS and a local agent",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := cf.finish(); err != nil {
+				return err
+			}
+			if err := af.finish(); err != nil {
+				return err
+			}
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			srv, err := coordinator.Start(cf.cfg, log)
+			if err != nil {
+				return err
+			}
+			af.cfg.NATS = srv.NATSURL()
+			af.cfg.Cluster = cf.cfg.Cluster
+			af.cfg.WorkDir = filepath.Join(cf.cfg.DataDir, "agent")
+			a, err := agent.New(af.cfg, log)
+			if err != nil {
+				srv.Close()
+				return err
+			}
+			fmt.Fprintf(os.Stderr, `Gantry dev is running.
+  gRPC API    %s   (gantry --addr %s ...)
+  HTTP        http://%s   (/healthz /readyz /metrics)
+  NATS        %s
+  Raft        %s
+  data        %s
+  agent       %s (%d slots)
+`, srv.GRPCAddr(), srv.GRPCAddr(), srv.HTTPAddr(), srv.NATSURL(), srv.RaftAddr(), cf.cfg.DataDir, af.cfg.Name, af.cfg.Slots)
+			ctx, cancel := signalContext(log, a.Kill)
+			defer cancel()
+			agentDone := make(chan error, 1)
+			actx, stopAgent := context.WithCancel(context.Background())
+			defer stopAgent()
+			go func() { agentDone <- a.Run(actx) }()
+			select {
+			case <-ctx.Done():
+			case err := <-agentDone:
+				if err != nil {
+					log.Error("local agent stopped", zap.Error(err))
+				}
+			}
+			stopAgent()
+			select {
+			case <-agentDone:
+			case <-time.After(30 * time.Second):
+				a.Kill()
+			}
+			return srv.Shutdown()
+		},
+	}
+	cf.register(cmd, false)
+	af.register(cmd, false)
+	cmd.Flags().StringVar(&af.cfg.Name, "agent-name", af.cfg.Name, "name of the local agent")
+	return cmd
+}

@@ -1,0 +1,271 @@
+// Package api serves the public gRPC API of a coordinator. Reads are served
+// from the local replica (they may lag the leader by a few milliseconds);
+// writes run on the leader, and a follower forwards them over NATS.
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gantryci/gantry/coordinator/consensus"
+	"github.com/gantryci/gantry/coordinator/dispatch"
+	"github.com/gantryci/gantry/coordinator/fsm"
+	"github.com/gantryci/gantry/coordinator/spec"
+	"github.com/gantryci/gantry/internal/subject"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// Cluster describes the coordinators for ClusterStatus.
+type Cluster interface {
+	Status(ctx context.Context) (*gv1.ClusterStatusResponse, error)
+}
+
+// Deps are what the API serves from.
+type Deps struct {
+	Log        *zap.Logger
+	NATS       *nats.Conn
+	Namespace  subject.Namespace
+	FSM        *fsm.FSM
+	Raft       *consensus.Node
+	Proposer   *consensus.Proposer
+	Dispatcher *dispatch.Dispatcher
+	Cluster    Cluster
+}
+
+// Server implements gv1.GantryServiceServer.
+type Server struct {
+	gv1.UnimplementedGantryServiceServer
+	d   Deps
+	log *zap.Logger
+}
+
+// New returns the API server.
+func New(d Deps) *Server {
+	return &Server{d: d, log: d.Log.Named("api")}
+}
+
+func (s *Server) isLeader() bool { return s.d.Raft.Raft.State() == raft.Leader }
+
+// SubmitJob validates a pipeline and commits it as a job.
+func (s *Server) SubmitJob(ctx context.Context, req *gv1.SubmitJobRequest) (*gv1.SubmitJobResponse, error) {
+	if !s.isLeader() {
+		resp := &gv1.SubmitJobResponse{}
+		return resp, s.forward(ctx, "SubmitJob", req, resp)
+	}
+	js := req.GetSpec()
+	switch {
+	case req.GetSpecYaml() != "" && js != nil:
+		return nil, status.Error(codes.InvalidArgument, "spec and spec_yaml: give one, not both")
+	case req.GetSpecYaml() != "":
+		parsed, err := spec.Parse([]byte(req.GetSpecYaml()))
+		if err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		js = parsed
+	case js == nil:
+		return nil, status.Error(codes.InvalidArgument, "spec: a pipeline is required (spec or spec_yaml)")
+	default:
+		if err := spec.Validate(js); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+	}
+	if len(req.GetIdempotencyKey()) > 256 {
+		return nil, status.Error(codes.InvalidArgument, "idempotency_key: longer than 256 characters")
+	}
+	job := &gv1.Job{Id: NewJobID(), Spec: js, IdempotencyKey: req.GetIdempotencyKey()}
+	for _, t := range js.Tasks {
+		job.Tasks = append(job.Tasks, &gv1.Task{Name: t.Name, Spec: t})
+	}
+	res, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_SubmitJob{SubmitJob: &gv1.SubmitJobCommand{Job: job}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	j, ok := s.d.FSM.Job(res.JobID)
+	if !ok {
+		return nil, status.Errorf(codes.Internal, "job %s committed but not found", res.JobID)
+	}
+	return &gv1.SubmitJobResponse{Job: j, Existing: res.Existing}, nil
+}
+
+// GetJob returns one job.
+func (s *Server) GetJob(ctx context.Context, req *gv1.GetJobRequest) (*gv1.GetJobResponse, error) {
+	j, ok := s.d.FSM.Job(req.GetJobId())
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "job_id: no job %q", req.GetJobId())
+	}
+	return &gv1.GetJobResponse{Job: j}, nil
+}
+
+// ListJobs lists the newest jobs.
+func (s *Server) ListJobs(ctx context.Context, req *gv1.ListJobsRequest) (*gv1.ListJobsResponse, error) {
+	limit := int(req.GetLimit())
+	if limit < 0 {
+		return nil, status.Error(codes.InvalidArgument, "limit: must not be negative")
+	}
+	if limit == 0 {
+		limit = 100
+	}
+	return &gv1.ListJobsResponse{Jobs: s.d.FSM.Jobs(req.GetStates(), limit)}, nil
+}
+
+// WatchJob streams the job after every change until it is final.
+func (s *Server) WatchJob(req *gv1.WatchJobRequest, stream gv1.GantryService_WatchJobServer) error {
+	var sent uint64
+	for {
+		changed := s.d.FSM.Changed()
+		v, ok := s.d.FSM.JobVersion(req.GetJobId())
+		if !ok {
+			return status.Errorf(codes.NotFound, "job_id: no job %q", req.GetJobId())
+		}
+		if v != sent {
+			j, _ := s.d.FSM.Job(req.GetJobId())
+			if err := stream.Send(&gv1.WatchJobResponse{Job: j}); err != nil {
+				return err
+			}
+			sent = j.Version
+			if fsm.JobFinal(j.State) {
+				return nil
+			}
+		}
+		select {
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		case <-changed:
+		}
+	}
+}
+
+// CancelJob cancels a job and stops its running tasks.
+func (s *Server) CancelJob(ctx context.Context, req *gv1.CancelJobRequest) (*gv1.CancelJobResponse, error) {
+	if !s.isLeader() {
+		resp := &gv1.CancelJobResponse{}
+		return resp, s.forward(ctx, "CancelJob", req, resp)
+	}
+	if req.GetJobId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "job_id: required")
+	}
+	res, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_CancelJob{CancelJob: &gv1.CancelJobCommand{JobId: req.GetJobId(), Reason: req.GetReason()}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	j, _ := s.d.FSM.Job(req.GetJobId())
+	if len(res.Canceled) > 0 {
+		agents := make([]string, len(res.Canceled))
+		for i, ref := range res.Canceled {
+			for _, t := range j.GetTasks() {
+				if t.Name == ref.Task {
+					agents[i] = t.Agent
+				}
+			}
+		}
+		s.d.Dispatcher.Cancel(res.Canceled, agents, "job canceled")
+	}
+	return &gv1.CancelJobResponse{Job: j}, nil
+}
+
+// ListAgents lists the agents this node has heard from.
+func (s *Server) ListAgents(ctx context.Context, req *gv1.ListAgentsRequest) (*gv1.ListAgentsResponse, error) {
+	resp := &gv1.ListAgentsResponse{}
+	for _, a := range s.d.Dispatcher.Fleet().Agents(time.Now(), time.Hour) {
+		resp.Agents = append(resp.Agents, &gv1.AgentStatus{
+			Info:          a.Info,
+			State:         a.State,
+			LastHeartbeat: timestamppb.New(a.LastSeen),
+			Running:       a.Running,
+		})
+	}
+	return resp, nil
+}
+
+// DrainAgent tells an agent to finish its work and exit.
+func (s *Server) DrainAgent(ctx context.Context, req *gv1.DrainAgentRequest) (*gv1.DrainAgentResponse, error) {
+	if req.GetName() == "" {
+		return nil, status.Error(codes.InvalidArgument, "name: required")
+	}
+	if err := s.d.Dispatcher.Drain(req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &gv1.DrainAgentResponse{}, nil
+}
+
+// ClusterStatus describes the coordinators.
+func (s *Server) ClusterStatus(ctx context.Context, req *gv1.ClusterStatusRequest) (*gv1.ClusterStatusResponse, error) {
+	return s.d.Cluster.Status(ctx)
+}
+
+// AddNode adds a voter.
+func (s *Server) AddNode(ctx context.Context, req *gv1.AddNodeRequest) (*gv1.AddNodeResponse, error) {
+	if !s.isLeader() {
+		resp := &gv1.AddNodeResponse{}
+		return resp, s.forward(ctx, "AddNode", req, resp)
+	}
+	if req.GetId() == "" || req.GetRaftAddr() == "" {
+		return nil, status.Error(codes.InvalidArgument, "id and raft_addr: required")
+	}
+	if err := s.d.Raft.AddVoter(req.GetId(), req.GetRaftAddr(), 10*time.Second); err != nil {
+		return nil, toStatus(err)
+	}
+	return &gv1.AddNodeResponse{}, nil
+}
+
+// RemoveNode removes a node from the configuration.
+func (s *Server) RemoveNode(ctx context.Context, req *gv1.RemoveNodeRequest) (*gv1.RemoveNodeResponse, error) {
+	if !s.isLeader() {
+		resp := &gv1.RemoveNodeResponse{}
+		return resp, s.forward(ctx, "RemoveNode", req, resp)
+	}
+	if req.GetId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "id: required")
+	}
+	if err := s.d.Raft.RemoveServer(req.GetId(), 10*time.Second); err != nil {
+		return nil, toStatus(err)
+	}
+	return &gv1.RemoveNodeResponse{}, nil
+}
+
+// toStatus chooses the gRPC code for an internal error.
+func toStatus(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, fsm.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, fsm.ErrConflict), errors.Is(err, fsm.ErrStaleAttempt):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, fsm.ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, consensus.ErrNotLeader), errors.Is(err, raft.ErrNotLeader):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+// NewJobID returns a short, time-ordered, random job ID.
+func NewJobID() string {
+	var b [10]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixMilli())<<16)
+	if _, err := rand.Read(b[6:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	return strings.ToLower(idEncoding.EncodeToString(b[:]))
+}

@@ -1,0 +1,111 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+const (
+	hdrCode    = "Gantry-Code"
+	hdrMessage = "Gantry-Message"
+)
+
+// forward sends a write to the leader over NATS and decodes its answer into
+// resp. While there is no leader (an election) it retries until ctx ends.
+func (s *Server) forward(ctx context.Context, method string, req, resp proto.Message) error {
+	data, err := proto.Marshal(req)
+	if err != nil {
+		return status.Errorf(codes.Internal, "encode %s: %v", method, err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+	}
+	wait := 20 * time.Millisecond
+	for {
+		msg, err := s.d.NATS.RequestWithContext(ctx, s.d.Namespace.RPC(method), data)
+		if errors.Is(err, nats.ErrNoResponders) {
+			select {
+			case <-ctx.Done():
+				return status.Errorf(codes.Unavailable, "%s: no leader elected", method)
+			case <-time.After(wait):
+				wait = min(2*wait, 500*time.Millisecond)
+				continue
+			}
+		}
+		if err != nil {
+			return status.Errorf(codes.Unavailable, "forward %s to the leader: %v", method, err)
+		}
+		if c := msg.Header.Get(hdrCode); c != "" {
+			n, _ := strconv.Atoi(c)
+			if codes.Code(n) == codes.Unavailable && ctx.Err() == nil {
+				// The leader stepped down between our request and its commit.
+				time.Sleep(wait)
+				continue
+			}
+			return status.Error(codes.Code(n), msg.Header.Get(hdrMessage))
+		}
+		if err := proto.Unmarshal(msg.Data, resp); err != nil {
+			return status.Errorf(codes.Internal, "decode %s answer: %v", method, err)
+		}
+		return nil
+	}
+}
+
+// ServeForwarded answers writes forwarded by followers; the leader
+// subscribes it to the namespace's RPC subjects while it leads.
+func (s *Server) ServeForwarded(ctx context.Context, m *nats.Msg) {
+	method := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	var (
+		resp proto.Message
+		err  error
+	)
+	switch method {
+	case "SubmitJob":
+		req := &gv1.SubmitJobRequest{}
+		if err = proto.Unmarshal(m.Data, req); err == nil {
+			resp, err = s.SubmitJob(ctx, req)
+		}
+	case "CancelJob":
+		req := &gv1.CancelJobRequest{}
+		if err = proto.Unmarshal(m.Data, req); err == nil {
+			resp, err = s.CancelJob(ctx, req)
+		}
+	case "AddNode":
+		req := &gv1.AddNodeRequest{}
+		if err = proto.Unmarshal(m.Data, req); err == nil {
+			resp, err = s.AddNode(ctx, req)
+		}
+	case "RemoveNode":
+		req := &gv1.RemoveNodeRequest{}
+		if err = proto.Unmarshal(m.Data, req); err == nil {
+			resp, err = s.RemoveNode(ctx, req)
+		}
+	default:
+		err = status.Errorf(codes.Unimplemented, "method %q is not forwarded", method)
+	}
+	out := nats.NewMsg(m.Reply)
+	if err != nil {
+		st, _ := status.FromError(toStatus(err))
+		out.Header.Set(hdrCode, strconv.Itoa(int(st.Code())))
+		out.Header.Set(hdrMessage, st.Message())
+	} else if out.Data, err = proto.Marshal(resp); err != nil {
+		out.Header.Set(hdrCode, strconv.Itoa(int(codes.Internal)))
+		out.Header.Set(hdrMessage, err.Error())
+	}
+	if err := m.RespondMsg(out); err != nil {
+		s.log.Debug("answer forwarded call", zap.String("method", method), zap.Error(err))
+	}
+}

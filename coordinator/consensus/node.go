@@ -1,0 +1,255 @@
+// Package consensus runs the coordinator's Raft node: the durable log store,
+// file snapshots, the TCP transport, bootstrap and membership, and the
+// proposer that batches commands into log entries.
+package consensus
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	wal "github.com/hashicorp/raft-wal"
+	"go.uber.org/zap"
+)
+
+// Store names a durable Raft log store.
+type Store string
+
+const (
+	// StoreWAL is hashicorp/raft-wal: segment files, one fsync per batch.
+	StoreWAL Store = "wal"
+	// StoreBolt is hashicorp/raft-boltdb/v2 (bbolt).
+	StoreBolt Store = "bolt"
+)
+
+// Peer is one voter of the initial configuration.
+type Peer struct {
+	ID   string
+	Addr string
+}
+
+// ParsePeers reads "id=host:port,id=host:port".
+func ParsePeers(s string) ([]Peer, error) {
+	var out []Peer
+	for _, p := range strings.Split(s, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		id, addr, ok := strings.Cut(p, "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("peer %q: want id=host:port", p)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("peer %q: %w", p, err)
+		}
+		out = append(out, Peer{ID: id, Addr: addr})
+	}
+	return out, nil
+}
+
+// Config configures a Raft node.
+type Config struct {
+	ID string
+	// Dir holds the log store and snapshots.
+	Dir string
+	// BindAddr is the Raft transport's listen address (host:port; port 0
+	// picks one). It is also the address peers use, so it must not be a
+	// wildcard address.
+	BindAddr string
+	Store    Store
+	// Bootstrap a new cluster from Peers (just this node when empty) if the
+	// node has no state yet. Ignored when state exists.
+	Bootstrap bool
+	Peers     []Peer
+
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotInterval   time.Duration
+	SnapshotThreshold  uint64
+	TrailingLogs       uint64
+}
+
+// DefaultConfig has timeouts tuned for sub-second failover on a LAN.
+func DefaultConfig() Config {
+	return Config{
+		Store:              StoreWAL,
+		HeartbeatTimeout:   500 * time.Millisecond,
+		ElectionTimeout:    500 * time.Millisecond,
+		LeaderLeaseTimeout: 250 * time.Millisecond,
+		CommitTimeout:      5 * time.Millisecond,
+		SnapshotInterval:   30 * time.Second,
+		SnapshotThreshold:  8192,
+		TrailingLogs:       10240,
+	}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	if c.ID == "" {
+		return errors.New("raft: node id is empty")
+	}
+	if c.Dir == "" {
+		return errors.New("raft: data dir is empty")
+	}
+	if c.Store != StoreWAL && c.Store != StoreBolt {
+		return fmt.Errorf("raft: store %q: want %q or %q", c.Store, StoreWAL, StoreBolt)
+	}
+	host, _, err := net.SplitHostPort(c.BindAddr)
+	if err != nil {
+		return fmt.Errorf("raft: bind address %q: %w", c.BindAddr, err)
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return fmt.Errorf("raft: bind address %q: peers cannot reach a wildcard address; name the interface", c.BindAddr)
+	}
+	return nil
+}
+
+// Node is a running Raft node.
+type Node struct {
+	Raft      *raft.Raft
+	Transport *raft.NetworkTransport
+	closers   []func() error
+}
+
+// Open starts a Raft node applying to fsm.
+func Open(cfg Config, fsm raft.FSM, log *zap.Logger) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	hl := newHCLog(log.Named("raft"))
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("raft dir: %w", err)
+	}
+	n := &Node{}
+	var logs raft.LogStore
+	var stable raft.StableStore
+	switch cfg.Store {
+	case StoreBolt:
+		b, err := raftboltdb.NewBoltStore(filepath.Join(cfg.Dir, "raft.db"))
+		if err != nil {
+			return nil, fmt.Errorf("open bolt store: %w", err)
+		}
+		n.closers = append(n.closers, b.Close)
+		logs, stable = b, b
+	default:
+		dir := filepath.Join(cfg.Dir, "wal")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("wal dir: %w", err)
+		}
+		w, err := wal.Open(dir, wal.WithLogger(hl.Named("wal")))
+		if err != nil {
+			return nil, fmt.Errorf("open wal: %w", err)
+		}
+		n.closers = append(n.closers, w.Close)
+		logs, stable = w, w
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hl.Named("snapshot"))
+	if err != nil {
+		n.close()
+		return nil, fmt.Errorf("open snapshot store: %w", err)
+	}
+	tr, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, nil, 4, 10*time.Second, hl.Named("transport"))
+	if err != nil {
+		n.close()
+		return nil, fmt.Errorf("raft transport on %s: %w", cfg.BindAddr, err)
+	}
+	n.Transport = tr
+	n.closers = append(n.closers, tr.Close)
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.Logger = hl
+	set := func(dst *time.Duration, v time.Duration) {
+		if v > 0 {
+			*dst = v
+		}
+	}
+	set(&rc.HeartbeatTimeout, cfg.HeartbeatTimeout)
+	set(&rc.ElectionTimeout, cfg.ElectionTimeout)
+	set(&rc.LeaderLeaseTimeout, cfg.LeaderLeaseTimeout)
+	set(&rc.CommitTimeout, cfg.CommitTimeout)
+	set(&rc.SnapshotInterval, cfg.SnapshotInterval)
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 512
+
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(logs, stable, snaps)
+		if err != nil {
+			n.close()
+			return nil, fmt.Errorf("raft state: %w", err)
+		}
+		if !has {
+			servers := []raft.Server{{ID: rc.LocalID, Address: tr.LocalAddr()}}
+			if len(cfg.Peers) > 0 {
+				servers = servers[:0]
+				for _, p := range cfg.Peers {
+					servers = append(servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
+				}
+			}
+			if err := raft.BootstrapCluster(rc, logs, stable, snaps, tr, raft.Configuration{Servers: servers}); err != nil {
+				n.close()
+				return nil, fmt.Errorf("bootstrap: %w", err)
+			}
+		}
+	}
+	r, err := raft.NewRaft(rc, fsm, logs, stable, snaps, tr)
+	if err != nil {
+		n.close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	n.Raft = r
+	return n, nil
+}
+
+// Addr is the transport's address.
+func (n *Node) Addr() string { return string(n.Transport.LocalAddr()) }
+
+// Close shuts Raft down and closes its stores.
+func (n *Node) Close() error {
+	var errs []error
+	if n.Raft != nil {
+		errs = append(errs, n.Raft.Shutdown().Error())
+	}
+	errs = append(errs, n.close())
+	return errors.Join(errs...)
+}
+
+func (n *Node) close() error {
+	var errs []error
+	for i := len(n.closers) - 1; i >= 0; i-- {
+		errs = append(errs, n.closers[i]())
+	}
+	n.closers = nil
+	return errors.Join(errs...)
+}
+
+// AddVoter adds a node; only the leader can.
+func (n *Node) AddVoter(id, addr string, timeout time.Duration) error {
+	if err := n.Raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout).Error(); err != nil {
+		return fmt.Errorf("add voter %s at %s: %w", id, addr, err)
+	}
+	return nil
+}
+
+// RemoveServer removes a node; only the leader can.
+func (n *Node) RemoveServer(id string, timeout time.Duration) error {
+	if err := n.Raft.RemoveServer(raft.ServerID(id), 0, timeout).Error(); err != nil {
+		return fmt.Errorf("remove server %s: %w", id, err)
+	}
+	return nil
+}

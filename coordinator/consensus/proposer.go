@@ -1,0 +1,172 @@
+package consensus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/gantryci/gantry/coordinator/fsm"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// ErrNotLeader is returned when this node cannot commit because it is not
+// (or stopped being) the leader.
+var ErrNotLeader = errors.New("not the leader")
+
+// Proposer turns commands into Raft log entries. Concurrent proposals are
+// grouped: while entries are in flight, new commands queue up and leave as
+// one entry, so under load many commands share one fsync.
+type Proposer struct {
+	raft     *raft.Raft
+	reqs     chan *proposal
+	inflight chan struct{}
+	maxBatch int
+	timeout  time.Duration
+
+	// Observe, when set, is told the size and commit time of every entry.
+	Observe func(commands int, took time.Duration)
+}
+
+type proposal struct {
+	cmds []*gv1.Command
+	done chan proposalResult
+}
+
+type proposalResult struct {
+	results []fsm.Result
+	err     error
+}
+
+// NewProposer returns a proposer for r; call Run to start it.
+func NewProposer(r *raft.Raft) *Proposer {
+	return &Proposer{
+		raft:     r,
+		reqs:     make(chan *proposal, 4096),
+		inflight: make(chan struct{}, 8),
+		maxBatch: 1024,
+		timeout:  10 * time.Second,
+	}
+}
+
+// Propose commits cmds (in order, possibly together with other callers'
+// commands) and returns one result per command. An error means the outcome
+// is unknown or nothing was committed; rule violations are in the results.
+func (p *Proposer) Propose(ctx context.Context, cmds ...*gv1.Command) ([]fsm.Result, error) {
+	if len(cmds) == 0 {
+		return nil, nil
+	}
+	pr := &proposal{cmds: cmds, done: make(chan proposalResult, 1)}
+	select {
+	case p.reqs <- pr:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case res := <-pr.done:
+		return res.results, res.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// ProposeOne commits one command and returns its result's error folded in.
+func (p *Proposer) ProposeOne(ctx context.Context, cmd *gv1.Command) (fsm.Result, error) {
+	res, err := p.Propose(ctx, cmd)
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	return res[0], res[0].Err
+}
+
+// Run forms and sends batches until ctx ends.
+func (p *Proposer) Run(ctx context.Context) {
+	for {
+		var first *proposal
+		select {
+		case <-ctx.Done():
+			p.failQueued(ctx.Err())
+			return
+		case first = <-p.reqs:
+		}
+		select {
+		case p.inflight <- struct{}{}:
+		case <-ctx.Done():
+			first.done <- proposalResult{err: ctx.Err()}
+			p.failQueued(ctx.Err())
+			return
+		}
+		// Take whatever queued while we waited for a free slot.
+		batch := []*proposal{first}
+		n := len(first.cmds)
+	fill:
+		for n < p.maxBatch {
+			select {
+			case pr := <-p.reqs:
+				batch = append(batch, pr)
+				n += len(pr.cmds)
+			default:
+				break fill
+			}
+		}
+		p.send(batch, n)
+	}
+}
+
+func (p *Proposer) send(batch []*proposal, n int) {
+	b := &gv1.Batch{Commands: make([]*gv1.Command, 0, n)}
+	for _, pr := range batch {
+		b.Commands = append(b.Commands, pr.cmds...)
+	}
+	data, err := proto.Marshal(b)
+	if err != nil {
+		<-p.inflight
+		for _, pr := range batch {
+			pr.done <- proposalResult{err: fmt.Errorf("encode batch: %w", err)}
+		}
+		return
+	}
+	start := time.Now()
+	f := p.raft.Apply(data, p.timeout)
+	go func() {
+		defer func() { <-p.inflight }()
+		err := f.Error()
+		if p.Observe != nil && err == nil {
+			p.Observe(n, time.Since(start))
+		}
+		if err != nil {
+			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
+				err = fmt.Errorf("%w: %v", ErrNotLeader, err)
+			}
+			for _, pr := range batch {
+				pr.done <- proposalResult{err: fmt.Errorf("commit: %w", err)}
+			}
+			return
+		}
+		results, _ := f.Response().([]fsm.Result)
+		if len(results) != n {
+			for _, pr := range batch {
+				pr.done <- proposalResult{err: fmt.Errorf("commit: %d results for %d commands", len(results), n)}
+			}
+			return
+		}
+		for _, pr := range batch {
+			pr.done <- proposalResult{results: results[:len(pr.cmds):len(pr.cmds)]}
+			results = results[len(pr.cmds):]
+		}
+	}()
+}
+
+func (p *Proposer) failQueued(err error) {
+	for {
+		select {
+		case pr := <-p.reqs:
+			pr.done <- proposalResult{err: err}
+		default:
+			return
+		}
+	}
+}

@@ -1,0 +1,396 @@
+// Package dispatch is the leader's side of the data plane: it places
+// pending tasks on agents, sends assignments over NATS, watches leases,
+// commits agent reports and tells agents to stop work that is no longer
+// theirs. Every node runs the heartbeat side (Fleet); only the leader runs
+// Lead.
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gantryci/gantry/coordinator/consensus"
+	"github.com/gantryci/gantry/coordinator/fsm"
+	"github.com/gantryci/gantry/coordinator/metrics"
+	"github.com/gantryci/gantry/coordinator/scheduler"
+	"github.com/gantryci/gantry/internal/subject"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// Config tunes the dispatcher.
+type Config struct {
+	// LeaseTTL: an attempt whose agent has not listed it in a heartbeat for
+	// this long is requeued on another agent.
+	LeaseTTL time.Duration
+	// AssignTimeout bounds the wait for an agent to accept an assignment.
+	AssignTimeout time.Duration
+	// Tick is the longest pause between scheduling passes.
+	Tick time.Duration
+}
+
+// DefaultConfig re-dispatches a lost agent's work within about 3 s.
+func DefaultConfig() Config {
+	return Config{LeaseTTL: 2500 * time.Millisecond, AssignTimeout: 2 * time.Second, Tick: 100 * time.Millisecond}
+}
+
+// Dispatcher schedules and supervises tasks while its node leads.
+type Dispatcher struct {
+	cfg     Config
+	log     *zap.Logger
+	nc      *nats.Conn
+	ns      subject.Namespace
+	fsm     *fsm.FSM
+	prop    *consensus.Proposer
+	fleet   *Fleet
+	metrics *metrics.Metrics
+
+	leading atomic.Bool
+
+	mu      sync.Mutex
+	waiting map[string]string
+}
+
+// New returns a dispatcher.
+func New(cfg Config, log *zap.Logger, nc *nats.Conn, ns subject.Namespace, f *fsm.FSM, prop *consensus.Proposer, fleet *Fleet, m *metrics.Metrics) *Dispatcher {
+	return &Dispatcher{
+		cfg: cfg, log: log.Named("dispatch"), nc: nc, ns: ns, fsm: f, prop: prop, fleet: fleet, metrics: m,
+		waiting: map[string]string{},
+	}
+}
+
+// Fleet is the node's view of the agents.
+func (d *Dispatcher) Fleet() *Fleet { return d.fleet }
+
+// Waiting returns why each pending task waits, as of the last pass.
+func (d *Dispatcher) Waiting() map[string]string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]string, len(d.waiting))
+	for k, v := range d.waiting {
+		out[k] = v
+	}
+	return out
+}
+
+// HandleHeartbeat records a heartbeat; every node subscribes it. On the
+// leader it also tells the agent to stop attempts that are no longer its.
+func (d *Dispatcher) HandleHeartbeat(m *nats.Msg) {
+	var hb gv1.Heartbeat
+	if err := proto.Unmarshal(m.Data, &hb); err != nil {
+		d.log.Warn("malformed heartbeat", zap.String("subject", m.Subject), zap.Error(err))
+		return
+	}
+	name := hb.GetAgent().GetName()
+	if name == "" || m.Subject != d.ns.Heartbeat(name) {
+		d.log.Warn("heartbeat on a subject not its own", zap.String("subject", m.Subject), zap.String("agent", name))
+		return
+	}
+	d.fleet.Observe(&hb, time.Now())
+	if !d.leading.Load() {
+		return
+	}
+	for _, ref := range hb.Running {
+		if !d.fsm.IsCurrent(ref) && !d.recentlyFinished(ref) {
+			d.sendCancel(name, ref, "attempt is no longer current")
+		}
+	}
+}
+
+// recentlyFinished reports whether ref is a finished attempt; its agent is
+// only waiting for the acknowledgement of its report.
+func (d *Dispatcher) recentlyFinished(ref *gv1.TaskRef) bool {
+	j, ok := d.fsm.Job(ref.GetJobId())
+	if !ok {
+		return false
+	}
+	for _, t := range j.Tasks {
+		if t.Name == ref.GetTask() {
+			for _, a := range t.Attempts {
+				if a.Number == ref.GetAttempt() && a.FinishedAt != nil && a.Result != gv1.TaskState_TASK_STATE_CANCELED {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// Lead runs the leader's loops until ctx ends.
+func (d *Dispatcher) Lead(ctx context.Context) error {
+	d.leading.Store(true)
+	defer d.leading.Store(false)
+	sub, err := d.nc.Subscribe(d.ns.AllReports(), func(m *nats.Msg) { go d.handleReport(ctx, m) })
+	if err != nil {
+		return fmt.Errorf("subscribe reports: %w", err)
+	}
+	defer sub.Unsubscribe()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.leaseLoop(ctx)
+	}()
+	d.scheduleLoop(ctx)
+	wg.Wait()
+	return nil
+}
+
+func (d *Dispatcher) scheduleLoop(ctx context.Context) {
+	tick := time.NewTicker(d.cfg.Tick)
+	defer tick.Stop()
+	for {
+		fsmCh, fleetCh := d.fsm.Changed(), d.fleet.Changed()
+		d.scheduleOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-fsmCh:
+		case <-fleetCh:
+		case <-tick.C:
+		}
+	}
+}
+
+func (d *Dispatcher) scheduleOnce(ctx context.Context) {
+	pending := d.fsm.Pending()
+	depth := map[string]float64{}
+	for _, p := range pending {
+		depth[scheduler.FormatLabels(p.Spec.GetLabels())]++
+	}
+	d.metrics.QueueDepth.Reset()
+	for k, v := range depth {
+		d.metrics.QueueDepth.WithLabelValues(k).Set(v)
+	}
+	if len(pending) == 0 {
+		d.mu.Lock()
+		d.waiting = map[string]string{}
+		d.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	load := d.fsm.AgentLoad()
+	var cands []scheduler.Candidate
+	for _, a := range d.fleet.Agents(now, 0) {
+		if a.State != gv1.AgentState_AGENT_STATE_ACTIVE {
+			continue
+		}
+		cands = append(cands, scheduler.Candidate{
+			Name:   a.Info.Name,
+			Labels: a.Info.Labels,
+			Free:   int(a.Info.Slots) - load[a.Info.Name],
+		})
+	}
+	plan := scheduler.Schedule(pending, cands, d.fsm.BusyConcurrency(), now.UnixNano())
+	d.mu.Lock()
+	d.waiting = plan.Waiting
+	d.mu.Unlock()
+	if len(plan.Placements) == 0 {
+		return
+	}
+	at := timestamppb.New(now)
+	cmds := make([]*gv1.Command, len(plan.Placements))
+	for i, p := range plan.Placements {
+		cmds[i] = &gv1.Command{At: at, Cmd: &gv1.Command_AssignTask{AssignTask: &gv1.AssignTaskCommand{
+			Ref:   &gv1.TaskRef{JobId: p.Task.Key.JobID, Task: p.Task.Key.Task, Attempt: p.Attempt},
+			Agent: p.Agent,
+		}}}
+	}
+	results, err := d.prop.Propose(ctx, cmds...)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn("commit assignments", zap.Int("tasks", len(cmds)), zap.Error(err))
+		}
+		return
+	}
+	for i, r := range results {
+		if r.Err != nil {
+			d.log.Debug("assignment refused", zap.Error(r.Err))
+			continue
+		}
+		go d.deliver(ctx, plan.Placements[i], cmds[i].GetAssignTask().GetRef())
+	}
+}
+
+// deliver sends one committed assignment to its agent. Accepted, the attempt
+// starts; refused or unanswered, it goes back to the queue.
+func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv1.TaskRef) {
+	data, err := proto.Marshal(&gv1.Assignment{Ref: ref, JobName: p.Task.JobName, Spec: p.Task.Spec})
+	if err != nil {
+		d.log.Error("encode assignment", zap.Error(err))
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, d.cfg.AssignTimeout)
+	msg, err := d.nc.RequestWithContext(rctx, d.ns.Assign(p.Agent), data)
+	cancel()
+	if ctx.Err() != nil {
+		return // leadership ended; the next leader's lease check takes over
+	}
+	var reply gv1.AssignmentReply
+	if err == nil {
+		err = proto.Unmarshal(msg.Data, &reply)
+	}
+	if err != nil || !reply.Accepted {
+		reason := reply.Reason
+		if err != nil {
+			reason = err.Error()
+		}
+		d.requeue(ctx, ref, fmt.Sprintf("agent %s did not take the task: %s", p.Agent, reason), "not_accepted")
+		return
+	}
+	if q := p.Task.QueuedAt; q > 0 {
+		d.metrics.DispatchLatency.WithLabelValues(scheduler.FormatLabels(p.Task.Spec.GetLabels())).
+			Observe(time.Since(time.Unix(0, max(q, p.Task.NotBefore))).Seconds())
+	}
+	_, err = d.prop.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_StartTask{StartTask: &gv1.StartTaskCommand{Ref: ref}}})
+	if err != nil && !errors.Is(err, fsm.ErrStaleAttempt) && ctx.Err() == nil {
+		d.log.Warn("commit start", zap.String("job", ref.JobId), zap.String("task", ref.Task), zap.Error(err))
+	}
+}
+
+func (d *Dispatcher) requeue(ctx context.Context, ref *gv1.TaskRef, reason, metric string) {
+	_, err := d.prop.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_RequeueTask{RequeueTask: &gv1.RequeueTaskCommand{Ref: ref, Reason: reason}}})
+	switch {
+	case err == nil:
+		d.metrics.Requeues.WithLabelValues(metric).Inc()
+		d.log.Info("attempt requeued", zap.String("job", ref.JobId), zap.String("task", ref.Task),
+			zap.Int32("attempt", ref.Attempt), zap.String("reason", reason))
+	case errors.Is(err, fsm.ErrStaleAttempt), errors.Is(err, fsm.ErrDuplicate), ctx.Err() != nil:
+	default:
+		d.log.Warn("commit requeue", zap.String("job", ref.JobId), zap.String("task", ref.Task), zap.Error(err))
+	}
+}
+
+// leaseLoop requeues attempts whose agents stopped renewing them. A lease
+// starts when the leader first sees the attempt, so a new leader gives every
+// agent one full TTL to be heard from.
+func (d *Dispatcher) leaseLoop(ctx context.Context) {
+	every := max(d.cfg.LeaseTTL/5, 10*time.Millisecond)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	leases := map[refKey]time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		seen := map[refKey]bool{}
+		for _, a := range d.fsm.Active() {
+			k := keyOf(a.Ref)
+			seen[k] = true
+			if d.fleet.Holds(a.Agent, a.Ref, now) {
+				leases[k] = now
+				continue
+			}
+			last, ok := leases[k]
+			if !ok {
+				leases[k] = now
+				continue
+			}
+			if now.Sub(last) <= d.cfg.LeaseTTL {
+				continue
+			}
+			leases[k] = now // do not propose again before another TTL
+			reason, metric := fmt.Sprintf("agent %s no longer holds the task", a.Agent), "not_held"
+			if seenAt, ok := d.fleet.LastSeen(a.Agent); !ok || now.Sub(seenAt) > d.cfg.LeaseTTL {
+				reason, metric = fmt.Sprintf("agent %s lost: no heartbeat for %s", a.Agent, now.Sub(last).Round(time.Millisecond)), "agent_lost"
+			}
+			go d.requeue(ctx, a.Ref, reason, metric)
+		}
+		for k := range leases {
+			if !seen[k] {
+				delete(leases, k)
+			}
+		}
+	}
+}
+
+// handleReport commits an agent's report and answers it. A report that
+// cannot be committed now (no leader, a timeout) gets no answer, and the
+// agent sends it again.
+func (d *Dispatcher) handleReport(ctx context.Context, m *nats.Msg) {
+	reply := func(accepted bool, reason, outcome string) {
+		d.metrics.Reports.WithLabelValues(outcome).Inc()
+		data, _ := proto.Marshal(&gv1.ReportReply{Accepted: accepted, Reason: reason})
+		if err := m.Respond(data); err != nil {
+			d.log.Debug("answer report", zap.Error(err))
+		}
+	}
+	var r gv1.Report
+	if err := proto.Unmarshal(m.Data, &r); err != nil {
+		reply(false, "malformed report: "+err.Error(), "malformed")
+		return
+	}
+	// The agent is named by the subject it was allowed to publish on, not by
+	// what the payload claims.
+	agent := subjectAgent(m.Subject)
+	if r.GetRef().GetJobId() == "" || r.GetRef().GetTask() == "" || r.GetRef().GetAttempt() <= 0 {
+		reply(false, "report.ref: job_id, task and a positive attempt are required", "malformed")
+		return
+	}
+	r.Agent = agent
+	_, err := d.prop.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_FinishTask{FinishTask: &gv1.FinishTaskCommand{Report: &r}}})
+	switch {
+	case err == nil:
+		reply(true, "", "accepted")
+	case errors.Is(err, fsm.ErrDuplicate):
+		reply(true, "already recorded", "duplicate")
+	case errors.Is(err, fsm.ErrStaleAttempt), errors.Is(err, fsm.ErrNotFound), errors.Is(err, fsm.ErrInvalid):
+		d.log.Info("report refused", zap.String("agent", agent), zap.String("job", r.Ref.JobId),
+			zap.String("task", r.Ref.Task), zap.Int32("attempt", r.Ref.Attempt), zap.Error(err))
+		reply(false, err.Error(), "refused")
+	default:
+		d.log.Warn("commit report", zap.String("agent", agent), zap.Error(err))
+	}
+}
+
+func subjectAgent(subj string) string {
+	// gantry.<cluster>.agent.<name>.report
+	var parts [5]string
+	n := 0
+	start := 0
+	for i := 0; i <= len(subj) && n < 5; i++ {
+		if i == len(subj) || subj[i] == '.' {
+			parts[n] = subj[start:i]
+			n++
+			start = i + 1
+		}
+	}
+	return parts[3]
+}
+
+// Cancel tells the agents holding refs to stop them.
+func (d *Dispatcher) Cancel(refs []*gv1.TaskRef, agents []string, reason string) {
+	for i, ref := range refs {
+		d.sendCancel(agents[i], ref, reason)
+	}
+}
+
+func (d *Dispatcher) sendCancel(agent string, ref *gv1.TaskRef, reason string) {
+	data, _ := proto.Marshal(&gv1.AgentControl{Action: &gv1.AgentControl_Cancel{Cancel: &gv1.CancelAction{Ref: ref, Reason: reason}}})
+	if err := d.nc.Publish(d.ns.Control(agent), data); err != nil {
+		d.log.Warn("send cancel", zap.String("agent", agent), zap.Error(err))
+	}
+}
+
+// Drain tells an agent to take no new work, finish what it runs and exit.
+func (d *Dispatcher) Drain(agent string) error {
+	if _, ok := d.fleet.LastSeen(agent); !ok {
+		return fmt.Errorf("agent %q: %w", agent, fsm.ErrNotFound)
+	}
+	data, _ := proto.Marshal(&gv1.AgentControl{Action: &gv1.AgentControl_Drain{Drain: &gv1.DrainAction{}}})
+	if err := d.nc.Publish(d.ns.Control(agent), data); err != nil {
+		return fmt.Errorf("send drain to %s: %w", agent, err)
+	}
+	return d.nc.Flush()
+}

@@ -1,0 +1,144 @@
+package dispatch
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// Fleet is every coordinator's in-memory view of the agents, fed by their
+// heartbeats. Heartbeats never enter Raft; each node keeps its own view so
+// that a new leader starts with a warm one.
+type Fleet struct {
+	ttl time.Duration
+
+	mu      sync.RWMutex
+	agents  map[string]*agentView
+	changed chan struct{}
+}
+
+type agentView struct {
+	info     *gv1.AgentInfo
+	running  map[refKey]bool
+	refs     []*gv1.TaskRef
+	lastSeen time.Time
+}
+
+type refKey struct {
+	job     string
+	task    string
+	attempt int32
+}
+
+func keyOf(r *gv1.TaskRef) refKey { return refKey{r.GetJobId(), r.GetTask(), r.GetAttempt()} }
+
+// NewFleet returns an empty fleet; an agent silent for ttl is lost.
+func NewFleet(ttl time.Duration) *Fleet {
+	return &Fleet{ttl: ttl, agents: map[string]*agentView{}, changed: make(chan struct{})}
+}
+
+// Observe records a heartbeat received at now. It reports whether the agent
+// is new, restarted or changed state, i.e. whether scheduling should rerun.
+func (f *Fleet) Observe(hb *gv1.Heartbeat, now time.Time) bool {
+	info := hb.GetAgent()
+	if info.GetName() == "" {
+		return false
+	}
+	v := &agentView{info: info, running: make(map[refKey]bool, len(hb.Running)), refs: hb.Running, lastSeen: now}
+	for _, r := range hb.Running {
+		v.running[keyOf(r)] = true
+	}
+	f.mu.Lock()
+	old := f.agents[info.Name]
+	f.agents[info.Name] = v
+	notable := old == nil || now.Sub(old.lastSeen) > f.ttl || old.info.GetSession() != info.GetSession() ||
+		old.info.GetDraining() != info.GetDraining() || old.info.GetSlots() != info.GetSlots() || len(old.refs) != len(hb.Running)
+	var ch chan struct{}
+	if notable {
+		ch = f.changed
+		f.changed = make(chan struct{})
+	}
+	f.mu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+	return notable
+}
+
+// Changed returns a channel closed when an agent appears, restarts, frees a
+// slot or changes state.
+func (f *Fleet) Changed() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.changed
+}
+
+// Holds reports whether agent's latest heartbeat, received within the TTL,
+// lists ref.
+func (f *Fleet) Holds(agent string, ref *gv1.TaskRef, now time.Time) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	v, ok := f.agents[agent]
+	return ok && now.Sub(v.lastSeen) <= f.ttl && v.running[keyOf(ref)]
+}
+
+// Alive reports whether agent sent a heartbeat within the TTL.
+func (f *Fleet) Alive(agent string, now time.Time) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	v, ok := f.agents[agent]
+	return ok && now.Sub(v.lastSeen) <= f.ttl
+}
+
+// LastSeen returns when agent was last heard from.
+func (f *Fleet) LastSeen(agent string) (time.Time, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	v, ok := f.agents[agent]
+	if !ok {
+		return time.Time{}, false
+	}
+	return v.lastSeen, true
+}
+
+// Agent is a snapshot of one agent.
+type Agent struct {
+	Info     *gv1.AgentInfo
+	Running  []*gv1.TaskRef
+	LastSeen time.Time
+	State    gv1.AgentState
+}
+
+// Agents returns every agent heard from, by name. Agents lost for more than
+// forget are dropped from the view.
+func (f *Fleet) Agents(now time.Time, forget time.Duration) []Agent {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]Agent, 0, len(f.agents))
+	for name, v := range f.agents {
+		age := now.Sub(v.lastSeen)
+		if forget > 0 && age > forget {
+			delete(f.agents, name)
+			continue
+		}
+		st := gv1.AgentState_AGENT_STATE_ACTIVE
+		switch {
+		case age > f.ttl:
+			st = gv1.AgentState_AGENT_STATE_LOST
+		case v.info.GetDraining():
+			st = gv1.AgentState_AGENT_STATE_DRAINING
+		}
+		out = append(out, Agent{
+			Info:     proto.Clone(v.info).(*gv1.AgentInfo),
+			Running:  v.refs,
+			LastSeen: v.lastSeen,
+			State:    st,
+		})
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Info.Name < out[b].Info.Name })
+	return out
+}

@@ -1,0 +1,315 @@
+// Package fsm is the coordinator's replicated state machine: jobs, their
+// tasks and the leases on them. It applies Raft log entries (a Batch of
+// Commands) deterministically: every time and identifier comes from the
+// command, and applying reads no clock, draws no random numbers and does no
+// I/O. A rule violation is returned as the command's result and changes
+// nothing; an entry that cannot be decoded panics, since replicas would
+// otherwise diverge.
+package fsm
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// Result is the outcome of one command of a batch.
+type Result struct {
+	// JobID is the job the command touched (for a submit, the job created or
+	// the existing one with the same idempotency key).
+	JobID string
+	// Existing is set on a submit whose idempotency key was seen before.
+	Existing bool
+	// Canceled lists the attempts a cancel took away from agents; the leader
+	// tells those agents to stop.
+	Canceled []*gv1.TaskRef
+	Err      error
+}
+
+// TaskKey names a task of a job.
+type TaskKey struct {
+	JobID string
+	Task  string
+}
+
+// FSM implements raft.FSM over the in-memory state.
+type FSM struct {
+	mu    sync.RWMutex
+	state *state
+
+	// changed is closed and replaced after every applied entry.
+	changed chan struct{}
+}
+
+// New returns an empty state machine.
+func New() *FSM {
+	return &FSM{state: newState(), changed: make(chan struct{})}
+}
+
+var _ raft.FSM = (*FSM)(nil)
+
+// Apply applies one log entry. It returns []Result, one per command.
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	var b gv1.Batch
+	if err := proto.Unmarshal(l.Data, &b); err != nil {
+		panic(fmt.Sprintf("fsm: undecodable log entry %d: %v", l.Index, err))
+	}
+	f.mu.Lock()
+	results := make([]Result, len(b.Commands))
+	for i, c := range b.Commands {
+		results[i] = f.state.apply(l.Index, c)
+	}
+	f.state.applied = l.Index
+	ch := f.changed
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+	close(ch)
+	return results
+}
+
+// Changed returns a channel closed at the next applied entry.
+func (f *FSM) Changed() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.changed
+}
+
+// AppliedIndex is the index of the last applied entry.
+func (f *FSM) AppliedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.applied
+}
+
+// Job returns a copy of one job.
+func (f *FSM) Job(id string) (*gv1.Job, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	j, ok := f.state.jobs[id]
+	if !ok {
+		return nil, false
+	}
+	return proto.Clone(j).(*gv1.Job), true
+}
+
+// JobVersion returns a job's version (the index of its last change) without
+// copying it.
+func (f *FSM) JobVersion(id string) (uint64, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	j, ok := f.state.jobs[id]
+	if !ok {
+		return 0, false
+	}
+	return j.Version, true
+}
+
+// Jobs returns copies of the newest jobs first, at most limit of them, with
+// only the given states (all when states is empty).
+func (f *FSM) Jobs(states []gv1.JobState, limit int) []*gv1.Job {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	want := map[gv1.JobState]bool{}
+	for _, s := range states {
+		want[s] = true
+	}
+	var out []*gv1.Job
+	for i := len(f.state.order) - 1; i >= 0 && (limit <= 0 || len(out) < limit); i-- {
+		j := f.state.jobs[f.state.order[i]]
+		if len(want) > 0 && !want[j.State] {
+			continue
+		}
+		out = append(out, proto.Clone(j).(*gv1.Job))
+	}
+	return out
+}
+
+// PendingTask is a runnable task waiting for an agent.
+type PendingTask struct {
+	Key         TaskKey
+	JobName     string
+	Priority    int32
+	Spec        *gv1.TaskSpec
+	Attempt     int32 // current attempt; the next assignment is Attempt+1
+	QueuedAt    int64 // unix nanoseconds
+	NotBefore   int64 // unix nanoseconds; zero means now
+	AvoidAgents []string
+}
+
+// Pending returns the pending tasks, highest priority first, oldest first
+// within a priority.
+func (f *FSM) Pending() []PendingTask {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]PendingTask, 0, len(f.state.pending))
+	for k := range f.state.pending {
+		j := f.state.jobs[k.JobID]
+		t := f.state.task(j, k.Task)
+		p := PendingTask{
+			Key:      k,
+			JobName:  j.Spec.GetName(),
+			Priority: j.Spec.GetPriority(),
+			Spec:     t.Spec,
+			Attempt:  t.Attempt,
+			QueuedAt: t.QueuedAt.AsTime().UnixNano(),
+		}
+		if t.NotBefore != nil {
+			p.NotBefore = t.NotBefore.AsTime().UnixNano()
+		}
+		for _, a := range t.Attempts {
+			if a.Failure == gv1.FailureClass_FAILURE_CLASS_INFRA {
+				p.AvoidAgents = append(p.AvoidAgents, a.Agent)
+			}
+		}
+		out = append(out, p)
+	}
+	sort.Slice(out, func(a, b int) bool {
+		if out[a].Priority != out[b].Priority {
+			return out[a].Priority > out[b].Priority
+		}
+		if out[a].QueuedAt != out[b].QueuedAt {
+			return out[a].QueuedAt < out[b].QueuedAt
+		}
+		if out[a].Key.JobID != out[b].Key.JobID {
+			return out[a].Key.JobID < out[b].Key.JobID
+		}
+		return out[a].Key.Task < out[b].Key.Task
+	})
+	return out
+}
+
+// ActiveTask is a task leased to an agent (assigned or running).
+type ActiveTask struct {
+	Ref     *gv1.TaskRef
+	Agent   string
+	State   gv1.TaskState
+	Timeout int64 // nanoseconds; zero means none
+}
+
+// Active returns every leased task.
+func (f *FSM) Active() []ActiveTask {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]ActiveTask, 0, len(f.state.active))
+	for k := range f.state.active {
+		t := f.state.task(f.state.jobs[k.JobID], k.Task)
+		out = append(out, ActiveTask{
+			Ref:     &gv1.TaskRef{JobId: k.JobID, Task: k.Task, Attempt: t.Attempt},
+			Agent:   t.Agent,
+			State:   t.State,
+			Timeout: t.Spec.GetTimeout().AsDuration().Nanoseconds(),
+		})
+	}
+	return out
+}
+
+// AgentLoad returns how many tasks each agent holds.
+func (f *FSM) AgentLoad() map[string]int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make(map[string]int, len(f.state.load))
+	for a, n := range f.state.load {
+		out[a] = n
+	}
+	return out
+}
+
+// BusyConcurrency returns the concurrency keys held by a leased task.
+func (f *FSM) BusyConcurrency() map[string]bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make(map[string]bool, len(f.state.busy))
+	for k := range f.state.busy {
+		out[k] = true
+	}
+	return out
+}
+
+// IsCurrent reports whether ref is the current, leased attempt of its task.
+func (f *FSM) IsCurrent(ref *gv1.TaskRef) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	k := TaskKey{ref.GetJobId(), ref.GetTask()}
+	if _, ok := f.state.active[k]; !ok {
+		return false
+	}
+	t := f.state.task(f.state.jobs[k.JobID], k.Task)
+	return t.Attempt == ref.GetAttempt()
+}
+
+// Counts returns the number of jobs and of tasks in each state.
+func (f *FSM) Counts() (jobs map[gv1.JobState]int, tasks map[gv1.TaskState]int) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	jobs = map[gv1.JobState]int{}
+	tasks = map[gv1.TaskState]int{}
+	for _, j := range f.state.jobs {
+		jobs[j.State]++
+		for _, t := range j.Tasks {
+			tasks[t.State]++
+		}
+	}
+	return jobs, tasks
+}
+
+// Snapshot captures the state for Raft. The state is encoded here, under the
+// lock, so Persist can run concurrently with later Applies.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	snap := &gv1.Snapshot{Jobs: make([]*gv1.Job, 0, len(f.state.order))}
+	for _, id := range f.state.order {
+		snap.Jobs = append(snap.Jobs, f.state.jobs[id])
+	}
+	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(snap)
+	f.mu.RUnlock()
+	if err != nil {
+		return nil, fmt.Errorf("encode snapshot: %w", err)
+	}
+	return &snapshot{data: data}, nil
+}
+
+// Restore replaces the state with a snapshot.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		return fmt.Errorf("read snapshot: %w", err)
+	}
+	var snap gv1.Snapshot
+	if err := proto.Unmarshal(data, &snap); err != nil {
+		return fmt.Errorf("decode snapshot: %w", err)
+	}
+	st := newState()
+	for _, j := range snap.Jobs {
+		st.insert(j)
+	}
+	f.mu.Lock()
+	st.applied = f.state.applied
+	f.state = st
+	ch := f.changed
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+	close(ch)
+	return nil
+}
+
+type snapshot struct{ data []byte }
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s.data); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("write snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) Release() {}

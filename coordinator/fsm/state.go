@@ -1,0 +1,434 @@
+package fsm
+
+import (
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// MaxInfraRetries is how many infrastructure failures (lost agent, executor
+// that cannot start) a task survives before it fails.
+const MaxInfraRetries = 5
+
+// state is the replicated data plus indexes derived from it. Indexes are
+// rebuilt on Restore, never stored.
+type state struct {
+	jobs    map[string]*gv1.Job
+	order   []string          // job IDs in submit order
+	byKey   map[string]string // idempotency key -> job ID
+	pending map[TaskKey]struct{}
+	active  map[TaskKey]struct{}
+	load    map[string]int     // agent -> leased tasks
+	busy    map[string]TaskKey // concurrency key -> holder
+	applied uint64
+}
+
+func newState() *state {
+	return &state{
+		jobs:    map[string]*gv1.Job{},
+		byKey:   map[string]string{},
+		pending: map[TaskKey]struct{}{},
+		active:  map[TaskKey]struct{}{},
+		load:    map[string]int{},
+		busy:    map[string]TaskKey{},
+	}
+}
+
+// insert adds a job as it is (used by submit and restore) and indexes it.
+func (s *state) insert(j *gv1.Job) {
+	s.jobs[j.Id] = j
+	s.order = append(s.order, j.Id)
+	if j.IdempotencyKey != "" {
+		s.byKey[j.IdempotencyKey] = j.Id
+	}
+	for _, t := range j.Tasks {
+		s.index(j.Id, t)
+	}
+}
+
+func (s *state) index(jobID string, t *gv1.Task) {
+	k := TaskKey{jobID, t.Name}
+	delete(s.pending, k)
+	if _, ok := s.active[k]; ok {
+		delete(s.active, k)
+		s.load[t.Agent]--
+		if s.load[t.Agent] <= 0 {
+			delete(s.load, t.Agent)
+		}
+	}
+	if c := t.Spec.GetConcurrency(); c != "" && s.busy[c] == k {
+		delete(s.busy, c)
+	}
+	switch t.State {
+	case gv1.TaskState_TASK_STATE_PENDING:
+		s.pending[k] = struct{}{}
+	case gv1.TaskState_TASK_STATE_ASSIGNED, gv1.TaskState_TASK_STATE_RUNNING:
+		s.active[k] = struct{}{}
+		s.load[t.Agent]++
+		if c := t.Spec.GetConcurrency(); c != "" {
+			s.busy[c] = k
+		}
+	}
+}
+
+func (s *state) task(j *gv1.Job, name string) *gv1.Task {
+	for _, t := range j.Tasks {
+		if t.Name == name {
+			return t
+		}
+	}
+	return nil
+}
+
+func (s *state) lookup(ref *gv1.TaskRef) (*gv1.Job, *gv1.Task, error) {
+	j, ok := s.jobs[ref.GetJobId()]
+	if !ok {
+		return nil, nil, fmt.Errorf("job %q: %w", ref.GetJobId(), ErrNotFound)
+	}
+	t := s.task(j, ref.GetTask())
+	if t == nil {
+		return nil, nil, fmt.Errorf("task %q of job %q: %w", ref.GetTask(), j.Id, ErrNotFound)
+	}
+	return j, t, nil
+}
+
+// setState moves a task to a new state and keeps the indexes right.
+func (s *state) setState(j *gv1.Job, t *gv1.Task, st gv1.TaskState) {
+	t.State = st
+	s.index(j.Id, t)
+}
+
+func (s *state) apply(index uint64, c *gv1.Command) Result {
+	at := c.GetAt()
+	if at == nil {
+		return Result{Err: fmt.Errorf("command without time: %w", ErrInvalid)}
+	}
+	switch x := c.Cmd.(type) {
+	case *gv1.Command_SubmitJob:
+		return s.submit(index, at, x.SubmitJob)
+	case *gv1.Command_AssignTask:
+		return s.assign(index, at, x.AssignTask)
+	case *gv1.Command_StartTask:
+		return s.start(index, at, x.StartTask)
+	case *gv1.Command_FinishTask:
+		return s.finish(index, at, x.FinishTask.GetReport())
+	case *gv1.Command_RequeueTask:
+		r := x.RequeueTask
+		return s.finish(index, at, &gv1.Report{
+			Ref:     r.GetRef(),
+			Failure: gv1.FailureClass_FAILURE_CLASS_INFRA,
+			Error:   r.GetReason(),
+		})
+	case *gv1.Command_CancelJob:
+		return s.cancel(index, at, x.CancelJob)
+	default:
+		// A command type this version does not know: refuse it without
+		// changing state, so an old replica stays consistent with a newer one.
+		return Result{Err: fmt.Errorf("unknown command: %w", ErrInvalid)}
+	}
+}
+
+func (s *state) submit(index uint64, at *timestamppb.Timestamp, c *gv1.SubmitJobCommand) Result {
+	j := c.GetJob()
+	if j.GetId() == "" || len(j.GetTasks()) == 0 {
+		return Result{Err: fmt.Errorf("submit without id or tasks: %w", ErrInvalid)}
+	}
+	if j.IdempotencyKey != "" {
+		if id, ok := s.byKey[j.IdempotencyKey]; ok {
+			return Result{JobID: id, Existing: true}
+		}
+	}
+	if _, ok := s.jobs[j.Id]; ok {
+		return Result{Err: fmt.Errorf("job %q exists: %w", j.Id, ErrConflict)}
+	}
+	j.State = gv1.JobState_JOB_STATE_PENDING
+	j.CreatedAt = at
+	j.Version = index
+	for _, t := range j.Tasks {
+		t.Attempt = 0
+		if len(t.Spec.GetNeeds()) == 0 {
+			t.State = gv1.TaskState_TASK_STATE_PENDING
+			t.QueuedAt = at
+		} else {
+			t.State = gv1.TaskState_TASK_STATE_BLOCKED
+		}
+	}
+	s.insert(j)
+	return Result{JobID: j.Id}
+}
+
+func (s *state) assign(index uint64, at *timestamppb.Timestamp, c *gv1.AssignTaskCommand) Result {
+	j, t, err := s.lookup(c.GetRef())
+	if err != nil {
+		return Result{Err: err}
+	}
+	res := Result{JobID: j.Id}
+	if t.State != gv1.TaskState_TASK_STATE_PENDING {
+		res.Err = fmt.Errorf("assign task %s/%s in state %s: %w", j.Id, t.Name, t.State, ErrConflict)
+		return res
+	}
+	if c.GetRef().GetAttempt() != t.Attempt+1 {
+		res.Err = fmt.Errorf("assign task %s/%s attempt %d, next is %d: %w", j.Id, t.Name, c.GetRef().GetAttempt(), t.Attempt+1, ErrStaleAttempt)
+		return res
+	}
+	if c.GetAgent() == "" {
+		res.Err = fmt.Errorf("assign task %s/%s to no agent: %w", j.Id, t.Name, ErrInvalid)
+		return res
+	}
+	if k := t.Spec.GetConcurrency(); k != "" {
+		if _, held := s.busy[k]; held {
+			res.Err = fmt.Errorf("assign task %s/%s: concurrency key %q is held: %w", j.Id, t.Name, k, ErrConflict)
+			return res
+		}
+	}
+	t.Attempt++
+	t.Agent = c.GetAgent()
+	t.NotBefore = nil
+	t.Attempts = append(t.Attempts, &gv1.Attempt{Number: t.Attempt, Agent: t.Agent, AssignedAt: at})
+	s.setState(j, t, gv1.TaskState_TASK_STATE_ASSIGNED)
+	if j.State == gv1.JobState_JOB_STATE_PENDING {
+		j.State = gv1.JobState_JOB_STATE_RUNNING
+	}
+	j.Version = index
+	return res
+}
+
+func (s *state) start(index uint64, at *timestamppb.Timestamp, c *gv1.StartTaskCommand) Result {
+	j, t, err := s.lookup(c.GetRef())
+	if err != nil {
+		return Result{Err: err}
+	}
+	res := Result{JobID: j.Id}
+	if c.GetRef().GetAttempt() != t.Attempt {
+		res.Err = fmt.Errorf("start task %s/%s attempt %d, current is %d: %w", j.Id, t.Name, c.GetRef().GetAttempt(), t.Attempt, ErrStaleAttempt)
+		return res
+	}
+	switch t.State {
+	case gv1.TaskState_TASK_STATE_RUNNING:
+		return res // already started: idempotent
+	case gv1.TaskState_TASK_STATE_ASSIGNED:
+	default:
+		res.Err = fmt.Errorf("start task %s/%s in state %s: %w", j.Id, t.Name, t.State, ErrStaleAttempt)
+		return res
+	}
+	t.StartedAt = at
+	t.Attempts[len(t.Attempts)-1].StartedAt = at
+	s.setState(j, t, gv1.TaskState_TASK_STATE_RUNNING)
+	j.Version = index
+	return res
+}
+
+// finish ends the current attempt of a task with a report; requeue is a
+// finish with an infrastructure failure.
+func (s *state) finish(index uint64, at *timestamppb.Timestamp, r *gv1.Report) Result {
+	j, t, err := s.lookup(r.GetRef())
+	if err != nil {
+		return Result{Err: err}
+	}
+	res := Result{JobID: j.Id}
+	attempt := r.GetRef().GetAttempt()
+	if attempt != t.Attempt {
+		res.Err = fmt.Errorf("report for task %s/%s attempt %d, current is %d: %w", j.Id, t.Name, attempt, t.Attempt, ErrStaleAttempt)
+		return res
+	}
+	if t.State != gv1.TaskState_TASK_STATE_ASSIGNED && t.State != gv1.TaskState_TASK_STATE_RUNNING {
+		if n := len(t.Attempts); n > 0 && t.Attempts[n-1].Number == attempt && t.Attempts[n-1].FinishedAt != nil {
+			res.Err = fmt.Errorf("report for task %s/%s attempt %d: %w", j.Id, t.Name, attempt, ErrDuplicate)
+			return res
+		}
+		res.Err = fmt.Errorf("report for task %s/%s in state %s: %w", j.Id, t.Name, t.State, ErrStaleAttempt)
+		return res
+	}
+	if r.GetAgent() != "" && r.GetAgent() != t.Agent {
+		res.Err = fmt.Errorf("report from agent %q for task %s/%s attempt %d held by %q: %w", r.GetAgent(), j.Id, t.Name, attempt, t.Agent, ErrStaleAttempt)
+		return res
+	}
+	rec := t.Attempts[len(t.Attempts)-1]
+	rec.FinishedAt = at
+	rec.ExitCode = r.GetExitCode()
+	rec.Error = r.GetError()
+	t.ExitCode = r.GetExitCode()
+	t.Error = r.GetError()
+	t.FinishedAt = at
+	j.Version = index
+	if r.GetSuccess() {
+		rec.Result = gv1.TaskState_TASK_STATE_SUCCEEDED
+		t.Failure = gv1.FailureClass_FAILURE_CLASS_UNSPECIFIED
+		t.Outputs = r.GetOutputs()
+		s.setState(j, t, gv1.TaskState_TASK_STATE_SUCCEEDED)
+		s.unblock(j, at)
+		s.settle(j, at)
+		return res
+	}
+	class := r.GetFailure()
+	if class != gv1.FailureClass_FAILURE_CLASS_INFRA {
+		class = gv1.FailureClass_FAILURE_CLASS_JOB
+	}
+	rec.Failure = class
+	rec.Result = gv1.TaskState_TASK_STATE_FAILED
+	t.Failure = class
+	var retry bool
+	var delay time.Duration
+	if class == gv1.FailureClass_FAILURE_CLASS_INFRA {
+		t.InfraFailures++
+		retry = t.InfraFailures <= MaxInfraRetries
+		delay = InfraBackoff(t.InfraFailures)
+	} else {
+		t.JobFailures++
+		retry = t.JobFailures <= t.Spec.GetRetries()
+		delay = JobBackoff(t.JobFailures)
+	}
+	if retry {
+		t.QueuedAt = at
+		t.NotBefore = nil
+		if delay > 0 {
+			t.NotBefore = timestamppb.New(at.AsTime().Add(delay))
+		}
+		s.setState(j, t, gv1.TaskState_TASK_STATE_PENDING)
+		t.Agent = ""
+		return res
+	}
+	s.setState(j, t, gv1.TaskState_TASK_STATE_FAILED)
+	s.skipDependents(j, at)
+	s.settle(j, at)
+	return res
+}
+
+// JobBackoff is the wait before retry n (1-based) of a job failure.
+func JobBackoff(n int32) time.Duration {
+	d := time.Second << min(n-1, 6)
+	return min(d, time.Minute)
+}
+
+// InfraBackoff is the wait before retry n (1-based) of an infrastructure
+// failure: the first retry is immediate (on another agent).
+func InfraBackoff(n int32) time.Duration {
+	if n <= 1 {
+		return 0
+	}
+	d := 500 * time.Millisecond << min(n-2, 6)
+	return min(d, 30*time.Second)
+}
+
+// unblock makes blocked tasks whose needs all succeeded pending.
+func (s *state) unblock(j *gv1.Job, at *timestamppb.Timestamp) {
+	done := map[string]bool{}
+	for _, t := range j.Tasks {
+		if t.State == gv1.TaskState_TASK_STATE_SUCCEEDED {
+			done[t.Name] = true
+		}
+	}
+	for _, t := range j.Tasks {
+		if t.State != gv1.TaskState_TASK_STATE_BLOCKED {
+			continue
+		}
+		ready := true
+		for _, n := range t.Spec.GetNeeds() {
+			ready = ready && done[n]
+		}
+		if ready {
+			t.QueuedAt = at
+			s.setState(j, t, gv1.TaskState_TASK_STATE_PENDING)
+		}
+	}
+}
+
+// skipDependents marks blocked tasks that can no longer run as skipped.
+func (s *state) skipDependents(j *gv1.Job, at *timestamppb.Timestamp) {
+	for changed := true; changed; {
+		changed = false
+		dead := map[string]bool{}
+		for _, t := range j.Tasks {
+			switch t.State {
+			case gv1.TaskState_TASK_STATE_FAILED, gv1.TaskState_TASK_STATE_CANCELED, gv1.TaskState_TASK_STATE_SKIPPED:
+				dead[t.Name] = true
+			}
+		}
+		for _, t := range j.Tasks {
+			if t.State != gv1.TaskState_TASK_STATE_BLOCKED {
+				continue
+			}
+			for _, n := range t.Spec.GetNeeds() {
+				if dead[n] {
+					t.FinishedAt = at
+					s.setState(j, t, gv1.TaskState_TASK_STATE_SKIPPED)
+					changed = true
+					break
+				}
+			}
+		}
+	}
+}
+
+// settle ends the job when every task is final.
+func (s *state) settle(j *gv1.Job, at *timestamppb.Timestamp) {
+	failed := false
+	for _, t := range j.Tasks {
+		switch t.State {
+		case gv1.TaskState_TASK_STATE_SUCCEEDED:
+		case gv1.TaskState_TASK_STATE_FAILED, gv1.TaskState_TASK_STATE_SKIPPED, gv1.TaskState_TASK_STATE_CANCELED:
+			failed = true
+		default:
+			return
+		}
+	}
+	j.FinishedAt = at
+	if failed {
+		j.State = gv1.JobState_JOB_STATE_FAILED
+	} else {
+		j.State = gv1.JobState_JOB_STATE_SUCCEEDED
+	}
+}
+
+func (s *state) cancel(index uint64, at *timestamppb.Timestamp, c *gv1.CancelJobCommand) Result {
+	j, ok := s.jobs[c.GetJobId()]
+	if !ok {
+		return Result{Err: fmt.Errorf("job %q: %w", c.GetJobId(), ErrNotFound)}
+	}
+	res := Result{JobID: j.Id}
+	if JobFinal(j.State) {
+		return res // canceling a finished job changes nothing
+	}
+	for _, t := range j.Tasks {
+		switch t.State {
+		case gv1.TaskState_TASK_STATE_ASSIGNED, gv1.TaskState_TASK_STATE_RUNNING:
+			res.Canceled = append(res.Canceled, &gv1.TaskRef{JobId: j.Id, Task: t.Name, Attempt: t.Attempt})
+			rec := t.Attempts[len(t.Attempts)-1]
+			rec.FinishedAt = at
+			rec.Result = gv1.TaskState_TASK_STATE_CANCELED
+			rec.Error = c.GetReason()
+		case gv1.TaskState_TASK_STATE_PENDING, gv1.TaskState_TASK_STATE_BLOCKED:
+		default:
+			continue
+		}
+		t.FinishedAt = at
+		t.Error = "canceled: " + c.GetReason()
+		if c.GetReason() == "" {
+			t.Error = "canceled"
+		}
+		agent := t.Agent
+		s.setState(j, t, gv1.TaskState_TASK_STATE_CANCELED)
+		t.Agent = agent
+	}
+	j.State = gv1.JobState_JOB_STATE_CANCELED
+	j.FinishedAt = at
+	j.Version = index
+	return res
+}
+
+// JobFinal reports whether a job state is final.
+func JobFinal(s gv1.JobState) bool {
+	return s == gv1.JobState_JOB_STATE_SUCCEEDED || s == gv1.JobState_JOB_STATE_FAILED || s == gv1.JobState_JOB_STATE_CANCELED
+}
+
+// TaskFinal reports whether a task state is final.
+func TaskFinal(s gv1.TaskState) bool {
+	switch s {
+	case gv1.TaskState_TASK_STATE_SUCCEEDED, gv1.TaskState_TASK_STATE_FAILED, gv1.TaskState_TASK_STATE_CANCELED, gv1.TaskState_TASK_STATE_SKIPPED:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,54 @@
+package coordinator
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+func (s *Server) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		addr, _ := s.node.Raft.LeaderWithID()
+		switch {
+		case addr == "":
+			http.Error(w, "no raft leader", http.StatusServiceUnavailable)
+		case !s.nc.IsConnected():
+			http.Error(w, "nats disconnected", http.StatusServiceUnavailable)
+		default:
+			w.Write([]byte("ready\n"))
+		}
+	})
+	mux.Handle("GET /metrics", s.metricsHandler())
+	return mux
+}
+
+func (s *Server) metricsHandler() http.Handler {
+	h := promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Agent gauges are computed at scrape time from the fleet view.
+		s.metrics.Agents.Reset()
+		for _, a := range s.disp.Fleet().Agents(time.Now(), 0) {
+			s.metrics.Agents.WithLabelValues(agentStateName(a.State)).Inc()
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func agentStateName(st gv1.AgentState) string {
+	switch st {
+	case gv1.AgentState_AGENT_STATE_ACTIVE:
+		return "active"
+	case gv1.AgentState_AGENT_STATE_DRAINING:
+		return "draining"
+	case gv1.AgentState_AGENT_STATE_LOST:
+		return "lost"
+	}
+	return "unknown"
+}

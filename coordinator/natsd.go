@@ -1,0 +1,126 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// NATSConfig says which NATS the coordinator uses: its own embedded server
+// (the default) or an existing deployment.
+type NATSConfig struct {
+	// URL of an existing NATS cluster; empty starts an embedded server.
+	URL string
+	// Listen is the embedded server's client address (port 0 picks one).
+	Listen string
+	// ClusterListen is the embedded server's route address; empty means the
+	// server does not cluster.
+	ClusterListen string
+	// Routes are the other coordinators' route URLs (nats://host:port).
+	Routes []string
+	// LogReplicas is the replica count of the log stream.
+	LogReplicas int
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(ps)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q: %w", ps, err)
+	}
+	if port == 0 {
+		port = -1 // nats-server's "pick a free port"
+	}
+	return host, port, nil
+}
+
+// startNATS starts the embedded server.
+func startNATS(cfg Config) (*server.Server, error) {
+	host, port, err := splitHostPort(cfg.NATS.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("nats listen %q: %w", cfg.NATS.Listen, err)
+	}
+	opts := &server.Options{
+		ServerName: cfg.NodeID,
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   cfg.DataDir + "/nats",
+		NoSigs:     true,
+		NoLog:      true,
+		HTTPPort:   0,
+	}
+	if cfg.NATS.ClusterListen != "" {
+		ch, cp, err := splitHostPort(cfg.NATS.ClusterListen)
+		if err != nil {
+			return nil, fmt.Errorf("nats cluster listen %q: %w", cfg.NATS.ClusterListen, err)
+		}
+		opts.Cluster = server.ClusterOpts{Name: "gantry-" + cfg.Cluster, Host: ch, Port: cp}
+		for _, r := range cfg.NATS.Routes {
+			u, err := url.Parse(r)
+			if err != nil {
+				return nil, fmt.Errorf("nats route %q: %w", r, err)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("nats server: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("nats server: not ready after 10s")
+	}
+	return ns, nil
+}
+
+// ensureLogStream creates or updates the stream that keeps task logs. In a
+// NATS cluster that is still forming this fails for a while; it retries
+// until it succeeds or ctx ends.
+func ensureLogStream(ctx context.Context, nc *nats.Conn, cfg Config, name, subjects string, log *zap.Logger) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		log.Error("jetstream", zap.Error(err))
+		return
+	}
+	wait := 100 * time.Millisecond
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
+			Name:      name,
+			Subjects:  []string{subjects},
+			Storage:   jetstream.FileStorage,
+			Replicas:  max(cfg.NATS.LogReplicas, 1),
+			MaxAge:    7 * 24 * time.Hour,
+			MaxBytes:  4 << 30,
+			Discard:   jetstream.DiscardOld,
+			Retention: jetstream.LimitsPolicy,
+		})
+		cancel()
+		if err == nil {
+			log.Info("log stream ready", zap.String("stream", name), zap.Int("replicas", max(cfg.NATS.LogReplicas, 1)))
+			return
+		}
+		log.Debug("log stream not ready", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+			wait = min(2*wait, 2*time.Second)
+		}
+	}
+}

@@ -1,0 +1,139 @@
+// Package scheduler places pending tasks on agents. It is a pure function of
+// its inputs: the leader gathers the pending tasks, the live agents and the
+// busy concurrency keys, and commits the placements it returns.
+package scheduler
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/gantryci/gantry/coordinator/fsm"
+)
+
+// Candidate is an agent that could take work.
+type Candidate struct {
+	Name   string
+	Labels map[string]string
+	// Free is the number of slots not holding a task.
+	Free int
+}
+
+// Placement assigns the next attempt of a task to an agent.
+type Placement struct {
+	Task    fsm.PendingTask
+	Attempt int32
+	Agent   string
+}
+
+// Plan is what one scheduling pass decided.
+type Plan struct {
+	Placements []Placement
+	// Waiting says why each unplaced task waits, keyed by "job/task".
+	Waiting map[string]string
+}
+
+// Schedule places tasks (already ordered by priority, then age) on agents.
+// now is unix nanoseconds; tasks whose backoff has not passed wait.
+func Schedule(tasks []fsm.PendingTask, agents []Candidate, busy map[string]bool, now int64) Plan {
+	plan := Plan{Waiting: map[string]string{}}
+	free := make([]Candidate, len(agents))
+	copy(free, agents)
+	// Spread load: agents with more free slots first, then by name.
+	sort.SliceStable(free, func(a, b int) bool {
+		if free[a].Free != free[b].Free {
+			return free[a].Free > free[b].Free
+		}
+		return free[a].Name < free[b].Name
+	})
+	held := map[string]bool{}
+	for k := range busy {
+		held[k] = true
+	}
+	for _, t := range tasks {
+		key := t.Key.JobID + "/" + t.Key.Task
+		if t.NotBefore > now {
+			plan.Waiting[key] = "retry backoff"
+			continue
+		}
+		if c := t.Spec.GetConcurrency(); c != "" && held[c] {
+			plan.Waiting[key] = fmt.Sprintf("concurrency group %q busy", c)
+			continue
+		}
+		i, reason := pick(t, free)
+		if i < 0 {
+			plan.Waiting[key] = reason
+			continue
+		}
+		free[i].Free--
+		if c := t.Spec.GetConcurrency(); c != "" {
+			held[c] = true
+		}
+		plan.Placements = append(plan.Placements, Placement{Task: t, Attempt: t.Attempt + 1, Agent: free[i].Name})
+	}
+	return plan
+}
+
+// pick returns the index of the best agent for t, or -1 and why none fits.
+// An agent that failed this task with an infrastructure error is used only
+// when no other agent fits.
+func pick(t fsm.PendingTask, agents []Candidate) (int, string) {
+	matching, fallback := -1, -1
+	for i, a := range agents {
+		if !Matches(t.Spec.GetLabels(), a.Labels) {
+			continue
+		}
+		if matching < 0 {
+			matching = i
+		}
+		if a.Free <= 0 {
+			continue
+		}
+		if avoided(t.AvoidAgents, a.Name) {
+			if fallback < 0 {
+				fallback = i
+			}
+			continue
+		}
+		return i, ""
+	}
+	if fallback >= 0 {
+		return fallback, ""
+	}
+	if matching < 0 {
+		if len(t.Spec.GetLabels()) == 0 {
+			return -1, "no agent connected"
+		}
+		return -1, "no agent with labels " + FormatLabels(t.Spec.GetLabels())
+	}
+	return -1, "all matching agents busy"
+}
+
+func avoided(list []string, name string) bool {
+	for _, n := range list {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Matches reports whether an agent's labels satisfy a task's selector.
+func Matches(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// FormatLabels renders labels as sorted k=v pairs.
+func FormatLabels(m map[string]string) string {
+	parts := make([]string, 0, len(m))
+	for k, v := range m {
+		parts = append(parts, k+"="+v)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}

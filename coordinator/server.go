@@ -1,0 +1,365 @@
+// Package coordinator assembles a Gantry coordinator: the Raft node and its
+// state machine, an embedded NATS server (or a connection to an existing
+// one), the dispatcher, the gRPC API and the HTTP endpoints.
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/gantryci/gantry/coordinator/api"
+	"github.com/gantryci/gantry/coordinator/consensus"
+	"github.com/gantryci/gantry/coordinator/dispatch"
+	"github.com/gantryci/gantry/coordinator/fsm"
+	"github.com/gantryci/gantry/coordinator/metrics"
+	"github.com/gantryci/gantry/internal/subject"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// Config configures a coordinator.
+type Config struct {
+	// NodeID names this coordinator in the Raft configuration.
+	NodeID string
+	// Cluster names the Gantry cluster; it namespaces NATS subjects.
+	Cluster string
+	DataDir string
+	// GRPCAddr serves the API; HTTPAddr serves health, metrics and hooks.
+	GRPCAddr string
+	HTTPAddr string
+	// Join is the gRPC address of a running coordinator; a node without Raft
+	// state asks it to add this node as a voter.
+	Join     string
+	Raft     consensus.Config
+	NATS     NATSConfig
+	Dispatch dispatch.Config
+}
+
+// DefaultConfig is a single node on loopback.
+func DefaultConfig() Config {
+	rc := consensus.DefaultConfig()
+	rc.BindAddr = "127.0.0.1:7422"
+	return Config{
+		NodeID:   "node1",
+		Cluster:  "default",
+		DataDir:  "gantry-data",
+		GRPCAddr: "127.0.0.1:7420",
+		HTTPAddr: "127.0.0.1:7421",
+		Raft:     rc,
+		NATS:     NATSConfig{Listen: "127.0.0.1:4222", LogReplicas: 1},
+		Dispatch: dispatch.DefaultConfig(),
+	}
+}
+
+// Validate checks the configuration and names the offending setting.
+func (c Config) Validate() error {
+	if err := subject.ValidToken(c.NodeID); err != nil {
+		return fmt.Errorf("node id: %w", err)
+	}
+	if err := subject.ValidToken(c.Cluster); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if c.DataDir == "" {
+		return errors.New("data dir: required")
+	}
+	for name, a := range map[string]string{"grpc address": c.GRPCAddr, "http address": c.HTTPAddr} {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("%s %q: %w", name, a, err)
+		}
+	}
+	if c.NATS.URL == "" {
+		if _, _, err := net.SplitHostPort(c.NATS.Listen); err != nil {
+			return fmt.Errorf("nats listen %q: %w", c.NATS.Listen, err)
+		}
+	}
+	if c.Dispatch.LeaseTTL <= 0 || c.Dispatch.AssignTimeout <= 0 || c.Dispatch.Tick <= 0 {
+		return errors.New("dispatch: lease ttl, assign timeout and tick must be positive")
+	}
+	rc := c.Raft
+	rc.ID, rc.Dir = c.NodeID, filepath.Join(c.DataDir, "raft")
+	return rc.Validate()
+}
+
+// Server is a running coordinator.
+type Server struct {
+	cfg     Config
+	log     *zap.Logger
+	ns      subject.Namespace
+	natsd   *server.Server
+	nc      *nats.Conn
+	fsm     *fsm.FSM
+	node    *consensus.Node
+	prop    *consensus.Proposer
+	disp    *dispatch.Dispatcher
+	api     *api.Server
+	metrics *metrics.Metrics
+	nodes   *nodeTable
+
+	grpc     *grpc.Server
+	grpcLis  net.Listener
+	http     *http.Server
+	httpLis  net.Listener
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	closeErr error
+	once     sync.Once
+}
+
+// Start starts a coordinator; it runs until Close.
+func Start(cfg Config, log *zap.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log = log.Named("coordinator").With(zap.String("node", cfg.NodeID))
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{cfg: cfg, log: log, ns: subject.New(cfg.Cluster), fsm: fsm.New(), metrics: metrics.New(), cancel: cancel}
+	if err := s.start(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) start(ctx context.Context) error {
+	cfg := s.cfg
+	natsURL := cfg.NATS.URL
+	if natsURL == "" {
+		ns, err := startNATS(cfg)
+		if err != nil {
+			return err
+		}
+		s.natsd = ns
+		natsURL = ns.ClientURL()
+	}
+	nc, err := nats.Connect(natsURL,
+		nats.Name("gantry-coordinator-"+cfg.NodeID),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(100*time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+	)
+	if err != nil {
+		return fmt.Errorf("connect nats %s: %w", natsURL, err)
+	}
+	s.nc = nc
+
+	rc := cfg.Raft
+	rc.ID, rc.Dir = cfg.NodeID, filepath.Join(cfg.DataDir, "raft")
+	node, err := consensus.Open(rc, s.fsm, s.log)
+	if err != nil {
+		return err
+	}
+	s.node = node
+	s.prop = consensus.NewProposer(node.Raft)
+	s.prop.Observe = func(n int, took time.Duration) {
+		s.metrics.RaftApply.Observe(took.Seconds())
+		s.metrics.BatchSize.Observe(float64(n))
+	}
+	fleet := dispatch.NewFleet(cfg.Dispatch.LeaseTTL)
+	s.disp = dispatch.New(cfg.Dispatch, s.log, nc, s.ns, s.fsm, s.prop, fleet, s.metrics)
+	s.nodes = newNodeTable(s)
+	s.api = api.New(api.Deps{
+		Log: s.log, NATS: nc, Namespace: s.ns, FSM: s.fsm, Raft: node, Proposer: s.prop,
+		Dispatcher: s.disp, Cluster: s.nodes,
+	})
+	if _, err := nc.Subscribe(s.ns.AllHeartbeats(), s.disp.HandleHeartbeat); err != nil {
+		return fmt.Errorf("subscribe heartbeats: %w", err)
+	}
+	if _, err := nc.Subscribe(s.ns.AllNodeStatus(), s.nodes.handle); err != nil {
+		return fmt.Errorf("subscribe node status: %w", err)
+	}
+
+	if s.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+		return fmt.Errorf("grpc listen: %w", err)
+	}
+	if s.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("http listen: %w", err)
+	}
+	s.grpc = grpc.NewServer()
+	gv1.RegisterGantryServiceServer(s.grpc, s.api)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(s.grpc, hs)
+	reflection.Register(s.grpc)
+	s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+
+	s.run(ctx, func(ctx context.Context) { s.prop.Run(ctx) })
+	s.run(ctx, s.watchLeadership)
+	s.run(ctx, s.nodes.announce)
+	s.run(ctx, func(ctx context.Context) {
+		ensureLogStream(ctx, nc, cfg, s.ns.LogStream(), s.ns.AllLogs(), s.log)
+	})
+	s.run(ctx, func(context.Context) {
+		if err := s.grpc.Serve(s.grpcLis); err != nil {
+			s.log.Error("grpc serve", zap.Error(err))
+		}
+	})
+	s.run(ctx, func(context.Context) {
+		if err := s.http.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http serve", zap.Error(err))
+		}
+	})
+	if cfg.Join != "" {
+		s.run(ctx, s.join)
+	}
+	s.log.Info("coordinator started",
+		zap.String("grpc", s.GRPCAddr()), zap.String("http", s.HTTPAddr()),
+		zap.String("raft", node.Addr()), zap.String("nats", natsURL))
+	return nil
+}
+
+func (s *Server) run(ctx context.Context, f func(context.Context)) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f(ctx)
+	}()
+}
+
+// watchLeadership runs the leader's work while this node leads.
+func (s *Server) watchLeadership(ctx context.Context) {
+	var (
+		leading bool
+		stop    context.CancelFunc
+		done    chan struct{}
+		rpcSub  *nats.Subscription
+	)
+	step := func(now bool) {
+		if now == leading {
+			return
+		}
+		leading = now
+		if !now {
+			s.log.Info("leadership lost")
+			s.metrics.Leader.Set(0)
+			if rpcSub != nil {
+				rpcSub.Unsubscribe()
+				rpcSub = nil
+			}
+			stop()
+			<-done
+			return
+		}
+		// Apply everything committed by earlier leaders before scheduling.
+		if err := s.node.Raft.Barrier(10 * time.Second).Error(); err != nil {
+			s.log.Warn("barrier after election", zap.Error(err))
+			leading = false
+			return
+		}
+		s.log.Info("leadership gained", zap.Uint64("applied", s.fsm.AppliedIndex()))
+		s.metrics.Leader.Set(1)
+		lctx, cancel := context.WithCancel(ctx)
+		stop, done = cancel, make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := s.disp.Lead(lctx); err != nil {
+				s.log.Error("lead", zap.Error(err))
+			}
+		}()
+		sub, err := s.nc.Subscribe(s.ns.AllRPC(), func(m *nats.Msg) { go s.api.ServeForwarded(lctx, m) })
+		if err != nil {
+			s.log.Error("subscribe forwarded calls", zap.Error(err))
+		}
+		rpcSub = sub
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			step(false)
+			return
+		case <-s.node.Raft.LeaderCh():
+		case <-tick.C:
+		}
+		step(s.node.Raft.State() == raft.Leader)
+	}
+}
+
+// IsLeader reports whether this node leads.
+func (s *Server) IsLeader() bool { return s.node.Raft.State() == raft.Leader }
+
+// GRPCAddr is the API's address.
+func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }
+
+// HTTPAddr is the health, metrics and hooks address.
+func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
+
+// RaftAddr is the Raft transport's address.
+func (s *Server) RaftAddr() string { return s.node.Addr() }
+
+// NATSURL is the client URL of the embedded NATS server, or the configured one.
+func (s *Server) NATSURL() string {
+	if s.natsd != nil {
+		return s.natsd.ClientURL()
+	}
+	return s.cfg.NATS.URL
+}
+
+// NATSRouteURL is the embedded server's route URL, for other coordinators.
+func (s *Server) NATSRouteURL() string {
+	if s.natsd == nil || s.natsd.ClusterAddr() == nil {
+		return ""
+	}
+	return "nats://" + s.natsd.ClusterAddr().String()
+}
+
+// FSM is the local replica of the state.
+func (s *Server) FSM() *fsm.FSM { return s.fsm }
+
+// Raft is the node's Raft instance.
+func (s *Server) Raft() *raft.Raft { return s.node.Raft }
+
+// Close stops the coordinator. It does not hand leadership over: to the
+// rest of the cluster it looks like a crash, which is what tests want.
+func (s *Server) Close() error {
+	s.once.Do(func() {
+		s.cancel()
+		var errs []error
+		if s.grpc != nil {
+			s.grpc.Stop()
+		}
+		if s.http != nil {
+			s.http.Close()
+		}
+		if s.node != nil {
+			errs = append(errs, s.node.Close())
+		}
+		s.wg.Wait()
+		if s.nc != nil {
+			s.nc.Close()
+		}
+		if s.natsd != nil {
+			s.natsd.Shutdown()
+			s.natsd.WaitForShutdown()
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+// Shutdown stops the coordinator gracefully: a leader of a multi-node
+// cluster first hands leadership to another voter.
+func (s *Server) Shutdown() error {
+	if s.IsLeader() {
+		if f := s.node.Raft.GetConfiguration(); f.Error() == nil && len(f.Configuration().Servers) > 1 {
+			if err := s.node.Raft.LeadershipTransfer().Error(); err != nil {
+				s.log.Warn("leadership transfer", zap.Error(err))
+			}
+		}
+	}
+	return s.Close()
+}

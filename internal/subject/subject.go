@@ -1,0 +1,100 @@
+// Package subject names every NATS subject Gantry uses. Subjects come in
+// pairs: a function that builds the subject to publish on and, where a
+// component listens to many, a wildcard to subscribe to.
+//
+// All subjects live under gantry.<cluster>. so that several Gantry clusters
+// can share one NATS deployment. Agents publish only below
+// gantry.<cluster>.agent.<name>. and gantry.<cluster>.log.
+package subject
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Namespace builds subjects for one Gantry cluster.
+type Namespace struct {
+	cluster string
+}
+
+// New returns the namespace of a cluster name. The name must be a valid
+// subject token (see ValidToken).
+func New(cluster string) Namespace { return Namespace{cluster: cluster} }
+
+// Cluster is the cluster name.
+func (n Namespace) Cluster() string { return n.cluster }
+
+func (n Namespace) prefix() string { return "gantry." + n.cluster }
+
+// Heartbeat is where agent name publishes its heartbeats.
+func (n Namespace) Heartbeat(agent string) string {
+	return n.prefix() + ".agent." + agent + ".heartbeat"
+}
+
+// AllHeartbeats subscribes to every agent's heartbeats.
+func (n Namespace) AllHeartbeats() string { return n.prefix() + ".agent.*.heartbeat" }
+
+// Report is where agent name sends task results (request/reply to the leader).
+func (n Namespace) Report(agent string) string {
+	return n.prefix() + ".agent." + agent + ".report"
+}
+
+// AllReports subscribes to every agent's reports; only the leader does.
+func (n Namespace) AllReports() string { return n.prefix() + ".agent.*.report" }
+
+// Assign is where the leader sends assignments to agent name.
+func (n Namespace) Assign(agent string) string {
+	return n.prefix() + ".ctl." + agent + ".assign"
+}
+
+// Control is where coordinators send drain and cancel to agent name.
+func (n Namespace) Control(agent string) string {
+	return n.prefix() + ".ctl." + agent + ".control"
+}
+
+// Log is where the output of one task of one job is published.
+func (n Namespace) Log(jobID, task string) string {
+	return n.prefix() + ".log." + jobID + "." + task
+}
+
+// JobLogs subscribes to the logs of every task of a job.
+func (n Namespace) JobLogs(jobID string) string { return n.prefix() + ".log." + jobID + ".*" }
+
+// AllLogs is the subject filter of the log stream.
+func (n Namespace) AllLogs() string { return n.prefix() + ".log.>" }
+
+// LogStream is the JetStream stream that keeps task logs.
+func (n Namespace) LogStream() string { return "GANTRY_LOGS_" + strings.ToUpper(n.cluster) }
+
+// RPC is where followers forward write calls to the leader.
+func (n Namespace) RPC(method string) string { return n.prefix() + ".rpc." + method }
+
+// AllRPC subscribes to forwarded calls; only the leader does.
+func (n Namespace) AllRPC() string { return n.prefix() + ".rpc.*" }
+
+// NodeStatus is where coordinator id announces its addresses and indexes.
+func (n Namespace) NodeStatus(id string) string { return n.prefix() + ".node." + id }
+
+// AllNodeStatus subscribes to every coordinator's announcements.
+func (n Namespace) AllNodeStatus() string { return n.prefix() + ".node.*" }
+
+// Changes is where the leader announces committed job changes (job IDs).
+func (n Namespace) Changes() string { return n.prefix() + ".changes" }
+
+// ValidToken reports whether s can be one subject token: non-empty, at most
+// 64 bytes of letters, digits, '-' and '_'.
+func ValidToken(s string) error {
+	if s == "" {
+		return fmt.Errorf("empty")
+	}
+	if len(s) > 64 {
+		return fmt.Errorf("%q is longer than 64 characters", s)
+	}
+	for _, r := range s {
+		ok := r == '-' || r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')
+		if !ok {
+			return fmt.Errorf("%q has %q; use letters, digits, '-' and '_'", s, r)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the pinned code-generation tools into a cache outside the repository
+# and prints the directory that holds them. Tools come through the Go module
+# proxy; a second run finds them cached and returns at once.
+set -euo pipefail
+
+BUF_VERSION=v1.75.0
+PROTOC_GEN_GO_VERSION=v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
+
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/gantry/tools/buf-${BUF_VERSION}_go-${PROTOC_GEN_GO_VERSION}_grpc-${PROTOC_GEN_GO_GRPC_VERSION}"
+if [ ! -x "$cache/buf" ] || [ ! -x "$cache/protoc-gen-go" ] || [ ! -x "$cache/protoc-gen-go-grpc" ]; then
+  mkdir -p "$cache"
+  GOBIN="$cache" GOFLAGS=-mod=mod go install "github.com/bufbuild/buf/cmd/buf@${BUF_VERSION}" >&2
+  GOBIN="$cache" GOFLAGS=-mod=mod go install "google.golang.org/protobuf/cmd/protoc-gen-go@${PROTOC_GEN_GO_VERSION}" >&2
+  GOBIN="$cache" GOFLAGS=-mod=mod go install "google.golang.org/grpc/cmd/protoc-gen-go-grpc@${PROTOC_GEN_GO_GRPC_VERSION}" >&2
+fi
+echo "$cache"
