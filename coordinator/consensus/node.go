@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 	"go.uber.org/zap"
 )
 
@@ -145,8 +146,13 @@ func Open(cfg Config, fsm raft.FSM, log *zap.Logger) (*Node, error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("wal dir: %w", err)
 		}
-		w, err := wal.Open(dir, wal.WithLogger(hl.Named("wal")))
+		// raft-wal's Close leaves its meta database open (and locked), so
+		// we own it and close it after the WAL.
+		meta := &metadb.BoltMetaDB{}
+		n.closers = append(n.closers, meta.Close)
+		w, err := wal.Open(dir, wal.WithLogger(hl.Named("wal")), wal.WithMetaStore(meta))
 		if err != nil {
+			n.close()
 			return nil, fmt.Errorf("open wal: %w", err)
 		}
 		n.closers = append(n.closers, w.Close)

@@ -265,7 +265,7 @@ func (f *FSM) Counts() (jobs map[gv1.JobState]int, tasks map[gv1.TaskState]int) 
 // lock, so Persist can run concurrently with later Applies.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
-	snap := &gv1.Snapshot{Jobs: make([]*gv1.Job, 0, len(f.state.order))}
+	snap := &gv1.Snapshot{Jobs: make([]*gv1.Job, 0, len(f.state.order)), AppliedIndex: f.state.applied}
 	for _, id := range f.state.order {
 		snap.Jobs = append(snap.Jobs, f.state.jobs[id])
 	}
@@ -292,8 +292,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	for _, j := range snap.Jobs {
 		st.insert(j)
 	}
+	st.applied = snap.AppliedIndex
 	f.mu.Lock()
-	st.applied = f.state.applied
 	f.state = st
 	ch := f.changed
 	f.changed = make(chan struct{})

@@ -235,7 +235,9 @@ func (s *state) finish(index uint64, at *timestamppb.Timestamp, r *gv1.Report) R
 		return res
 	}
 	if t.State != gv1.TaskState_TASK_STATE_ASSIGNED && t.State != gv1.TaskState_TASK_STATE_RUNNING {
-		if n := len(t.Attempts); n > 0 && t.Attempts[n-1].Number == attempt && t.Attempts[n-1].FinishedAt != nil {
+		// The same result delivered again (its acknowledgement was lost) is
+		// a duplicate; any other report for an ended attempt is stale.
+		if n := len(t.Attempts); n > 0 && sameResult(t.Attempts[n-1], r) {
 			res.Err = fmt.Errorf("report for task %s/%s attempt %d: %w", j.Id, t.Name, attempt, ErrDuplicate)
 			return res
 		}
@@ -295,6 +297,17 @@ func (s *state) finish(index uint64, at *timestamppb.Timestamp, r *gv1.Report) R
 	s.skipDependents(j, at)
 	s.settle(j, at)
 	return res
+}
+
+// sameResult reports whether rec, an ended attempt, was ended by report r.
+func sameResult(rec *gv1.Attempt, r *gv1.Report) bool {
+	if rec.Number != r.GetRef().GetAttempt() || rec.FinishedAt == nil || r.GetAgent() == "" || rec.Agent != r.GetAgent() {
+		return false
+	}
+	if r.GetSuccess() {
+		return rec.Result == gv1.TaskState_TASK_STATE_SUCCEEDED
+	}
+	return rec.Result == gv1.TaskState_TASK_STATE_FAILED && rec.ExitCode == r.GetExitCode() && rec.Error == r.GetError()
 }
 
 // JobBackoff is the wait before retry n (1-based) of a job failure.

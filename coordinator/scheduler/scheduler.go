@@ -40,12 +40,7 @@ func Schedule(tasks []fsm.PendingTask, agents []Candidate, busy map[string]bool,
 	free := make([]Candidate, len(agents))
 	copy(free, agents)
 	// Spread load: agents with more free slots first, then by name.
-	sort.SliceStable(free, func(a, b int) bool {
-		if free[a].Free != free[b].Free {
-			return free[a].Free > free[b].Free
-		}
-		return free[a].Name < free[b].Name
-	})
+	sort.SliceStable(free, func(a, b int) bool { return less(free[a], free[b]) })
 	held := map[string]bool{}
 	for k := range busy {
 		held[k] = true
@@ -65,13 +60,26 @@ func Schedule(tasks []fsm.PendingTask, agents []Candidate, busy map[string]bool,
 			plan.Waiting[key] = reason
 			continue
 		}
-		free[i].Free--
+		plan.Placements = append(plan.Placements, Placement{Task: t, Attempt: t.Attempt + 1, Agent: free[i].Name})
 		if c := t.Spec.GetConcurrency(); c != "" {
 			held[c] = true
 		}
-		plan.Placements = append(plan.Placements, Placement{Task: t, Attempt: t.Attempt + 1, Agent: free[i].Name})
+		free[i].Free--
+		// Keep the order (most free first): move the agent back past
+		// those that now have more free slots.
+		for j := i; j+1 < len(free) && less(free[j+1], free[j]); j++ {
+			free[j], free[j+1] = free[j+1], free[j]
+		}
 	}
 	return plan
+}
+
+// less orders agents with more free slots first, then by name.
+func less(a, b Candidate) bool {
+	if a.Free != b.Free {
+		return a.Free > b.Free
+	}
+	return a.Name < b.Name
 }
 
 // pick returns the index of the best agent for t, or -1 and why none fits.

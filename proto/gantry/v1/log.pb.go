@@ -519,8 +519,10 @@ func (x *CancelJobCommand) GetReason() string {
 
 // Snapshot is the whole replicated state.
 type Snapshot struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Jobs          []*Job                 `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Jobs  []*Job                 `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// Index of the last entry applied when the snapshot was taken.
+	AppliedIndex  uint64 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -562,6 +564,13 @@ func (x *Snapshot) GetJobs() []*Job {
 	return nil
 }
 
+func (x *Snapshot) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
 var File_gantry_v1_log_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_log_proto_rawDesc = "" +
@@ -598,9 +607,10 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"A\n" +
 	"\x10CancelJobCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\".\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"S\n" +
 	"\bSnapshot\x12\"\n" +
-	"\x04jobs\x18\x01 \x03(\v2\x0e.gantry.v1.JobR\x04jobsB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"\x04jobs\x18\x01 \x03(\v2\x0e.gantry.v1.JobR\x04jobs\x12#\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndexB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_log_proto_rawDescOnce sync.Once

@@ -1,0 +1,295 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/gantryci/gantry/coordinator/consensus"
+	"github.com/gantryci/gantry/coordinator/fsm"
+	"github.com/gantryci/gantry/internal/subject"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+func skipShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+}
+
+// submit retries through elections; the idempotency key makes it safe.
+func submit(ctx context.Context, cl gv1.GantryServiceClient, spec *gv1.JobSpec, key string) (*gv1.Job, error) {
+	return submitAny(ctx, []gv1.GantryServiceClient{cl}, spec, key)
+}
+
+// submitAny tries the clients in turn, as a user with several coordinator
+// addresses would, until one acknowledges the job.
+func submitAny(ctx context.Context, clients []gv1.GantryServiceClient, spec *gv1.JobSpec, key string) (*gv1.Job, error) {
+	for i := 0; ; i++ {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := clients[i%len(clients)].SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec, IdempotencyKey: key})
+		cancel()
+		if err == nil {
+			return resp.Job, nil
+		}
+		if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded || ctx.Err() != nil {
+			return nil, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// finishedAttempts counts attempts that ended in success.
+func succeededAttempts(t *gv1.Task) int {
+	n := 0
+	for _, a := range t.Attempts {
+		if a.Result == gv1.TaskState_TASK_STATE_SUCCEEDED {
+			n++
+		}
+	}
+	return n
+}
+
+func TestLeaderKilledLosesNoAcknowledgedJob(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
+	c := newCluster(t, 3, nil)
+	c.startAgent("a1", 4, nil)
+	c.startAgent("a2", 4, nil)
+	c.waitAgents(0, "a1", "a2")
+	c.waitAgents(1, "a1", "a2")
+	c.waitAgents(2, "a1", "a2")
+	clients := []gv1.GantryServiceClient{c.client(0), c.client(1), c.client(2)}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var (
+		mu    sync.Mutex
+		acked = map[string]string{} // idempotency key -> job ID
+		wg    sync.WaitGroup
+	)
+	killed := make(chan int, 1)
+	submitter := func(w int) {
+		defer wg.Done()
+		for i := 0; i < 15; i++ {
+			key := fmt.Sprintf("w%d-%d", w, i)
+			if i == 5 && w == 0 {
+				l := c.leader()
+				c.stop(l) // kill -9 the leader in the middle of the run
+				killed <- l
+			}
+			// Submit through the nodes in turn, starting at a different one
+			// each time; some of them are down.
+			order := []gv1.GantryServiceClient{clients[(w+i)%3], clients[(w+i+1)%3], clients[(w+i+2)%3]}
+			job, err := submitAny(ctx, order, shellSpec("j", shellTask("a", "echo a"), shellTask("b", "sleep 0.05; echo b", "a")), key)
+			if err != nil {
+				t.Errorf("submit %s: %v", key, err)
+				return
+			}
+			mu.Lock()
+			if prev, ok := acked[key]; ok && prev != job.Id {
+				t.Errorf("key %s returned jobs %s and %s", key, prev, job.Id)
+			}
+			acked[key] = job.Id
+			mu.Unlock()
+		}
+	}
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go submitter(w)
+	}
+	wg.Wait()
+	dead := <-killed
+	survivor := (dead + 1) % 3
+	newLeader := c.leader()
+	if newLeader == dead {
+		t.Fatalf("node %d is dead but leads", dead)
+	}
+	if len(acked) != 60 {
+		t.Fatalf("acknowledged %d jobs, want 60", len(acked))
+	}
+	waitFor(t, 60*time.Second, "every acknowledged job to succeed", func() bool {
+		for _, id := range acked {
+			j, ok := c.job(survivor, id)
+			if !ok || j.State != gv1.JobState_JOB_STATE_SUCCEEDED {
+				return false
+			}
+		}
+		return true
+	})
+	for key, id := range acked {
+		j, _ := c.job(survivor, id)
+		for _, task := range j.Tasks {
+			if n := succeededAttempts(task); n != 1 {
+				t.Errorf("job %s (%s) task %s: %d successful attempts, want 1", id, key, task.Name, n)
+			}
+		}
+	}
+	// The dead node comes back and catches up.
+	c.restart(dead)
+	leaderApplied := c.node(newLeader).FSM().AppliedIndex()
+	waitFor(t, 20*time.Second, "restarted node to catch up", func() bool {
+		return c.node(dead).FSM().AppliedIndex() >= leaderApplied
+	})
+	for _, id := range acked {
+		if j, ok := c.job(dead, id); !ok || j.State != gv1.JobState_JOB_STATE_SUCCEEDED {
+			t.Fatalf("restarted node: job %s missing or not succeeded", id)
+		}
+	}
+}
+
+func TestLostAgentTaskRedispatchedAndStaleResultRefused(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
+	c := newCluster(t, 3, nil)
+	c.startAgent("doomed", 1, map[string]string{"pool": "x"})
+	l := c.leader()
+	c.waitAgents(l, "doomed")
+	cl := c.client(l)
+	ctx := context.Background()
+	marker := filepath.Join(t.TempDir(), "ran")
+	spec := shellSpec("lost", &gv1.TaskSpec{
+		Name:   "work",
+		Labels: map[string]string{"pool": "x"},
+		Executor: &gv1.TaskSpec_Exec{Exec: &gv1.ExecSpec{
+			Shell: fmt.Sprintf(`if [ "$GANTRY_AGENT" = doomed ]; then sleep 60; fi; echo "$GANTRY_AGENT $GANTRY_ATTEMPT" > %s`, marker),
+		}},
+	})
+	job, err := submit(ctx, cl, spec, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "task running on doomed", func() bool {
+		j, _ := c.job(l, job.Id)
+		return j.Tasks[0].State == gv1.TaskState_TASK_STATE_RUNNING && j.Tasks[0].Agent == "doomed"
+	})
+	c.killAgent("doomed")
+	killedAt := time.Now()
+	c.startAgent("rescuer", 1, map[string]string{"pool": "x"})
+
+	var final *gv1.Job
+	waitFor(t, 20*time.Second, "job to succeed on the rescuer", func() bool {
+		final, _ = c.job(l, job.Id)
+		return final.State == gv1.JobState_JOB_STATE_SUCCEEDED
+	})
+	t.Logf("re-dispatched and finished %s after the agent was killed", time.Since(killedAt).Round(time.Millisecond))
+	task := final.Tasks[0]
+	if task.Attempt != 2 || task.Agent != "rescuer" {
+		t.Fatalf("task ended on attempt %d by %q, want attempt 2 by rescuer", task.Attempt, task.Agent)
+	}
+	if a := task.Attempts[0]; a.Agent != "doomed" || a.Failure != gv1.FailureClass_FAILURE_CLASS_INFRA {
+		t.Fatalf("first attempt: agent %q failure %s, want doomed with an infrastructure failure", a.Agent, a.Failure)
+	}
+	data, err := os.ReadFile(marker)
+	if err != nil || string(data) != "rescuer 2\n" {
+		t.Fatalf("marker %q (%v), want the rescuer's attempt 2", data, err)
+	}
+
+	// The dead agent's late result for attempt 1 arrives: it is refused and
+	// changes nothing.
+	nc, err := nats.Connect("nats://" + c.cfgs[l].NATS.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ns := subject.New("test")
+	before, _ := c.job(l, job.Id)
+	for _, rep := range []*gv1.Report{
+		{Ref: &gv1.TaskRef{JobId: job.Id, Task: "work", Attempt: 1}, Success: false, ExitCode: 9, Failure: gv1.FailureClass_FAILURE_CLASS_JOB},
+		// Even with the current attempt number, a report from an agent
+		// that does not hold the lease is refused.
+		{Ref: &gv1.TaskRef{JobId: job.Id, Task: "work", Attempt: 2}, Success: false, ExitCode: 9},
+	} {
+		data, _ := proto.Marshal(rep)
+		msg, err := nc.Request(ns.Report("doomed"), data, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var reply gv1.ReportReply
+		if err := proto.Unmarshal(msg.Data, &reply); err != nil {
+			t.Fatal(err)
+		}
+		if reply.Accepted {
+			t.Fatalf("stale report for attempt %d accepted", rep.Ref.Attempt)
+		}
+	}
+	// A malformed report gets an answer naming the problem, not a crash.
+	msg, err := nc.Request(ns.Report("doomed"), []byte("\xff\xffnot protobuf"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reply gv1.ReportReply
+	if err := proto.Unmarshal(msg.Data, &reply); err != nil || reply.Accepted || reply.Reason == "" {
+		t.Fatalf("malformed report: reply %v, %v", &reply, err)
+	}
+	after, _ := c.job(l, job.Id)
+	if !proto.Equal(before, after) {
+		t.Fatalf("stale reports changed the job:\nbefore %v\nafter  %v", before, after)
+	}
+}
+
+func TestFollowerCatchesUpFromSnapshot(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
+	c := newCluster(t, 3, func(cfg *coordinatorConfig) {
+		// raft-wal keeps serving compacted entries until their segment is
+		// sealed and dropped (64 MiB), so it would rarely need a snapshot
+		// here; raft-boltdb deletes them at once.
+		cfg.Raft.Store = consensus.StoreBolt
+		cfg.Raft.TrailingLogs = 16
+		cfg.Raft.SnapshotThreshold = 32
+	})
+	l := c.leader()
+	follower := (l + 1) % 3
+	c.stop(follower)
+	cl := c.client(l)
+	ctx := context.Background()
+	var ids []string
+	for i := 0; i < 80; i++ {
+		job, err := submit(ctx, cl, shellSpec("snap", shellTask("t", "true")), fmt.Sprintf("snap-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, job.Id)
+	}
+	if err := c.node(l).Raft().Snapshot().Error(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	// The entries the follower missed are gone from the leader's log.
+	first, err := logFirstIndex(c.node(l))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first <= 2 {
+		t.Fatalf("leader log still starts at %d after the snapshot", first)
+	}
+	c.restart(follower)
+	want := c.node(l).FSM().AppliedIndex()
+	waitFor(t, 20*time.Second, "follower to catch up", func() bool {
+		return c.node(follower).FSM().AppliedIndex() >= want
+	})
+	stats := c.node(follower).Raft().Stats()
+	if stats["last_snapshot_index"] == "0" {
+		t.Fatalf("follower caught up without installing a snapshot: %v", stats)
+	}
+	for _, id := range ids {
+		if _, ok := c.job(follower, id); !ok {
+			t.Fatalf("follower is missing job %s", id)
+		}
+	}
+	// And it serves them: jobs from the snapshot are readable on the follower.
+	resp, err := c.client(follower).ListJobs(ctx, &gv1.ListJobsRequest{Limit: 1000})
+	if err != nil || len(resp.Jobs) != len(ids) {
+		t.Fatalf("follower lists %d jobs (%v), want %d", len(resp.GetJobs()), err, len(ids))
+	}
+	_ = fsm.JobFinal
+}
