@@ -221,11 +221,12 @@ func TestDuplicateFinish(t *testing.T) {
 		name   string
 		finish func(sec int) *gv1.Command
 		state  gv1.TaskState
+		again  error // a repeated agent report is a duplicate; a repeated requeue is stale
 	}{
-		{"success", func(sec int) *gv1.Command { return successCmd(sec, "j1", "a", 1, "ag1") }, succeeded},
-		{"job failure retried", func(sec int) *gv1.Command { return failCmd(sec, "j1", "a", 1, "ag1") }, pending},
-		{"job failure final", func(sec int) *gv1.Command { return failCmd(sec, "j1", "b", 1, "ag1") }, failed},
-		{"requeue", func(sec int) *gv1.Command { return requeueCmd(sec, "j1", "a", 1, "lost") }, pending},
+		{"success", func(sec int) *gv1.Command { return successCmd(sec, "j1", "a", 1, "ag1") }, succeeded, fsm.ErrDuplicate},
+		{"job failure retried", func(sec int) *gv1.Command { return failCmd(sec, "j1", "a", 1, "ag1") }, pending, fsm.ErrDuplicate},
+		{"job failure final", func(sec int) *gv1.Command { return failCmd(sec, "j1", "b", 1, "ag1") }, failed, fsm.ErrDuplicate},
+		{"requeue", func(sec int) *gv1.Command { return requeueCmd(sec, "j1", "a", 1, "lost") }, pending, fsm.ErrStaleAttempt},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -242,9 +243,9 @@ func TestDuplicateFinish(t *testing.T) {
 				task = "a"
 			}
 			h.wantStates("j1", map[string]gv1.TaskState{task: tt.state})
-			// The same report again, even later, is a duplicate.
-			h.refused(first, "j1", fsm.ErrDuplicate)
-			h.refused(tt.finish(9), "j1", fsm.ErrDuplicate)
+			// The same report again, even later, changes nothing.
+			h.refused(first, "j1", tt.again)
+			h.refused(tt.finish(9), "j1", tt.again)
 		})
 	}
 }

@@ -348,11 +348,6 @@ func TestScheduleAvoidAgents(t *testing.T) {
 	}
 }
 
-// knownBug is the xfail note of the load-spreading cases Schedule gets wrong
-// today: it sorts the agents by free slots once per pass and does not re-sort
-// after a placement, so the first agent takes every task until it is full.
-const knownBug = "BUG: Schedule does not re-rank agents after a placement (coordinator/scheduler/scheduler.go:43-70)"
-
 func TestScheduleLoadSpreading(t *testing.T) {
 	t.Parallel()
 	two := []fsm.PendingTask{task("j", "t1"), task("j", "t2")}
@@ -362,14 +357,13 @@ func TestScheduleLoadSpreading(t *testing.T) {
 		tasks  []fsm.PendingTask
 		agents []scheduler.Candidate
 		want   map[string]int
-		bug    string // set: a known failure, reported as a skip
 	}{
-		{"more free slots first", two[:1], []scheduler.Candidate{agent("a", 1), agent("b", 3)}, map[string]int{"b": 1}, ""},
-		{"ties by name", two[:1], []scheduler.Candidate{agent("b", 2), agent("a", 2)}, map[string]int{"a": 1}, ""},
-		{"one slot each", two, []scheduler.Candidate{agent("b", 1), agent("a", 1)}, map[string]int{"a": 1, "b": 1}, ""},
-		{"equal free slots", two, []scheduler.Candidate{agent("a", 2), agent("b", 2)}, map[string]int{"a": 1, "b": 1}, knownBug},
-		{"four on 4+4", four, []scheduler.Candidate{agent("a", 4), agent("b", 4)}, map[string]int{"a": 2, "b": 2}, knownBug},
-		{"evens out 3+1", four[:2], []scheduler.Candidate{agent("a", 3), agent("b", 1)}, map[string]int{"a": 2}, ""},
+		{"more free slots first", two[:1], []scheduler.Candidate{agent("a", 1), agent("b", 3)}, map[string]int{"b": 1}},
+		{"ties by name", two[:1], []scheduler.Candidate{agent("b", 2), agent("a", 2)}, map[string]int{"a": 1}},
+		{"one slot each", two, []scheduler.Candidate{agent("b", 1), agent("a", 1)}, map[string]int{"a": 1, "b": 1}},
+		{"equal free slots", two, []scheduler.Candidate{agent("a", 2), agent("b", 2)}, map[string]int{"a": 1, "b": 1}},
+		{"four on 4+4", four, []scheduler.Candidate{agent("a", 4), agent("b", 4)}, map[string]int{"a": 2, "b": 2}},
+		{"evens out 3+1", four[:2], []scheduler.Candidate{agent("a", 3), agent("b", 1)}, map[string]int{"a": 2}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -379,13 +373,7 @@ func TestScheduleLoadSpreading(t *testing.T) {
 			for _, a := range placed(t, plan) {
 				count[a]++
 			}
-			ok := reflect.DeepEqual(count, tt.want)
-			switch {
-			case tt.bug != "" && ok:
-				t.Errorf("%s: now fixed; drop the bug note of this case", tt.bug)
-			case tt.bug != "":
-				t.Skipf("%s: placements per agent = %v, want %v", tt.bug, count, tt.want)
-			case !ok:
+			if !reflect.DeepEqual(count, tt.want) {
 				t.Errorf("placements per agent = %v, want %v", count, tt.want)
 			}
 		})
