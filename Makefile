@@ -15,20 +15,22 @@ build: ## build the gantry binary into bin/
 run: build ## run gantry dev (single node, embedded NATS, local agent)
 	$(BIN) dev
 
-test: ## unit, integration and end-to-end tests
-	$(GO) test $(TEST_FLAGS) -timeout 20m ./...
+test: ## every test: unit, 3-node cluster, process end-to-end (with -race)
+	$(GO) test -race $(TEST_FLAGS) -timeout 30m ./...
 
 test-short: ## fast tests only (-short skips cluster and process tests)
 	$(GO) test -short ./...
 
-test-race: ## all tests with the race detector
-	$(GO) test -race $(TEST_FLAGS) -timeout 30m ./...
+test-race: test ## the same as test (the race detector is always on)
+
+test-norace: ## every test, without the race detector (faster)
+	$(GO) test $(TEST_FLAGS) -timeout 20m ./...
 
 test-e2e: ## process-level end-to-end tests only
 	$(GO) test $(TEST_FLAGS) -timeout 20m ./test/...
 
-bench: ## benchmarks (Raft store comparison, scheduler); prints figures
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./coordinator/... 
+bench: ## benchmarks: Raft log stores and batching on a 3-node cluster; prints figures
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./coordinator/consensus/
 
 lint: ## go vet, gofmt and buf lint
 	$(GO) vet ./...
@@ -45,4 +47,4 @@ verify: proto ## regenerate, then fail if anything generated differs from what i
 breaking: ## buf breaking against main
 	PATH="$$(scripts/tools.sh):$$PATH" buf breaking --against '.git#branch=main'
 
-.PHONY: help build run test test-short test-race test-e2e bench lint proto verify breaking
+.PHONY: help build run test test-short test-race test-norace test-e2e bench lint proto verify breaking

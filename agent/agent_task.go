@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -148,6 +149,13 @@ type logSink struct {
 	buf    []byte
 	stream gv1.LogStream
 	timer  *time.Timer
+	// sent are published chunks not yet known to be stored.
+	sent []sentChunk
+}
+
+type sentChunk struct {
+	data []byte
+	ack  jetstream.PubAckFuture // nil when the publish itself failed
 }
 
 const (
@@ -192,13 +200,33 @@ func (s *logSink) flushLocked(eof bool) {
 	if err != nil {
 		return
 	}
-	if _, err := s.a.js.PublishAsync(s.subj, data); err != nil {
+	ack, err := s.a.js.PublishAsync(s.subj, data)
+	if err != nil {
 		s.a.log.Debug("publish log", zap.Error(err))
+		ack = nil
+	}
+	// Forget chunks already stored, oldest first.
+	for len(s.sent) > 0 && stored(s.sent[0].ack) {
+		s.sent = s.sent[1:]
+	}
+	s.sent = append(s.sent, sentChunk{data: data, ack: ack})
+}
+
+func stored(ack jetstream.PubAckFuture) bool {
+	if ack == nil {
+		return false
+	}
+	select {
+	case <-ack.Ok():
+		return true
+	default:
+		return false
 	}
 }
 
-// close flushes the rest with an end-of-log mark and waits (bounded) for
-// the stream to have stored every chunk.
+// close flushes the rest with an end-of-log mark and makes sure the stream
+// stored every chunk, publishing again what it refused (a log stream that is
+// still forming, a stream leader that moved), within a bounded time.
 func (s *logSink) close() {
 	s.mu.Lock()
 	if s.timer != nil {
@@ -206,10 +234,45 @@ func (s *logSink) close() {
 		s.timer = nil
 	}
 	s.flushLocked(true)
+	sent := s.sent
+	s.sent = nil
 	s.mu.Unlock()
-	select {
-	case <-s.a.js.PublishAsyncComplete():
-	case <-time.After(5 * time.Second):
-		s.a.log.Warn("log stream did not acknowledge all output", zap.String("job", s.ref.JobId), zap.String("task", s.ref.Task))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lost := 0
+	for _, c := range sent {
+		if c.ack != nil {
+			select {
+			case <-c.ack.Ok():
+				continue
+			case <-c.ack.Err():
+			case <-ctx.Done():
+			}
+		}
+		if !s.republish(ctx, c.data) {
+			lost++
+		}
+	}
+	if lost > 0 {
+		s.a.log.Warn("log stream did not store all output", zap.String("job", s.ref.JobId),
+			zap.String("task", s.ref.Task), zap.Int("chunks_lost", lost))
+	}
+}
+
+func (s *logSink) republish(ctx context.Context, data []byte) bool {
+	wait := 100 * time.Millisecond
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := s.a.js.Publish(pctx, s.subj, data)
+		cancel()
+		if err == nil {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+			wait = min(2*wait, 2*time.Second)
+		}
 	}
 }

@@ -21,6 +21,8 @@ func (s *Server) httpHandler() http.Handler {
 			http.Error(w, "no raft leader", http.StatusServiceUnavailable)
 		case !s.nc.IsConnected():
 			http.Error(w, "nats disconnected", http.StatusServiceUnavailable)
+		case !s.logStreamReady.Load():
+			http.Error(w, "log stream not ready", http.StatusServiceUnavailable)
 		default:
 			w.Write([]byte("ready\n"))
 		}

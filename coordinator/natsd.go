@@ -91,7 +91,7 @@ func startNATS(cfg Config) (*server.Server, error) {
 // ensureLogStream creates or updates the stream that keeps task logs. In a
 // NATS cluster that is still forming this fails for a while; it retries
 // until it succeeds or ctx ends.
-func ensureLogStream(ctx context.Context, nc *nats.Conn, cfg Config, name, subjects string, log *zap.Logger) {
+func ensureLogStream(ctx context.Context, nc *nats.Conn, cfg Config, name, subjects string, log *zap.Logger, ready func()) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		log.Error("jetstream", zap.Error(err))
@@ -112,6 +112,7 @@ func ensureLogStream(ctx context.Context, nc *nats.Conn, cfg Config, name, subje
 		})
 		cancel()
 		if err == nil {
+			ready()
 			log.Info("log stream ready", zap.String("stream", name), zap.Int("replicas", max(cfg.NATS.LogReplicas, 1)))
 			return
 		}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -109,6 +110,8 @@ type Server struct {
 	metrics *metrics.Metrics
 	nodes   *nodeTable
 
+	logStreamReady atomic.Bool
+
 	grpc     *grpc.Server
 	grpcLis  net.Listener
 	http     *http.Server
@@ -200,7 +203,7 @@ func (s *Server) start(ctx context.Context) error {
 	s.run(ctx, s.watchLeadership)
 	s.run(ctx, s.nodes.announce)
 	s.run(ctx, func(ctx context.Context) {
-		ensureLogStream(ctx, nc, cfg, s.ns.LogStream(), s.ns.AllLogs(), s.log)
+		ensureLogStream(ctx, nc, cfg, s.ns.LogStream(), s.ns.AllLogs(), s.log, func() { s.logStreamReady.Store(true) })
 	})
 	s.run(ctx, func(context.Context) {
 		if err := s.grpc.Serve(s.grpcLis); err != nil {

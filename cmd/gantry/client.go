@@ -188,47 +188,96 @@ func taskNote(t *gv1.Task) string {
 	return " (" + strings.Join(parts, ", ") + ")"
 }
 
-// streamLogs prints a job's logs, each line prefixed with its task name
-// when prefix is set.
-func streamLogs(ctx context.Context, c gv1.GantryServiceClient, jobID, task string, followLogs, prefix bool, out io.Writer) error {
-	stream, err := c.TaskLogs(ctx, &gv1.TaskLogsRequest{JobId: jobID, Task: task, Follow: followLogs})
+// logPrinter prints log chunks as lines, each prefixed with its task name
+// when prefix is set. It remembers which chunks it printed, so a stream
+// opened again after a failover replays without repeating lines.
+type logPrinter struct {
+	out     io.Writer
+	prefix  bool
+	printed map[chunkID]bool
+	partial map[string]string
+}
+
+type chunkID struct {
+	task    string
+	attempt int32
+	seq     uint64
+}
+
+func newLogPrinter(out io.Writer, prefix bool) *logPrinter {
+	return &logPrinter{out: out, prefix: prefix, printed: map[chunkID]bool{}, partial: map[string]string{}}
+}
+
+func (p *logPrinter) line(task, l string) {
+	if p.prefix {
+		fmt.Fprintf(p.out, "[%s] %s\n", task, l)
+	} else {
+		fmt.Fprintln(p.out, l)
+	}
+}
+
+func (p *logPrinter) chunk(ch *gv1.LogChunk) {
+	id := chunkID{ch.GetRef().GetTask(), ch.GetRef().GetAttempt(), ch.GetSeq()}
+	if p.printed[id] {
+		return
+	}
+	p.printed[id] = true
+	name := id.task
+	lines := strings.Split(p.partial[name]+string(ch.GetData()), "\n")
+	p.partial[name] = lines[len(lines)-1]
+	for _, l := range lines[:len(lines)-1] {
+		p.line(name, l)
+	}
+	if ch.GetEof() && p.partial[name] != "" {
+		p.line(name, p.partial[name])
+		p.partial[name] = ""
+	}
+}
+
+func (p *logPrinter) flush() {
+	for name, rest := range p.partial {
+		if rest != "" {
+			p.line(name, rest)
+		}
+		delete(p.partial, name)
+	}
+}
+
+// stream prints one TaskLogs stream to its end.
+func (p *logPrinter) stream(ctx context.Context, c gv1.GantryServiceClient, jobID, task string, follow bool) error {
+	stream, err := c.TaskLogs(ctx, &gv1.TaskLogsRequest{JobId: jobID, Task: task, Follow: follow})
 	if err != nil {
 		return err
 	}
-	partial := map[string]string{}
 	for {
 		resp, err := stream.Recv()
 		if err == io.EOF {
-			break
+			return nil
 		}
 		if err != nil {
 			return err
 		}
-		ch := resp.Chunk
-		name := ch.GetRef().GetTask()
-		text := partial[name] + string(ch.GetData())
-		lines := strings.Split(text, "\n")
-		partial[name] = lines[len(lines)-1]
-		if ch.GetEof() && partial[name] != "" {
-			lines = append(lines[:len(lines)-1], partial[name], "")
-			partial[name] = ""
+		p.chunk(resp.Chunk)
+	}
+}
+
+// streamLogs prints a job's logs; with follow it rides through coordinator
+// failovers until the job ends.
+func streamLogs(ctx context.Context, c gv1.GantryServiceClient, jobID, task string, follow, prefix bool, out io.Writer) error {
+	p := newLogPrinter(out, prefix)
+	defer p.flush()
+	for {
+		err := p.stream(ctx, c, jobID, task, follow)
+		if err == nil || !follow || ctx.Err() != nil {
+			return err
 		}
-		for _, l := range lines[:len(lines)-1] {
-			if prefix {
-				fmt.Fprintf(out, "[%s] %s\n", name, l)
-			} else {
-				fmt.Fprintln(out, l)
-			}
+		if c := status.Code(err); c == codes.NotFound || c == codes.InvalidArgument {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(300 * time.Millisecond):
 		}
 	}
-	for name, p := range partial {
-		if p != "" {
-			if prefix {
-				fmt.Fprintf(out, "[%s] %s\n", name, p)
-			} else {
-				fmt.Fprintln(out, p)
-			}
-		}
-	}
-	return nil
 }

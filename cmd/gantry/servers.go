@@ -253,16 +253,23 @@ func newDevCmd(g *globals) *cobra.Command {
 			go func() { agentDone <- a.Run(actx) }()
 			select {
 			case <-ctx.Done():
+				// Drain the local agent: it finishes what runs, then stops.
+				stopAgent()
+				select {
+				case <-agentDone:
+				case <-time.After(30 * time.Second):
+					a.Kill()
+					<-agentDone
+				}
 			case err := <-agentDone:
+				// The agent was drained remotely; the coordinator keeps
+				// serving until the process is told to stop.
 				if err != nil {
 					log.Error("local agent stopped", zap.Error(err))
+				} else {
+					log.Info("local agent drained; the coordinator keeps running")
 				}
-			}
-			stopAgent()
-			select {
-			case <-agentDone:
-			case <-time.After(30 * time.Second):
-				a.Kill()
+				<-ctx.Done()
 			}
 			return srv.Shutdown()
 		},

@@ -63,7 +63,11 @@ func (s *Server) isLeader() bool { return s.d.Raft.Raft.State() == raft.Leader }
 func (s *Server) SubmitJob(ctx context.Context, req *gv1.SubmitJobRequest) (*gv1.SubmitJobResponse, error) {
 	if !s.isLeader() {
 		resp := &gv1.SubmitJobResponse{}
-		return resp, s.forward(ctx, "SubmitJob", req, resp)
+		if err := s.forward(ctx, "SubmitJob", req, resp); err != nil {
+			return nil, err
+		}
+		// Read your writes: answer once this replica has the job too.
+		return resp, s.waitApplied(ctx, resp.GetJob().GetVersion())
 	}
 	js := req.GetSpec()
 	switch {
@@ -152,7 +156,10 @@ func (s *Server) WatchJob(req *gv1.WatchJobRequest, stream gv1.GantryService_Wat
 func (s *Server) CancelJob(ctx context.Context, req *gv1.CancelJobRequest) (*gv1.CancelJobResponse, error) {
 	if !s.isLeader() {
 		resp := &gv1.CancelJobResponse{}
-		return resp, s.forward(ctx, "CancelJob", req, resp)
+		if err := s.forward(ctx, "CancelJob", req, resp); err != nil {
+			return nil, err
+		}
+		return resp, s.waitApplied(ctx, resp.GetJob().GetVersion())
 	}
 	if req.GetJobId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "job_id: required")
@@ -236,6 +243,24 @@ func (s *Server) RemoveNode(ctx context.Context, req *gv1.RemoveNodeRequest) (*g
 	return &gv1.RemoveNodeResponse{}, nil
 }
 
+// waitApplied waits (briefly) until the local replica has applied index, so
+// a client that wrote through a follower reads its write there next.
+func (s *Server) waitApplied(ctx context.Context, index uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for {
+		changed := s.d.FSM.Changed()
+		if s.d.FSM.AppliedIndex() >= index {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return status.Errorf(codes.DeadlineExceeded, "the write committed at index %d but this node has not applied it yet", index)
+		}
+	}
+}
+
 // toStatus chooses the gRPC code for an internal error.
 func toStatus(err error) error {
 	if _, ok := status.FromError(err); ok {
@@ -248,7 +273,8 @@ func toStatus(err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, fsm.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, consensus.ErrNotLeader), errors.Is(err, raft.ErrNotLeader):
+	case errors.Is(err, consensus.ErrNotLeader), errors.Is(err, raft.ErrNotLeader), errors.Is(err, consensus.ErrTimeout):
+		// Retrying is safe: submits carry idempotency keys.
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())

@@ -64,7 +64,7 @@ func (s *Server) TaskLogs(req *gv1.TaskLogsRequest, stream gv1.GantryService_Tas
 				return nil
 			}
 		}
-		wait := time.Second
+		wait := 250 * time.Millisecond
 		if pending > 0 {
 			wait = 10 * time.Second
 		}

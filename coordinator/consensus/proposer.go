@@ -17,6 +17,9 @@ import (
 // (or stopped being) the leader.
 var ErrNotLeader = errors.New("not the leader")
 
+// ErrTimeout: the entry's outcome is unknown; it may still commit.
+var ErrTimeout = errors.New("commit timed out")
+
 // Proposer turns commands into Raft log entries. Concurrent proposals are
 // grouped: while entries are in flight, new commands queue up and leave as
 // one entry, so under load many commands share one fsync.
@@ -25,7 +28,10 @@ type Proposer struct {
 	reqs     chan *proposal
 	inflight chan struct{}
 	maxBatch int
-	timeout  time.Duration
+
+	// Timeout bounds the wait for one entry's commit; past it the outcome
+	// is unknown to the caller.
+	Timeout time.Duration
 
 	// Observe, when set, is told the size and commit time of every entry.
 	Observe func(commands int, took time.Duration)
@@ -48,7 +54,7 @@ func NewProposer(r *raft.Raft) *Proposer {
 		reqs:     make(chan *proposal, 4096),
 		inflight: make(chan struct{}, 8),
 		maxBatch: 1024,
-		timeout:  10 * time.Second,
+		Timeout:  10 * time.Second,
 	}
 }
 
@@ -130,10 +136,10 @@ func (p *Proposer) send(batch []*proposal, n int) {
 		return
 	}
 	start := time.Now()
-	f := p.raft.Apply(data, p.timeout)
+	f := p.raft.Apply(data, p.Timeout)
 	go func() {
 		defer func() { <-p.inflight }()
-		err := f.Error()
+		err := p.wait(f)
 		if p.Observe != nil && err == nil {
 			p.Observe(n, time.Since(start))
 		}
@@ -158,6 +164,21 @@ func (p *Proposer) send(batch []*proposal, n int) {
 			results = results[len(pr.cmds):]
 		}
 	}()
+}
+
+// wait returns the future's error. A future can be left unanswered when Raft
+// shuts down at the wrong moment, so the wait is bounded.
+func (p *Proposer) wait(f raft.ApplyFuture) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	t := time.NewTimer(p.Timeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("%w: no answer from raft within %s", ErrTimeout, p.Timeout)
+	}
 }
 
 func (p *Proposer) failQueued(err error) {
