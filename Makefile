@@ -15,8 +15,12 @@ build: ## build the gantry binary into bin/
 run: build ## run gantry dev (single node, embedded NATS, local agent)
 	$(BIN) dev
 
+UNIT_PKGS = $$($(GO) list ./... | grep -v '/test/')
+
 test: ## every test: unit, 3-node cluster, process end-to-end (with -race)
-	$(GO) test -race $(TEST_FLAGS) -timeout 30m ./...
+	$(GO) test -race $(TEST_FLAGS) -timeout 20m $(UNIT_PKGS)
+	@# One integration package at a time: they start many servers on loopback ports.
+	$(GO) test -race -p 1 $(TEST_FLAGS) -timeout 30m ./test/...
 
 test-short: ## fast tests only (-short skips cluster and process tests)
 	$(GO) test -short ./...
@@ -24,10 +28,11 @@ test-short: ## fast tests only (-short skips cluster and process tests)
 test-race: test ## the same as test (the race detector is always on)
 
 test-norace: ## every test, without the race detector (faster)
-	$(GO) test $(TEST_FLAGS) -timeout 20m ./...
+	$(GO) test $(TEST_FLAGS) -timeout 20m $(UNIT_PKGS)
+	$(GO) test -p 1 $(TEST_FLAGS) -timeout 30m ./test/...
 
-test-e2e: ## process-level end-to-end tests only
-	$(GO) test $(TEST_FLAGS) -timeout 20m ./test/...
+test-e2e: ## integration and end-to-end tests only (test/)
+	$(GO) test -race -p 1 $(TEST_FLAGS) -timeout 30m ./test/...
 
 bench: ## benchmarks: Raft log stores and batching on a 3-node cluster; prints figures
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./coordinator/consensus/

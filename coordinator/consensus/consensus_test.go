@@ -42,9 +42,11 @@ func cluster(t testing.TB, n int, store consensus.Store) (*consensus.Node, *fsm.
 		c.BindAddr = freeAddr(t)
 		c.Store = store
 		c.Bootstrap = true
-		c.HeartbeatTimeout = 200 * time.Millisecond
-		c.ElectionTimeout = 200 * time.Millisecond
-		c.LeaderLeaseTimeout = 100 * time.Millisecond
+		// Generous timeouts: with -race on two busy cores, tighter ones
+		// cause elections that have nothing to do with what is tested.
+		c.HeartbeatTimeout = time.Second
+		c.ElectionTimeout = time.Second
+		c.LeaderLeaseTimeout = 500 * time.Millisecond
 		cfgs[i] = c
 		peers = append(peers, consensus.Peer{ID: c.ID, Addr: c.BindAddr})
 	}

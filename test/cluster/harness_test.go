@@ -24,15 +24,29 @@ import (
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
-// freePort returns a loopback address that was free a moment ago.
+var (
+	portMu    sync.Mutex
+	usedPorts = map[string]bool{}
+)
+
+// freePort returns a loopback address that was free a moment ago and that
+// no other test of this package was given.
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portMu.Lock()
+	defer portMu.Unlock()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if !usedPorts[addr] {
+			usedPorts[addr] = true
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // waitFor polls cond until it holds or the deadline passes.
