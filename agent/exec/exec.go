@@ -217,10 +217,20 @@ func (r *Runner) stop(out Sink, log *zap.Logger, pgid int, reason string, done <
 	}
 	grace := time.NewTimer(r.grace)
 	defer grace.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-grace.C:
+	// A shell can lose a signal that arrives while it forks (dash does), so
+	// SIGTERM is repeated every second of the grace period.
+	again := time.NewTicker(time.Second)
+	defer again.Stop()
+wait:
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-again.C:
+			_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		case <-grace.C:
+			break wait
+		}
 	}
 	system(out, fmt.Sprintf("still running after %s, sent SIGKILL", r.grace))
 	log.Info("killing process group")

@@ -99,29 +99,10 @@ func (d *Dispatcher) HandleHeartbeat(m *nats.Msg) {
 		return
 	}
 	for _, ref := range hb.Running {
-		if !d.fsm.IsCurrent(ref) && !d.recentlyFinished(ref) {
+		if !d.fsm.IsCurrent(ref) && !d.fsm.AttemptEnded(ref) {
 			d.sendCancel(name, ref, "attempt is no longer current")
 		}
 	}
-}
-
-// recentlyFinished reports whether ref is a finished attempt; its agent is
-// only waiting for the acknowledgement of its report.
-func (d *Dispatcher) recentlyFinished(ref *gv1.TaskRef) bool {
-	j, ok := d.fsm.Job(ref.GetJobId())
-	if !ok {
-		return false
-	}
-	for _, t := range j.Tasks {
-		if t.Name == ref.GetTask() {
-			for _, a := range t.Attempts {
-				if a.Number == ref.GetAttempt() && a.FinishedAt != nil && a.Result != gv1.TaskState_TASK_STATE_CANCELED {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }
 
 // Lead runs the leader's loops until ctx ends.

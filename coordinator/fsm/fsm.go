@@ -246,6 +246,28 @@ func (f *FSM) IsCurrent(ref *gv1.TaskRef) bool {
 	return t.Attempt == ref.GetAttempt()
 }
 
+// AttemptEnded reports whether ref names an attempt that ended with a
+// result (not a cancel); its agent may still be waiting for the
+// acknowledgement of that result.
+func (f *FSM) AttemptEnded(ref *gv1.TaskRef) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	j, ok := f.state.jobs[ref.GetJobId()]
+	if !ok {
+		return false
+	}
+	t := f.state.task(j, ref.GetTask())
+	if t == nil {
+		return false
+	}
+	for _, a := range t.Attempts {
+		if a.Number == ref.GetAttempt() {
+			return a.FinishedAt != nil && a.Result != gv1.TaskState_TASK_STATE_CANCELED
+		}
+	}
+	return false
+}
+
 // Counts returns the number of jobs and of tasks in each state.
 func (f *FSM) Counts() (jobs map[gv1.JobState]int, tasks map[gv1.TaskState]int) {
 	f.mu.RLock()
