@@ -55,7 +55,7 @@ func newRoot() *cobra.Command {
 	root.AddCommand(
 		newDevCmd(g), newCoordinatorCmd(g), newAgentCmd(g),
 		newSubmitCmd(g), newJobsCmd(g), newJobCmd(g), newLogsCmd(g), newCancelCmd(g),
-		newAgentsCmd(g), newDrainCmd(g), newClusterCmd(g),
+		newAgentsCmd(g), newDrainCmd(g), newClusterCmd(g), newBenchCmd(g),
 	)
 	return root
 }

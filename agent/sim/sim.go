@@ -1,0 +1,286 @@
+// Package sim runs many lightweight agents in one process. They speak the
+// real agent protocol over NATS (heartbeats, assignments, reports) but
+// execute nothing: a task finishes the moment it is accepted, or is held
+// until the agent is killed. gantry bench uses them to load a cluster with
+// thousands of agents and to measure dispatch without process start-up.
+package sim
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gantryci/gantry/internal/subject"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// Config configures a fleet of simulated agents.
+type Config struct {
+	Cluster string
+	// NATS is a comma-separated list of server URLs.
+	NATS      string
+	Prefix    string // agents are named Prefix-0, Prefix-1, ...
+	Count     int
+	Slots     int
+	Labels    map[string]string
+	Heartbeat time.Duration
+	// Hold keeps accepted tasks running (never reported) instead of
+	// finishing them at once.
+	Hold bool
+	// PerConn is how many agents share one NATS connection.
+	PerConn int
+	// OnStart is called when an agent accepts an attempt, OnFinish when the
+	// leader acknowledged its result. Both may be nil.
+	OnStart  func(agent string, as *gv1.Assignment, at time.Time)
+	OnFinish func(agent string, ref *gv1.TaskRef, at time.Time)
+}
+
+// Fleet is a running set of simulated agents.
+type Fleet struct {
+	cfg    Config
+	ns     subject.Namespace
+	conns  []*nats.Conn
+	agents []*simAgent
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// Accepted and Finished count attempts.
+	Accepted atomic.Int64
+	Finished atomic.Int64
+}
+
+type simAgent struct {
+	name    string
+	session string
+	nc      *nats.Conn
+	subs    []*nats.Subscription
+	dead    atomic.Bool
+
+	mu      sync.Mutex
+	running map[string]*gv1.TaskRef
+}
+
+// Start connects the fleet and starts its heartbeats.
+func Start(cfg Config) (*Fleet, error) {
+	if cfg.Count <= 0 || cfg.Slots <= 0 {
+		return nil, fmt.Errorf("sim: count and slots must be positive")
+	}
+	if cfg.PerConn <= 0 {
+		cfg.PerConn = 256
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = time.Second
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "sim"
+	}
+	f := &Fleet{cfg: cfg, ns: subject.New(cfg.Cluster)}
+	for i := 0; i < cfg.Count; i++ {
+		if i%cfg.PerConn == 0 {
+			nc, err := nats.Connect(cfg.NATS, nats.Name("gantry-sim"), nats.MaxReconnects(-1),
+				nats.ReconnectWait(100*time.Millisecond), nats.ReconnectBufSize(32<<20))
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("sim: connect %s: %w", cfg.NATS, err)
+			}
+			f.conns = append(f.conns, nc)
+		}
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		a := &simAgent{
+			name:    fmt.Sprintf("%s-%d", cfg.Prefix, i),
+			session: hex.EncodeToString(b[:]),
+			nc:      f.conns[len(f.conns)-1],
+			running: map[string]*gv1.TaskRef{},
+		}
+		sub, err := a.nc.Subscribe(f.ns.Assign(a.name), func(m *nats.Msg) { f.assign(a, m) })
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("sim: subscribe: %w", err)
+		}
+		a.subs = append(a.subs, sub)
+		f.agents = append(f.agents, a)
+	}
+	for _, nc := range f.conns {
+		if err := nc.Flush(); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("sim: flush: %w", err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel = cancel
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		f.heartbeats(ctx)
+	}()
+	return f, nil
+}
+
+// Names lists the agents' names.
+func (f *Fleet) Names() []string {
+	out := make([]string, len(f.agents))
+	for i, a := range f.agents {
+		out[i] = a.name
+	}
+	return out
+}
+
+// Kill makes agent i vanish as a crash would: no heartbeats, no answers,
+// its held tasks abandoned.
+func (f *Fleet) Kill(i int) {
+	a := f.agents[i]
+	a.dead.Store(true)
+	for _, s := range a.subs {
+		s.Unsubscribe()
+	}
+}
+
+// Holding returns the attempts agent i holds.
+func (f *Fleet) Holding(i int) []*gv1.TaskRef {
+	a := f.agents[i]
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]*gv1.TaskRef, 0, len(a.running))
+	for _, r := range a.running {
+		out = append(out, r)
+	}
+	return out
+}
+
+// Close disconnects every agent.
+func (f *Fleet) Close() {
+	if f.cancel != nil {
+		f.cancel()
+	}
+	f.wg.Wait()
+	for _, nc := range f.conns {
+		nc.Close()
+	}
+}
+
+func refKey(r *gv1.TaskRef) string {
+	return fmt.Sprintf("%s/%s/%d", r.GetJobId(), r.GetTask(), r.GetAttempt())
+}
+
+func (f *Fleet) assign(a *simAgent, m *nats.Msg) {
+	if a.dead.Load() {
+		return
+	}
+	var as gv1.Assignment
+	accepted := proto.Unmarshal(m.Data, &as) == nil && as.GetRef().GetAttempt() > 0
+	a.mu.Lock()
+	if accepted && len(a.running) >= f.cfg.Slots {
+		accepted = false
+	}
+	if accepted {
+		a.running[refKey(as.Ref)] = as.Ref
+	}
+	a.mu.Unlock()
+	data, _ := proto.Marshal(&gv1.AssignmentReply{Accepted: accepted, Reason: map[bool]string{false: "no free slot"}[accepted]})
+	_ = m.Respond(data)
+	if !accepted {
+		return
+	}
+	now := time.Now()
+	f.Accepted.Add(1)
+	if f.cfg.OnStart != nil {
+		f.cfg.OnStart(a.name, &as, now)
+	}
+	if f.cfg.Hold {
+		return
+	}
+	go f.report(a, as.Ref, now)
+}
+
+// report delivers a success until the leader answers.
+func (f *Fleet) report(a *simAgent, ref *gv1.TaskRef, started time.Time) {
+	data, _ := proto.Marshal(&gv1.Report{
+		Ref: ref, Success: true, Agent: a.name,
+		StartedAt: timestamppb.New(started), FinishedAt: timestamppb.Now(),
+	})
+	wait := 20 * time.Millisecond
+	for !a.dead.Load() {
+		msg, err := a.nc.Request(f.ns.Report(a.name), data, 5*time.Second)
+		if err == nil {
+			var reply gv1.ReportReply
+			if proto.Unmarshal(msg.Data, &reply) == nil {
+				a.mu.Lock()
+				delete(a.running, refKey(ref))
+				a.mu.Unlock()
+				f.Finished.Add(1)
+				if f.cfg.OnFinish != nil {
+					f.cfg.OnFinish(a.name, ref, time.Now())
+				}
+				return
+			}
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, time.Second)
+	}
+}
+
+func (f *Fleet) heartbeats(ctx context.Context) {
+	// Spread the fleet's heartbeats over the interval.
+	step := f.cfg.Heartbeat / time.Duration(max(len(f.agents), 1))
+	if step < 50*time.Microsecond {
+		step = 0
+	}
+	for {
+		start := time.Now()
+		for _, a := range f.agents {
+			if ctx.Err() != nil {
+				return
+			}
+			if a.dead.Load() {
+				continue
+			}
+			f.beat(a)
+			if step > 0 {
+				time.Sleep(step)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(max(f.cfg.Heartbeat-time.Since(start), 0)):
+		}
+	}
+}
+
+func (f *Fleet) beat(a *simAgent) {
+	hb := &gv1.Heartbeat{
+		Agent: &gv1.AgentInfo{
+			Name: a.name, Labels: f.cfg.Labels, Slots: int32(f.cfg.Slots),
+			Capabilities: []string{"exec"}, Version: "sim", Session: a.session,
+		},
+		SentAt: timestamppb.Now(),
+	}
+	a.mu.Lock()
+	for _, r := range a.running {
+		hb.Running = append(hb.Running, r)
+	}
+	a.mu.Unlock()
+	data, _ := proto.Marshal(hb)
+	_ = a.nc.Publish(f.ns.Heartbeat(a.name), data)
+}
+
+// ParseLabels reads k=v,k=v.
+func ParseLabels(s string) map[string]string {
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
+			out[k] = v
+		}
+	}
+	return out
+}
