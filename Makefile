@@ -37,6 +37,12 @@ test-e2e: ## integration and end-to-end tests only (test/)
 bench: ## benchmarks: Raft log stores and batching on a 3-node cluster; prints figures
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./coordinator/consensus/
 
+SEEDS ?= 10
+FAULTS ?= 12
+chaos: ## randomized, seed-reproducible fault schedules on a 3-node cluster: make chaos SEEDS=100
+	set -o pipefail; $(GO) test -count=1 -timeout 0 -v -run 'TestChaos' ./test/cluster/ -chaos.seeds=$(SEEDS) -chaos.faults=$(FAULTS) 2>&1 \
+	  | grep -E '^(=== RUN|--- |\s+chaos_test|ok|FAIL|PASS)' | grep -v '=== RUN'
+
 lint: ## go vet, gofmt and buf lint
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || (gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'); echo "gofmt needed"; exit 1)
@@ -52,4 +58,4 @@ verify: proto ## regenerate, then fail if anything generated differs from what i
 breaking: ## buf breaking against main
 	PATH="$$(scripts/tools.sh):$$PATH" buf breaking --against '.git#branch=main'
 
-.PHONY: help build run test test-short test-race test-norace test-e2e bench lint proto verify breaking
+.PHONY: help build run test test-short test-race test-norace test-e2e bench chaos lint proto verify breaking

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/gantryci/gantry/agent/buildkit"
 	"github.com/gantryci/gantry/agent/exec"
 	"github.com/gantryci/gantry/internal/subject"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
@@ -43,6 +44,10 @@ type Config struct {
 	Grace time.Duration
 	// ReportTimeout bounds one attempt to deliver a result.
 	ReportTimeout time.Duration
+	// BuildkitAddr is the address of a BuildKit daemon (e.g.
+	// unix:///run/buildkit/buildkitd.sock); when set the agent takes build
+	// and run tasks and advertises the "buildkit" capability.
+	BuildkitAddr string
 }
 
 // DefaultConfig names the agent after the host.
@@ -110,7 +115,9 @@ type Agent struct {
 	ns      subject.Namespace
 	session string
 	runner  *exec.Runner
-	spool   *spool
+	// buildkit runs build and run tasks; nil without a BuildKit daemon.
+	buildkit *buildkit.Executor
+	spool    *spool
 
 	nc *nats.Conn
 	js jetstream.JetStream
@@ -146,6 +153,13 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("executor: %w", err)
 	}
+	var bk *buildkit.Executor
+	if cfg.BuildkitAddr != "" {
+		bk, err = buildkit.New(buildkit.Config{Addr: cfg.BuildkitAddr, WorkRoot: filepath.Join(cfg.WorkDir, "build")}, log)
+		if err != nil {
+			return nil, fmt.Errorf("buildkit executor: %w", err)
+		}
+	}
 	sp, err := openSpool(filepath.Join(cfg.WorkDir, "spool"))
 	if err != nil {
 		return nil, err
@@ -153,14 +167,15 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return &Agent{
-		cfg:     cfg,
-		log:     log.Named("agent").With(zap.String("agent", cfg.Name)),
-		ns:      subject.New(cfg.Cluster),
-		session: hex.EncodeToString(b[:]),
-		runner:  runner,
-		spool:   sp,
-		running: map[refKey]*task{},
-		drained: make(chan struct{}),
+		cfg:      cfg,
+		log:      log.Named("agent").With(zap.String("agent", cfg.Name)),
+		ns:       subject.New(cfg.Cluster),
+		session:  hex.EncodeToString(b[:]),
+		runner:   runner,
+		buildkit: bk,
+		spool:    sp,
+		running:  map[refKey]*task{},
+		drained:  make(chan struct{}),
 	}, nil
 }
 
@@ -195,7 +210,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("subscribe control: %w", err)
 	}
 	a.log.Info("agent started", zap.String("nats", a.cfg.NATS), zap.Int("slots", a.cfg.Slots),
-		zap.Any("labels", a.cfg.Labels), zap.String("session", a.session))
+		zap.Any("labels", a.cfg.Labels), zap.Strings("capabilities", a.capabilities()), zap.String("session", a.session))
 
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
@@ -299,12 +314,15 @@ func (a *Agent) heartbeat() *gv1.Heartbeat {
 			Name:         a.cfg.Name,
 			Labels:       a.cfg.Labels,
 			Slots:        int32(a.cfg.Slots),
-			Capabilities: []string{"exec"},
+			Capabilities: a.capabilities(),
 			Version:      Version,
 			Draining:     a.draining,
 			Session:      a.session,
 		},
 		SentAt: nowProto(),
+	}
+	if a.buildkit != nil {
+		hb.Agent.WarmCache = a.buildkit.Warm()
 	}
 	for _, t := range a.running {
 		hb.Running = append(hb.Running, t.ref)

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -12,7 +11,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/gantryci/gantry/agent/exec"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -40,7 +38,7 @@ func (a *Agent) handleAssignment(m *nats.Msg) {
 		respond(false, "assignment.ref: job_id, task and a positive attempt are required")
 		return
 	}
-	if as.GetSpec().GetExec() == nil {
+	if !a.canRun(as.GetSpec()) {
 		respond(false, "no executor for this task on this agent")
 		return
 	}
@@ -78,30 +76,20 @@ func (a *Agent) runTask(ctx context.Context, as *gv1.Assignment) {
 	log.Info("task started")
 	sink := newLogSink(a, ref)
 	started := time.Now()
-	res := a.runner.Run(ctx, exec.Request{
-		Spec:    as.GetSpec().GetExec(),
-		Timeout: as.GetSpec().GetTimeout().AsDuration(),
-		Env: []string{
-			"GANTRY_JOB_ID=" + ref.JobId,
-			"GANTRY_JOB_NAME=" + as.GetJobName(),
-			"GANTRY_TASK=" + ref.Task,
-			fmt.Sprintf("GANTRY_ATTEMPT=%d", ref.Attempt),
-			"GANTRY_AGENT=" + a.cfg.Name,
-		},
-		Name: fmt.Sprintf("%s-%s-%d", ref.JobId, ref.Task, ref.Attempt),
-	}, sink)
+	res := a.execute(ctx, as, sink)
 	sink.close()
 	rep := &gv1.Report{
 		Ref:        ref,
-		Success:    res.Success(),
-		ExitCode:   int32(res.ExitCode),
-		Failure:    res.Class,
+		Success:    res.success(),
+		ExitCode:   int32(res.exitCode),
+		Failure:    res.class,
+		Outputs:    res.outputs,
 		StartedAt:  timestamppb.New(started),
 		FinishedAt: timestamppb.Now(),
 		Agent:      a.cfg.Name,
 	}
-	if res.Err != nil {
-		rep.Error = res.Err.Error()
+	if res.err != nil {
+		rep.Error = res.err.Error()
 	}
 	a.mu.Lock()
 	if !a.killed {
@@ -224,9 +212,11 @@ func stored(ack jetstream.PubAckFuture) bool {
 	}
 }
 
-// close flushes the rest with an end-of-log mark and makes sure the stream
-// stored every chunk, publishing again what it refused (a log stream that is
-// still forming, a stream leader that moved), within a bounded time.
+// close flushes the rest with an end-of-log mark and waits, briefly, for
+// the stream to store every chunk, so that normally a task's output is
+// stored before its result is reported. Chunks the stream refused (a log
+// stream still forming, a stream leader that moved) are published again in
+// the background for a while; the result does not wait for them.
 func (s *logSink) close() {
 	s.mu.Lock()
 	if s.timer != nil {
@@ -237,31 +227,47 @@ func (s *logSink) close() {
 	sent := s.sent
 	s.sent = nil
 	s.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	lost := 0
+	deadline := time.After(2 * time.Second)
+	expired := false
+	var retry [][]byte
 	for _, c := range sent {
-		if c.ack != nil {
+		if c.ack != nil && !expired {
 			select {
 			case <-c.ack.Ok():
 				continue
 			case <-c.ack.Err():
-			case <-ctx.Done():
+				retry = append(retry, c.data)
+				continue
+			case <-deadline:
+				expired = true
 			}
 		}
-		if !s.republish(ctx, c.data) {
-			lost++
+		if !stored(c.ack) {
+			retry = append(retry, c.data)
 		}
 	}
-	if lost > 0 {
-		s.a.log.Warn("log stream did not store all output", zap.String("job", s.ref.JobId),
-			zap.String("task", s.ref.Task), zap.Int("chunks_lost", lost))
+	if len(retry) == 0 {
+		return
 	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		lost := 0
+		for _, data := range retry {
+			if !s.republish(ctx, data) {
+				lost++
+			}
+		}
+		if lost > 0 {
+			s.a.log.Warn("log stream did not store all output", zap.String("job", s.ref.JobId),
+				zap.String("task", s.ref.Task), zap.Int("chunks_lost", lost))
+		}
+	}()
 }
 
 func (s *logSink) republish(ctx context.Context, data []byte) bool {
 	wait := 100 * time.Millisecond
-	for {
+	for !s.a.isKilled() {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_, err := s.a.js.Publish(pctx, s.subj, data)
 		cancel()
@@ -275,4 +281,5 @@ func (s *logSink) republish(ctx context.Context, data []byte) bool {
 			wait = min(2*wait, 2*time.Second)
 		}
 	}
+	return false
 }

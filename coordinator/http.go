@@ -1,11 +1,13 @@
 package coordinator
 
 import (
+	"net"
 	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/gantryci/gantry/coordinator/console"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -28,6 +30,8 @@ func (s *Server) httpHandler() http.Handler {
 		}
 	})
 	mux.Handle("GET /metrics", s.metricsHandler())
+	mountPprof(mux)
+	mux.Handle("/", console.New(console.DefaultConfig(), gv1.NewGantryServiceClient(s.self), s.log))
 	return mux
 }
 
@@ -53,4 +57,20 @@ func agentStateName(st gv1.AgentState) string {
 		return "lost"
 	}
 	return "unknown"
+}
+
+// loopback turns a listener address on all interfaces into one on loopback,
+// for this process to dial itself.
+func loopback(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		if ip != nil && ip.To4() == nil {
+			return net.JoinHostPort("::1", port)
+		}
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
 }

@@ -47,7 +47,7 @@ func splitHostPort(addr string) (string, int, error) {
 }
 
 // startNATS starts the embedded server.
-func startNATS(cfg Config) (*server.Server, error) {
+func startNATS(cfg Config, log *zap.Logger) (*server.Server, error) {
 	host, port, err := splitHostPort(cfg.NATS.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("nats listen %q: %w", cfg.NATS.Listen, err)
@@ -81,9 +81,19 @@ func startNATS(cfg Config) (*server.Server, error) {
 		return nil, fmt.Errorf("nats server: %w", err)
 	}
 	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
+	if ns.ReadyForConnections(10 * time.Second) {
+		return ns, nil
+	}
+	// Start is slow now and then (JetStream recovering its store on a busy
+	// disk). With a fixed port the coordinator's connection simply retries
+	// until the server listens; a random port must be known first.
+	if port > 0 {
+		log.Warn("embedded nats not listening after 10s; continuing, connections retry", zap.String("listen", cfg.NATS.Listen))
+		return ns, nil
+	}
+	if !ns.ReadyForConnections(50 * time.Second) {
 		ns.Shutdown()
-		return nil, errors.New("nats server: not ready after 10s")
+		return nil, errors.New("nats server: not listening after 60s")
 	}
 	return ns, nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -114,6 +115,7 @@ type Server struct {
 
 	grpc     *grpc.Server
 	grpcLis  net.Listener
+	self     *grpc.ClientConn // the console's client of this node's API
 	http     *http.Server
 	httpLis  net.Listener
 	cancel   context.CancelFunc
@@ -141,7 +143,7 @@ func (s *Server) start(ctx context.Context) error {
 	cfg := s.cfg
 	natsURL := cfg.NATS.URL
 	if natsURL == "" {
-		ns, err := startNATS(cfg)
+		ns, err := startNATS(cfg, s.log)
 		if err != nil {
 			return err
 		}
@@ -197,6 +199,10 @@ func (s *Server) start(ctx context.Context) error {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, hs)
 	reflection.Register(s.grpc)
+	// The console is an API client like any other: it dials this node.
+	if s.self, err = grpc.NewClient(loopback(s.GRPCAddr()), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		return fmt.Errorf("console api client: %w", err)
+	}
 	s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 
 	s.run(ctx, func(ctx context.Context) { s.prop.Run(ctx) })
@@ -338,6 +344,9 @@ func (s *Server) Close() error {
 		if s.http != nil {
 			s.http.Close()
 		}
+		if s.self != nil {
+			s.self.Close()
+		}
 		if s.node != nil {
 			errs = append(errs, s.node.Close())
 		}
@@ -352,6 +361,30 @@ func (s *Server) Close() error {
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
+}
+
+// RestartNATS stops the embedded NATS server and starts it again on the
+// same addresses, as a crash and restart of the server would. The
+// coordinator's own connection reconnects by itself. For fault injection.
+func (s *Server) RestartNATS() error {
+	if s.natsd == nil {
+		return errors.New("restart nats: no embedded server")
+	}
+	cfg := s.cfg
+	if a := s.natsd.Addr(); a != nil {
+		cfg.NATS.Listen = a.String()
+	}
+	if a := s.natsd.ClusterAddr(); a != nil {
+		cfg.NATS.ClusterListen = a.String()
+	}
+	s.natsd.Shutdown()
+	s.natsd.WaitForShutdown()
+	ns, err := startNATS(cfg, s.log)
+	if err != nil {
+		return fmt.Errorf("restart nats: %w", err)
+	}
+	s.natsd = ns
+	return nil
 }
 
 // Shutdown stops the coordinator gracefully: a leader of a multi-node

@@ -164,9 +164,10 @@ func follow(ctx context.Context, c gv1.GantryServiceClient, jobID string, out, s
 		}
 		time.Sleep(200 * time.Millisecond) // the coordinator went away: reconnect
 	}
+	// The log stream ends by itself once every attempt's output is in.
 	select {
 	case <-logsDone:
-	case <-time.After(5 * time.Second):
+	case <-time.After(15 * time.Second):
 	}
 	return last, nil
 }

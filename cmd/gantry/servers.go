@@ -73,7 +73,7 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, full bool) {
 	fl.BoolVar(&c.Raft.Bootstrap, "bootstrap", false, "bootstrap a new cluster from --peers (or this node alone) if there is no Raft state")
 	fl.StringVar(&f.peers, "peers", "", "initial voters for --bootstrap: id=host:port,id=host:port (Raft addresses)")
 	fl.StringVar(&c.Join, "join", "", "gRPC address of a running coordinator to join as a voter")
-	fl.StringVar(&f.store, "raft-store", string(consensus.StoreWAL), "Raft log store: wal (raft-wal) or bolt (raft-boltdb)")
+	fl.StringVar(&f.store, "raft-store", string(consensus.StoreBolt), "Raft log store: bolt (raft-boltdb) or wal (raft-wal: faster commits, but see the README)")
 	fl.StringVar(&c.NATS.ClusterListen, "nats-cluster-listen", "", "embedded NATS route listen address (clusters the coordinators' servers)")
 	fl.StringVar(&f.natsRoute, "nats-routes", "", "other coordinators' NATS route URLs, comma-separated (nats://host:port)")
 	fl.IntVar(&c.NATS.LogReplicas, "log-replicas", 0, "replicas of the log stream (default: 3 with 3+ peers, else 1)")
@@ -149,6 +149,8 @@ func (f *agentFlags) register(cmd *cobra.Command, full bool) {
 	fl := cmd.Flags()
 	fl.StringArrayVar(&f.labels, "label", nil, "agent label k=v (repeatable); tasks select agents by labels")
 	fl.IntVar(&f.cfg.Slots, "slots", f.cfg.Slots, "tasks run at once")
+	fl.StringVar(&f.cfg.BuildkitAddr, "buildkit-addr", os.Getenv("BUILDKIT_HOST"),
+		"BuildKit daemon address for build and run tasks, e.g. unix:///run/buildkit/buildkitd.sock (default $BUILDKIT_HOST; empty: exec tasks only)")
 	if !full {
 		return
 	}

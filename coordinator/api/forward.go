@@ -64,7 +64,8 @@ func (s *Server) forward(ctx context.Context, method string, req, resp proto.Mes
 	}
 }
 
-// ServeForwarded answers writes forwarded by followers; the leader
+// ServeForwarded answers writes (and ListQueue, which needs the leader's
+// dispatcher) forwarded by followers; the leader
 // subscribes it to the namespace's RPC subjects while it leads.
 func (s *Server) ServeForwarded(ctx context.Context, m *nats.Msg) {
 	method := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
@@ -88,6 +89,11 @@ func (s *Server) ServeForwarded(ctx context.Context, m *nats.Msg) {
 		if err = proto.Unmarshal(m.Data, req); err == nil {
 			resp, err = s.AddNode(ctx, req)
 		}
+	case "ListQueue":
+		req := &gv1.ListQueueRequest{}
+		if err = proto.Unmarshal(m.Data, req); err == nil {
+			resp, err = s.ListQueue(ctx, req)
+		}
 	case "RemoveNode":
 		req := &gv1.RemoveNodeRequest{}
 		if err = proto.Unmarshal(m.Data, req); err == nil {
@@ -97,6 +103,10 @@ func (s *Server) ServeForwarded(ctx context.Context, m *nats.Msg) {
 		err = status.Errorf(codes.Unimplemented, "method %q is not forwarded", method)
 	}
 	out := nats.NewMsg(m.Reply)
+	if err != nil && ctx.Err() != nil {
+		// Leadership ended while serving: the caller should try the new leader.
+		err = status.Errorf(codes.Unavailable, "%s: leadership changed: %v", method, err)
+	}
 	if err != nil {
 		st, _ := status.FromError(toStatus(err))
 		out.Header.Set(hdrCode, strconv.Itoa(int(st.Code())))

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -55,13 +56,23 @@ func (s *Server) TaskLogs(req *gv1.TaskLogsRequest, stream gv1.GantryService_Tas
 		return status.Errorf(codes.Unavailable, "log stream: %v", err)
 	}
 	defer it.Stop()
+	ended := map[string]bool{} // "task/attempt" whose end-of-log chunk was seen
+	var finalAt time.Time
 	for {
 		if pending == 0 {
 			if !req.GetFollow() {
 				return nil
 			}
 			if j, ok := s.d.FSM.Job(job.Id); ok && fsm.JobFinal(j.State) {
-				return nil
+				// An agent may report before the stream stored its last
+				// output (a stream leader moving); wait for every started
+				// attempt's end-of-log, a bounded while.
+				if finalAt.IsZero() {
+					finalAt = time.Now()
+				}
+				if logsComplete(j, req.GetTask(), ended) || time.Since(finalAt) > logTailGrace {
+					return nil
+				}
 			}
 		}
 		wait := 250 * time.Millisecond
@@ -88,8 +99,39 @@ func (s *Server) TaskLogs(req *gv1.TaskLogsRequest, stream gv1.GantryService_Tas
 		if err := proto.Unmarshal(msg.Data(), &chunk); err != nil {
 			continue
 		}
+		if chunk.GetEof() {
+			ended[fmt.Sprintf("%s/%d", chunk.GetRef().GetTask(), chunk.GetRef().GetAttempt())] = true
+		}
 		if err := stream.Send(&gv1.TaskLogsResponse{Chunk: &chunk}); err != nil {
 			return err
 		}
 	}
+}
+
+// logTailGrace bounds the wait for end-of-log marks after a job ended: an
+// attempt whose agent died never sends one.
+const logTailGrace = 10 * time.Second
+
+// logsComplete reports whether the last attempt of every task (or of the
+// one task asked for) that its agent reported on has its end-of-log in the
+// stream.
+func logsComplete(j *gv1.Job, task string, ended map[string]bool) bool {
+	for _, t := range j.Tasks {
+		if task != "" && t.Name != task {
+			continue
+		}
+		n := len(t.Attempts)
+		if n == 0 {
+			continue
+		}
+		// An attempt its agent reported on ran to the end of its output; a
+		// lost or canceled one may never have an end mark.
+		a := t.Attempts[n-1]
+		reported := a.Result == gv1.TaskState_TASK_STATE_SUCCEEDED ||
+			(a.Result == gv1.TaskState_TASK_STATE_FAILED && a.Failure == gv1.FailureClass_FAILURE_CLASS_JOB)
+		if reported && !ended[fmt.Sprintf("%s/%d", t.Name, a.Number)] {
+			return false
+		}
+	}
+	return true
 }

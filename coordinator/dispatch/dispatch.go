@@ -37,9 +37,10 @@ type Config struct {
 	Tick time.Duration
 }
 
-// DefaultConfig re-dispatches a lost agent's work within about 3 s.
+// DefaultConfig re-dispatches a lost agent's work within about 2.5 s (agents
+// heartbeat every 500 ms).
 func DefaultConfig() Config {
-	return Config{LeaseTTL: 2500 * time.Millisecond, AssignTimeout: 2 * time.Second, Tick: 100 * time.Millisecond}
+	return Config{LeaseTTL: 2 * time.Second, AssignTimeout: 2 * time.Second, Tick: 100 * time.Millisecond}
 }
 
 // Dispatcher schedules and supervises tasks while its node leads.
@@ -165,9 +166,11 @@ func (d *Dispatcher) scheduleOnce(ctx context.Context) {
 			continue
 		}
 		cands = append(cands, scheduler.Candidate{
-			Name:   a.Info.Name,
-			Labels: a.Info.Labels,
-			Free:   int(a.Info.Slots) - load[a.Info.Name],
+			Name:         a.Info.Name,
+			Labels:       a.Info.Labels,
+			Free:         int(a.Info.Slots) - load[a.Info.Name],
+			Capabilities: a.Info.Capabilities,
+			Warm:         a.Info.WarmCache,
 		})
 	}
 	plan := scheduler.Schedule(pending, cands, d.fsm.BusyConcurrency(), now.UnixNano())
@@ -204,7 +207,12 @@ func (d *Dispatcher) scheduleOnce(ctx context.Context) {
 // deliver sends one committed assignment to its agent. Accepted, the attempt
 // starts; refused or unanswered, it goes back to the queue.
 func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv1.TaskRef) {
-	data, err := proto.Marshal(&gv1.Assignment{Ref: ref, JobName: p.Task.JobName, Spec: p.Task.Spec})
+	spec, err := d.render(p.Task.Spec, ref)
+	if err != nil {
+		d.failTemplate(ctx, p.Agent, ref, err)
+		return
+	}
+	data, err := proto.Marshal(&gv1.Assignment{Ref: ref, JobName: p.Task.JobName, Spec: spec})
 	if err != nil {
 		d.log.Error("encode assignment", zap.Error(err))
 		return
@@ -269,15 +277,16 @@ func (d *Dispatcher) leaseLoop(ctx context.Context) {
 		for _, a := range d.fsm.Active() {
 			k := keyOf(a.Ref)
 			seen[k] = true
-			if d.fleet.Holds(a.Agent, a.Ref, now) {
-				leases[k] = now
-				continue
-			}
 			last, ok := leases[k]
 			if !ok {
-				leases[k] = now
-				continue
+				last = now
 			}
+			// A heartbeat renews the lease as of when it arrived, so a
+			// dead agent's last heartbeat does not keep renewing it.
+			if at, held := d.fleet.HeldAt(a.Agent, a.Ref); held && at.After(last) {
+				last = at
+			}
+			leases[k] = last
 			if now.Sub(last) <= d.cfg.LeaseTTL {
 				continue
 			}

@@ -5,8 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -77,13 +75,16 @@ func (f *Fleet) Changed() <-chan struct{} {
 	return f.changed
 }
 
-// Holds reports whether agent's latest heartbeat, received within the TTL,
-// lists ref.
-func (f *Fleet) Holds(agent string, ref *gv1.TaskRef, now time.Time) bool {
+// HeldAt returns when agent's latest heartbeat listing ref arrived; ok is
+// false when its latest heartbeat does not list ref.
+func (f *Fleet) HeldAt(agent string, ref *gv1.TaskRef) (at time.Time, ok bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	v, ok := f.agents[agent]
-	return ok && now.Sub(v.lastSeen) <= f.ttl && v.running[keyOf(ref)]
+	v, found := f.agents[agent]
+	if !found || !v.running[keyOf(ref)] {
+		return time.Time{}, false
+	}
+	return v.lastSeen, true
 }
 
 // Alive reports whether agent sent a heartbeat within the TTL.
@@ -114,31 +115,32 @@ type Agent struct {
 }
 
 // Agents returns every agent heard from, by name. Agents lost for more than
-// forget are dropped from the view.
+// forget are dropped from the view (zero keeps them). Info is shared, not
+// copied: a heartbeat replaces an agent's Info, it never changes one, so
+// callers must not modify it.
 func (f *Fleet) Agents(now time.Time, forget time.Duration) []Agent {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	out := make([]Agent, 0, len(f.agents))
-	for name, v := range f.agents {
-		age := now.Sub(v.lastSeen)
-		if forget > 0 && age > forget {
-			delete(f.agents, name)
-			continue
+	if forget > 0 {
+		f.mu.Lock()
+		for name, v := range f.agents {
+			if now.Sub(v.lastSeen) > forget {
+				delete(f.agents, name)
+			}
 		}
+		f.mu.Unlock()
+	}
+	f.mu.RLock()
+	out := make([]Agent, 0, len(f.agents))
+	for _, v := range f.agents {
 		st := gv1.AgentState_AGENT_STATE_ACTIVE
 		switch {
-		case age > f.ttl:
+		case now.Sub(v.lastSeen) > f.ttl:
 			st = gv1.AgentState_AGENT_STATE_LOST
 		case v.info.GetDraining():
 			st = gv1.AgentState_AGENT_STATE_DRAINING
 		}
-		out = append(out, Agent{
-			Info:     proto.Clone(v.info).(*gv1.AgentInfo),
-			Running:  v.refs,
-			LastSeen: v.lastSeen,
-			State:    st,
-		})
+		out = append(out, Agent{Info: v.info, Running: v.refs, LastSeen: v.lastSeen, State: st})
 	}
+	f.mu.RUnlock()
 	sort.Slice(out, func(a, b int) bool { return out[a].Info.Name < out[b].Info.Name })
 	return out
 }

@@ -5,10 +5,13 @@ package scheduler
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/gantryci/gantry/coordinator/fsm"
+	"github.com/gantryci/gantry/internal/buildkey"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
 // Candidate is an agent that could take work.
@@ -17,6 +20,20 @@ type Candidate struct {
 	Labels map[string]string
 	// Free is the number of slots not holding a task.
 	Free int
+	// Capabilities are the executors the agent offers ("exec", "buildkit").
+	Capabilities []string
+	// Warm are the build cache keys the agent's BuildKit holds
+	// (internal/buildkey); a build prefers an agent that has its key.
+	Warm []string
+}
+
+// Capability returns the agent capability a task's executor needs.
+func Capability(spec *gv1.TaskSpec) string {
+	switch spec.GetExecutor().(type) {
+	case *gv1.TaskSpec_Build, *gv1.TaskSpec_Run:
+		return "buildkit"
+	}
+	return "exec"
 }
 
 // Placement assigns the next attempt of a task to an agent.
@@ -85,8 +102,15 @@ func less(a, b Candidate) bool {
 // pick returns the index of the best agent for t, or -1 and why none fits.
 // An agent that failed this task with an infrastructure error is used only
 // when no other agent fits.
+//
+// A build goes to a free agent whose cache is warm for it when there is one.
 func pick(t fsm.PendingTask, agents []Candidate) (int, string) {
-	matching, fallback := -1, -1
+	capability := Capability(t.Spec)
+	var warmKey string
+	if b := t.Spec.GetBuild(); b != nil {
+		warmKey = buildkey.For(b)
+	}
+	matching, fallback, capable, cold := -1, -1, false, -1
 	for i, a := range agents {
 		if !Matches(t.Spec.GetLabels(), a.Labels) {
 			continue
@@ -94,6 +118,10 @@ func pick(t fsm.PendingTask, agents []Candidate) (int, string) {
 		if matching < 0 {
 			matching = i
 		}
+		if !slices.Contains(a.Capabilities, capability) {
+			continue
+		}
+		capable = true
 		if a.Free <= 0 {
 			continue
 		}
@@ -103,16 +131,29 @@ func pick(t fsm.PendingTask, agents []Candidate) (int, string) {
 			}
 			continue
 		}
-		return i, ""
-	}
-	if fallback >= 0 {
-		return fallback, ""
-	}
-	if matching < 0 {
-		if len(t.Spec.GetLabels()) == 0 {
-			return -1, "no agent connected"
+		if warmKey == "" {
+			return i, ""
 		}
+		if slices.Contains(a.Warm, warmKey) {
+			return i, ""
+		}
+		if cold < 0 {
+			cold = i // the best cold agent, used if no warm one is free
+		}
+	}
+	switch {
+	case cold >= 0:
+		return cold, ""
+	case fallback >= 0:
+		return fallback, ""
+	case matching < 0 && len(t.Spec.GetLabels()) == 0:
+		return -1, "no agent connected"
+	case matching < 0:
 		return -1, "no agent with labels " + FormatLabels(t.Spec.GetLabels())
+	case !capable && len(t.Spec.GetLabels()) == 0:
+		return -1, "no agent with capability " + capability
+	case !capable:
+		return -1, "no agent with capability " + capability + " and labels " + FormatLabels(t.Spec.GetLabels())
 	}
 	return -1, "all matching agents busy"
 }

@@ -48,7 +48,7 @@ func withKey(t fsm.PendingTask, key string) fsm.PendingTask {
 }
 
 func agent(name string, free int, kvs ...string) scheduler.Candidate {
-	return scheduler.Candidate{Name: name, Free: free, Labels: labels(kvs...)}
+	return scheduler.Candidate{Name: name, Free: free, Labels: labels(kvs...), Capabilities: []string{"exec"}}
 }
 
 // placed maps "job/task" to the agent it went to.

@@ -25,6 +25,8 @@ type executor struct {
 
 var executors = []executor{
 	{key: "exec", decode: decodeExec, validate: validateExec},
+	{key: "build", decode: decodeBuild, validate: validateBuild},
+	{key: "run", decode: decodeRun, validate: validateRun},
 }
 
 func decodeExec(d *decoder, n *yaml.Node, path string, t *gv1.TaskSpec) {

@@ -141,7 +141,7 @@ var parseErrorTests = []struct {
 		[]wantErr{{"tasks[0].comand", 4, "unknown field"}}},
 	{"unknown exec field", task("name: a\n    exec:\n      shell: x\n      user: root"),
 		[]wantErr{{"tasks[0].exec.user", 6, "unknown field; known fields are command, dir, env, shell"}}},
-	{"future executor", task("name: a\n    build: {}"), []wantErr{{"tasks[0].build", 4, "unknown field"}}},
+	{"future executor", task("name: a\n    kube: {}"), []wantErr{{"tasks[0].kube", 4, "unknown field"}}},
 	{"repeated key", "name: a\nname: b\ntasks: [{name: a, exec: {shell: x}}]\n",
 		[]wantErr{{"name", 2, "repeated key; first set at line 1"}}},
 	{"repeated executor", task("{name: a, exec: {shell: x}, exec: {shell: y}}"),
@@ -171,7 +171,7 @@ var parseErrorTests = []struct {
 		[]wantErr{{"tasks[0].timeout", 4, "must be a duration such as 30s or 5m, got a list"}}},
 	{"duplicate task", "name: j\ntasks:\n  - {name: a, exec: {shell: x}}\n  - {name: b, exec: {shell: x}}\n  - {name: a, exec: {shell: y}}\n",
 		[]wantErr{{"tasks[2].name", 5, `duplicate task name "a", also used by tasks[0]`}}},
-	{"missing exec", task("name: a\n    retries: 1"), []wantErr{{"tasks[0]", 3, "missing executor; set one of: exec"}}},
+	{"missing exec", task("name: a\n    retries: 1"), []wantErr{{"tasks[0]", 3, "missing executor; set one of: exec, build, run"}}},
 	{"empty exec", task("name: a\n    exec: {}"), []wantErr{{"tasks[0].exec", 4, "command or shell is required"}}},
 	{"null exec", task("name: a\n    exec:"), []wantErr{{"tasks[0].exec", 4, "command or shell is required"}}},
 	{"command and shell", task("name: a\n    exec:\n      command: [ls]\n      shell: ls"),
@@ -300,7 +300,7 @@ func TestParseManyErrors(t *testing.T) {
 	if len(got) != maxErrors+1 {
 		t.Fatalf("got %d errors, want %d", len(got), maxErrors+1)
 	}
-	if first := got[0].Error(); first != "line 3: tasks[0].shel: unknown field; known fields are concurrency, exec, labels, name, needs, retries, timeout" {
+	if first := got[0].Error(); first != "line 3: tasks[0].shel: unknown field; known fields are build, concurrency, exec, labels, name, needs, retries, run, timeout" {
 		t.Errorf("first error %q", first)
 	}
 	if last := got[maxErrors].Error(); last != "and 50 more problems" {

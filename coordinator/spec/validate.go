@@ -72,6 +72,7 @@ func validate(s *gv1.JobSpec) errs {
 			seen[need] = true
 		}
 	}
+	validateRefs(&l, s.Tasks, byName)
 	if field, cycle := findCycle(s.Tasks, byName); cycle != nil {
 		l.add(field, "cycle: %s", strings.Join(cycle, " -> "))
 	}

@@ -49,7 +49,7 @@ func TestValidateErrors(t *testing.T) {
 		{"no tasks", func(s *gv1.JobSpec) { s.Tasks = nil }, []wantErr{{"tasks", 0, "at least one task is required"}}},
 		{"too many tasks", func(s *gv1.JobSpec) { s.Tasks = make([]*gv1.TaskSpec, MaxTasks+1) }, []wantErr{{"tasks", 0, "at most 1000 tasks"}}},
 		{"nil task", func(s *gv1.JobSpec) { s.Tasks = append(s.Tasks, nil) }, []wantErr{{"tasks[2]", 0, "task is missing"}}},
-		{"no executor", func(s *gv1.JobSpec) { s.Tasks[0].Executor = nil }, []wantErr{{"tasks[0]", 0, "missing executor; set one of: exec"}}},
+		{"no executor", func(s *gv1.JobSpec) { s.Tasks[0].Executor = nil }, []wantErr{{"tasks[0]", 0, "missing executor; set one of: exec, build, run"}}},
 		{"nil exec", func(s *gv1.JobSpec) { s.Tasks[0].Executor = &gv1.TaskSpec_Exec{} }, []wantErr{{"tasks[0].exec", 0, "required"}}},
 		{"command and shell", func(s *gv1.JobSpec) { s.Tasks[0].GetExec().Command = []string{"true"} },
 			[]wantErr{{"tasks[0].exec", 0, "set either command or shell, not both"}}},

@@ -293,3 +293,40 @@ func TestFollowerCatchesUpFromSnapshot(t *testing.T) {
 	}
 	_ = fsm.JobFinal
 }
+
+func TestPartitionedLeaderIsReplacedAndRejoins(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
+	c := newClusterWith(t, 3, true, nil)
+	c.startAgent("a1", 4, nil)
+	old := c.leader()
+	c.waitAgents(old, "a1")
+	ctx := context.Background()
+	if _, err := submit(ctx, c.client(old), shellSpec("before", shellTask("t", "true")), "before"); err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Now()
+	c.isolate(old, true)
+	others := []gv1.GantryServiceClient{c.client((old + 1) % 3), c.client((old + 2) % 3)}
+	job, err := submitAny(ctx, others, shellSpec("during", shellTask("t", "true")), "during")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("first write through the majority %s after the leader was cut off", time.Since(cut).Round(time.Millisecond))
+	waitFor(t, 10*time.Second, "the isolated node to step down", func() bool { return !c.node(old).IsLeader() })
+	newLeader := c.leader()
+	t.Logf("new leader n%d %s after the cut", newLeader+1, time.Since(cut).Round(time.Millisecond))
+	if newLeader == old {
+		t.Fatalf("isolated node %d still leads", old)
+	}
+	waitFor(t, 20*time.Second, "the job to succeed on the majority", func() bool {
+		j, ok := c.job(newLeader, job.Id)
+		return ok && j.State == gv1.JobState_JOB_STATE_SUCCEEDED
+	})
+	t.Logf("job succeeded on the majority %s after the cut", time.Since(cut).Round(time.Millisecond))
+	c.isolate(old, false)
+	waitFor(t, 20*time.Second, "the old leader to catch up", func() bool {
+		j, ok := c.job(old, job.Id)
+		return ok && j.State == gv1.JobState_JOB_STATE_SUCCEEDED
+	})
+}

@@ -68,6 +68,7 @@ type testCluster struct {
 	mu     sync.Mutex
 	nodes  []*coordinator.Server // nil when stopped
 	agents map[string]*testAgent
+	net    *network // set by partitionable
 }
 
 type testAgent struct {
@@ -88,6 +89,12 @@ func testLogger(t *testing.T) *zap.Logger {
 
 // newCluster starts n coordinators bootstrapped together.
 func newCluster(t *testing.T, n int, tweak func(*coordinator.Config)) *testCluster {
+	return newClusterWith(t, n, false, tweak)
+}
+
+// newClusterWith optionally routes Raft traffic through proxies that can
+// partition the nodes.
+func newClusterWith(t *testing.T, n int, partitions bool, tweak func(*coordinator.Config)) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, log: testLogger(t), agents: map[string]*testAgent{}}
 	var peers []consensus.Peer
@@ -126,6 +133,9 @@ func newCluster(t *testing.T, n int, tweak func(*coordinator.Config)) *testClust
 			tweak(&c.cfgs[i])
 		}
 	}
+	if partitions {
+		c.partitionable()
+	}
 	c.nodes = make([]*coordinator.Server, n)
 	var wg sync.WaitGroup
 	errs := make([]error, n)
@@ -156,6 +166,13 @@ func (c *testCluster) close() {
 		a.a.Kill()
 		a.stop()
 		<-a.done
+	}
+	if c.net != nil {
+		// Drop Raft links first so shutting nodes down never waits on a
+		// peer call through a proxy.
+		for _, p := range c.net.links {
+			p.setCut(true)
+		}
 	}
 	for i := range c.nodes {
 		c.stop(i)

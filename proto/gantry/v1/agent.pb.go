@@ -85,7 +85,10 @@ type AgentInfo struct {
 	Version      string                 `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
 	Draining     bool                   `protobuf:"varint,6,opt,name=draining,proto3" json:"draining,omitempty"`
 	// Random per process start: a restarted agent is a new session.
-	Session       string `protobuf:"bytes,7,opt,name=session,proto3" json:"session,omitempty"`
+	Session string `protobuf:"bytes,7,opt,name=session,proto3" json:"session,omitempty"`
+	// Cache keys (see the buildkit executor) of builds this agent's BuildKit
+	// ran recently, most recent first; the scheduler prefers a warm agent.
+	WarmCache     []string `protobuf:"bytes,8,rep,name=warm_cache,json=warmCache,proto3" json:"warm_cache,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -167,6 +170,13 @@ func (x *AgentInfo) GetSession() string {
 		return x.Session
 	}
 	return ""
+}
+
+func (x *AgentInfo) GetWarmCache() []string {
+	if x != nil {
+		return x.WarmCache
+	}
+	return nil
 }
 
 // TaskRef names one attempt of one task.
@@ -829,7 +839,7 @@ var File_gantry_v1_agent_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x15gantry/v1/agent.proto\x12\tgantry.v1\x1a\x13gantry/v1/job.proto\x1a\x18gantry/v1/pipeline.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x02\n" +
+	"\x15gantry/v1/agent.proto\x12\tgantry.v1\x1a\x13gantry/v1/job.proto\x1a\x18gantry/v1/pipeline.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x02\n" +
 	"\tAgentInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x128\n" +
 	"\x06labels\x18\x02 \x03(\v2 .gantry.v1.AgentInfo.LabelsEntryR\x06labels\x12\x14\n" +
@@ -837,7 +847,9 @@ const file_gantry_v1_agent_proto_rawDesc = "" +
 	"\fcapabilities\x18\x04 \x03(\tR\fcapabilities\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12\x1a\n" +
 	"\bdraining\x18\x06 \x01(\bR\bdraining\x12\x18\n" +
-	"\asession\x18\a \x01(\tR\asession\x1a9\n" +
+	"\asession\x18\a \x01(\tR\asession\x12\x1d\n" +
+	"\n" +
+	"warm_cache\x18\b \x03(\tR\twarmCache\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +

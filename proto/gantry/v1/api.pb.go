@@ -9,6 +9,7 @@ package gantryv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -1291,11 +1292,329 @@ func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
 	return file_gantry_v1_api_proto_rawDescGZIP(), []int{23}
 }
 
+type ListQueueRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQueueRequest) Reset() {
+	*x = ListQueueRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQueueRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQueueRequest) ProtoMessage() {}
+
+func (x *ListQueueRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQueueRequest.ProtoReflect.Descriptor instead.
+func (*ListQueueRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{24}
+}
+
+// QueuedTask is a task that waits: pending (runnable, waiting for an agent
+// or its retry backoff) or blocked (waiting for the tasks it needs).
+type QueuedTask struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	JobName string                 `protobuf:"bytes,2,opt,name=job_name,json=jobName,proto3" json:"job_name,omitempty"`
+	Task    string                 `protobuf:"bytes,3,opt,name=task,proto3" json:"task,omitempty"`
+	// TASK_STATE_PENDING or TASK_STATE_BLOCKED.
+	State    TaskState         `protobuf:"varint,4,opt,name=state,proto3,enum=gantry.v1.TaskState" json:"state,omitempty"`
+	Priority int32             `protobuf:"varint,5,opt,name=priority,proto3" json:"priority,omitempty"`
+	Labels   map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// When the task became runnable; for a blocked task, when its job was submitted.
+	QueuedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=queued_at,json=queuedAt,proto3" json:"queued_at,omitempty"`
+	// Why it waits, e.g. "no agent with labels os=mac", "concurrency group
+	// \"deploy\" busy", "retry backoff", "needs build, test". Empty while the
+	// leader has not yet looked at it.
+	Reason string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Attempts so far; the next assignment is attempt + 1.
+	Attempt int32 `protobuf:"varint,9,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// A retried task is not dispatched before this time.
+	NotBefore     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	Concurrency   string                 `protobuf:"bytes,11,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueuedTask) Reset() {
+	*x = QueuedTask{}
+	mi := &file_gantry_v1_api_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueuedTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueuedTask) ProtoMessage() {}
+
+func (x *QueuedTask) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueuedTask.ProtoReflect.Descriptor instead.
+func (*QueuedTask) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *QueuedTask) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *QueuedTask) GetJobName() string {
+	if x != nil {
+		return x.JobName
+	}
+	return ""
+}
+
+func (x *QueuedTask) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *QueuedTask) GetState() TaskState {
+	if x != nil {
+		return x.State
+	}
+	return TaskState_TASK_STATE_UNSPECIFIED
+}
+
+func (x *QueuedTask) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *QueuedTask) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *QueuedTask) GetQueuedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.QueuedAt
+	}
+	return nil
+}
+
+func (x *QueuedTask) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *QueuedTask) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *QueuedTask) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+func (x *QueuedTask) GetConcurrency() string {
+	if x != nil {
+		return x.Concurrency
+	}
+	return ""
+}
+
+// QueueStats describes one queue: the tasks selecting the same agent labels.
+type QueueStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sorted k=v pairs, comma-separated; empty means any agent.
+	Selector string            `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	Labels   map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Pending  int32             `protobuf:"varint,3,opt,name=pending,proto3" json:"pending,omitempty"`
+	Blocked  int32             `protobuf:"varint,4,opt,name=blocked,proto3" json:"blocked,omitempty"`
+	// Schedule-to-start latency (runnable to started) over recently started
+	// attempts; samples is how many.
+	Samples       int32                `protobuf:"varint,5,opt,name=samples,proto3" json:"samples,omitempty"`
+	P50           *durationpb.Duration `protobuf:"bytes,6,opt,name=p50,proto3" json:"p50,omitempty"`
+	P95           *durationpb.Duration `protobuf:"bytes,7,opt,name=p95,proto3" json:"p95,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueStats) Reset() {
+	*x = QueueStats{}
+	mi := &file_gantry_v1_api_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueStats) ProtoMessage() {}
+
+func (x *QueueStats) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueStats.ProtoReflect.Descriptor instead.
+func (*QueueStats) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *QueueStats) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+func (x *QueueStats) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *QueueStats) GetPending() int32 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *QueueStats) GetBlocked() int32 {
+	if x != nil {
+		return x.Blocked
+	}
+	return 0
+}
+
+func (x *QueueStats) GetSamples() int32 {
+	if x != nil {
+		return x.Samples
+	}
+	return 0
+}
+
+func (x *QueueStats) GetP50() *durationpb.Duration {
+	if x != nil {
+		return x.P50
+	}
+	return nil
+}
+
+func (x *QueueStats) GetP95() *durationpb.Duration {
+	if x != nil {
+		return x.P95
+	}
+	return nil
+}
+
+type ListQueueResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Highest priority first, then oldest; blocked tasks after pending ones.
+	Tasks         []*QueuedTask `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	Queues        []*QueueStats `protobuf:"bytes,2,rep,name=queues,proto3" json:"queues,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQueueResponse) Reset() {
+	*x = ListQueueResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQueueResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQueueResponse) ProtoMessage() {}
+
+func (x *ListQueueResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQueueResponse.ProtoReflect.Descriptor instead.
+func (*ListQueueResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListQueueResponse) GetTasks() []*QueuedTask {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
+func (x *ListQueueResponse) GetQueues() []*QueueStats {
+	if x != nil {
+		return x.Queues
+	}
+	return nil
+}
+
 var File_gantry_v1_api_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_api_proto_rawDesc = "" +
 	"\n" +
-	"\x13gantry/v1/api.proto\x12\tgantry.v1\x1a\x15gantry/v1/agent.proto\x1a\x13gantry/v1/job.proto\x1a\x18gantry/v1/pipeline.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n" +
+	"\x13gantry/v1/api.proto\x12\tgantry.v1\x1a\x15gantry/v1/agent.proto\x1a\x13gantry/v1/job.proto\x1a\x18gantry/v1/pipeline.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n" +
 	"\x10SubmitJobRequest\x12&\n" +
 	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.JobSpecR\x04spec\x12\x1b\n" +
 	"\tspec_yaml\x18\x02 \x01(\tR\bspecYaml\x12'\n" +
@@ -1365,13 +1684,47 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\x0fAddNodeResponse\"#\n" +
 	"\x11RemoveNodeRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
-	"\x12RemoveNodeResponse*q\n" +
+	"\x12RemoveNodeResponse\"\x12\n" +
+	"\x10ListQueueRequest\"\xd8\x03\n" +
+	"\n" +
+	"QueuedTask\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
+	"\bjob_name\x18\x02 \x01(\tR\ajobName\x12\x12\n" +
+	"\x04task\x18\x03 \x01(\tR\x04task\x12*\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x14.gantry.v1.TaskStateR\x05state\x12\x1a\n" +
+	"\bpriority\x18\x05 \x01(\x05R\bpriority\x129\n" +
+	"\x06labels\x18\x06 \x03(\v2!.gantry.v1.QueuedTask.LabelsEntryR\x06labels\x127\n" +
+	"\tqueued_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bqueuedAt\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\x12\x18\n" +
+	"\aattempt\x18\t \x01(\x05R\aattempt\x129\n" +
+	"\n" +
+	"not_before\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x12 \n" +
+	"\vconcurrency\x18\v \x01(\tR\vconcurrency\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc6\x02\n" +
+	"\n" +
+	"QueueStats\x12\x1a\n" +
+	"\bselector\x18\x01 \x01(\tR\bselector\x129\n" +
+	"\x06labels\x18\x02 \x03(\v2!.gantry.v1.QueueStats.LabelsEntryR\x06labels\x12\x18\n" +
+	"\apending\x18\x03 \x01(\x05R\apending\x12\x18\n" +
+	"\ablocked\x18\x04 \x01(\x05R\ablocked\x12\x18\n" +
+	"\asamples\x18\x05 \x01(\x05R\asamples\x12+\n" +
+	"\x03p50\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x03p50\x12+\n" +
+	"\x03p95\x18\a \x01(\v2\x19.google.protobuf.DurationR\x03p95\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"o\n" +
+	"\x11ListQueueResponse\x12+\n" +
+	"\x05tasks\x18\x01 \x03(\v2\x15.gantry.v1.QueuedTaskR\x05tasks\x12-\n" +
+	"\x06queues\x18\x02 \x03(\v2\x15.gantry.v1.QueueStatsR\x06queues*q\n" +
 	"\n" +
 	"AgentState\x12\x1b\n" +
 	"\x17AGENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12AGENT_STATE_ACTIVE\x10\x01\x12\x18\n" +
 	"\x14AGENT_STATE_DRAINING\x10\x02\x12\x14\n" +
-	"\x10AGENT_STATE_LOST\x10\x032\xa8\x06\n" +
+	"\x10AGENT_STATE_LOST\x10\x032\xf0\x06\n" +
 	"\rGantryService\x12F\n" +
 	"\tSubmitJob\x12\x1b.gantry.v1.SubmitJobRequest\x1a\x1c.gantry.v1.SubmitJobResponse\x12=\n" +
 	"\x06GetJob\x12\x18.gantry.v1.GetJobRequest\x1a\x19.gantry.v1.GetJobResponse\x12C\n" +
@@ -1386,7 +1739,8 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\rClusterStatus\x12\x1f.gantry.v1.ClusterStatusRequest\x1a .gantry.v1.ClusterStatusResponse\x12@\n" +
 	"\aAddNode\x12\x19.gantry.v1.AddNodeRequest\x1a\x1a.gantry.v1.AddNodeResponse\x12I\n" +
 	"\n" +
-	"RemoveNode\x12\x1c.gantry.v1.RemoveNodeRequest\x1a\x1d.gantry.v1.RemoveNodeResponseB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"RemoveNode\x12\x1c.gantry.v1.RemoveNodeRequest\x1a\x1d.gantry.v1.RemoveNodeResponse\x12F\n" +
+	"\tListQueue\x12\x1b.gantry.v1.ListQueueRequest\x1a\x1c.gantry.v1.ListQueueResponseB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_api_proto_rawDescOnce sync.Once
@@ -1401,7 +1755,7 @@ func file_gantry_v1_api_proto_rawDescGZIP() []byte {
 }
 
 var file_gantry_v1_api_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gantry_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_gantry_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_gantry_v1_api_proto_goTypes = []any{
 	(AgentState)(0),               // 0: gantry.v1.AgentState
 	(*SubmitJobRequest)(nil),      // 1: gantry.v1.SubmitJobRequest
@@ -1428,57 +1782,76 @@ var file_gantry_v1_api_proto_goTypes = []any{
 	(*AddNodeResponse)(nil),       // 22: gantry.v1.AddNodeResponse
 	(*RemoveNodeRequest)(nil),     // 23: gantry.v1.RemoveNodeRequest
 	(*RemoveNodeResponse)(nil),    // 24: gantry.v1.RemoveNodeResponse
-	(*JobSpec)(nil),               // 25: gantry.v1.JobSpec
-	(*Job)(nil),                   // 26: gantry.v1.Job
-	(JobState)(0),                 // 27: gantry.v1.JobState
-	(*LogChunk)(nil),              // 28: gantry.v1.LogChunk
-	(*AgentInfo)(nil),             // 29: gantry.v1.AgentInfo
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
-	(*TaskRef)(nil),               // 31: gantry.v1.TaskRef
+	(*ListQueueRequest)(nil),      // 25: gantry.v1.ListQueueRequest
+	(*QueuedTask)(nil),            // 26: gantry.v1.QueuedTask
+	(*QueueStats)(nil),            // 27: gantry.v1.QueueStats
+	(*ListQueueResponse)(nil),     // 28: gantry.v1.ListQueueResponse
+	nil,                           // 29: gantry.v1.QueuedTask.LabelsEntry
+	nil,                           // 30: gantry.v1.QueueStats.LabelsEntry
+	(*JobSpec)(nil),               // 31: gantry.v1.JobSpec
+	(*Job)(nil),                   // 32: gantry.v1.Job
+	(JobState)(0),                 // 33: gantry.v1.JobState
+	(*LogChunk)(nil),              // 34: gantry.v1.LogChunk
+	(*AgentInfo)(nil),             // 35: gantry.v1.AgentInfo
+	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
+	(*TaskRef)(nil),               // 37: gantry.v1.TaskRef
+	(TaskState)(0),                // 38: gantry.v1.TaskState
+	(*durationpb.Duration)(nil),   // 39: google.protobuf.Duration
 }
 var file_gantry_v1_api_proto_depIdxs = []int32{
-	25, // 0: gantry.v1.SubmitJobRequest.spec:type_name -> gantry.v1.JobSpec
-	26, // 1: gantry.v1.SubmitJobResponse.job:type_name -> gantry.v1.Job
-	26, // 2: gantry.v1.GetJobResponse.job:type_name -> gantry.v1.Job
-	27, // 3: gantry.v1.ListJobsRequest.states:type_name -> gantry.v1.JobState
-	26, // 4: gantry.v1.ListJobsResponse.jobs:type_name -> gantry.v1.Job
-	26, // 5: gantry.v1.WatchJobResponse.job:type_name -> gantry.v1.Job
-	26, // 6: gantry.v1.CancelJobResponse.job:type_name -> gantry.v1.Job
-	28, // 7: gantry.v1.TaskLogsResponse.chunk:type_name -> gantry.v1.LogChunk
-	29, // 8: gantry.v1.AgentStatus.info:type_name -> gantry.v1.AgentInfo
+	31, // 0: gantry.v1.SubmitJobRequest.spec:type_name -> gantry.v1.JobSpec
+	32, // 1: gantry.v1.SubmitJobResponse.job:type_name -> gantry.v1.Job
+	32, // 2: gantry.v1.GetJobResponse.job:type_name -> gantry.v1.Job
+	33, // 3: gantry.v1.ListJobsRequest.states:type_name -> gantry.v1.JobState
+	32, // 4: gantry.v1.ListJobsResponse.jobs:type_name -> gantry.v1.Job
+	32, // 5: gantry.v1.WatchJobResponse.job:type_name -> gantry.v1.Job
+	32, // 6: gantry.v1.CancelJobResponse.job:type_name -> gantry.v1.Job
+	34, // 7: gantry.v1.TaskLogsResponse.chunk:type_name -> gantry.v1.LogChunk
+	35, // 8: gantry.v1.AgentStatus.info:type_name -> gantry.v1.AgentInfo
 	0,  // 9: gantry.v1.AgentStatus.state:type_name -> gantry.v1.AgentState
-	30, // 10: gantry.v1.AgentStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
-	31, // 11: gantry.v1.AgentStatus.running:type_name -> gantry.v1.TaskRef
+	36, // 10: gantry.v1.AgentStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
+	37, // 11: gantry.v1.AgentStatus.running:type_name -> gantry.v1.TaskRef
 	14, // 12: gantry.v1.ListAgentsResponse.agents:type_name -> gantry.v1.AgentStatus
-	30, // 13: gantry.v1.NodeStatus.seen_at:type_name -> google.protobuf.Timestamp
+	36, // 13: gantry.v1.NodeStatus.seen_at:type_name -> google.protobuf.Timestamp
 	19, // 14: gantry.v1.ClusterStatusResponse.nodes:type_name -> gantry.v1.NodeStatus
-	1,  // 15: gantry.v1.GantryService.SubmitJob:input_type -> gantry.v1.SubmitJobRequest
-	3,  // 16: gantry.v1.GantryService.GetJob:input_type -> gantry.v1.GetJobRequest
-	5,  // 17: gantry.v1.GantryService.ListJobs:input_type -> gantry.v1.ListJobsRequest
-	7,  // 18: gantry.v1.GantryService.WatchJob:input_type -> gantry.v1.WatchJobRequest
-	9,  // 19: gantry.v1.GantryService.CancelJob:input_type -> gantry.v1.CancelJobRequest
-	11, // 20: gantry.v1.GantryService.TaskLogs:input_type -> gantry.v1.TaskLogsRequest
-	13, // 21: gantry.v1.GantryService.ListAgents:input_type -> gantry.v1.ListAgentsRequest
-	16, // 22: gantry.v1.GantryService.DrainAgent:input_type -> gantry.v1.DrainAgentRequest
-	18, // 23: gantry.v1.GantryService.ClusterStatus:input_type -> gantry.v1.ClusterStatusRequest
-	21, // 24: gantry.v1.GantryService.AddNode:input_type -> gantry.v1.AddNodeRequest
-	23, // 25: gantry.v1.GantryService.RemoveNode:input_type -> gantry.v1.RemoveNodeRequest
-	2,  // 26: gantry.v1.GantryService.SubmitJob:output_type -> gantry.v1.SubmitJobResponse
-	4,  // 27: gantry.v1.GantryService.GetJob:output_type -> gantry.v1.GetJobResponse
-	6,  // 28: gantry.v1.GantryService.ListJobs:output_type -> gantry.v1.ListJobsResponse
-	8,  // 29: gantry.v1.GantryService.WatchJob:output_type -> gantry.v1.WatchJobResponse
-	10, // 30: gantry.v1.GantryService.CancelJob:output_type -> gantry.v1.CancelJobResponse
-	12, // 31: gantry.v1.GantryService.TaskLogs:output_type -> gantry.v1.TaskLogsResponse
-	15, // 32: gantry.v1.GantryService.ListAgents:output_type -> gantry.v1.ListAgentsResponse
-	17, // 33: gantry.v1.GantryService.DrainAgent:output_type -> gantry.v1.DrainAgentResponse
-	20, // 34: gantry.v1.GantryService.ClusterStatus:output_type -> gantry.v1.ClusterStatusResponse
-	22, // 35: gantry.v1.GantryService.AddNode:output_type -> gantry.v1.AddNodeResponse
-	24, // 36: gantry.v1.GantryService.RemoveNode:output_type -> gantry.v1.RemoveNodeResponse
-	26, // [26:37] is the sub-list for method output_type
-	15, // [15:26] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	38, // 15: gantry.v1.QueuedTask.state:type_name -> gantry.v1.TaskState
+	29, // 16: gantry.v1.QueuedTask.labels:type_name -> gantry.v1.QueuedTask.LabelsEntry
+	36, // 17: gantry.v1.QueuedTask.queued_at:type_name -> google.protobuf.Timestamp
+	36, // 18: gantry.v1.QueuedTask.not_before:type_name -> google.protobuf.Timestamp
+	30, // 19: gantry.v1.QueueStats.labels:type_name -> gantry.v1.QueueStats.LabelsEntry
+	39, // 20: gantry.v1.QueueStats.p50:type_name -> google.protobuf.Duration
+	39, // 21: gantry.v1.QueueStats.p95:type_name -> google.protobuf.Duration
+	26, // 22: gantry.v1.ListQueueResponse.tasks:type_name -> gantry.v1.QueuedTask
+	27, // 23: gantry.v1.ListQueueResponse.queues:type_name -> gantry.v1.QueueStats
+	1,  // 24: gantry.v1.GantryService.SubmitJob:input_type -> gantry.v1.SubmitJobRequest
+	3,  // 25: gantry.v1.GantryService.GetJob:input_type -> gantry.v1.GetJobRequest
+	5,  // 26: gantry.v1.GantryService.ListJobs:input_type -> gantry.v1.ListJobsRequest
+	7,  // 27: gantry.v1.GantryService.WatchJob:input_type -> gantry.v1.WatchJobRequest
+	9,  // 28: gantry.v1.GantryService.CancelJob:input_type -> gantry.v1.CancelJobRequest
+	11, // 29: gantry.v1.GantryService.TaskLogs:input_type -> gantry.v1.TaskLogsRequest
+	13, // 30: gantry.v1.GantryService.ListAgents:input_type -> gantry.v1.ListAgentsRequest
+	16, // 31: gantry.v1.GantryService.DrainAgent:input_type -> gantry.v1.DrainAgentRequest
+	18, // 32: gantry.v1.GantryService.ClusterStatus:input_type -> gantry.v1.ClusterStatusRequest
+	21, // 33: gantry.v1.GantryService.AddNode:input_type -> gantry.v1.AddNodeRequest
+	23, // 34: gantry.v1.GantryService.RemoveNode:input_type -> gantry.v1.RemoveNodeRequest
+	25, // 35: gantry.v1.GantryService.ListQueue:input_type -> gantry.v1.ListQueueRequest
+	2,  // 36: gantry.v1.GantryService.SubmitJob:output_type -> gantry.v1.SubmitJobResponse
+	4,  // 37: gantry.v1.GantryService.GetJob:output_type -> gantry.v1.GetJobResponse
+	6,  // 38: gantry.v1.GantryService.ListJobs:output_type -> gantry.v1.ListJobsResponse
+	8,  // 39: gantry.v1.GantryService.WatchJob:output_type -> gantry.v1.WatchJobResponse
+	10, // 40: gantry.v1.GantryService.CancelJob:output_type -> gantry.v1.CancelJobResponse
+	12, // 41: gantry.v1.GantryService.TaskLogs:output_type -> gantry.v1.TaskLogsResponse
+	15, // 42: gantry.v1.GantryService.ListAgents:output_type -> gantry.v1.ListAgentsResponse
+	17, // 43: gantry.v1.GantryService.DrainAgent:output_type -> gantry.v1.DrainAgentResponse
+	20, // 44: gantry.v1.GantryService.ClusterStatus:output_type -> gantry.v1.ClusterStatusResponse
+	22, // 45: gantry.v1.GantryService.AddNode:output_type -> gantry.v1.AddNodeResponse
+	24, // 46: gantry.v1.GantryService.RemoveNode:output_type -> gantry.v1.RemoveNodeResponse
+	28, // 47: gantry.v1.GantryService.ListQueue:output_type -> gantry.v1.ListQueueResponse
+	36, // [36:48] is the sub-list for method output_type
+	24, // [24:36] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_api_proto_init() }
@@ -1495,7 +1868,7 @@ func file_gantry_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_api_proto_rawDesc), len(file_gantry_v1_api_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

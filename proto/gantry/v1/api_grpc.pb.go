@@ -30,6 +30,7 @@ const (
 	GantryService_ClusterStatus_FullMethodName = "/gantry.v1.GantryService/ClusterStatus"
 	GantryService_AddNode_FullMethodName       = "/gantry.v1.GantryService/AddNode"
 	GantryService_RemoveNode_FullMethodName    = "/gantry.v1.GantryService/RemoveNode"
+	GantryService_ListQueue_FullMethodName     = "/gantry.v1.GantryService/ListQueue"
 )
 
 // GantryServiceClient is the client API for GantryService service.
@@ -53,6 +54,10 @@ type GantryServiceClient interface {
 	// AddNode adds a coordinator to the Raft configuration as a voter.
 	AddNode(ctx context.Context, in *AddNodeRequest, opts ...grpc.CallOption) (*AddNodeResponse, error)
 	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
+	// ListQueue lists the waiting tasks with the reason each waits, and the
+	// schedule-to-start latency per queue. Served by the leader (followers
+	// forward it), which alone knows the reasons.
+	ListQueue(ctx context.Context, in *ListQueueRequest, opts ...grpc.CallOption) (*ListQueueResponse, error)
 }
 
 type gantryServiceClient struct {
@@ -191,6 +196,16 @@ func (c *gantryServiceClient) RemoveNode(ctx context.Context, in *RemoveNodeRequ
 	return out, nil
 }
 
+func (c *gantryServiceClient) ListQueue(ctx context.Context, in *ListQueueRequest, opts ...grpc.CallOption) (*ListQueueResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListQueueResponse)
+	err := c.cc.Invoke(ctx, GantryService_ListQueue_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GantryServiceServer is the server API for GantryService service.
 // All implementations must embed UnimplementedGantryServiceServer
 // for forward compatibility.
@@ -212,6 +227,10 @@ type GantryServiceServer interface {
 	// AddNode adds a coordinator to the Raft configuration as a voter.
 	AddNode(context.Context, *AddNodeRequest) (*AddNodeResponse, error)
 	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
+	// ListQueue lists the waiting tasks with the reason each waits, and the
+	// schedule-to-start latency per queue. Served by the leader (followers
+	// forward it), which alone knows the reasons.
+	ListQueue(context.Context, *ListQueueRequest) (*ListQueueResponse, error)
 	mustEmbedUnimplementedGantryServiceServer()
 }
 
@@ -254,6 +273,9 @@ func (UnimplementedGantryServiceServer) AddNode(context.Context, *AddNodeRequest
 }
 func (UnimplementedGantryServiceServer) RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveNode not implemented")
+}
+func (UnimplementedGantryServiceServer) ListQueue(context.Context, *ListQueueRequest) (*ListQueueResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListQueue not implemented")
 }
 func (UnimplementedGantryServiceServer) mustEmbedUnimplementedGantryServiceServer() {}
 func (UnimplementedGantryServiceServer) testEmbeddedByValue()                       {}
@@ -460,6 +482,24 @@ func _GantryService_RemoveNode_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GantryService_ListQueue_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListQueueRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).ListQueue(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_ListQueue_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).ListQueue(ctx, req.(*ListQueueRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GantryService_ServiceDesc is the grpc.ServiceDesc for GantryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -502,6 +542,10 @@ var GantryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveNode",
 			Handler:    _GantryService_RemoveNode_Handler,
+		},
+		{
+			MethodName: "ListQueue",
+			Handler:    _GantryService_ListQueue_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -101,6 +101,8 @@ type TaskSpec struct {
 	// Types that are valid to be assigned to Executor:
 	//
 	//	*TaskSpec_Exec
+	//	*TaskSpec_Build
+	//	*TaskSpec_Run
 	Executor      isTaskSpec_Executor `protobuf_oneof:"executor"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -194,6 +196,24 @@ func (x *TaskSpec) GetExec() *ExecSpec {
 	return nil
 }
 
+func (x *TaskSpec) GetBuild() *BuildSpec {
+	if x != nil {
+		if x, ok := x.Executor.(*TaskSpec_Build); ok {
+			return x.Build
+		}
+	}
+	return nil
+}
+
+func (x *TaskSpec) GetRun() *RunSpec {
+	if x != nil {
+		if x, ok := x.Executor.(*TaskSpec_Run); ok {
+			return x.Run
+		}
+	}
+	return nil
+}
+
 type isTaskSpec_Executor interface {
 	isTaskSpec_Executor()
 }
@@ -202,7 +222,19 @@ type TaskSpec_Exec struct {
 	Exec *ExecSpec `protobuf:"bytes,10,opt,name=exec,proto3,oneof"`
 }
 
+type TaskSpec_Build struct {
+	Build *BuildSpec `protobuf:"bytes,11,opt,name=build,proto3,oneof"`
+}
+
+type TaskSpec_Run struct {
+	Run *RunSpec `protobuf:"bytes,12,opt,name=run,proto3,oneof"`
+}
+
 func (*TaskSpec_Exec) isTaskSpec_Executor() {}
+
+func (*TaskSpec_Build) isTaskSpec_Executor() {}
+
+func (*TaskSpec_Run) isTaskSpec_Executor() {}
 
 // ExecSpec runs a process on the agent.
 type ExecSpec struct {
@@ -276,6 +308,322 @@ func (x *ExecSpec) GetDir() string {
 	return ""
 }
 
+// BuildSpec builds an image with BuildKit's Dockerfile frontend. String
+// fields may hold templates ({{ .Tasks.NAME.Outputs.KEY }}, and in push
+// {{ .Revision }}, the resolved commit of a Git context).
+type BuildSpec struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Context *BuildContext          `protobuf:"bytes,1,opt,name=context,proto3" json:"context,omitempty"`
+	// Path of the Dockerfile inside the context; empty means "Dockerfile".
+	Dockerfile string `protobuf:"bytes,2,opt,name=dockerfile,proto3" json:"dockerfile,omitempty"`
+	// Build stage to stop at; empty builds the last stage.
+	Target string            `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	Args   map[string]string `protobuf:"bytes,4,rep,name=args,proto3" json:"args,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Image reference to push to, e.g. "registry:5000/app:tag"; empty pushes nothing.
+	Push          string      `protobuf:"bytes,5,opt,name=push,proto3" json:"push,omitempty"`
+	Cache         *BuildCache `protobuf:"bytes,6,opt,name=cache,proto3" json:"cache,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildSpec) Reset() {
+	*x = BuildSpec{}
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildSpec) ProtoMessage() {}
+
+func (x *BuildSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildSpec.ProtoReflect.Descriptor instead.
+func (*BuildSpec) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BuildSpec) GetContext() *BuildContext {
+	if x != nil {
+		return x.Context
+	}
+	return nil
+}
+
+func (x *BuildSpec) GetDockerfile() string {
+	if x != nil {
+		return x.Dockerfile
+	}
+	return ""
+}
+
+func (x *BuildSpec) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *BuildSpec) GetArgs() map[string]string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *BuildSpec) GetPush() string {
+	if x != nil {
+		return x.Push
+	}
+	return ""
+}
+
+func (x *BuildSpec) GetCache() *BuildCache {
+	if x != nil {
+		return x.Cache
+	}
+	return nil
+}
+
+// BuildContext is where the build context comes from: exactly one of git or dir.
+type BuildContext struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Git   *GitSource             `protobuf:"bytes,1,opt,name=git,proto3" json:"git,omitempty"`
+	// A directory on the agent.
+	Dir           string `protobuf:"bytes,2,opt,name=dir,proto3" json:"dir,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildContext) Reset() {
+	*x = BuildContext{}
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildContext) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildContext) ProtoMessage() {}
+
+func (x *BuildContext) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildContext.ProtoReflect.Descriptor instead.
+func (*BuildContext) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BuildContext) GetGit() *GitSource {
+	if x != nil {
+		return x.Git
+	}
+	return nil
+}
+
+func (x *BuildContext) GetDir() string {
+	if x != nil {
+		return x.Dir
+	}
+	return ""
+}
+
+// GitSource is a repository and a revision (branch, tag or commit).
+type GitSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Url   string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// Empty means the remote's default branch (HEAD).
+	Revision      string `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GitSource) Reset() {
+	*x = GitSource{}
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GitSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GitSource) ProtoMessage() {}
+
+func (x *GitSource) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GitSource.ProtoReflect.Descriptor instead.
+func (*GitSource) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GitSource) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *GitSource) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+// BuildCache imports and exports the build cache from and to a registry.
+type BuildCache struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Registry reference of the cache, e.g. "registry:5000/app:cache".
+	Ref           string `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildCache) Reset() {
+	*x = BuildCache{}
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildCache) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildCache) ProtoMessage() {}
+
+func (x *BuildCache) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildCache.ProtoReflect.Descriptor instead.
+func (*BuildCache) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *BuildCache) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+// RunSpec runs a command inside an image, through BuildKit.
+type RunSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Image reference, typically {{ .Tasks.build.Outputs.ref }}.
+	Image string `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	// argv, run without a shell; the image's environment applies, then env.
+	Command []string          `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
+	Env     map[string]string `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Working directory inside the image; empty means the image's (or "/").
+	Dir           string `protobuf:"bytes,4,opt,name=dir,proto3" json:"dir,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunSpec) Reset() {
+	*x = RunSpec{}
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunSpec) ProtoMessage() {}
+
+func (x *RunSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunSpec.ProtoReflect.Descriptor instead.
+func (*RunSpec) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RunSpec) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *RunSpec) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *RunSpec) GetEnv() map[string]string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *RunSpec) GetDir() string {
+	if x != nil {
+		return x.Dir
+	}
+	return ""
+}
+
 var File_gantry_v1_pipeline_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_pipeline_proto_rawDesc = "" +
@@ -284,7 +632,7 @@ const file_gantry_v1_pipeline_proto_rawDesc = "" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bpriority\x18\x02 \x01(\x05R\bpriority\x12)\n" +
-	"\x05tasks\x18\x03 \x03(\v2\x13.gantry.v1.TaskSpecR\x05tasks\"\xd0\x02\n" +
+	"\x05tasks\x18\x03 \x03(\v2\x13.gantry.v1.TaskSpecR\x05tasks\"\xa6\x03\n" +
 	"\bTaskSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05needs\x18\x02 \x03(\tR\x05needs\x127\n" +
@@ -293,7 +641,9 @@ const file_gantry_v1_pipeline_proto_rawDesc = "" +
 	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12 \n" +
 	"\vconcurrency\x18\x06 \x01(\tR\vconcurrency\x12)\n" +
 	"\x04exec\x18\n" +
-	" \x01(\v2\x13.gantry.v1.ExecSpecH\x00R\x04exec\x1a9\n" +
+	" \x01(\v2\x13.gantry.v1.ExecSpecH\x00R\x04exec\x12,\n" +
+	"\x05build\x18\v \x01(\v2\x14.gantry.v1.BuildSpecH\x00R\x05build\x12&\n" +
+	"\x03run\x18\f \x01(\v2\x12.gantry.v1.RunSpecH\x00R\x03run\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\n" +
@@ -303,6 +653,35 @@ const file_gantry_v1_pipeline_proto_rawDesc = "" +
 	"\acommand\x18\x01 \x03(\tR\acommand\x12\x14\n" +
 	"\x05shell\x18\x02 \x01(\tR\x05shell\x12.\n" +
 	"\x03env\x18\x03 \x03(\v2\x1c.gantry.v1.ExecSpec.EnvEntryR\x03env\x12\x10\n" +
+	"\x03dir\x18\x04 \x01(\tR\x03dir\x1a6\n" +
+	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x02\n" +
+	"\tBuildSpec\x121\n" +
+	"\acontext\x18\x01 \x01(\v2\x17.gantry.v1.BuildContextR\acontext\x12\x1e\n" +
+	"\n" +
+	"dockerfile\x18\x02 \x01(\tR\n" +
+	"dockerfile\x12\x16\n" +
+	"\x06target\x18\x03 \x01(\tR\x06target\x122\n" +
+	"\x04args\x18\x04 \x03(\v2\x1e.gantry.v1.BuildSpec.ArgsEntryR\x04args\x12\x12\n" +
+	"\x04push\x18\x05 \x01(\tR\x04push\x12+\n" +
+	"\x05cache\x18\x06 \x01(\v2\x15.gantry.v1.BuildCacheR\x05cache\x1a7\n" +
+	"\tArgsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"H\n" +
+	"\fBuildContext\x12&\n" +
+	"\x03git\x18\x01 \x01(\v2\x14.gantry.v1.GitSourceR\x03git\x12\x10\n" +
+	"\x03dir\x18\x02 \x01(\tR\x03dir\"9\n" +
+	"\tGitSource\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\"\x1e\n" +
+	"\n" +
+	"BuildCache\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\"\xb2\x01\n" +
+	"\aRunSpec\x12\x14\n" +
+	"\x05image\x18\x01 \x01(\tR\x05image\x12\x18\n" +
+	"\acommand\x18\x02 \x03(\tR\acommand\x12-\n" +
+	"\x03env\x18\x03 \x03(\v2\x1b.gantry.v1.RunSpec.EnvEntryR\x03env\x12\x10\n" +
 	"\x03dir\x18\x04 \x01(\tR\x03dir\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -320,26 +699,40 @@ func file_gantry_v1_pipeline_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_pipeline_proto_rawDescData
 }
 
-var file_gantry_v1_pipeline_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_gantry_v1_pipeline_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_gantry_v1_pipeline_proto_goTypes = []any{
 	(*JobSpec)(nil),             // 0: gantry.v1.JobSpec
 	(*TaskSpec)(nil),            // 1: gantry.v1.TaskSpec
 	(*ExecSpec)(nil),            // 2: gantry.v1.ExecSpec
-	nil,                         // 3: gantry.v1.TaskSpec.LabelsEntry
-	nil,                         // 4: gantry.v1.ExecSpec.EnvEntry
-	(*durationpb.Duration)(nil), // 5: google.protobuf.Duration
+	(*BuildSpec)(nil),           // 3: gantry.v1.BuildSpec
+	(*BuildContext)(nil),        // 4: gantry.v1.BuildContext
+	(*GitSource)(nil),           // 5: gantry.v1.GitSource
+	(*BuildCache)(nil),          // 6: gantry.v1.BuildCache
+	(*RunSpec)(nil),             // 7: gantry.v1.RunSpec
+	nil,                         // 8: gantry.v1.TaskSpec.LabelsEntry
+	nil,                         // 9: gantry.v1.ExecSpec.EnvEntry
+	nil,                         // 10: gantry.v1.BuildSpec.ArgsEntry
+	nil,                         // 11: gantry.v1.RunSpec.EnvEntry
+	(*durationpb.Duration)(nil), // 12: google.protobuf.Duration
 }
 var file_gantry_v1_pipeline_proto_depIdxs = []int32{
-	1, // 0: gantry.v1.JobSpec.tasks:type_name -> gantry.v1.TaskSpec
-	3, // 1: gantry.v1.TaskSpec.labels:type_name -> gantry.v1.TaskSpec.LabelsEntry
-	5, // 2: gantry.v1.TaskSpec.timeout:type_name -> google.protobuf.Duration
-	2, // 3: gantry.v1.TaskSpec.exec:type_name -> gantry.v1.ExecSpec
-	4, // 4: gantry.v1.ExecSpec.env:type_name -> gantry.v1.ExecSpec.EnvEntry
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	1,  // 0: gantry.v1.JobSpec.tasks:type_name -> gantry.v1.TaskSpec
+	8,  // 1: gantry.v1.TaskSpec.labels:type_name -> gantry.v1.TaskSpec.LabelsEntry
+	12, // 2: gantry.v1.TaskSpec.timeout:type_name -> google.protobuf.Duration
+	2,  // 3: gantry.v1.TaskSpec.exec:type_name -> gantry.v1.ExecSpec
+	3,  // 4: gantry.v1.TaskSpec.build:type_name -> gantry.v1.BuildSpec
+	7,  // 5: gantry.v1.TaskSpec.run:type_name -> gantry.v1.RunSpec
+	9,  // 6: gantry.v1.ExecSpec.env:type_name -> gantry.v1.ExecSpec.EnvEntry
+	4,  // 7: gantry.v1.BuildSpec.context:type_name -> gantry.v1.BuildContext
+	10, // 8: gantry.v1.BuildSpec.args:type_name -> gantry.v1.BuildSpec.ArgsEntry
+	6,  // 9: gantry.v1.BuildSpec.cache:type_name -> gantry.v1.BuildCache
+	5,  // 10: gantry.v1.BuildContext.git:type_name -> gantry.v1.GitSource
+	11, // 11: gantry.v1.RunSpec.env:type_name -> gantry.v1.RunSpec.EnvEntry
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_pipeline_proto_init() }
@@ -349,6 +742,8 @@ func file_gantry_v1_pipeline_proto_init() {
 	}
 	file_gantry_v1_pipeline_proto_msgTypes[1].OneofWrappers = []any{
 		(*TaskSpec_Exec)(nil),
+		(*TaskSpec_Build)(nil),
+		(*TaskSpec_Run)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -356,7 +751,7 @@ func file_gantry_v1_pipeline_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_pipeline_proto_rawDesc), len(file_gantry_v1_pipeline_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

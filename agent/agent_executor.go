@@ -1,0 +1,82 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/gantryci/gantry/agent/buildkit"
+	"github.com/gantryci/gantry/agent/exec"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// outcome is how an attempt ended, whichever executor ran it.
+type outcome struct {
+	exitCode int
+	class    gv1.FailureClass
+	err      error
+	outputs  map[string]string
+}
+
+func (o outcome) success() bool {
+	return o.err == nil && o.class == gv1.FailureClass_FAILURE_CLASS_UNSPECIFIED
+}
+
+// capabilities are the executors this agent offers; the scheduler sends a
+// task only to an agent offering its executor's.
+func (a *Agent) capabilities() []string {
+	if a.buildkit != nil {
+		return []string{"exec", buildkit.Capability}
+	}
+	return []string{"exec"}
+}
+
+// canRun reports whether the agent has the executor spec needs.
+func (a *Agent) canRun(spec *gv1.TaskSpec) bool {
+	switch spec.GetExecutor().(type) {
+	case *gv1.TaskSpec_Exec:
+		return spec.GetExec() != nil
+	case *gv1.TaskSpec_Build:
+		return a.buildkit != nil && spec.GetBuild() != nil
+	case *gv1.TaskSpec_Run:
+		return a.buildkit != nil && spec.GetRun() != nil
+	}
+	return false
+}
+
+// execute runs an attempt with the executor of its spec.
+func (a *Agent) execute(ctx context.Context, as *gv1.Assignment, sink *logSink) outcome {
+	ref, spec := as.GetRef(), as.GetSpec()
+	name := fmt.Sprintf("%s-%s-%d", ref.JobId, ref.Task, ref.Attempt)
+	env := []string{
+		"GANTRY_JOB_ID=" + ref.JobId,
+		"GANTRY_JOB_NAME=" + as.GetJobName(),
+		"GANTRY_TASK=" + ref.Task,
+		fmt.Sprintf("GANTRY_ATTEMPT=%d", ref.Attempt),
+		"GANTRY_AGENT=" + a.cfg.Name,
+	}
+	timeout := spec.GetTimeout().AsDuration()
+	switch x := spec.GetExecutor().(type) {
+	case *gv1.TaskSpec_Build:
+		ctx, cancel := withTimeout(ctx, timeout)
+		defer cancel()
+		return fromBuildkit(a.buildkit.Build(ctx, buildkit.BuildRequest{Spec: x.Build, Name: name}, sink))
+	case *gv1.TaskSpec_Run:
+		ctx, cancel := withTimeout(ctx, timeout)
+		defer cancel()
+		return fromBuildkit(a.buildkit.Run(ctx, buildkit.RunRequest{Spec: x.Run, Env: env}, sink))
+	}
+	res := a.runner.Run(ctx, exec.Request{Spec: spec.GetExec(), Timeout: timeout, Env: env, Name: name}, sink)
+	return outcome{exitCode: res.ExitCode, class: res.Class, err: res.Err}
+}
+
+func fromBuildkit(r buildkit.Result) outcome {
+	return outcome{exitCode: r.ExitCode, class: r.Class, err: r.Err, outputs: r.Outputs}
+}
+
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}

@@ -1,0 +1,137 @@
+// Gantry console: routing, the live overview stream and the shell.
+import { h, replace } from './dom.js';
+import * as views from './views.js';
+
+const state = { cluster: null, agents: null, queue: null, jobs: null };
+const viewEl = document.getElementById('view');
+const statsEl = document.getElementById('stats');
+const live = document.getElementById('live');
+const toast = document.getElementById('toast');
+let current = null;
+
+// ---- Actions ----------------------------------------------------------------
+
+function notify(msg) {
+  toast.textContent = msg;
+  toast.hidden = false;
+  clearTimeout(notify.timer);
+  notify.timer = setTimeout(() => { toast.hidden = true; }, 5000);
+}
+
+async function post(path) {
+  try {
+    const r = await fetch(path, { method: 'POST', headers: { 'X-Gantry-Console': '1' } });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(body.error || `${r.status} ${r.statusText}`);
+    return body;
+  } catch (err) {
+    notify(err.message);
+    return null;
+  }
+}
+
+// confirm asks in a modal dialog; it resolves true when confirmed.
+function confirm(title, body, action) {
+  const dlg = document.getElementById('confirm');
+  document.getElementById('confirm-title').textContent = title;
+  document.getElementById('confirm-body').textContent = body;
+  document.getElementById('confirm-ok').textContent = action;
+  const back = document.activeElement;
+  return new Promise((resolve) => {
+    dlg.addEventListener('close', () => {
+      resolve(dlg.returnValue === 'ok');
+      if (back && back.isConnected) back.focus();
+    }, { once: true });
+    dlg.returnValue = '';
+    dlg.showModal();
+    document.getElementById('confirm-ok').focus();
+  });
+}
+
+const ctx = { state, post, confirm };
+
+// ---- Routing ----------------------------------------------------------------
+
+const routes = [
+  [/^\/(?:jobs)?$/, 'jobs', () => views.jobsView],
+  [/^\/jobs\/([^/]+)$/, 'jobs', () => views.jobView],
+  [/^\/queue$/, 'queue', () => views.queueView],
+  [/^\/agents$/, 'agents', () => views.agentsView],
+  [/^\/cluster$/, 'cluster', () => views.clusterView],
+];
+
+function route(moveFocus) {
+  if (current && current.close) current.close();
+  const path = location.pathname;
+  let found = null;
+  for (const [re, section, view] of routes) {
+    const m = path.match(re);
+    if (m) { found = { section, view: view(), arg: m[1] && decodeURIComponent(m[1]) }; break; }
+  }
+  document.querySelectorAll('nav a').forEach((a) => {
+    if (found && a.dataset.section === found.section) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  });
+  const root = h('div');
+  viewEl.replaceChildren(root);
+  statsEl.hidden = Boolean(found && found.arg);
+  if (!found) {
+    root.append(h('div', { class: 'page-head' }, h('h1', { tabindex: -1 }, 'Not found')), h('p', {}, h('a', { href: '/jobs', 'data-nav': true }, 'Back to jobs')));
+    current = null;
+  } else {
+    current = found.view(root, ctx, found.arg);
+  }
+  document.title = `${found && found.arg ? 'Job' : (found ? found.section[0].toUpperCase() + found.section.slice(1) : 'Not found')} · Gantry`;
+  if (moveFocus) {
+    const h1 = root.querySelector('h1');
+    if (h1) h1.focus();
+  }
+}
+
+document.addEventListener('click', (e) => {
+  const a = e.target.closest('a[href]');
+  if (!a || e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
+  const url = new URL(a.href, location.href);
+  if (url.origin !== location.origin || url.pathname.startsWith('/api/') || url.pathname.startsWith('/assets/')) return;
+  e.preventDefault();
+  if (url.pathname + url.search !== location.pathname + location.search) history.pushState(null, '', url);
+  route(true);
+});
+window.addEventListener('popstate', () => route(true));
+
+// ---- Live overview ----------------------------------------------------------
+
+let pending = false;
+function refresh() {
+  if (pending) return;
+  pending = true;
+  requestAnimationFrame(() => {
+    pending = false;
+    views.stats(statsEl, state);
+    const c = state.cluster;
+    document.getElementById('cluster-name').textContent = c && c.cluster ? c.cluster : '';
+    if (current && current.update) current.update();
+  });
+}
+
+function connect() {
+  const es = new EventSource('/api/events?limit=200');
+  for (const name of ['cluster', 'agents', 'queue', 'jobs']) {
+    es.addEventListener(name, (e) => { state[name] = JSON.parse(e.data); refresh(); });
+  }
+  es.addEventListener('open', () => {
+    live.className = 'live on';
+    live.querySelector('.live-text').textContent = 'Live';
+  });
+  es.addEventListener('error', () => {
+    live.className = 'live off';
+    live.querySelector('.live-text').textContent = 'Reconnecting';
+  });
+}
+
+// Relative times ("5s ago") move on even when nothing changes.
+setInterval(refresh, 5000);
+
+route(false);
+refresh();
+connect();

@@ -1,0 +1,53 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gantryci/gantry/coordinator/fsm"
+	"github.com/gantryci/gantry/coordinator/render"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// render resolves the templates of a task's spec against the outputs its
+// job's tasks recorded so far (package render).
+func (d *Dispatcher) render(spec *gv1.TaskSpec, ref *gv1.TaskRef) (*gv1.TaskSpec, error) {
+	if _, ok := spec.GetExecutor().(*gv1.TaskSpec_Exec); ok {
+		return spec, nil
+	}
+	j, ok := d.fsm.Job(ref.GetJobId())
+	if !ok {
+		return nil, fmt.Errorf("job %s: %w", ref.GetJobId(), fsm.ErrNotFound)
+	}
+	outputs := make(map[string]map[string]string, len(j.Tasks))
+	for _, t := range j.Tasks {
+		if t.State == gv1.TaskState_TASK_STATE_SUCCEEDED {
+			outputs[t.Name] = t.Outputs
+		}
+	}
+	return render.Task(spec, outputs)
+}
+
+// failTemplate ends an assigned attempt whose spec cannot be rendered as a
+// job failure: rendering again would fail the same way, so requeueing it
+// would retry forever. The task's retries still apply.
+func (d *Dispatcher) failTemplate(ctx context.Context, agent string, ref *gv1.TaskRef, cause error) {
+	msg := "render task spec: " + cause.Error()
+	d.log.Info("task spec not renderable", zap.String("job", ref.JobId), zap.String("task", ref.Task),
+		zap.Int32("attempt", ref.Attempt), zap.Error(cause))
+	_, err := d.prop.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_FinishTask{FinishTask: &gv1.FinishTaskCommand{Report: &gv1.Report{
+		Ref:        ref,
+		ExitCode:   -1,
+		Error:      msg,
+		Failure:    gv1.FailureClass_FAILURE_CLASS_JOB,
+		Agent:      agent,
+		FinishedAt: timestamppb.Now(),
+	}}}})
+	if err != nil && !errors.Is(err, fsm.ErrStaleAttempt) && ctx.Err() == nil {
+		d.log.Warn("commit template failure", zap.String("job", ref.JobId), zap.String("task", ref.Task), zap.Error(err))
+	}
+}

@@ -1,0 +1,190 @@
+// Package render resolves the templates in a task spec before the leader
+// hands the task to an agent: {{ .Tasks.NAME.Outputs.KEY }} reads an output
+// of an earlier task of the job, {{ .Revision }} the commit a build of the
+// job checked out. Build and run specs are rendered; exec specs are not (a
+// shell script may well contain "{{").
+package render
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"text/template"
+	"text/template/parse"
+
+	"google.golang.org/protobuf/proto"
+
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// revisionOutput is the output a build with a Git context records.
+const revisionOutput = "revision"
+
+// agentRevision is what {{ .Revision }} renders to in build.push: the agent
+// substitutes it once it has resolved the Git revision it builds.
+const agentRevision = "{{ .Revision }}"
+
+// ErrTemplate marks a template that cannot be rendered.
+var ErrTemplate = errors.New("template")
+
+// Task returns a copy of t with its templates rendered. outputs holds the
+// outputs of the job's tasks by task name (tasks that did not succeed have
+// none). A reference to a missing task or output is an error naming the
+// field.
+func Task(t *gv1.TaskSpec, outputs map[string]map[string]string) (*gv1.TaskSpec, error) {
+	if !needsRender(t) {
+		return t, nil
+	}
+	t = proto.Clone(t).(*gv1.TaskSpec)
+	r := &renderer{tasks: map[string]any{}}
+	for name, out := range outputs {
+		r.tasks[name] = map[string]any{"Outputs": out}
+	}
+	// .Revision is the revision of the first needed task that has one.
+	for _, n := range t.GetNeeds() {
+		if rev, ok := outputs[n][revisionOutput]; ok {
+			r.revision = rev
+			break
+		}
+	}
+	switch x := t.Executor.(type) {
+	case *gv1.TaskSpec_Build:
+		b := x.Build
+		if g := b.GetContext().GetGit(); g != nil {
+			r.str("build.context.git.url", &g.Url)
+			r.str("build.context.git.revision", &g.Revision)
+		}
+		if c := b.GetContext(); c != nil {
+			r.str("build.context.dir", &c.Dir)
+		}
+		r.str("build.dockerfile", &b.Dockerfile)
+		r.str("build.target", &b.Target)
+		r.strMap("build.args", b.Args)
+		// The agent knows the revision of its own Git context.
+		saved := r.revision
+		if b.GetContext().GetGit().GetUrl() != "" {
+			r.revision = agentRevision
+		}
+		r.str("build.push", &b.Push)
+		r.revision = saved
+		if c := b.GetCache(); c != nil {
+			r.str("build.cache.ref", &c.Ref)
+		}
+	case *gv1.TaskSpec_Run:
+		r.str("run.image", &x.Run.Image)
+		for i := range x.Run.Command {
+			r.str(fmt.Sprintf("run.command[%d]", i), &x.Run.Command[i])
+		}
+		r.strMap("run.env", x.Run.Env)
+		r.str("run.dir", &x.Run.Dir)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return t, nil
+}
+
+func needsRender(t *gv1.TaskSpec) bool {
+	switch t.Executor.(type) {
+	case *gv1.TaskSpec_Build, *gv1.TaskSpec_Run:
+		return true
+	}
+	return false
+}
+
+type renderer struct {
+	tasks    map[string]any
+	revision string
+	err      error
+}
+
+func (r *renderer) str(field string, p *string) { *p = r.render(field, *p) }
+
+func (r *renderer) strMap(field string, m map[string]string) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		m[k] = r.render(fmt.Sprintf("%s[%q]", field, k), m[k])
+	}
+}
+
+func (r *renderer) render(field, s string) string {
+	if r.err != nil || !strings.Contains(s, "{{") {
+		return s
+	}
+	tmpl, err := template.New(field).Option("missingkey=error").Parse(s)
+	if err != nil {
+		r.err = fmt.Errorf("%s: %w: %w", field, ErrTemplate, err)
+		return s
+	}
+	data := map[string]any{"Tasks": r.tasks}
+	if r.revision != "" {
+		data["Revision"] = r.revision
+	}
+	var b strings.Builder
+	if err := tmpl.Execute(&b, data); err != nil {
+		hint := ""
+		if strings.Contains(err.Error(), "Revision") {
+			hint = " (.Revision is the revision output of a needed build with a Git context, or, in build.push, of the build's own)"
+		}
+		r.err = fmt.Errorf("%s: %w: %w%s", field, ErrTemplate, err, hint)
+		return s
+	}
+	return b.String()
+}
+
+// Refs parses s as a template and returns the names of the tasks it reads
+// outputs of ({{ .Tasks.NAME... }}), in order of appearance.
+func Refs(s string) ([]string, error) {
+	if !strings.Contains(s, "{{") {
+		return nil, nil
+	}
+	tmpl, err := template.New("").Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	var walk func(n parse.Node)
+	walk = func(n parse.Node) {
+		switch n := n.(type) {
+		case *parse.ListNode:
+			if n == nil {
+				return
+			}
+			for _, c := range n.Nodes {
+				walk(c)
+			}
+		case *parse.ActionNode:
+			walk(n.Pipe)
+		case *parse.PipeNode:
+			if n == nil {
+				return
+			}
+			for _, c := range n.Cmds {
+				walk(c)
+			}
+		case *parse.CommandNode:
+			for _, a := range n.Args {
+				walk(a)
+			}
+		case *parse.FieldNode:
+			if len(n.Ident) >= 2 && n.Ident[0] == "Tasks" && !slices.Contains(names, n.Ident[1]) {
+				names = append(names, n.Ident[1])
+			}
+		case *parse.IfNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *parse.RangeNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *parse.WithNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		}
+	}
+	walk(tmpl.Tree.Root)
+	return names, nil
+}
