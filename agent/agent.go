@@ -129,6 +129,12 @@ type Agent struct {
 	killed   bool
 
 	wg sync.WaitGroup
+
+	// Log chunks the stream did not acknowledge in time are published
+	// again in the background; Run waits (a bounded while) for them.
+	logWG   sync.WaitGroup
+	logCtx  context.Context
+	logStop context.CancelFunc
 }
 
 type refKey struct {
@@ -166,7 +172,10 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
+	logCtx, logStop := context.WithCancel(context.Background())
 	return &Agent{
+		logCtx:   logCtx,
+		logStop:  logStop,
 		cfg:      cfg,
 		log:      log.Named("agent").With(zap.String("agent", cfg.Name)),
 		ns:       subject.New(cfg.Cluster),
@@ -233,6 +242,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	a.sendHeartbeat() // announce the drained state one last time
+	a.waitLogs(10 * time.Second)
 	_ = nc.Flush()
 	stopBG()
 	bgwg.Wait()
@@ -262,10 +272,27 @@ func (a *Agent) Kill() {
 	}
 	nc := a.nc
 	a.mu.Unlock()
+	a.logStop()
 	if nc != nil {
 		nc.Close()
 	}
 	a.Drain()
+}
+
+// waitLogs waits for background log publishing, at most d, then stops it.
+func (a *Agent) waitLogs(d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		a.logWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+		a.logStop()
+		<-done
+	}
+	a.logStop()
 }
 
 func (a *Agent) isKilled() bool {

@@ -249,8 +249,10 @@ func (s *logSink) close() {
 	if len(retry) == 0 {
 		return
 	}
+	s.a.logWG.Add(1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer s.a.logWG.Done()
+		ctx, cancel := context.WithTimeout(s.a.logCtx, 2*time.Minute)
 		defer cancel()
 		lost := 0
 		for _, data := range retry {
@@ -258,7 +260,7 @@ func (s *logSink) close() {
 				lost++
 			}
 		}
-		if lost > 0 {
+		if lost > 0 && !s.a.isKilled() {
 			s.a.log.Warn("log stream did not store all output", zap.String("job", s.ref.JobId),
 				zap.String("task", s.ref.Task), zap.Int("chunks_lost", lost))
 		}

@@ -275,7 +275,9 @@ func TestFollowerCatchesUpFromSnapshot(t *testing.T) {
 	c.restart(follower)
 	want := c.node(l).FSM().AppliedIndex()
 	waitFor(t, 20*time.Second, "follower to catch up", func() bool {
-		return c.node(follower).FSM().AppliedIndex() >= want
+		// Raft's own index moves after the restore has finished.
+		n := c.node(follower)
+		return n.Raft().AppliedIndex() >= want && n.FSM().AppliedIndex() >= want
 	})
 	stats := c.node(follower).Raft().Stats()
 	if stats["last_snapshot_index"] == "0" {
