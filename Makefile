@@ -39,9 +39,11 @@ bench: ## benchmarks: Raft log stores and batching on a 3-node cluster; prints f
 
 SEEDS ?= 10
 FAULTS ?= 12
-chaos: ## randomized, seed-reproducible fault schedules on a 3-node cluster: make chaos SEEDS=100
+CHAOS_LOG ?= chaos.log
+chaos: ## randomized, seed-reproducible fault schedules on a 3-node cluster: make chaos SEEDS=100 (full log in chaos.log)
 	set -o pipefail; $(GO) test -count=1 -timeout 0 -v -run 'TestChaos' ./test/cluster/ -chaos.seeds=$(SEEDS) -chaos.faults=$(FAULTS) 2>&1 \
-	  | grep -E '^(=== RUN|--- |\s+chaos_test|ok|FAIL|PASS)' | grep -v '=== RUN'
+	  | tee $(CHAOS_LOG) | grep -E '^(--- |\s+--- FAIL|\s+chaos_test|ok|FAIL|PASS|panic:)' \
+	  || { echo "full log: $(CHAOS_LOG)"; exit 1; }
 
 lint: ## go vet, gofmt and buf lint
 	$(GO) vet ./...

@@ -127,8 +127,11 @@ func logsComplete(j *gv1.Job, task string, ended map[string]bool) bool {
 		// An attempt its agent reported on ran to the end of its output; a
 		// lost or canceled one may never have an end mark.
 		a := t.Attempts[n-1]
+		// (A job failure that never started, e.g. a template that would not
+		// render, has no output at all.)
 		reported := a.Result == gv1.TaskState_TASK_STATE_SUCCEEDED ||
-			(a.Result == gv1.TaskState_TASK_STATE_FAILED && a.Failure == gv1.FailureClass_FAILURE_CLASS_JOB)
+			(a.Result == gv1.TaskState_TASK_STATE_FAILED && a.Failure == gv1.FailureClass_FAILURE_CLASS_JOB &&
+				(a.StartedAt != nil || a.ExitCode != -1))
 		if reported && !ended[fmt.Sprintf("%s/%d", t.Name, a.Number)] {
 			return false
 		}
