@@ -186,7 +186,11 @@ func (f *Fleet) assign(a *simAgent, m *nats.Msg) {
 		a.running[refKey(as.Ref)] = as.Ref
 	}
 	a.mu.Unlock()
-	data, _ := proto.Marshal(&gv1.AssignmentReply{Accepted: accepted, Reason: map[bool]string{false: "no free slot"}[accepted]})
+	reply := &gv1.AssignmentReply{Accepted: accepted}
+	if !accepted {
+		reply.Reason = "no free slot"
+	}
+	data, _ := proto.Marshal(reply)
 	_ = m.Respond(data)
 	if !accepted {
 		return

@@ -323,7 +323,11 @@ func (d *Dispatcher) handleReport(ctx context.Context, m *nats.Msg) {
 	}
 	// The agent is named by the subject it was allowed to publish on, not by
 	// what the payload claims.
-	agent := subjectAgent(m.Subject)
+	agent, ok := d.ns.ReportAgent(m.Subject)
+	if !ok {
+		reply(false, "report on a subject that names no agent: "+m.Subject, "malformed")
+		return
+	}
 	if r.GetRef().GetJobId() == "" || r.GetRef().GetTask() == "" || r.GetRef().GetAttempt() <= 0 {
 		reply(false, "report.ref: job_id, task and a positive attempt are required", "malformed")
 		return
@@ -342,21 +346,6 @@ func (d *Dispatcher) handleReport(ctx context.Context, m *nats.Msg) {
 	default:
 		d.log.Warn("commit report", zap.String("agent", agent), zap.Error(err))
 	}
-}
-
-func subjectAgent(subj string) string {
-	// gantry.<cluster>.agent.<name>.report
-	var parts [5]string
-	n := 0
-	start := 0
-	for i := 0; i <= len(subj) && n < 5; i++ {
-		if i == len(subj) || subj[i] == '.' {
-			parts[n] = subj[start:i]
-			n++
-			start = i + 1
-		}
-	}
-	return parts[3]
 }
 
 // Cancel tells the agents holding refs to stop them.

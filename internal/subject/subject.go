@@ -39,6 +39,19 @@ func (n Namespace) Report(agent string) string {
 	return n.prefix() + ".agent." + agent + ".report"
 }
 
+// ReportAgent returns the agent named by a subject of AllReports.
+func (n Namespace) ReportAgent(subj string) (string, bool) {
+	rest, ok := strings.CutPrefix(subj, n.prefix()+".agent.")
+	if !ok {
+		return "", false
+	}
+	name, ok := strings.CutSuffix(rest, ".report")
+	if !ok || name == "" || strings.Contains(name, ".") {
+		return "", false
+	}
+	return name, true
+}
+
 // AllReports subscribes to every agent's reports; only the leader does.
 func (n Namespace) AllReports() string { return n.prefix() + ".agent.*.report" }
 
