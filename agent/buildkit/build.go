@@ -11,8 +11,6 @@ import (
 	"strings"
 	"text/template"
 
-	"github.com/go-git/go-git/v5"
-	"github.com/go-git/go-git/v5/plumbing"
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/exporter/containerimage/exptypes"
 	"github.com/tonistiigi/fsutil"
@@ -20,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gantryci/gantry/internal/buildkey"
+	"github.com/gantryci/gantry/internal/gitsrc"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -45,7 +44,7 @@ func (e *Executor) Build(ctx context.Context, req BuildRequest, out Sink) Result
 			return Result{ExitCode: -1, Class: gv1.FailureClass_FAILURE_CLASS_INFRA, Err: fmt.Errorf("create checkout directory: %w", err)}
 		}
 		defer os.RemoveAll(checkout)
-		rev, err := clone(ctx, g, checkout)
+		rev, err := gitsrc.Clone(ctx, g.GetUrl(), g.GetRevision(), checkout)
 		if err != nil {
 			return jobFailure(err)
 		}
@@ -128,35 +127,6 @@ func solveOpt(spec *gv1.BuildSpec, push string, ctxFS fsutil.FS) bkclient.SolveO
 		opt.CacheExports = []bkclient.CacheOptionsEntry{{Type: "registry", Attrs: map[string]string{"ref": ref, "mode": "max", "registry.insecure": "true"}}}
 	}
 	return opt
-}
-
-// clone checks out g's revision into dir and returns the commit SHA.
-func clone(ctx context.Context, g *gv1.GitSource, dir string) (string, error) {
-	repo, err := git.PlainCloneContext(ctx, dir, false, &git.CloneOptions{URL: g.GetUrl(), NoCheckout: true, Tags: git.AllTags})
-	if err != nil {
-		return "", fmt.Errorf("clone %s: %w", g.GetUrl(), err)
-	}
-	rev := g.GetRevision()
-	if rev == "" {
-		rev = "HEAD"
-	}
-	var h *plumbing.Hash
-	for _, r := range []string{rev, "origin/" + rev, "refs/tags/" + rev} {
-		if h, err = repo.ResolveRevision(plumbing.Revision(r)); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		return "", fmt.Errorf("resolve revision %q of %s: %w", g.GetRevision(), g.GetUrl(), err)
-	}
-	wt, err := repo.Worktree()
-	if err != nil {
-		return "", fmt.Errorf("worktree of %s: %w", g.GetUrl(), err)
-	}
-	if err := wt.Checkout(&git.CheckoutOptions{Hash: *h, Force: true}); err != nil {
-		return "", fmt.Errorf("check out %s at %s: %w", g.GetUrl(), h, err)
-	}
-	return h.String(), nil
 }
 
 // expandRevision substitutes {{ .Revision }} in the push reference, the one

@@ -212,7 +212,20 @@ func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv
 		d.failTemplate(ctx, p.Agent, ref, err)
 		return
 	}
-	data, err := proto.Marshal(&gv1.Assignment{Ref: ref, JobName: p.Task.JobName, Spec: spec})
+	as := &gv1.Assignment{Ref: ref, JobName: p.Task.JobName, Spec: spec}
+	if spec.GetDeploy() != nil {
+		app, fence, ok := d.fsm.DeployAttempt(ref)
+		if !ok {
+			return // the attempt ended meanwhile
+		}
+		as.Fence = fence
+		if spec.GetDeploy().GetApp() == "" {
+			spec = proto.Clone(spec).(*gv1.TaskSpec)
+			spec.GetDeploy().App = app
+			as.Spec = spec
+		}
+	}
+	data, err := proto.Marshal(as)
 	if err != nil {
 		d.log.Error("encode assignment", zap.Error(err))
 		return

@@ -286,17 +286,54 @@ func (f *FSM) Counts() (jobs map[gv1.JobState]int, tasks map[gv1.TaskState]int) 
 // Snapshot captures the state for Raft. The state is encoded here, under the
 // lock, so Persist can run concurrently with later Applies.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	data, err := f.Encode()
+	if err != nil {
+		return nil, err
+	}
+	return &snapshot{data: data}, nil
+}
+
+// Encode returns the whole state as an encoded gv1.Snapshot: what Raft
+// snapshots hold and what `gantry snapshot save` writes.
+func (f *FSM) Encode() ([]byte, error) {
 	f.mu.RLock()
-	snap := &gv1.Snapshot{Jobs: make([]*gv1.Job, 0, len(f.state.order)), AppliedIndex: f.state.applied}
+	snap := &gv1.Snapshot{Jobs: make([]*gv1.Job, 0, len(f.state.order)), AppliedIndex: f.state.applied, Fence: f.state.fence}
 	for _, id := range f.state.order {
 		snap.Jobs = append(snap.Jobs, f.state.jobs[id])
+	}
+	names := make([]string, 0, len(f.state.apps))
+	for n := range f.state.apps {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		snap.Apps = append(snap.Apps, f.state.apps[n])
 	}
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(snap)
 	f.mu.RUnlock()
 	if err != nil {
 		return nil, fmt.Errorf("encode snapshot: %w", err)
 	}
-	return &snapshot{data: data}, nil
+	return data, nil
+}
+
+// Decode checks that data is a snapshot this version can restore.
+func Decode(data []byte) (*gv1.Snapshot, error) {
+	var snap gv1.Snapshot
+	if err := proto.Unmarshal(data, &snap); err != nil {
+		return nil, fmt.Errorf("decode snapshot: %w", err)
+	}
+	for i, j := range snap.Jobs {
+		if j.GetId() == "" {
+			return nil, fmt.Errorf("decode snapshot: job %d has no id", i)
+		}
+	}
+	for i, a := range snap.Apps {
+		if a.GetSpec().GetName() == "" {
+			return nil, fmt.Errorf("decode snapshot: application %d has no name", i)
+		}
+	}
+	return &snap, nil
 }
 
 // Restore replaces the state with a snapshot.
@@ -315,6 +352,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		st.insert(j)
 	}
 	st.applied = snap.AppliedIndex
+	st.fence = snap.Fence
+	for _, a := range snap.Apps {
+		st.apps[a.GetSpec().GetName()] = a
+	}
 	f.mu.Lock()
 	f.state = st
 	ch := f.changed

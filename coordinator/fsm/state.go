@@ -24,6 +24,8 @@ type state struct {
 	load    map[string]int     // agent -> leased tasks
 	busy    map[string]TaskKey // concurrency key -> holder
 	applied uint64
+	apps    map[string]*gv1.App
+	fence   uint64 // last fencing token given to a deploy attempt
 }
 
 func newState() *state {
@@ -34,6 +36,7 @@ func newState() *state {
 		active:  map[TaskKey]struct{}{},
 		load:    map[string]int{},
 		busy:    map[string]TaskKey{},
+		apps:    map[string]*gv1.App{},
 	}
 }
 
@@ -124,6 +127,14 @@ func (s *state) apply(index uint64, c *gv1.Command) Result {
 		})
 	case *gv1.Command_CancelJob:
 		return s.cancel(index, at, x.CancelJob)
+	case *gv1.Command_CreateApp:
+		return s.createApp(at, x.CreateApp)
+	case *gv1.Command_DeleteApp:
+		return s.deleteApp(x.DeleteApp)
+	case *gv1.Command_PinApp:
+		return s.pinApp(x.PinApp)
+	case *gv1.Command_ObserveRevision:
+		return s.observeRevision(x.ObserveRevision)
 	default:
 		// A command type this version does not know: refuse it without
 		// changing state, so an old replica stays consistent with a newer one.
@@ -189,6 +200,7 @@ func (s *state) assign(index uint64, at *timestamppb.Timestamp, c *gv1.AssignTas
 	t.NotBefore = nil
 	t.Attempts = append(t.Attempts, &gv1.Attempt{Number: t.Attempt, Agent: t.Agent, AssignedAt: at})
 	s.setState(j, t, gv1.TaskState_TASK_STATE_ASSIGNED)
+	s.recordAssign(j, t, at)
 	if j.State == gv1.JobState_JOB_STATE_PENDING {
 		j.State = gv1.JobState_JOB_STATE_RUNNING
 	}
@@ -256,6 +268,7 @@ func (s *state) finish(index uint64, at *timestamppb.Timestamp, r *gv1.Report) R
 	t.Error = r.GetError()
 	t.FinishedAt = at
 	j.Version = index
+	s.recordEnd(j, t, attempt, at, deployResult(r), r.GetError(), r.GetOutputs())
 	if r.GetSuccess() {
 		rec.Result = gv1.TaskState_TASK_STATE_SUCCEEDED
 		t.Failure = gv1.FailureClass_FAILURE_CLASS_UNSPECIFIED
@@ -413,6 +426,7 @@ func (s *state) cancel(index uint64, at *timestamppb.Timestamp, c *gv1.CancelJob
 			rec.FinishedAt = at
 			rec.Result = gv1.TaskState_TASK_STATE_CANCELED
 			rec.Error = c.GetReason()
+			s.recordEnd(j, t, t.Attempt, at, gv1.DeployResult_DEPLOY_RESULT_CANCELED, "canceled: "+c.GetReason(), nil)
 		case gv1.TaskState_TASK_STATE_PENDING, gv1.TaskState_TASK_STATE_BLOCKED:
 		default:
 			continue

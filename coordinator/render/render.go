@@ -79,6 +79,17 @@ func Task(t *gv1.TaskSpec, outputs map[string]map[string]string) (*gv1.TaskSpec,
 		}
 		r.strMap("run.env", x.Run.Env)
 		r.str("run.dir", &x.Run.Dir)
+	case *gv1.TaskSpec_Deploy:
+		d := x.Deploy
+		r.strMap("deploy.images", d.Images)
+		if src := d.GetSource(); src != nil {
+			if g := src.GetGit(); g != nil {
+				r.str("deploy.source.git.url", &g.Url)
+				r.str("deploy.source.git.revision", &g.Revision)
+			}
+			r.str("deploy.source.path", &src.Path)
+			r.str("deploy.source.dir", &src.Dir)
+		}
 	}
 	if r.err != nil {
 		return nil, r.err
@@ -88,7 +99,7 @@ func Task(t *gv1.TaskSpec, outputs map[string]map[string]string) (*gv1.TaskSpec,
 
 func needsRender(t *gv1.TaskSpec) bool {
 	switch t.Executor.(type) {
-	case *gv1.TaskSpec_Build, *gv1.TaskSpec_Run:
+	case *gv1.TaskSpec_Build, *gv1.TaskSpec_Run, *gv1.TaskSpec_Deploy:
 		return true
 	}
 	return false

@@ -32,9 +32,14 @@ func Capability(spec *gv1.TaskSpec) string {
 	switch spec.GetExecutor().(type) {
 	case *gv1.TaskSpec_Build, *gv1.TaskSpec_Run:
 		return "buildkit"
+	case *gv1.TaskSpec_Deploy:
+		return ClusterCapability(spec.GetDeploy().GetCluster())
 	}
 	return "exec"
 }
+
+// ClusterCapability is the capability of an agent that reaches cluster name.
+func ClusterCapability(name string) string { return "cluster:" + name }
 
 // Placement assigns the next attempt of a task to an agent.
 type Placement struct {

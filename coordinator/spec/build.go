@@ -186,6 +186,13 @@ func templated(t *gv1.TaskSpec, p string) []fieldValue {
 		}
 		addMap(q+".env", r.GetEnv())
 		add(q+".dir", r.GetDir())
+	case *gv1.TaskSpec_Deploy:
+		d, q := x.Deploy, p+".deploy"
+		add(q+".source.git.url", d.GetSource().GetGit().GetUrl())
+		add(q+".source.git.revision", d.GetSource().GetGit().GetRevision())
+		add(q+".source.path", d.GetSource().GetPath())
+		add(q+".source.dir", d.GetSource().GetDir())
+		addMap(q+".images", d.GetImages())
 	}
 	return out
 }

@@ -316,3 +316,16 @@ func field(path, key string) string {
 func index(path string, i int) string { return fmt.Sprintf("%s[%d]", path, i) }
 
 func mapKey(path, key string) string { return path + "[" + strconv.Quote(key) + "]" }
+
+// boolean decodes true or false; null is false.
+func (d *decoder) boolean(n *yaml.Node, path string) bool {
+	n = d.resolve(n)
+	if isNull(n) {
+		return false
+	}
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+		d.errs.add(path, "must be true or false, got %s", describe(n))
+		return false
+	}
+	return n.Value == "true" || n.Value == "True" || n.Value == "TRUE"
+}

@@ -27,6 +27,7 @@ var executors = []executor{
 	{key: "exec", decode: decodeExec, validate: validateExec},
 	{key: "build", decode: decodeBuild, validate: validateBuild},
 	{key: "run", decode: decodeRun, validate: validateRun},
+	{key: "deploy", decode: decodeDeploy, validate: validateDeploy},
 }
 
 func decodeExec(d *decoder, n *yaml.Node, path string, t *gv1.TaskSpec) {

@@ -304,10 +304,14 @@ func (x *Heartbeat) GetSentAt() *timestamppb.Timestamp {
 
 // Assignment is sent by the leader to one agent (request/reply).
 type Assignment struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ref           *TaskRef               `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
-	JobName       string                 `protobuf:"bytes,2,opt,name=job_name,json=jobName,proto3" json:"job_name,omitempty"`
-	Spec          *TaskSpec              `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Ref     *TaskRef               `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	JobName string                 `protobuf:"bytes,2,opt,name=job_name,json=jobName,proto3" json:"job_name,omitempty"`
+	Spec    *TaskSpec              `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
+	// Fencing token of a deploy attempt: increases with every deploy
+	// assignment; a cluster write carrying a lower token than the last one
+	// seen for the application is refused.
+	Fence         uint64 `protobuf:"varint,4,opt,name=fence,proto3" json:"fence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -361,6 +365,13 @@ func (x *Assignment) GetSpec() *TaskSpec {
 		return x.Spec
 	}
 	return nil
+}
+
+func (x *Assignment) GetFence() uint64 {
+	if x != nil {
+		return x.Fence
+	}
+	return 0
 }
 
 type AssignmentReply struct {
@@ -860,12 +871,13 @@ const file_gantry_v1_agent_proto_rawDesc = "" +
 	"\tHeartbeat\x12*\n" +
 	"\x05agent\x18\x01 \x01(\v2\x14.gantry.v1.AgentInfoR\x05agent\x12,\n" +
 	"\arunning\x18\x02 \x03(\v2\x12.gantry.v1.TaskRefR\arunning\x123\n" +
-	"\asent_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"v\n" +
+	"\asent_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\x8c\x01\n" +
 	"\n" +
 	"Assignment\x12$\n" +
 	"\x03ref\x18\x01 \x01(\v2\x12.gantry.v1.TaskRefR\x03ref\x12\x19\n" +
 	"\bjob_name\x18\x02 \x01(\tR\ajobName\x12'\n" +
-	"\x04spec\x18\x03 \x01(\v2\x13.gantry.v1.TaskSpecR\x04spec\"E\n" +
+	"\x04spec\x18\x03 \x01(\v2\x13.gantry.v1.TaskSpecR\x04spec\x12\x14\n" +
+	"\x05fence\x18\x04 \x01(\x04R\x05fence\"E\n" +
 	"\x0fAssignmentReply\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\bR\baccepted\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xb2\x03\n" +

@@ -1610,11 +1610,881 @@ func (x *ListQueueResponse) GetQueues() []*QueueStats {
 	return nil
 }
 
+type CreateAppRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *AppSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAppRequest) Reset() {
+	*x = CreateAppRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAppRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAppRequest) ProtoMessage() {}
+
+func (x *CreateAppRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAppRequest.ProtoReflect.Descriptor instead.
+func (*CreateAppRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CreateAppRequest) GetSpec() *AppSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type CreateAppResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           *App                   `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAppResponse) Reset() {
+	*x = CreateAppResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAppResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAppResponse) ProtoMessage() {}
+
+func (x *CreateAppResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAppResponse.ProtoReflect.Descriptor instead.
+func (*CreateAppResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CreateAppResponse) GetApp() *App {
+	if x != nil {
+		return x.App
+	}
+	return nil
+}
+
+type ListAppsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAppsRequest) Reset() {
+	*x = ListAppsRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAppsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAppsRequest) ProtoMessage() {}
+
+func (x *ListAppsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAppsRequest.ProtoReflect.Descriptor instead.
+func (*ListAppsRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{30}
+}
+
+type AppSummary struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Spec   *AppSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	Sync   SyncStatus             `protobuf:"varint,2,opt,name=sync,proto3,enum=gantry.v1.SyncStatus" json:"sync,omitempty"`
+	Health HealthStatus           `protobuf:"varint,3,opt,name=health,proto3,enum=gantry.v1.HealthStatus" json:"health,omitempty"`
+	// Commit of the newest successful deploy.
+	DeployedRevision string `protobuf:"bytes,4,opt,name=deployed_revision,json=deployedRevision,proto3" json:"deployed_revision,omitempty"`
+	LatestRevision   string `protobuf:"bytes,5,opt,name=latest_revision,json=latestRevision,proto3" json:"latest_revision,omitempty"`
+	PinnedRevision   string `protobuf:"bytes,6,opt,name=pinned_revision,json=pinnedRevision,proto3" json:"pinned_revision,omitempty"`
+	// The newest deploy, whatever its result.
+	LastDeploy *DeployRecord `protobuf:"bytes,7,opt,name=last_deploy,json=lastDeploy,proto3" json:"last_deploy,omitempty"`
+	// Why the application is out of sync, in a few words.
+	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppSummary) Reset() {
+	*x = AppSummary{}
+	mi := &file_gantry_v1_api_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppSummary) ProtoMessage() {}
+
+func (x *AppSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppSummary.ProtoReflect.Descriptor instead.
+func (*AppSummary) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *AppSummary) GetSpec() *AppSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *AppSummary) GetSync() SyncStatus {
+	if x != nil {
+		return x.Sync
+	}
+	return SyncStatus_SYNC_STATUS_UNKNOWN
+}
+
+func (x *AppSummary) GetHealth() HealthStatus {
+	if x != nil {
+		return x.Health
+	}
+	return HealthStatus_HEALTH_STATUS_UNKNOWN
+}
+
+func (x *AppSummary) GetDeployedRevision() string {
+	if x != nil {
+		return x.DeployedRevision
+	}
+	return ""
+}
+
+func (x *AppSummary) GetLatestRevision() string {
+	if x != nil {
+		return x.LatestRevision
+	}
+	return ""
+}
+
+func (x *AppSummary) GetPinnedRevision() string {
+	if x != nil {
+		return x.PinnedRevision
+	}
+	return ""
+}
+
+func (x *AppSummary) GetLastDeploy() *DeployRecord {
+	if x != nil {
+		return x.LastDeploy
+	}
+	return nil
+}
+
+func (x *AppSummary) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ListAppsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Apps          []*AppSummary          `protobuf:"bytes,1,rep,name=apps,proto3" json:"apps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAppsResponse) Reset() {
+	*x = ListAppsResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAppsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAppsResponse) ProtoMessage() {}
+
+func (x *ListAppsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAppsResponse.ProtoReflect.Descriptor instead.
+func (*ListAppsResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListAppsResponse) GetApps() []*AppSummary {
+	if x != nil {
+		return x.Apps
+	}
+	return nil
+}
+
+type GetAppRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAppRequest) Reset() {
+	*x = GetAppRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAppRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAppRequest) ProtoMessage() {}
+
+func (x *GetAppRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAppRequest.ProtoReflect.Descriptor instead.
+func (*GetAppRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GetAppRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetAppResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	App     *App                   `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Summary *AppSummary            `protobuf:"bytes,2,opt,name=summary,proto3" json:"summary,omitempty"`
+	// The drift of live objects last reported by the watching agent.
+	Drift         *DriftReport `protobuf:"bytes,3,opt,name=drift,proto3" json:"drift,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAppResponse) Reset() {
+	*x = GetAppResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAppResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAppResponse) ProtoMessage() {}
+
+func (x *GetAppResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAppResponse.ProtoReflect.Descriptor instead.
+func (*GetAppResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *GetAppResponse) GetApp() *App {
+	if x != nil {
+		return x.App
+	}
+	return nil
+}
+
+func (x *GetAppResponse) GetSummary() *AppSummary {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+func (x *GetAppResponse) GetDrift() *DriftReport {
+	if x != nil {
+		return x.Drift
+	}
+	return nil
+}
+
+type SyncAppRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncAppRequest) Reset() {
+	*x = SyncAppRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncAppRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncAppRequest) ProtoMessage() {}
+
+func (x *SyncAppRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncAppRequest.ProtoReflect.Descriptor instead.
+func (*SyncAppRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *SyncAppRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type SyncAppResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Revision      string                 `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncAppResponse) Reset() {
+	*x = SyncAppResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncAppResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncAppResponse) ProtoMessage() {}
+
+func (x *SyncAppResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncAppResponse.ProtoReflect.Descriptor instead.
+func (*SyncAppResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SyncAppResponse) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *SyncAppResponse) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+type RollbackAppRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// A commit (or a unique prefix of one) deployed before, or a deploy id
+	// from the history.
+	Revision      string `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackAppRequest) Reset() {
+	*x = RollbackAppRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackAppRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackAppRequest) ProtoMessage() {}
+
+func (x *RollbackAppRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackAppRequest.ProtoReflect.Descriptor instead.
+func (*RollbackAppRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RollbackAppRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RollbackAppRequest) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+type RollbackAppResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Revision      string                 `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackAppResponse) Reset() {
+	*x = RollbackAppResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackAppResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackAppResponse) ProtoMessage() {}
+
+func (x *RollbackAppResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackAppResponse.ProtoReflect.Descriptor instead.
+func (*RollbackAppResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RollbackAppResponse) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *RollbackAppResponse) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+type UnpinAppRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpinAppRequest) Reset() {
+	*x = UnpinAppRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpinAppRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpinAppRequest) ProtoMessage() {}
+
+func (x *UnpinAppRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpinAppRequest.ProtoReflect.Descriptor instead.
+func (*UnpinAppRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *UnpinAppRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type UnpinAppResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpinAppResponse) Reset() {
+	*x = UnpinAppResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpinAppResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpinAppResponse) ProtoMessage() {}
+
+func (x *UnpinAppResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpinAppResponse.ProtoReflect.Descriptor instead.
+func (*UnpinAppResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{40}
+}
+
+type DeleteAppRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAppRequest) Reset() {
+	*x = DeleteAppRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAppRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAppRequest) ProtoMessage() {}
+
+func (x *DeleteAppRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAppRequest.ProtoReflect.Descriptor instead.
+func (*DeleteAppRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *DeleteAppRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteAppResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAppResponse) Reset() {
+	*x = DeleteAppResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAppResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAppResponse) ProtoMessage() {}
+
+func (x *DeleteAppResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAppResponse.ProtoReflect.Descriptor instead.
+func (*DeleteAppResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{42}
+}
+
+type SaveSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveSnapshotRequest) Reset() {
+	*x = SaveSnapshotRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveSnapshotRequest) ProtoMessage() {}
+
+func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{43}
+}
+
+type SnapshotChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotChunk) Reset() {
+	*x = SnapshotChunk{}
+	mi := &file_gantry_v1_api_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotChunk) ProtoMessage() {}
+
+func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
+func (*SnapshotChunk) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *SnapshotChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type RestoreSnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Jobs          int32                  `protobuf:"varint,1,opt,name=jobs,proto3" json:"jobs,omitempty"`
+	Apps          int32                  `protobuf:"varint,2,opt,name=apps,proto3" json:"apps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreSnapshotResponse) Reset() {
+	*x = RestoreSnapshotResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreSnapshotResponse) ProtoMessage() {}
+
+func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*RestoreSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *RestoreSnapshotResponse) GetJobs() int32 {
+	if x != nil {
+		return x.Jobs
+	}
+	return 0
+}
+
+func (x *RestoreSnapshotResponse) GetApps() int32 {
+	if x != nil {
+		return x.Apps
+	}
+	return 0
+}
+
 var File_gantry_v1_api_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_api_proto_rawDesc = "" +
 	"\n" +
-	"\x13gantry/v1/api.proto\x12\tgantry.v1\x1a\x15gantry/v1/agent.proto\x1a\x13gantry/v1/job.proto\x1a\x18gantry/v1/pipeline.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n" +
+	"\x13gantry/v1/api.proto\x12\tgantry.v1\x1a\x15gantry/v1/agent.proto\x1a\x16gantry/v1/gitops.proto\x1a\x13gantry/v1/job.proto\x1a\x18gantry/v1/pipeline.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n" +
 	"\x10SubmitJobRequest\x12&\n" +
 	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.JobSpecR\x04spec\x12\x1b\n" +
 	"\tspec_yaml\x18\x02 \x01(\tR\bspecYaml\x12'\n" +
@@ -1718,13 +2588,60 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"o\n" +
 	"\x11ListQueueResponse\x12+\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x15.gantry.v1.QueuedTaskR\x05tasks\x12-\n" +
-	"\x06queues\x18\x02 \x03(\v2\x15.gantry.v1.QueueStatsR\x06queues*q\n" +
+	"\x06queues\x18\x02 \x03(\v2\x15.gantry.v1.QueueStatsR\x06queues\":\n" +
+	"\x10CreateAppRequest\x12&\n" +
+	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.AppSpecR\x04spec\"5\n" +
+	"\x11CreateAppResponse\x12 \n" +
+	"\x03app\x18\x01 \x01(\v2\x0e.gantry.v1.AppR\x03app\"\x11\n" +
+	"\x0fListAppsRequest\"\xe1\x02\n" +
+	"\n" +
+	"AppSummary\x12&\n" +
+	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.AppSpecR\x04spec\x12)\n" +
+	"\x04sync\x18\x02 \x01(\x0e2\x15.gantry.v1.SyncStatusR\x04sync\x12/\n" +
+	"\x06health\x18\x03 \x01(\x0e2\x17.gantry.v1.HealthStatusR\x06health\x12+\n" +
+	"\x11deployed_revision\x18\x04 \x01(\tR\x10deployedRevision\x12'\n" +
+	"\x0flatest_revision\x18\x05 \x01(\tR\x0elatestRevision\x12'\n" +
+	"\x0fpinned_revision\x18\x06 \x01(\tR\x0epinnedRevision\x128\n" +
+	"\vlast_deploy\x18\a \x01(\v2\x17.gantry.v1.DeployRecordR\n" +
+	"lastDeploy\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\"=\n" +
+	"\x10ListAppsResponse\x12)\n" +
+	"\x04apps\x18\x01 \x03(\v2\x15.gantry.v1.AppSummaryR\x04apps\"#\n" +
+	"\rGetAppRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x91\x01\n" +
+	"\x0eGetAppResponse\x12 \n" +
+	"\x03app\x18\x01 \x01(\v2\x0e.gantry.v1.AppR\x03app\x12/\n" +
+	"\asummary\x18\x02 \x01(\v2\x15.gantry.v1.AppSummaryR\asummary\x12,\n" +
+	"\x05drift\x18\x03 \x01(\v2\x16.gantry.v1.DriftReportR\x05drift\"$\n" +
+	"\x0eSyncAppRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"D\n" +
+	"\x0fSyncAppResponse\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\"D\n" +
+	"\x12RollbackAppRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\"H\n" +
+	"\x13RollbackAppResponse\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\"%\n" +
+	"\x0fUnpinAppRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x12\n" +
+	"\x10UnpinAppResponse\"&\n" +
+	"\x10DeleteAppRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x13\n" +
+	"\x11DeleteAppResponse\"\x15\n" +
+	"\x13SaveSnapshotRequest\"#\n" +
+	"\rSnapshotChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"A\n" +
+	"\x17RestoreSnapshotResponse\x12\x12\n" +
+	"\x04jobs\x18\x01 \x01(\x05R\x04jobs\x12\x12\n" +
+	"\x04apps\x18\x02 \x01(\x05R\x04apps*q\n" +
 	"\n" +
 	"AgentState\x12\x1b\n" +
 	"\x17AGENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12AGENT_STATE_ACTIVE\x10\x01\x12\x18\n" +
 	"\x14AGENT_STATE_DRAINING\x10\x02\x12\x14\n" +
-	"\x10AGENT_STATE_LOST\x10\x032\xf0\x06\n" +
+	"\x10AGENT_STATE_LOST\x10\x032\xf8\v\n" +
 	"\rGantryService\x12F\n" +
 	"\tSubmitJob\x12\x1b.gantry.v1.SubmitJobRequest\x1a\x1c.gantry.v1.SubmitJobResponse\x12=\n" +
 	"\x06GetJob\x12\x18.gantry.v1.GetJobRequest\x1a\x19.gantry.v1.GetJobResponse\x12C\n" +
@@ -1740,7 +2657,16 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\aAddNode\x12\x19.gantry.v1.AddNodeRequest\x1a\x1a.gantry.v1.AddNodeResponse\x12I\n" +
 	"\n" +
 	"RemoveNode\x12\x1c.gantry.v1.RemoveNodeRequest\x1a\x1d.gantry.v1.RemoveNodeResponse\x12F\n" +
-	"\tListQueue\x12\x1b.gantry.v1.ListQueueRequest\x1a\x1c.gantry.v1.ListQueueResponseB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"\tListQueue\x12\x1b.gantry.v1.ListQueueRequest\x1a\x1c.gantry.v1.ListQueueResponse\x12F\n" +
+	"\tCreateApp\x12\x1b.gantry.v1.CreateAppRequest\x1a\x1c.gantry.v1.CreateAppResponse\x12C\n" +
+	"\bListApps\x12\x1a.gantry.v1.ListAppsRequest\x1a\x1b.gantry.v1.ListAppsResponse\x12=\n" +
+	"\x06GetApp\x12\x18.gantry.v1.GetAppRequest\x1a\x19.gantry.v1.GetAppResponse\x12@\n" +
+	"\aSyncApp\x12\x19.gantry.v1.SyncAppRequest\x1a\x1a.gantry.v1.SyncAppResponse\x12L\n" +
+	"\vRollbackApp\x12\x1d.gantry.v1.RollbackAppRequest\x1a\x1e.gantry.v1.RollbackAppResponse\x12C\n" +
+	"\bUnpinApp\x12\x1a.gantry.v1.UnpinAppRequest\x1a\x1b.gantry.v1.UnpinAppResponse\x12F\n" +
+	"\tDeleteApp\x12\x1b.gantry.v1.DeleteAppRequest\x1a\x1c.gantry.v1.DeleteAppResponse\x12J\n" +
+	"\fSaveSnapshot\x12\x1e.gantry.v1.SaveSnapshotRequest\x1a\x18.gantry.v1.SnapshotChunk0\x01\x12Q\n" +
+	"\x0fRestoreSnapshot\x12\x18.gantry.v1.SnapshotChunk\x1a\".gantry.v1.RestoreSnapshotResponse(\x01B5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_api_proto_rawDescOnce sync.Once
@@ -1755,103 +2681,155 @@ func file_gantry_v1_api_proto_rawDescGZIP() []byte {
 }
 
 var file_gantry_v1_api_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gantry_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_gantry_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_gantry_v1_api_proto_goTypes = []any{
-	(AgentState)(0),               // 0: gantry.v1.AgentState
-	(*SubmitJobRequest)(nil),      // 1: gantry.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),     // 2: gantry.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),         // 3: gantry.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 4: gantry.v1.GetJobResponse
-	(*ListJobsRequest)(nil),       // 5: gantry.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 6: gantry.v1.ListJobsResponse
-	(*WatchJobRequest)(nil),       // 7: gantry.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),      // 8: gantry.v1.WatchJobResponse
-	(*CancelJobRequest)(nil),      // 9: gantry.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),     // 10: gantry.v1.CancelJobResponse
-	(*TaskLogsRequest)(nil),       // 11: gantry.v1.TaskLogsRequest
-	(*TaskLogsResponse)(nil),      // 12: gantry.v1.TaskLogsResponse
-	(*ListAgentsRequest)(nil),     // 13: gantry.v1.ListAgentsRequest
-	(*AgentStatus)(nil),           // 14: gantry.v1.AgentStatus
-	(*ListAgentsResponse)(nil),    // 15: gantry.v1.ListAgentsResponse
-	(*DrainAgentRequest)(nil),     // 16: gantry.v1.DrainAgentRequest
-	(*DrainAgentResponse)(nil),    // 17: gantry.v1.DrainAgentResponse
-	(*ClusterStatusRequest)(nil),  // 18: gantry.v1.ClusterStatusRequest
-	(*NodeStatus)(nil),            // 19: gantry.v1.NodeStatus
-	(*ClusterStatusResponse)(nil), // 20: gantry.v1.ClusterStatusResponse
-	(*AddNodeRequest)(nil),        // 21: gantry.v1.AddNodeRequest
-	(*AddNodeResponse)(nil),       // 22: gantry.v1.AddNodeResponse
-	(*RemoveNodeRequest)(nil),     // 23: gantry.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),    // 24: gantry.v1.RemoveNodeResponse
-	(*ListQueueRequest)(nil),      // 25: gantry.v1.ListQueueRequest
-	(*QueuedTask)(nil),            // 26: gantry.v1.QueuedTask
-	(*QueueStats)(nil),            // 27: gantry.v1.QueueStats
-	(*ListQueueResponse)(nil),     // 28: gantry.v1.ListQueueResponse
-	nil,                           // 29: gantry.v1.QueuedTask.LabelsEntry
-	nil,                           // 30: gantry.v1.QueueStats.LabelsEntry
-	(*JobSpec)(nil),               // 31: gantry.v1.JobSpec
-	(*Job)(nil),                   // 32: gantry.v1.Job
-	(JobState)(0),                 // 33: gantry.v1.JobState
-	(*LogChunk)(nil),              // 34: gantry.v1.LogChunk
-	(*AgentInfo)(nil),             // 35: gantry.v1.AgentInfo
-	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
-	(*TaskRef)(nil),               // 37: gantry.v1.TaskRef
-	(TaskState)(0),                // 38: gantry.v1.TaskState
-	(*durationpb.Duration)(nil),   // 39: google.protobuf.Duration
+	(AgentState)(0),                 // 0: gantry.v1.AgentState
+	(*SubmitJobRequest)(nil),        // 1: gantry.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),       // 2: gantry.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),           // 3: gantry.v1.GetJobRequest
+	(*GetJobResponse)(nil),          // 4: gantry.v1.GetJobResponse
+	(*ListJobsRequest)(nil),         // 5: gantry.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),        // 6: gantry.v1.ListJobsResponse
+	(*WatchJobRequest)(nil),         // 7: gantry.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),        // 8: gantry.v1.WatchJobResponse
+	(*CancelJobRequest)(nil),        // 9: gantry.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),       // 10: gantry.v1.CancelJobResponse
+	(*TaskLogsRequest)(nil),         // 11: gantry.v1.TaskLogsRequest
+	(*TaskLogsResponse)(nil),        // 12: gantry.v1.TaskLogsResponse
+	(*ListAgentsRequest)(nil),       // 13: gantry.v1.ListAgentsRequest
+	(*AgentStatus)(nil),             // 14: gantry.v1.AgentStatus
+	(*ListAgentsResponse)(nil),      // 15: gantry.v1.ListAgentsResponse
+	(*DrainAgentRequest)(nil),       // 16: gantry.v1.DrainAgentRequest
+	(*DrainAgentResponse)(nil),      // 17: gantry.v1.DrainAgentResponse
+	(*ClusterStatusRequest)(nil),    // 18: gantry.v1.ClusterStatusRequest
+	(*NodeStatus)(nil),              // 19: gantry.v1.NodeStatus
+	(*ClusterStatusResponse)(nil),   // 20: gantry.v1.ClusterStatusResponse
+	(*AddNodeRequest)(nil),          // 21: gantry.v1.AddNodeRequest
+	(*AddNodeResponse)(nil),         // 22: gantry.v1.AddNodeResponse
+	(*RemoveNodeRequest)(nil),       // 23: gantry.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),      // 24: gantry.v1.RemoveNodeResponse
+	(*ListQueueRequest)(nil),        // 25: gantry.v1.ListQueueRequest
+	(*QueuedTask)(nil),              // 26: gantry.v1.QueuedTask
+	(*QueueStats)(nil),              // 27: gantry.v1.QueueStats
+	(*ListQueueResponse)(nil),       // 28: gantry.v1.ListQueueResponse
+	(*CreateAppRequest)(nil),        // 29: gantry.v1.CreateAppRequest
+	(*CreateAppResponse)(nil),       // 30: gantry.v1.CreateAppResponse
+	(*ListAppsRequest)(nil),         // 31: gantry.v1.ListAppsRequest
+	(*AppSummary)(nil),              // 32: gantry.v1.AppSummary
+	(*ListAppsResponse)(nil),        // 33: gantry.v1.ListAppsResponse
+	(*GetAppRequest)(nil),           // 34: gantry.v1.GetAppRequest
+	(*GetAppResponse)(nil),          // 35: gantry.v1.GetAppResponse
+	(*SyncAppRequest)(nil),          // 36: gantry.v1.SyncAppRequest
+	(*SyncAppResponse)(nil),         // 37: gantry.v1.SyncAppResponse
+	(*RollbackAppRequest)(nil),      // 38: gantry.v1.RollbackAppRequest
+	(*RollbackAppResponse)(nil),     // 39: gantry.v1.RollbackAppResponse
+	(*UnpinAppRequest)(nil),         // 40: gantry.v1.UnpinAppRequest
+	(*UnpinAppResponse)(nil),        // 41: gantry.v1.UnpinAppResponse
+	(*DeleteAppRequest)(nil),        // 42: gantry.v1.DeleteAppRequest
+	(*DeleteAppResponse)(nil),       // 43: gantry.v1.DeleteAppResponse
+	(*SaveSnapshotRequest)(nil),     // 44: gantry.v1.SaveSnapshotRequest
+	(*SnapshotChunk)(nil),           // 45: gantry.v1.SnapshotChunk
+	(*RestoreSnapshotResponse)(nil), // 46: gantry.v1.RestoreSnapshotResponse
+	nil,                             // 47: gantry.v1.QueuedTask.LabelsEntry
+	nil,                             // 48: gantry.v1.QueueStats.LabelsEntry
+	(*JobSpec)(nil),                 // 49: gantry.v1.JobSpec
+	(*Job)(nil),                     // 50: gantry.v1.Job
+	(JobState)(0),                   // 51: gantry.v1.JobState
+	(*LogChunk)(nil),                // 52: gantry.v1.LogChunk
+	(*AgentInfo)(nil),               // 53: gantry.v1.AgentInfo
+	(*timestamppb.Timestamp)(nil),   // 54: google.protobuf.Timestamp
+	(*TaskRef)(nil),                 // 55: gantry.v1.TaskRef
+	(TaskState)(0),                  // 56: gantry.v1.TaskState
+	(*durationpb.Duration)(nil),     // 57: google.protobuf.Duration
+	(*AppSpec)(nil),                 // 58: gantry.v1.AppSpec
+	(*App)(nil),                     // 59: gantry.v1.App
+	(SyncStatus)(0),                 // 60: gantry.v1.SyncStatus
+	(HealthStatus)(0),               // 61: gantry.v1.HealthStatus
+	(*DeployRecord)(nil),            // 62: gantry.v1.DeployRecord
+	(*DriftReport)(nil),             // 63: gantry.v1.DriftReport
 }
 var file_gantry_v1_api_proto_depIdxs = []int32{
-	31, // 0: gantry.v1.SubmitJobRequest.spec:type_name -> gantry.v1.JobSpec
-	32, // 1: gantry.v1.SubmitJobResponse.job:type_name -> gantry.v1.Job
-	32, // 2: gantry.v1.GetJobResponse.job:type_name -> gantry.v1.Job
-	33, // 3: gantry.v1.ListJobsRequest.states:type_name -> gantry.v1.JobState
-	32, // 4: gantry.v1.ListJobsResponse.jobs:type_name -> gantry.v1.Job
-	32, // 5: gantry.v1.WatchJobResponse.job:type_name -> gantry.v1.Job
-	32, // 6: gantry.v1.CancelJobResponse.job:type_name -> gantry.v1.Job
-	34, // 7: gantry.v1.TaskLogsResponse.chunk:type_name -> gantry.v1.LogChunk
-	35, // 8: gantry.v1.AgentStatus.info:type_name -> gantry.v1.AgentInfo
+	49, // 0: gantry.v1.SubmitJobRequest.spec:type_name -> gantry.v1.JobSpec
+	50, // 1: gantry.v1.SubmitJobResponse.job:type_name -> gantry.v1.Job
+	50, // 2: gantry.v1.GetJobResponse.job:type_name -> gantry.v1.Job
+	51, // 3: gantry.v1.ListJobsRequest.states:type_name -> gantry.v1.JobState
+	50, // 4: gantry.v1.ListJobsResponse.jobs:type_name -> gantry.v1.Job
+	50, // 5: gantry.v1.WatchJobResponse.job:type_name -> gantry.v1.Job
+	50, // 6: gantry.v1.CancelJobResponse.job:type_name -> gantry.v1.Job
+	52, // 7: gantry.v1.TaskLogsResponse.chunk:type_name -> gantry.v1.LogChunk
+	53, // 8: gantry.v1.AgentStatus.info:type_name -> gantry.v1.AgentInfo
 	0,  // 9: gantry.v1.AgentStatus.state:type_name -> gantry.v1.AgentState
-	36, // 10: gantry.v1.AgentStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
-	37, // 11: gantry.v1.AgentStatus.running:type_name -> gantry.v1.TaskRef
+	54, // 10: gantry.v1.AgentStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
+	55, // 11: gantry.v1.AgentStatus.running:type_name -> gantry.v1.TaskRef
 	14, // 12: gantry.v1.ListAgentsResponse.agents:type_name -> gantry.v1.AgentStatus
-	36, // 13: gantry.v1.NodeStatus.seen_at:type_name -> google.protobuf.Timestamp
+	54, // 13: gantry.v1.NodeStatus.seen_at:type_name -> google.protobuf.Timestamp
 	19, // 14: gantry.v1.ClusterStatusResponse.nodes:type_name -> gantry.v1.NodeStatus
-	38, // 15: gantry.v1.QueuedTask.state:type_name -> gantry.v1.TaskState
-	29, // 16: gantry.v1.QueuedTask.labels:type_name -> gantry.v1.QueuedTask.LabelsEntry
-	36, // 17: gantry.v1.QueuedTask.queued_at:type_name -> google.protobuf.Timestamp
-	36, // 18: gantry.v1.QueuedTask.not_before:type_name -> google.protobuf.Timestamp
-	30, // 19: gantry.v1.QueueStats.labels:type_name -> gantry.v1.QueueStats.LabelsEntry
-	39, // 20: gantry.v1.QueueStats.p50:type_name -> google.protobuf.Duration
-	39, // 21: gantry.v1.QueueStats.p95:type_name -> google.protobuf.Duration
+	56, // 15: gantry.v1.QueuedTask.state:type_name -> gantry.v1.TaskState
+	47, // 16: gantry.v1.QueuedTask.labels:type_name -> gantry.v1.QueuedTask.LabelsEntry
+	54, // 17: gantry.v1.QueuedTask.queued_at:type_name -> google.protobuf.Timestamp
+	54, // 18: gantry.v1.QueuedTask.not_before:type_name -> google.protobuf.Timestamp
+	48, // 19: gantry.v1.QueueStats.labels:type_name -> gantry.v1.QueueStats.LabelsEntry
+	57, // 20: gantry.v1.QueueStats.p50:type_name -> google.protobuf.Duration
+	57, // 21: gantry.v1.QueueStats.p95:type_name -> google.protobuf.Duration
 	26, // 22: gantry.v1.ListQueueResponse.tasks:type_name -> gantry.v1.QueuedTask
 	27, // 23: gantry.v1.ListQueueResponse.queues:type_name -> gantry.v1.QueueStats
-	1,  // 24: gantry.v1.GantryService.SubmitJob:input_type -> gantry.v1.SubmitJobRequest
-	3,  // 25: gantry.v1.GantryService.GetJob:input_type -> gantry.v1.GetJobRequest
-	5,  // 26: gantry.v1.GantryService.ListJobs:input_type -> gantry.v1.ListJobsRequest
-	7,  // 27: gantry.v1.GantryService.WatchJob:input_type -> gantry.v1.WatchJobRequest
-	9,  // 28: gantry.v1.GantryService.CancelJob:input_type -> gantry.v1.CancelJobRequest
-	11, // 29: gantry.v1.GantryService.TaskLogs:input_type -> gantry.v1.TaskLogsRequest
-	13, // 30: gantry.v1.GantryService.ListAgents:input_type -> gantry.v1.ListAgentsRequest
-	16, // 31: gantry.v1.GantryService.DrainAgent:input_type -> gantry.v1.DrainAgentRequest
-	18, // 32: gantry.v1.GantryService.ClusterStatus:input_type -> gantry.v1.ClusterStatusRequest
-	21, // 33: gantry.v1.GantryService.AddNode:input_type -> gantry.v1.AddNodeRequest
-	23, // 34: gantry.v1.GantryService.RemoveNode:input_type -> gantry.v1.RemoveNodeRequest
-	25, // 35: gantry.v1.GantryService.ListQueue:input_type -> gantry.v1.ListQueueRequest
-	2,  // 36: gantry.v1.GantryService.SubmitJob:output_type -> gantry.v1.SubmitJobResponse
-	4,  // 37: gantry.v1.GantryService.GetJob:output_type -> gantry.v1.GetJobResponse
-	6,  // 38: gantry.v1.GantryService.ListJobs:output_type -> gantry.v1.ListJobsResponse
-	8,  // 39: gantry.v1.GantryService.WatchJob:output_type -> gantry.v1.WatchJobResponse
-	10, // 40: gantry.v1.GantryService.CancelJob:output_type -> gantry.v1.CancelJobResponse
-	12, // 41: gantry.v1.GantryService.TaskLogs:output_type -> gantry.v1.TaskLogsResponse
-	15, // 42: gantry.v1.GantryService.ListAgents:output_type -> gantry.v1.ListAgentsResponse
-	17, // 43: gantry.v1.GantryService.DrainAgent:output_type -> gantry.v1.DrainAgentResponse
-	20, // 44: gantry.v1.GantryService.ClusterStatus:output_type -> gantry.v1.ClusterStatusResponse
-	22, // 45: gantry.v1.GantryService.AddNode:output_type -> gantry.v1.AddNodeResponse
-	24, // 46: gantry.v1.GantryService.RemoveNode:output_type -> gantry.v1.RemoveNodeResponse
-	28, // 47: gantry.v1.GantryService.ListQueue:output_type -> gantry.v1.ListQueueResponse
-	36, // [36:48] is the sub-list for method output_type
-	24, // [24:36] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	58, // 24: gantry.v1.CreateAppRequest.spec:type_name -> gantry.v1.AppSpec
+	59, // 25: gantry.v1.CreateAppResponse.app:type_name -> gantry.v1.App
+	58, // 26: gantry.v1.AppSummary.spec:type_name -> gantry.v1.AppSpec
+	60, // 27: gantry.v1.AppSummary.sync:type_name -> gantry.v1.SyncStatus
+	61, // 28: gantry.v1.AppSummary.health:type_name -> gantry.v1.HealthStatus
+	62, // 29: gantry.v1.AppSummary.last_deploy:type_name -> gantry.v1.DeployRecord
+	32, // 30: gantry.v1.ListAppsResponse.apps:type_name -> gantry.v1.AppSummary
+	59, // 31: gantry.v1.GetAppResponse.app:type_name -> gantry.v1.App
+	32, // 32: gantry.v1.GetAppResponse.summary:type_name -> gantry.v1.AppSummary
+	63, // 33: gantry.v1.GetAppResponse.drift:type_name -> gantry.v1.DriftReport
+	1,  // 34: gantry.v1.GantryService.SubmitJob:input_type -> gantry.v1.SubmitJobRequest
+	3,  // 35: gantry.v1.GantryService.GetJob:input_type -> gantry.v1.GetJobRequest
+	5,  // 36: gantry.v1.GantryService.ListJobs:input_type -> gantry.v1.ListJobsRequest
+	7,  // 37: gantry.v1.GantryService.WatchJob:input_type -> gantry.v1.WatchJobRequest
+	9,  // 38: gantry.v1.GantryService.CancelJob:input_type -> gantry.v1.CancelJobRequest
+	11, // 39: gantry.v1.GantryService.TaskLogs:input_type -> gantry.v1.TaskLogsRequest
+	13, // 40: gantry.v1.GantryService.ListAgents:input_type -> gantry.v1.ListAgentsRequest
+	16, // 41: gantry.v1.GantryService.DrainAgent:input_type -> gantry.v1.DrainAgentRequest
+	18, // 42: gantry.v1.GantryService.ClusterStatus:input_type -> gantry.v1.ClusterStatusRequest
+	21, // 43: gantry.v1.GantryService.AddNode:input_type -> gantry.v1.AddNodeRequest
+	23, // 44: gantry.v1.GantryService.RemoveNode:input_type -> gantry.v1.RemoveNodeRequest
+	25, // 45: gantry.v1.GantryService.ListQueue:input_type -> gantry.v1.ListQueueRequest
+	29, // 46: gantry.v1.GantryService.CreateApp:input_type -> gantry.v1.CreateAppRequest
+	31, // 47: gantry.v1.GantryService.ListApps:input_type -> gantry.v1.ListAppsRequest
+	34, // 48: gantry.v1.GantryService.GetApp:input_type -> gantry.v1.GetAppRequest
+	36, // 49: gantry.v1.GantryService.SyncApp:input_type -> gantry.v1.SyncAppRequest
+	38, // 50: gantry.v1.GantryService.RollbackApp:input_type -> gantry.v1.RollbackAppRequest
+	40, // 51: gantry.v1.GantryService.UnpinApp:input_type -> gantry.v1.UnpinAppRequest
+	42, // 52: gantry.v1.GantryService.DeleteApp:input_type -> gantry.v1.DeleteAppRequest
+	44, // 53: gantry.v1.GantryService.SaveSnapshot:input_type -> gantry.v1.SaveSnapshotRequest
+	45, // 54: gantry.v1.GantryService.RestoreSnapshot:input_type -> gantry.v1.SnapshotChunk
+	2,  // 55: gantry.v1.GantryService.SubmitJob:output_type -> gantry.v1.SubmitJobResponse
+	4,  // 56: gantry.v1.GantryService.GetJob:output_type -> gantry.v1.GetJobResponse
+	6,  // 57: gantry.v1.GantryService.ListJobs:output_type -> gantry.v1.ListJobsResponse
+	8,  // 58: gantry.v1.GantryService.WatchJob:output_type -> gantry.v1.WatchJobResponse
+	10, // 59: gantry.v1.GantryService.CancelJob:output_type -> gantry.v1.CancelJobResponse
+	12, // 60: gantry.v1.GantryService.TaskLogs:output_type -> gantry.v1.TaskLogsResponse
+	15, // 61: gantry.v1.GantryService.ListAgents:output_type -> gantry.v1.ListAgentsResponse
+	17, // 62: gantry.v1.GantryService.DrainAgent:output_type -> gantry.v1.DrainAgentResponse
+	20, // 63: gantry.v1.GantryService.ClusterStatus:output_type -> gantry.v1.ClusterStatusResponse
+	22, // 64: gantry.v1.GantryService.AddNode:output_type -> gantry.v1.AddNodeResponse
+	24, // 65: gantry.v1.GantryService.RemoveNode:output_type -> gantry.v1.RemoveNodeResponse
+	28, // 66: gantry.v1.GantryService.ListQueue:output_type -> gantry.v1.ListQueueResponse
+	30, // 67: gantry.v1.GantryService.CreateApp:output_type -> gantry.v1.CreateAppResponse
+	33, // 68: gantry.v1.GantryService.ListApps:output_type -> gantry.v1.ListAppsResponse
+	35, // 69: gantry.v1.GantryService.GetApp:output_type -> gantry.v1.GetAppResponse
+	37, // 70: gantry.v1.GantryService.SyncApp:output_type -> gantry.v1.SyncAppResponse
+	39, // 71: gantry.v1.GantryService.RollbackApp:output_type -> gantry.v1.RollbackAppResponse
+	41, // 72: gantry.v1.GantryService.UnpinApp:output_type -> gantry.v1.UnpinAppResponse
+	43, // 73: gantry.v1.GantryService.DeleteApp:output_type -> gantry.v1.DeleteAppResponse
+	45, // 74: gantry.v1.GantryService.SaveSnapshot:output_type -> gantry.v1.SnapshotChunk
+	46, // 75: gantry.v1.GantryService.RestoreSnapshot:output_type -> gantry.v1.RestoreSnapshotResponse
+	55, // [55:76] is the sub-list for method output_type
+	34, // [34:55] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_api_proto_init() }
@@ -1860,6 +2838,7 @@ func file_gantry_v1_api_proto_init() {
 		return
 	}
 	file_gantry_v1_agent_proto_init()
+	file_gantry_v1_gitops_proto_init()
 	file_gantry_v1_job_proto_init()
 	file_gantry_v1_pipeline_proto_init()
 	type x struct{}
@@ -1868,7 +2847,7 @@ func file_gantry_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_api_proto_rawDesc), len(file_gantry_v1_api_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

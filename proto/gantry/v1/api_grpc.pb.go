@@ -19,18 +19,27 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	GantryService_SubmitJob_FullMethodName     = "/gantry.v1.GantryService/SubmitJob"
-	GantryService_GetJob_FullMethodName        = "/gantry.v1.GantryService/GetJob"
-	GantryService_ListJobs_FullMethodName      = "/gantry.v1.GantryService/ListJobs"
-	GantryService_WatchJob_FullMethodName      = "/gantry.v1.GantryService/WatchJob"
-	GantryService_CancelJob_FullMethodName     = "/gantry.v1.GantryService/CancelJob"
-	GantryService_TaskLogs_FullMethodName      = "/gantry.v1.GantryService/TaskLogs"
-	GantryService_ListAgents_FullMethodName    = "/gantry.v1.GantryService/ListAgents"
-	GantryService_DrainAgent_FullMethodName    = "/gantry.v1.GantryService/DrainAgent"
-	GantryService_ClusterStatus_FullMethodName = "/gantry.v1.GantryService/ClusterStatus"
-	GantryService_AddNode_FullMethodName       = "/gantry.v1.GantryService/AddNode"
-	GantryService_RemoveNode_FullMethodName    = "/gantry.v1.GantryService/RemoveNode"
-	GantryService_ListQueue_FullMethodName     = "/gantry.v1.GantryService/ListQueue"
+	GantryService_SubmitJob_FullMethodName       = "/gantry.v1.GantryService/SubmitJob"
+	GantryService_GetJob_FullMethodName          = "/gantry.v1.GantryService/GetJob"
+	GantryService_ListJobs_FullMethodName        = "/gantry.v1.GantryService/ListJobs"
+	GantryService_WatchJob_FullMethodName        = "/gantry.v1.GantryService/WatchJob"
+	GantryService_CancelJob_FullMethodName       = "/gantry.v1.GantryService/CancelJob"
+	GantryService_TaskLogs_FullMethodName        = "/gantry.v1.GantryService/TaskLogs"
+	GantryService_ListAgents_FullMethodName      = "/gantry.v1.GantryService/ListAgents"
+	GantryService_DrainAgent_FullMethodName      = "/gantry.v1.GantryService/DrainAgent"
+	GantryService_ClusterStatus_FullMethodName   = "/gantry.v1.GantryService/ClusterStatus"
+	GantryService_AddNode_FullMethodName         = "/gantry.v1.GantryService/AddNode"
+	GantryService_RemoveNode_FullMethodName      = "/gantry.v1.GantryService/RemoveNode"
+	GantryService_ListQueue_FullMethodName       = "/gantry.v1.GantryService/ListQueue"
+	GantryService_CreateApp_FullMethodName       = "/gantry.v1.GantryService/CreateApp"
+	GantryService_ListApps_FullMethodName        = "/gantry.v1.GantryService/ListApps"
+	GantryService_GetApp_FullMethodName          = "/gantry.v1.GantryService/GetApp"
+	GantryService_SyncApp_FullMethodName         = "/gantry.v1.GantryService/SyncApp"
+	GantryService_RollbackApp_FullMethodName     = "/gantry.v1.GantryService/RollbackApp"
+	GantryService_UnpinApp_FullMethodName        = "/gantry.v1.GantryService/UnpinApp"
+	GantryService_DeleteApp_FullMethodName       = "/gantry.v1.GantryService/DeleteApp"
+	GantryService_SaveSnapshot_FullMethodName    = "/gantry.v1.GantryService/SaveSnapshot"
+	GantryService_RestoreSnapshot_FullMethodName = "/gantry.v1.GantryService/RestoreSnapshot"
 )
 
 // GantryServiceClient is the client API for GantryService service.
@@ -58,6 +67,25 @@ type GantryServiceClient interface {
 	// schedule-to-start latency per queue. Served by the leader (followers
 	// forward it), which alone knows the reasons.
 	ListQueue(ctx context.Context, in *ListQueueRequest, opts ...grpc.CallOption) (*ListQueueResponse, error)
+	// GitOps applications.
+	CreateApp(ctx context.Context, in *CreateAppRequest, opts ...grpc.CallOption) (*CreateAppResponse, error)
+	ListApps(ctx context.Context, in *ListAppsRequest, opts ...grpc.CallOption) (*ListAppsResponse, error)
+	// GetApp returns an application with its history, sync and health status
+	// and the drift of its live objects.
+	GetApp(ctx context.Context, in *GetAppRequest, opts ...grpc.CallOption) (*GetAppResponse, error)
+	// SyncApp deploys the newest commit of the branch (or the pinned one).
+	SyncApp(ctx context.Context, in *SyncAppRequest, opts ...grpc.CallOption) (*SyncAppResponse, error)
+	// RollbackApp deploys an earlier revision and pins the application to it.
+	RollbackApp(ctx context.Context, in *RollbackAppRequest, opts ...grpc.CallOption) (*RollbackAppResponse, error)
+	// UnpinApp lets auto-sync follow the branch again.
+	UnpinApp(ctx context.Context, in *UnpinAppRequest, opts ...grpc.CallOption) (*UnpinAppResponse, error)
+	// DeleteApp forgets an application; its live objects stay.
+	DeleteApp(ctx context.Context, in *DeleteAppRequest, opts ...grpc.CallOption) (*DeleteAppResponse, error)
+	// SaveSnapshot streams the whole replicated state (jobs, applications,
+	// deploy history) as of the leader's last applied entry.
+	SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error)
+	// RestoreSnapshot replaces the cluster's state with a saved snapshot.
+	RestoreSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, RestoreSnapshotResponse], error)
 }
 
 type gantryServiceClient struct {
@@ -206,6 +234,108 @@ func (c *gantryServiceClient) ListQueue(ctx context.Context, in *ListQueueReques
 	return out, nil
 }
 
+func (c *gantryServiceClient) CreateApp(ctx context.Context, in *CreateAppRequest, opts ...grpc.CallOption) (*CreateAppResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateAppResponse)
+	err := c.cc.Invoke(ctx, GantryService_CreateApp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gantryServiceClient) ListApps(ctx context.Context, in *ListAppsRequest, opts ...grpc.CallOption) (*ListAppsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAppsResponse)
+	err := c.cc.Invoke(ctx, GantryService_ListApps_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gantryServiceClient) GetApp(ctx context.Context, in *GetAppRequest, opts ...grpc.CallOption) (*GetAppResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAppResponse)
+	err := c.cc.Invoke(ctx, GantryService_GetApp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gantryServiceClient) SyncApp(ctx context.Context, in *SyncAppRequest, opts ...grpc.CallOption) (*SyncAppResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SyncAppResponse)
+	err := c.cc.Invoke(ctx, GantryService_SyncApp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gantryServiceClient) RollbackApp(ctx context.Context, in *RollbackAppRequest, opts ...grpc.CallOption) (*RollbackAppResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RollbackAppResponse)
+	err := c.cc.Invoke(ctx, GantryService_RollbackApp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gantryServiceClient) UnpinApp(ctx context.Context, in *UnpinAppRequest, opts ...grpc.CallOption) (*UnpinAppResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnpinAppResponse)
+	err := c.cc.Invoke(ctx, GantryService_UnpinApp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gantryServiceClient) DeleteApp(ctx context.Context, in *DeleteAppRequest, opts ...grpc.CallOption) (*DeleteAppResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteAppResponse)
+	err := c.cc.Invoke(ctx, GantryService_DeleteApp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gantryServiceClient) SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &GantryService_ServiceDesc.Streams[2], GantryService_SaveSnapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SaveSnapshotRequest, SnapshotChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type GantryService_SaveSnapshotClient = grpc.ServerStreamingClient[SnapshotChunk]
+
+func (c *gantryServiceClient) RestoreSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, RestoreSnapshotResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &GantryService_ServiceDesc.Streams[3], GantryService_RestoreSnapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SnapshotChunk, RestoreSnapshotResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type GantryService_RestoreSnapshotClient = grpc.ClientStreamingClient[SnapshotChunk, RestoreSnapshotResponse]
+
 // GantryServiceServer is the server API for GantryService service.
 // All implementations must embed UnimplementedGantryServiceServer
 // for forward compatibility.
@@ -231,6 +361,25 @@ type GantryServiceServer interface {
 	// schedule-to-start latency per queue. Served by the leader (followers
 	// forward it), which alone knows the reasons.
 	ListQueue(context.Context, *ListQueueRequest) (*ListQueueResponse, error)
+	// GitOps applications.
+	CreateApp(context.Context, *CreateAppRequest) (*CreateAppResponse, error)
+	ListApps(context.Context, *ListAppsRequest) (*ListAppsResponse, error)
+	// GetApp returns an application with its history, sync and health status
+	// and the drift of its live objects.
+	GetApp(context.Context, *GetAppRequest) (*GetAppResponse, error)
+	// SyncApp deploys the newest commit of the branch (or the pinned one).
+	SyncApp(context.Context, *SyncAppRequest) (*SyncAppResponse, error)
+	// RollbackApp deploys an earlier revision and pins the application to it.
+	RollbackApp(context.Context, *RollbackAppRequest) (*RollbackAppResponse, error)
+	// UnpinApp lets auto-sync follow the branch again.
+	UnpinApp(context.Context, *UnpinAppRequest) (*UnpinAppResponse, error)
+	// DeleteApp forgets an application; its live objects stay.
+	DeleteApp(context.Context, *DeleteAppRequest) (*DeleteAppResponse, error)
+	// SaveSnapshot streams the whole replicated state (jobs, applications,
+	// deploy history) as of the leader's last applied entry.
+	SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error
+	// RestoreSnapshot replaces the cluster's state with a saved snapshot.
+	RestoreSnapshot(grpc.ClientStreamingServer[SnapshotChunk, RestoreSnapshotResponse]) error
 	mustEmbedUnimplementedGantryServiceServer()
 }
 
@@ -276,6 +425,33 @@ func (UnimplementedGantryServiceServer) RemoveNode(context.Context, *RemoveNodeR
 }
 func (UnimplementedGantryServiceServer) ListQueue(context.Context, *ListQueueRequest) (*ListQueueResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListQueue not implemented")
+}
+func (UnimplementedGantryServiceServer) CreateApp(context.Context, *CreateAppRequest) (*CreateAppResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateApp not implemented")
+}
+func (UnimplementedGantryServiceServer) ListApps(context.Context, *ListAppsRequest) (*ListAppsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListApps not implemented")
+}
+func (UnimplementedGantryServiceServer) GetApp(context.Context, *GetAppRequest) (*GetAppResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetApp not implemented")
+}
+func (UnimplementedGantryServiceServer) SyncApp(context.Context, *SyncAppRequest) (*SyncAppResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SyncApp not implemented")
+}
+func (UnimplementedGantryServiceServer) RollbackApp(context.Context, *RollbackAppRequest) (*RollbackAppResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RollbackApp not implemented")
+}
+func (UnimplementedGantryServiceServer) UnpinApp(context.Context, *UnpinAppRequest) (*UnpinAppResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnpinApp not implemented")
+}
+func (UnimplementedGantryServiceServer) DeleteApp(context.Context, *DeleteAppRequest) (*DeleteAppResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteApp not implemented")
+}
+func (UnimplementedGantryServiceServer) SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error {
+	return status.Error(codes.Unimplemented, "method SaveSnapshot not implemented")
+}
+func (UnimplementedGantryServiceServer) RestoreSnapshot(grpc.ClientStreamingServer[SnapshotChunk, RestoreSnapshotResponse]) error {
+	return status.Error(codes.Unimplemented, "method RestoreSnapshot not implemented")
 }
 func (UnimplementedGantryServiceServer) mustEmbedUnimplementedGantryServiceServer() {}
 func (UnimplementedGantryServiceServer) testEmbeddedByValue()                       {}
@@ -500,6 +676,150 @@ func _GantryService_ListQueue_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GantryService_CreateApp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateAppRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).CreateApp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_CreateApp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).CreateApp(ctx, req.(*CreateAppRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GantryService_ListApps_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAppsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).ListApps(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_ListApps_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).ListApps(ctx, req.(*ListAppsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GantryService_GetApp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAppRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).GetApp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_GetApp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).GetApp(ctx, req.(*GetAppRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GantryService_SyncApp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SyncAppRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).SyncApp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_SyncApp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).SyncApp(ctx, req.(*SyncAppRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GantryService_RollbackApp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackAppRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).RollbackApp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_RollbackApp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).RollbackApp(ctx, req.(*RollbackAppRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GantryService_UnpinApp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnpinAppRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).UnpinApp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_UnpinApp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).UnpinApp(ctx, req.(*UnpinAppRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GantryService_DeleteApp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteAppRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).DeleteApp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_DeleteApp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).DeleteApp(ctx, req.(*DeleteAppRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GantryService_SaveSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SaveSnapshotRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(GantryServiceServer).SaveSnapshot(m, &grpc.GenericServerStream[SaveSnapshotRequest, SnapshotChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type GantryService_SaveSnapshotServer = grpc.ServerStreamingServer[SnapshotChunk]
+
+func _GantryService_RestoreSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(GantryServiceServer).RestoreSnapshot(&grpc.GenericServerStream[SnapshotChunk, RestoreSnapshotResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type GantryService_RestoreSnapshotServer = grpc.ClientStreamingServer[SnapshotChunk, RestoreSnapshotResponse]
+
 // GantryService_ServiceDesc is the grpc.ServiceDesc for GantryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -547,6 +867,34 @@ var GantryService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListQueue",
 			Handler:    _GantryService_ListQueue_Handler,
 		},
+		{
+			MethodName: "CreateApp",
+			Handler:    _GantryService_CreateApp_Handler,
+		},
+		{
+			MethodName: "ListApps",
+			Handler:    _GantryService_ListApps_Handler,
+		},
+		{
+			MethodName: "GetApp",
+			Handler:    _GantryService_GetApp_Handler,
+		},
+		{
+			MethodName: "SyncApp",
+			Handler:    _GantryService_SyncApp_Handler,
+		},
+		{
+			MethodName: "RollbackApp",
+			Handler:    _GantryService_RollbackApp_Handler,
+		},
+		{
+			MethodName: "UnpinApp",
+			Handler:    _GantryService_UnpinApp_Handler,
+		},
+		{
+			MethodName: "DeleteApp",
+			Handler:    _GantryService_DeleteApp_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -558,6 +906,16 @@ var GantryService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "TaskLogs",
 			Handler:       _GantryService_TaskLogs_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "SaveSnapshot",
+			Handler:       _GantryService_SaveSnapshot_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "RestoreSnapshot",
+			Handler:       _GantryService_RestoreSnapshot_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "gantry/v1/api.proto",

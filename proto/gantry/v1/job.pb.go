@@ -326,12 +326,14 @@ type Task struct {
 	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	// A pending task is not dispatched before this time (retry backoff).
-	NotBefore     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
-	ExitCode      int32                  `protobuf:"varint,12,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
-	Error         string                 `protobuf:"bytes,13,opt,name=error,proto3" json:"error,omitempty"`
-	Failure       FailureClass           `protobuf:"varint,14,opt,name=failure,proto3,enum=gantry.v1.FailureClass" json:"failure,omitempty"`
-	Outputs       map[string]string      `protobuf:"bytes,15,rep,name=outputs,proto3" json:"outputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Attempts      []*Attempt             `protobuf:"bytes,16,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	NotBefore *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	ExitCode  int32                  `protobuf:"varint,12,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	Error     string                 `protobuf:"bytes,13,opt,name=error,proto3" json:"error,omitempty"`
+	Failure   FailureClass           `protobuf:"varint,14,opt,name=failure,proto3,enum=gantry.v1.FailureClass" json:"failure,omitempty"`
+	Outputs   map[string]string      `protobuf:"bytes,15,rep,name=outputs,proto3" json:"outputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Attempts  []*Attempt             `protobuf:"bytes,16,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	// Fencing token of the current deploy attempt (deploy tasks only).
+	Fence         uint64 `protobuf:"varint,17,opt,name=fence,proto3" json:"fence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -478,6 +480,13 @@ func (x *Task) GetAttempts() []*Attempt {
 	return nil
 }
 
+func (x *Task) GetFence() uint64 {
+	if x != nil {
+		return x.Fence
+	}
+	return 0
+}
+
 type Job struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Id             string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -596,7 +605,7 @@ const file_gantry_v1_job_proto_rawDesc = "" +
 	"\x06result\x18\x06 \x01(\x0e2\x14.gantry.v1.TaskStateR\x06result\x121\n" +
 	"\afailure\x18\a \x01(\x0e2\x17.gantry.v1.FailureClassR\afailure\x12\x1b\n" +
 	"\texit_code\x18\b \x01(\x05R\bexitCode\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"\xdf\x05\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"\xf5\x05\n" +
 	"\x04Task\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x04spec\x18\x02 \x01(\v2\x13.gantry.v1.TaskSpecR\x04spec\x12*\n" +
@@ -617,7 +626,8 @@ const file_gantry_v1_job_proto_rawDesc = "" +
 	"\x05error\x18\r \x01(\tR\x05error\x121\n" +
 	"\afailure\x18\x0e \x01(\x0e2\x17.gantry.v1.FailureClassR\afailure\x126\n" +
 	"\aoutputs\x18\x0f \x03(\v2\x1c.gantry.v1.Task.OutputsEntryR\aoutputs\x12.\n" +
-	"\battempts\x18\x10 \x03(\v2\x12.gantry.v1.AttemptR\battempts\x1a:\n" +
+	"\battempts\x18\x10 \x03(\v2\x12.gantry.v1.AttemptR\battempts\x12\x14\n" +
+	"\x05fence\x18\x11 \x01(\x04R\x05fence\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xca\x02\n" +

@@ -81,6 +81,10 @@ type Command struct {
 	//	*Command_FinishTask
 	//	*Command_RequeueTask
 	//	*Command_CancelJob
+	//	*Command_CreateApp
+	//	*Command_DeleteApp
+	//	*Command_PinApp
+	//	*Command_ObserveRevision
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -184,6 +188,42 @@ func (x *Command) GetCancelJob() *CancelJobCommand {
 	return nil
 }
 
+func (x *Command) GetCreateApp() *CreateAppCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_CreateApp); ok {
+			return x.CreateApp
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteApp() *DeleteAppCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_DeleteApp); ok {
+			return x.DeleteApp
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetPinApp() *PinAppCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_PinApp); ok {
+			return x.PinApp
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetObserveRevision() *ObserveRevisionCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_ObserveRevision); ok {
+			return x.ObserveRevision
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -212,6 +252,22 @@ type Command_CancelJob struct {
 	CancelJob *CancelJobCommand `protobuf:"bytes,15,opt,name=cancel_job,json=cancelJob,proto3,oneof"`
 }
 
+type Command_CreateApp struct {
+	CreateApp *CreateAppCommand `protobuf:"bytes,16,opt,name=create_app,json=createApp,proto3,oneof"`
+}
+
+type Command_DeleteApp struct {
+	DeleteApp *DeleteAppCommand `protobuf:"bytes,17,opt,name=delete_app,json=deleteApp,proto3,oneof"`
+}
+
+type Command_PinApp struct {
+	PinApp *PinAppCommand `protobuf:"bytes,18,opt,name=pin_app,json=pinApp,proto3,oneof"`
+}
+
+type Command_ObserveRevision struct {
+	ObserveRevision *ObserveRevisionCommand `protobuf:"bytes,19,opt,name=observe_revision,json=observeRevision,proto3,oneof"`
+}
+
 func (*Command_SubmitJob) isCommand_Cmd() {}
 
 func (*Command_AssignTask) isCommand_Cmd() {}
@@ -223,6 +279,14 @@ func (*Command_FinishTask) isCommand_Cmd() {}
 func (*Command_RequeueTask) isCommand_Cmd() {}
 
 func (*Command_CancelJob) isCommand_Cmd() {}
+
+func (*Command_CreateApp) isCommand_Cmd() {}
+
+func (*Command_DeleteApp) isCommand_Cmd() {}
+
+func (*Command_PinApp) isCommand_Cmd() {}
+
+func (*Command_ObserveRevision) isCommand_Cmd() {}
 
 type SubmitJobCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -522,7 +586,10 @@ type Snapshot struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Jobs  []*Job                 `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
 	// Index of the last entry applied when the snapshot was taken.
-	AppliedIndex  uint64 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	AppliedIndex uint64 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Apps         []*App `protobuf:"bytes,3,rep,name=apps,proto3" json:"apps,omitempty"`
+	// Last fencing token given to a deploy attempt.
+	Fence         uint64 `protobuf:"varint,4,opt,name=fence,proto3" json:"fence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -571,13 +638,221 @@ func (x *Snapshot) GetAppliedIndex() uint64 {
 	return 0
 }
 
+func (x *Snapshot) GetApps() []*App {
+	if x != nil {
+		return x.Apps
+	}
+	return nil
+}
+
+func (x *Snapshot) GetFence() uint64 {
+	if x != nil {
+		return x.Fence
+	}
+	return 0
+}
+
+type CreateAppCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *AppSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAppCommand) Reset() {
+	*x = CreateAppCommand{}
+	mi := &file_gantry_v1_log_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAppCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAppCommand) ProtoMessage() {}
+
+func (x *CreateAppCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_log_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAppCommand.ProtoReflect.Descriptor instead.
+func (*CreateAppCommand) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_log_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CreateAppCommand) GetSpec() *AppSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type DeleteAppCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAppCommand) Reset() {
+	*x = DeleteAppCommand{}
+	mi := &file_gantry_v1_log_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAppCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAppCommand) ProtoMessage() {}
+
+func (x *DeleteAppCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_log_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAppCommand.ProtoReflect.Descriptor instead.
+func (*DeleteAppCommand) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_log_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DeleteAppCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// PinAppCommand pins an application to a commit; an empty revision unpins it.
+type PinAppCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Revision      string                 `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PinAppCommand) Reset() {
+	*x = PinAppCommand{}
+	mi := &file_gantry_v1_log_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PinAppCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PinAppCommand) ProtoMessage() {}
+
+func (x *PinAppCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_log_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PinAppCommand.ProtoReflect.Descriptor instead.
+func (*PinAppCommand) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_log_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PinAppCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PinAppCommand) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+// ObserveRevisionCommand records the newest commit of an application's branch.
+type ObserveRevisionCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Revision      string                 `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ObserveRevisionCommand) Reset() {
+	*x = ObserveRevisionCommand{}
+	mi := &file_gantry_v1_log_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObserveRevisionCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObserveRevisionCommand) ProtoMessage() {}
+
+func (x *ObserveRevisionCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_log_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObserveRevisionCommand.ProtoReflect.Descriptor instead.
+func (*ObserveRevisionCommand) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_log_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ObserveRevisionCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ObserveRevisionCommand) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
 var File_gantry_v1_log_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_log_proto_rawDesc = "" +
 	"\n" +
-	"\x13gantry/v1/log.proto\x12\tgantry.v1\x1a\x15gantry/v1/agent.proto\x1a\x13gantry/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n" +
+	"\x13gantry/v1/log.proto\x12\tgantry.v1\x1a\x15gantry/v1/agent.proto\x1a\x16gantry/v1/gitops.proto\x1a\x13gantry/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n" +
 	"\x05Batch\x12.\n" +
-	"\bcommands\x18\x01 \x03(\v2\x12.gantry.v1.CommandR\bcommands\"\xbc\x03\n" +
+	"\bcommands\x18\x01 \x03(\v2\x12.gantry.v1.CommandR\bcommands\"\xbd\x05\n" +
 	"\aCommand\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12<\n" +
 	"\n" +
@@ -591,7 +866,13 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"finishTask\x12B\n" +
 	"\frequeue_task\x18\x0e \x01(\v2\x1d.gantry.v1.RequeueTaskCommandH\x00R\vrequeueTask\x12<\n" +
 	"\n" +
-	"cancel_job\x18\x0f \x01(\v2\x1b.gantry.v1.CancelJobCommandH\x00R\tcancelJobB\x05\n" +
+	"cancel_job\x18\x0f \x01(\v2\x1b.gantry.v1.CancelJobCommandH\x00R\tcancelJob\x12<\n" +
+	"\n" +
+	"create_app\x18\x10 \x01(\v2\x1b.gantry.v1.CreateAppCommandH\x00R\tcreateApp\x12<\n" +
+	"\n" +
+	"delete_app\x18\x11 \x01(\v2\x1b.gantry.v1.DeleteAppCommandH\x00R\tdeleteApp\x123\n" +
+	"\apin_app\x18\x12 \x01(\v2\x18.gantry.v1.PinAppCommandH\x00R\x06pinApp\x12N\n" +
+	"\x10observe_revision\x18\x13 \x01(\v2!.gantry.v1.ObserveRevisionCommandH\x00R\x0fobserveRevisionB\x05\n" +
 	"\x03cmd\"4\n" +
 	"\x10SubmitJobCommand\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.gantry.v1.JobR\x03job\"O\n" +
@@ -607,10 +888,22 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"A\n" +
 	"\x10CancelJobCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"S\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x8d\x01\n" +
 	"\bSnapshot\x12\"\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x0e.gantry.v1.JobR\x04jobs\x12#\n" +
-	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndexB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\"\n" +
+	"\x04apps\x18\x03 \x03(\v2\x0e.gantry.v1.AppR\x04apps\x12\x14\n" +
+	"\x05fence\x18\x04 \x01(\x04R\x05fence\":\n" +
+	"\x10CreateAppCommand\x12&\n" +
+	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.AppSpecR\x04spec\"&\n" +
+	"\x10DeleteAppCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"?\n" +
+	"\rPinAppCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\"H\n" +
+	"\x16ObserveRevisionCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\tR\brevisionB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_log_proto_rawDescOnce sync.Once
@@ -624,42 +917,54 @@ func file_gantry_v1_log_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_log_proto_rawDescData
 }
 
-var file_gantry_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_gantry_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_gantry_v1_log_proto_goTypes = []any{
-	(*Batch)(nil),                 // 0: gantry.v1.Batch
-	(*Command)(nil),               // 1: gantry.v1.Command
-	(*SubmitJobCommand)(nil),      // 2: gantry.v1.SubmitJobCommand
-	(*AssignTaskCommand)(nil),     // 3: gantry.v1.AssignTaskCommand
-	(*StartTaskCommand)(nil),      // 4: gantry.v1.StartTaskCommand
-	(*FinishTaskCommand)(nil),     // 5: gantry.v1.FinishTaskCommand
-	(*RequeueTaskCommand)(nil),    // 6: gantry.v1.RequeueTaskCommand
-	(*CancelJobCommand)(nil),      // 7: gantry.v1.CancelJobCommand
-	(*Snapshot)(nil),              // 8: gantry.v1.Snapshot
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*Job)(nil),                   // 10: gantry.v1.Job
-	(*TaskRef)(nil),               // 11: gantry.v1.TaskRef
-	(*Report)(nil),                // 12: gantry.v1.Report
+	(*Batch)(nil),                  // 0: gantry.v1.Batch
+	(*Command)(nil),                // 1: gantry.v1.Command
+	(*SubmitJobCommand)(nil),       // 2: gantry.v1.SubmitJobCommand
+	(*AssignTaskCommand)(nil),      // 3: gantry.v1.AssignTaskCommand
+	(*StartTaskCommand)(nil),       // 4: gantry.v1.StartTaskCommand
+	(*FinishTaskCommand)(nil),      // 5: gantry.v1.FinishTaskCommand
+	(*RequeueTaskCommand)(nil),     // 6: gantry.v1.RequeueTaskCommand
+	(*CancelJobCommand)(nil),       // 7: gantry.v1.CancelJobCommand
+	(*Snapshot)(nil),               // 8: gantry.v1.Snapshot
+	(*CreateAppCommand)(nil),       // 9: gantry.v1.CreateAppCommand
+	(*DeleteAppCommand)(nil),       // 10: gantry.v1.DeleteAppCommand
+	(*PinAppCommand)(nil),          // 11: gantry.v1.PinAppCommand
+	(*ObserveRevisionCommand)(nil), // 12: gantry.v1.ObserveRevisionCommand
+	(*timestamppb.Timestamp)(nil),  // 13: google.protobuf.Timestamp
+	(*Job)(nil),                    // 14: gantry.v1.Job
+	(*TaskRef)(nil),                // 15: gantry.v1.TaskRef
+	(*Report)(nil),                 // 16: gantry.v1.Report
+	(*App)(nil),                    // 17: gantry.v1.App
+	(*AppSpec)(nil),                // 18: gantry.v1.AppSpec
 }
 var file_gantry_v1_log_proto_depIdxs = []int32{
 	1,  // 0: gantry.v1.Batch.commands:type_name -> gantry.v1.Command
-	9,  // 1: gantry.v1.Command.at:type_name -> google.protobuf.Timestamp
+	13, // 1: gantry.v1.Command.at:type_name -> google.protobuf.Timestamp
 	2,  // 2: gantry.v1.Command.submit_job:type_name -> gantry.v1.SubmitJobCommand
 	3,  // 3: gantry.v1.Command.assign_task:type_name -> gantry.v1.AssignTaskCommand
 	4,  // 4: gantry.v1.Command.start_task:type_name -> gantry.v1.StartTaskCommand
 	5,  // 5: gantry.v1.Command.finish_task:type_name -> gantry.v1.FinishTaskCommand
 	6,  // 6: gantry.v1.Command.requeue_task:type_name -> gantry.v1.RequeueTaskCommand
 	7,  // 7: gantry.v1.Command.cancel_job:type_name -> gantry.v1.CancelJobCommand
-	10, // 8: gantry.v1.SubmitJobCommand.job:type_name -> gantry.v1.Job
-	11, // 9: gantry.v1.AssignTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	11, // 10: gantry.v1.StartTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	12, // 11: gantry.v1.FinishTaskCommand.report:type_name -> gantry.v1.Report
-	11, // 12: gantry.v1.RequeueTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	10, // 13: gantry.v1.Snapshot.jobs:type_name -> gantry.v1.Job
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	9,  // 8: gantry.v1.Command.create_app:type_name -> gantry.v1.CreateAppCommand
+	10, // 9: gantry.v1.Command.delete_app:type_name -> gantry.v1.DeleteAppCommand
+	11, // 10: gantry.v1.Command.pin_app:type_name -> gantry.v1.PinAppCommand
+	12, // 11: gantry.v1.Command.observe_revision:type_name -> gantry.v1.ObserveRevisionCommand
+	14, // 12: gantry.v1.SubmitJobCommand.job:type_name -> gantry.v1.Job
+	15, // 13: gantry.v1.AssignTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	15, // 14: gantry.v1.StartTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	16, // 15: gantry.v1.FinishTaskCommand.report:type_name -> gantry.v1.Report
+	15, // 16: gantry.v1.RequeueTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	14, // 17: gantry.v1.Snapshot.jobs:type_name -> gantry.v1.Job
+	17, // 18: gantry.v1.Snapshot.apps:type_name -> gantry.v1.App
+	18, // 19: gantry.v1.CreateAppCommand.spec:type_name -> gantry.v1.AppSpec
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_log_proto_init() }
@@ -668,6 +973,7 @@ func file_gantry_v1_log_proto_init() {
 		return
 	}
 	file_gantry_v1_agent_proto_init()
+	file_gantry_v1_gitops_proto_init()
 	file_gantry_v1_job_proto_init()
 	file_gantry_v1_log_proto_msgTypes[1].OneofWrappers = []any{
 		(*Command_SubmitJob)(nil),
@@ -676,6 +982,10 @@ func file_gantry_v1_log_proto_init() {
 		(*Command_FinishTask)(nil),
 		(*Command_RequeueTask)(nil),
 		(*Command_CancelJob)(nil),
+		(*Command_CreateApp)(nil),
+		(*Command_DeleteApp)(nil),
+		(*Command_PinApp)(nil),
+		(*Command_ObserveRevision)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -683,7 +993,7 @@ func file_gantry_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_log_proto_rawDesc), len(file_gantry_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -103,6 +103,7 @@ type TaskSpec struct {
 	//	*TaskSpec_Exec
 	//	*TaskSpec_Build
 	//	*TaskSpec_Run
+	//	*TaskSpec_Deploy
 	Executor      isTaskSpec_Executor `protobuf_oneof:"executor"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -214,6 +215,15 @@ func (x *TaskSpec) GetRun() *RunSpec {
 	return nil
 }
 
+func (x *TaskSpec) GetDeploy() *DeploySpec {
+	if x != nil {
+		if x, ok := x.Executor.(*TaskSpec_Deploy); ok {
+			return x.Deploy
+		}
+	}
+	return nil
+}
+
 type isTaskSpec_Executor interface {
 	isTaskSpec_Executor()
 }
@@ -230,11 +240,17 @@ type TaskSpec_Run struct {
 	Run *RunSpec `protobuf:"bytes,12,opt,name=run,proto3,oneof"`
 }
 
+type TaskSpec_Deploy struct {
+	Deploy *DeploySpec `protobuf:"bytes,13,opt,name=deploy,proto3,oneof"`
+}
+
 func (*TaskSpec_Exec) isTaskSpec_Executor() {}
 
 func (*TaskSpec_Build) isTaskSpec_Executor() {}
 
 func (*TaskSpec_Run) isTaskSpec_Executor() {}
+
+func (*TaskSpec_Deploy) isTaskSpec_Executor() {}
 
 // ExecSpec runs a process on the agent.
 type ExecSpec struct {
@@ -624,6 +640,204 @@ func (x *RunSpec) GetDir() string {
 	return ""
 }
 
+// DeploySpec applies Kubernetes manifests to a cluster with server-side
+// apply, waits for the rollout to become healthy and rolls back to the last
+// healthy revision when it does not.
+type DeploySpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Application the deploy belongs to: its history, its fencing token and
+	// the objects pruned are per application. Empty means "JOB.TASK".
+	App string `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	// Cluster name, as agents advertise it (an agent reaching cluster C
+	// carries the capability "cluster:C").
+	Cluster string `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// Namespace of namespaced objects that name none; created when missing.
+	Namespace string          `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Source    *ManifestSource `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	// Image substitution: image repository (without tag or digest) -> the
+	// reference to deploy, e.g. {"app": "{{ .Tasks.build.Outputs.ref }}"}.
+	Images map[string]string `protobuf:"bytes,5,rep,name=images,proto3" json:"images,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Delete objects of this application that are no longer in the manifests.
+	Prune bool `protobuf:"varint,6,opt,name=prune,proto3" json:"prune,omitempty"`
+	// How long the rollout may take to become healthy; zero means 5 minutes.
+	HealthTimeout *durationpb.Duration `protobuf:"bytes,7,opt,name=health_timeout,json=healthTimeout,proto3" json:"health_timeout,omitempty"`
+	// Leave a rollout that did not become healthy as it is.
+	NoRollback bool `protobuf:"varint,8,opt,name=no_rollback,json=noRollback,proto3" json:"no_rollback,omitempty"`
+	// Set by the GitOps controller: why this deploy runs ("commit", "sync",
+	// "self-heal", "rollback"); empty for deploys written in a pipeline.
+	Trigger       string `protobuf:"bytes,9,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeploySpec) Reset() {
+	*x = DeploySpec{}
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeploySpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeploySpec) ProtoMessage() {}
+
+func (x *DeploySpec) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeploySpec.ProtoReflect.Descriptor instead.
+func (*DeploySpec) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DeploySpec) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *DeploySpec) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *DeploySpec) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *DeploySpec) GetSource() *ManifestSource {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *DeploySpec) GetImages() map[string]string {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
+func (x *DeploySpec) GetPrune() bool {
+	if x != nil {
+		return x.Prune
+	}
+	return false
+}
+
+func (x *DeploySpec) GetHealthTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.HealthTimeout
+	}
+	return nil
+}
+
+func (x *DeploySpec) GetNoRollback() bool {
+	if x != nil {
+		return x.NoRollback
+	}
+	return false
+}
+
+func (x *DeploySpec) GetTrigger() string {
+	if x != nil {
+		return x.Trigger
+	}
+	return ""
+}
+
+// ManifestSource is where the manifests come from: a Git repository path,
+// a directory on the agent, or inline YAML. A directory holding a
+// kustomization.yaml is built with kustomize; otherwise every *.yaml,
+// *.yml and *.json file in it (not recursively) is applied.
+type ManifestSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Git   *GitSource             `protobuf:"bytes,1,opt,name=git,proto3" json:"git,omitempty"`
+	// Directory inside the repository (or inside dir); empty means its root.
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// A directory on the agent.
+	Dir string `protobuf:"bytes,3,opt,name=dir,proto3" json:"dir,omitempty"`
+	// YAML documents separated by "---".
+	Inline        string `protobuf:"bytes,4,opt,name=inline,proto3" json:"inline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ManifestSource) Reset() {
+	*x = ManifestSource{}
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ManifestSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ManifestSource) ProtoMessage() {}
+
+func (x *ManifestSource) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ManifestSource.ProtoReflect.Descriptor instead.
+func (*ManifestSource) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ManifestSource) GetGit() *GitSource {
+	if x != nil {
+		return x.Git
+	}
+	return nil
+}
+
+func (x *ManifestSource) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ManifestSource) GetDir() string {
+	if x != nil {
+		return x.Dir
+	}
+	return ""
+}
+
+func (x *ManifestSource) GetInline() string {
+	if x != nil {
+		return x.Inline
+	}
+	return ""
+}
+
 var File_gantry_v1_pipeline_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_pipeline_proto_rawDesc = "" +
@@ -632,7 +846,7 @@ const file_gantry_v1_pipeline_proto_rawDesc = "" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bpriority\x18\x02 \x01(\x05R\bpriority\x12)\n" +
-	"\x05tasks\x18\x03 \x03(\v2\x13.gantry.v1.TaskSpecR\x05tasks\"\xa6\x03\n" +
+	"\x05tasks\x18\x03 \x03(\v2\x13.gantry.v1.TaskSpecR\x05tasks\"\xd7\x03\n" +
 	"\bTaskSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05needs\x18\x02 \x03(\tR\x05needs\x127\n" +
@@ -643,7 +857,8 @@ const file_gantry_v1_pipeline_proto_rawDesc = "" +
 	"\x04exec\x18\n" +
 	" \x01(\v2\x13.gantry.v1.ExecSpecH\x00R\x04exec\x12,\n" +
 	"\x05build\x18\v \x01(\v2\x14.gantry.v1.BuildSpecH\x00R\x05build\x12&\n" +
-	"\x03run\x18\f \x01(\v2\x12.gantry.v1.RunSpecH\x00R\x03run\x1a9\n" +
+	"\x03run\x18\f \x01(\v2\x12.gantry.v1.RunSpecH\x00R\x03run\x12/\n" +
+	"\x06deploy\x18\r \x01(\v2\x15.gantry.v1.DeploySpecH\x00R\x06deploy\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\n" +
@@ -685,7 +900,27 @@ const file_gantry_v1_pipeline_proto_rawDesc = "" +
 	"\x03dir\x18\x04 \x01(\tR\x03dir\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x92\x03\n" +
+	"\n" +
+	"DeploySpec\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x18\n" +
+	"\acluster\x18\x02 \x01(\tR\acluster\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x121\n" +
+	"\x06source\x18\x04 \x01(\v2\x19.gantry.v1.ManifestSourceR\x06source\x129\n" +
+	"\x06images\x18\x05 \x03(\v2!.gantry.v1.DeploySpec.ImagesEntryR\x06images\x12\x14\n" +
+	"\x05prune\x18\x06 \x01(\bR\x05prune\x12@\n" +
+	"\x0ehealth_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\rhealthTimeout\x12\x1f\n" +
+	"\vno_rollback\x18\b \x01(\bR\n" +
+	"noRollback\x12\x18\n" +
+	"\atrigger\x18\t \x01(\tR\atrigger\x1a9\n" +
+	"\vImagesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"v\n" +
+	"\x0eManifestSource\x12&\n" +
+	"\x03git\x18\x01 \x01(\v2\x14.gantry.v1.GitSourceR\x03git\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x10\n" +
+	"\x03dir\x18\x03 \x01(\tR\x03dir\x12\x16\n" +
+	"\x06inline\x18\x04 \x01(\tR\x06inlineB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_pipeline_proto_rawDescOnce sync.Once
@@ -699,7 +934,7 @@ func file_gantry_v1_pipeline_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_pipeline_proto_rawDescData
 }
 
-var file_gantry_v1_pipeline_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_gantry_v1_pipeline_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_gantry_v1_pipeline_proto_goTypes = []any{
 	(*JobSpec)(nil),             // 0: gantry.v1.JobSpec
 	(*TaskSpec)(nil),            // 1: gantry.v1.TaskSpec
@@ -709,30 +944,38 @@ var file_gantry_v1_pipeline_proto_goTypes = []any{
 	(*GitSource)(nil),           // 5: gantry.v1.GitSource
 	(*BuildCache)(nil),          // 6: gantry.v1.BuildCache
 	(*RunSpec)(nil),             // 7: gantry.v1.RunSpec
-	nil,                         // 8: gantry.v1.TaskSpec.LabelsEntry
-	nil,                         // 9: gantry.v1.ExecSpec.EnvEntry
-	nil,                         // 10: gantry.v1.BuildSpec.ArgsEntry
-	nil,                         // 11: gantry.v1.RunSpec.EnvEntry
-	(*durationpb.Duration)(nil), // 12: google.protobuf.Duration
+	(*DeploySpec)(nil),          // 8: gantry.v1.DeploySpec
+	(*ManifestSource)(nil),      // 9: gantry.v1.ManifestSource
+	nil,                         // 10: gantry.v1.TaskSpec.LabelsEntry
+	nil,                         // 11: gantry.v1.ExecSpec.EnvEntry
+	nil,                         // 12: gantry.v1.BuildSpec.ArgsEntry
+	nil,                         // 13: gantry.v1.RunSpec.EnvEntry
+	nil,                         // 14: gantry.v1.DeploySpec.ImagesEntry
+	(*durationpb.Duration)(nil), // 15: google.protobuf.Duration
 }
 var file_gantry_v1_pipeline_proto_depIdxs = []int32{
 	1,  // 0: gantry.v1.JobSpec.tasks:type_name -> gantry.v1.TaskSpec
-	8,  // 1: gantry.v1.TaskSpec.labels:type_name -> gantry.v1.TaskSpec.LabelsEntry
-	12, // 2: gantry.v1.TaskSpec.timeout:type_name -> google.protobuf.Duration
+	10, // 1: gantry.v1.TaskSpec.labels:type_name -> gantry.v1.TaskSpec.LabelsEntry
+	15, // 2: gantry.v1.TaskSpec.timeout:type_name -> google.protobuf.Duration
 	2,  // 3: gantry.v1.TaskSpec.exec:type_name -> gantry.v1.ExecSpec
 	3,  // 4: gantry.v1.TaskSpec.build:type_name -> gantry.v1.BuildSpec
 	7,  // 5: gantry.v1.TaskSpec.run:type_name -> gantry.v1.RunSpec
-	9,  // 6: gantry.v1.ExecSpec.env:type_name -> gantry.v1.ExecSpec.EnvEntry
-	4,  // 7: gantry.v1.BuildSpec.context:type_name -> gantry.v1.BuildContext
-	10, // 8: gantry.v1.BuildSpec.args:type_name -> gantry.v1.BuildSpec.ArgsEntry
-	6,  // 9: gantry.v1.BuildSpec.cache:type_name -> gantry.v1.BuildCache
-	5,  // 10: gantry.v1.BuildContext.git:type_name -> gantry.v1.GitSource
-	11, // 11: gantry.v1.RunSpec.env:type_name -> gantry.v1.RunSpec.EnvEntry
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	8,  // 6: gantry.v1.TaskSpec.deploy:type_name -> gantry.v1.DeploySpec
+	11, // 7: gantry.v1.ExecSpec.env:type_name -> gantry.v1.ExecSpec.EnvEntry
+	4,  // 8: gantry.v1.BuildSpec.context:type_name -> gantry.v1.BuildContext
+	12, // 9: gantry.v1.BuildSpec.args:type_name -> gantry.v1.BuildSpec.ArgsEntry
+	6,  // 10: gantry.v1.BuildSpec.cache:type_name -> gantry.v1.BuildCache
+	5,  // 11: gantry.v1.BuildContext.git:type_name -> gantry.v1.GitSource
+	13, // 12: gantry.v1.RunSpec.env:type_name -> gantry.v1.RunSpec.EnvEntry
+	9,  // 13: gantry.v1.DeploySpec.source:type_name -> gantry.v1.ManifestSource
+	14, // 14: gantry.v1.DeploySpec.images:type_name -> gantry.v1.DeploySpec.ImagesEntry
+	15, // 15: gantry.v1.DeploySpec.health_timeout:type_name -> google.protobuf.Duration
+	5,  // 16: gantry.v1.ManifestSource.git:type_name -> gantry.v1.GitSource
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_pipeline_proto_init() }
@@ -744,6 +987,7 @@ func file_gantry_v1_pipeline_proto_init() {
 		(*TaskSpec_Exec)(nil),
 		(*TaskSpec_Build)(nil),
 		(*TaskSpec_Run)(nil),
+		(*TaskSpec_Deploy)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -751,7 +995,7 @@ func file_gantry_v1_pipeline_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_pipeline_proto_rawDesc), len(file_gantry_v1_pipeline_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
