@@ -22,6 +22,7 @@ import (
 
 	"github.com/gantryci/gantry/agent/buildkit"
 	"github.com/gantryci/gantry/agent/exec"
+	"github.com/gantryci/gantry/agent/kube"
 	"github.com/gantryci/gantry/internal/subject"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -48,6 +49,8 @@ type Config struct {
 	// unix:///run/buildkit/buildkitd.sock); when set the agent takes build
 	// and run tasks and advertises the "buildkit" capability.
 	BuildkitAddr string
+	// Kube lists the Kubernetes clusters the agent deploys to and watches.
+	Kube []KubeCluster
 }
 
 // DefaultConfig names the agent after the host.
@@ -105,6 +108,11 @@ func (c Config) Validate() error {
 			return errors.New("label: empty key")
 		}
 	}
+	for _, k := range c.Kube {
+		if err := subject.ValidToken(k.Name); err != nil {
+			return fmt.Errorf("kube cluster name: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -118,6 +126,14 @@ type Agent struct {
 	// buildkit runs build and run tasks; nil without a BuildKit daemon.
 	buildkit *buildkit.Executor
 	spool    *spool
+	// clusters are the Kubernetes clusters reached, by name.
+	clusters map[string]*kube.Cluster
+
+	watchMu   sync.Mutex
+	watchCtx  context.Context
+	watchStop context.CancelFunc
+	watchers  map[string]*watcher
+	watchWG   sync.WaitGroup
 
 	nc *nats.Conn
 	js jetstream.JetStream
@@ -166,6 +182,10 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 			return nil, fmt.Errorf("buildkit executor: %w", err)
 		}
 	}
+	clusters, err := openClusters(cfg.Kube, log)
+	if err != nil {
+		return nil, err
+	}
 	sp, err := openSpool(filepath.Join(cfg.WorkDir, "spool"))
 	if err != nil {
 		return nil, err
@@ -173,18 +193,23 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	logCtx, logStop := context.WithCancel(context.Background())
+	watchCtx, watchStop := context.WithCancel(context.Background())
 	return &Agent{
-		logCtx:   logCtx,
-		logStop:  logStop,
-		cfg:      cfg,
-		log:      log.Named("agent").With(zap.String("agent", cfg.Name)),
-		ns:       subject.New(cfg.Cluster),
-		session:  hex.EncodeToString(b[:]),
-		runner:   runner,
-		buildkit: bk,
-		spool:    sp,
-		running:  map[refKey]*task{},
-		drained:  make(chan struct{}),
+		clusters:  clusters,
+		watchCtx:  watchCtx,
+		watchStop: watchStop,
+		watchers:  map[string]*watcher{},
+		logCtx:    logCtx,
+		logStop:   logStop,
+		cfg:       cfg,
+		log:       log.Named("agent").With(zap.String("agent", cfg.Name)),
+		ns:        subject.New(cfg.Cluster),
+		session:   hex.EncodeToString(b[:]),
+		runner:    runner,
+		buildkit:  bk,
+		spool:     sp,
+		running:   map[refKey]*task{},
+		drained:   make(chan struct{}),
 	}, nil
 }
 
@@ -217,6 +242,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if _, err := nc.Subscribe(a.ns.Control(a.cfg.Name), a.handleControl); err != nil {
 		return fmt.Errorf("subscribe control: %w", err)
+	}
+	if len(a.clusters) > 0 {
+		if _, err := nc.Subscribe(a.ns.Watch(a.cfg.Name), a.handleWatch); err != nil {
+			return fmt.Errorf("subscribe watch: %w", err)
+		}
+		defer a.stopWatches()
 	}
 	a.log.Info("agent started", zap.String("nats", a.cfg.NATS), zap.Int("slots", a.cfg.Slots),
 		zap.Any("labels", a.cfg.Labels), zap.Strings("capabilities", a.capabilities()), zap.String("session", a.session))

@@ -25,10 +25,11 @@ func (o outcome) success() bool {
 // capabilities are the executors this agent offers; the scheduler sends a
 // task only to an agent offering its executor's.
 func (a *Agent) capabilities() []string {
+	caps := []string{"exec"}
 	if a.buildkit != nil {
-		return []string{"exec", buildkit.Capability}
+		caps = append(caps, buildkit.Capability)
 	}
-	return []string{"exec"}
+	return append(caps, a.clusterCapabilities()...)
 }
 
 // canRun reports whether the agent has the executor spec needs.
@@ -40,6 +41,8 @@ func (a *Agent) canRun(spec *gv1.TaskSpec) bool {
 		return a.buildkit != nil && spec.GetBuild() != nil
 	case *gv1.TaskSpec_Run:
 		return a.buildkit != nil && spec.GetRun() != nil
+	case *gv1.TaskSpec_Deploy:
+		return spec.GetDeploy() != nil && a.clusters[spec.GetDeploy().GetCluster()] != nil
 	}
 	return false
 }
@@ -65,6 +68,10 @@ func (a *Agent) execute(ctx context.Context, as *gv1.Assignment, sink *logSink) 
 		ctx, cancel := withTimeout(ctx, timeout)
 		defer cancel()
 		return fromBuildkit(a.buildkit.Run(ctx, buildkit.RunRequest{Spec: x.Run, Env: env}, sink))
+	case *gv1.TaskSpec_Deploy:
+		ctx, cancel := withTimeout(ctx, timeout)
+		defer cancel()
+		return a.deploy(ctx, as, name, sink)
 	}
 	res := a.runner.Run(ctx, exec.Request{Spec: spec.GetExec(), Timeout: timeout, Env: env, Name: name}, sink)
 	return outcome{exitCode: res.ExitCode, class: res.Class, err: res.Err}

@@ -28,6 +28,7 @@ import (
 	"github.com/gantryci/gantry/coordinator/consensus"
 	"github.com/gantryci/gantry/coordinator/dispatch"
 	"github.com/gantryci/gantry/coordinator/fsm"
+	"github.com/gantryci/gantry/coordinator/gitops"
 	"github.com/gantryci/gantry/coordinator/metrics"
 	"github.com/gantryci/gantry/internal/subject"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
@@ -49,6 +50,9 @@ type Config struct {
 	Raft     consensus.Config
 	NATS     NATSConfig
 	Dispatch dispatch.Config
+	// WebhookSecret, when set, is the secret pushes to /hooks/git are
+	// signed with (X-Hub-Signature-256, as GitHub sends it).
+	WebhookSecret string
 }
 
 // DefaultConfig is a single node on loopback.
@@ -107,6 +111,7 @@ type Server struct {
 	node    *consensus.Node
 	prop    *consensus.Proposer
 	disp    *dispatch.Dispatcher
+	gitops  *gitops.Controller
 	api     *api.Server
 	metrics *metrics.Metrics
 	nodes   *nodeTable
@@ -176,10 +181,19 @@ func (s *Server) start(ctx context.Context) error {
 	fleet := dispatch.NewFleet(cfg.Dispatch.LeaseTTL)
 	s.disp = dispatch.New(cfg.Dispatch, s.log, nc, s.ns, s.fsm, s.prop, fleet, s.metrics)
 	s.nodes = newNodeTable(s)
+	s.gitops = gitops.New(gitops.Deps{
+		Log: s.log, FSM: s.fsm, Proposer: s.prop, NATS: nc, Namespace: s.ns, Fleet: fleet, NewJobID: api.NewJobID,
+	})
 	s.api = api.New(api.Deps{
 		Log: s.log, NATS: nc, Namespace: s.ns, FSM: s.fsm, Raft: node, Proposer: s.prop,
-		Dispatcher: s.disp, Cluster: s.nodes,
+		Dispatcher: s.disp, Cluster: s.nodes, GitOps: s.gitops,
 	})
+	if _, err := nc.Subscribe(s.ns.AllDrift(), s.gitops.HandleDrift); err != nil {
+		return fmt.Errorf("subscribe drift reports: %w", err)
+	}
+	if _, err := nc.Subscribe(s.ns.GitPush(), s.gitops.HandlePush); err != nil {
+		return fmt.Errorf("subscribe git pushes: %w", err)
+	}
 	if _, err := nc.Subscribe(s.ns.AllHeartbeats(), s.disp.HandleHeartbeat); err != nil {
 		return fmt.Errorf("subscribe heartbeats: %w", err)
 	}
@@ -274,9 +288,13 @@ func (s *Server) watchLeadership(ctx context.Context) {
 		stop, done = cancel, make(chan struct{})
 		go func() {
 			defer close(done)
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() { defer wg.Done(); s.gitops.Lead(lctx) }()
 			if err := s.disp.Lead(lctx); err != nil {
 				s.log.Error("lead", zap.Error(err))
 			}
+			wg.Wait()
 		}()
 		sub, err := s.nc.Subscribe(s.ns.AllRPC(), func(m *nats.Msg) { go s.api.ServeForwarded(lctx, m) })
 		if err != nil {

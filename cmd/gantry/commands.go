@@ -217,15 +217,15 @@ func newAgentsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			return g.print(resp, func(w io.Writer) {
-				fmt.Fprintln(w, "NAME\tSTATE\tSLOTS\tLABELS\tLAST HEARTBEAT\tVERSION")
+				fmt.Fprintln(w, "NAME\tSTATE\tSLOTS\tLABELS\tCAPABILITIES\tLAST HEARTBEAT\tVERSION")
 				for _, a := range resp.Agents {
 					labels := make([]string, 0, len(a.Info.Labels))
 					for k, v := range a.Info.Labels {
 						labels = append(labels, k+"="+v)
 					}
 					sort.Strings(labels)
-					fmt.Fprintf(w, "%s\t%s\t%d/%d\t%s\t%s\t%s\n", a.Info.Name, trimEnum(a.State.String(), "AGENT_STATE_"),
-						len(a.Running), a.Info.Slots, dash(strings.Join(labels, ",")), ago(a.LastHeartbeat), a.Info.Version)
+					fmt.Fprintf(w, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\n", a.Info.Name, trimEnum(a.State.String(), "AGENT_STATE_"),
+						len(a.Running), a.Info.Slots, dash(strings.Join(labels, ",")), dash(strings.Join(a.Info.Capabilities, ",")), ago(a.LastHeartbeat), a.Info.Version)
 				}
 			})
 		},

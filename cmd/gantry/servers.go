@@ -66,6 +66,8 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, full bool) {
 	fl.StringVar(&c.NATS.Listen, "nats-listen", c.NATS.Listen, "embedded NATS client listen address")
 	fl.StringVar(&c.NATS.URL, "nats-url", "", "use this existing NATS cluster instead of the embedded server")
 	fl.StringVar(&c.Cluster, "cluster", c.Cluster, "cluster name; namespaces NATS subjects")
+	fl.StringVar(&c.WebhookSecret, "webhook-secret", os.Getenv("GANTRY_WEBHOOK_SECRET"),
+		"secret that pushes to /hooks/git are signed with (X-Hub-Signature-256; default $GANTRY_WEBHOOK_SECRET; empty: unsigned pushes accepted)")
 	if !full {
 		return
 	}
@@ -143,6 +145,7 @@ Each coordinator embeds a NATS server; give them --nats-cluster-listen and
 type agentFlags struct {
 	cfg    agent.Config
 	labels []string
+	kube   []string
 }
 
 func (f *agentFlags) register(cmd *cobra.Command, full bool) {
@@ -154,6 +157,7 @@ func (f *agentFlags) register(cmd *cobra.Command, full bool) {
 	if !full {
 		return
 	}
+	fl.StringArrayVar(&f.kube, "kube", nil, "a Kubernetes cluster this agent deploys to and watches: NAME=KUBECONFIG, or NAME=in-cluster (repeatable)")
 	fl.StringVar(&f.cfg.Name, "name", f.cfg.Name, "agent name (unique in the cluster)")
 	fl.StringVar(&f.cfg.Cluster, "cluster", f.cfg.Cluster, "cluster name")
 	fl.StringVar(&f.cfg.NATS, "nats", f.cfg.NATS, "NATS server URLs, comma-separated")
@@ -170,6 +174,13 @@ func (f *agentFlags) finish() error {
 			return fmt.Errorf("--label %q: want k=v", l)
 		}
 		f.cfg.Labels[k] = v
+	}
+	for _, k := range f.kube {
+		c, err := agent.ParseKubeCluster(k)
+		if err != nil {
+			return fmt.Errorf("--kube: %w", err)
+		}
+		f.cfg.Kube = append(f.cfg.Kube, c)
 	}
 	return nil
 }
@@ -211,6 +222,7 @@ func newDevCmd(g *globals) *cobra.Command {
 	cf.cfg.Raft.Bootstrap = true
 	af := &agentFlags{cfg: agent.DefaultConfig()}
 	af.cfg.Name = "local"
+	var kubeconfig string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run Gantry in one process: a single-node coordinator, embedded NATS and a local agent",
@@ -221,6 +233,9 @@ func newDevCmd(g *globals) *cobra.Command {
 			}
 			if err := af.finish(); err != nil {
 				return err
+			}
+			if kubeconfig != "" {
+				af.cfg.Kube = append(af.cfg.Kube, agent.KubeCluster{Name: "local", Kubeconfig: kubeconfig})
 			}
 			log, err := g.logger()
 			if err != nil {
@@ -246,7 +261,8 @@ func newDevCmd(g *globals) *cobra.Command {
   Raft        %s
   data        %s
   agent       %s (%d slots)
-`, srv.GRPCAddr(), srv.GRPCAddr(), srv.HTTPAddr(), srv.NATSURL(), srv.RaftAddr(), cf.cfg.DataDir, af.cfg.Name, af.cfg.Slots)
+  kubernetes  %s
+`, srv.GRPCAddr(), srv.GRPCAddr(), srv.HTTPAddr(), srv.NATSURL(), srv.RaftAddr(), cf.cfg.DataDir, af.cfg.Name, af.cfg.Slots, kubeSummary(kubeconfig))
 			ctx, cancel := signalContext(log, a.Kill)
 			defer cancel()
 			agentDone := make(chan error, 1)
@@ -279,5 +295,14 @@ func newDevCmd(g *globals) *cobra.Command {
 	cf.register(cmd, false)
 	af.register(cmd, false)
 	cmd.Flags().StringVar(&af.cfg.Name, "agent-name", af.cfg.Name, "name of the local agent")
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"),
+		"kubeconfig of the cluster the local agent deploys to, named local (default $KUBECONFIG; empty: no cluster)")
 	return cmd
+}
+
+func kubeSummary(kubeconfig string) string {
+	if kubeconfig == "" {
+		return "none (set $KUBECONFIG or --kubeconfig to deploy)"
+	}
+	return "cluster local = " + kubeconfig
 }

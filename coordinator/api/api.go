@@ -23,6 +23,7 @@ import (
 	"github.com/gantryci/gantry/coordinator/consensus"
 	"github.com/gantryci/gantry/coordinator/dispatch"
 	"github.com/gantryci/gantry/coordinator/fsm"
+	"github.com/gantryci/gantry/coordinator/gitops"
 	"github.com/gantryci/gantry/coordinator/spec"
 	"github.com/gantryci/gantry/internal/subject"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
@@ -43,6 +44,7 @@ type Deps struct {
 	Proposer   *consensus.Proposer
 	Dispatcher *dispatch.Dispatcher
 	Cluster    Cluster
+	GitOps     *gitops.Controller
 }
 
 // Server implements gv1.GantryServiceServer.

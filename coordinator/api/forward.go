@@ -12,8 +12,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-
-	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
 const (
@@ -73,33 +71,9 @@ func (s *Server) ServeForwarded(ctx context.Context, m *nats.Msg) {
 		resp proto.Message
 		err  error
 	)
-	switch method {
-	case "SubmitJob":
-		req := &gv1.SubmitJobRequest{}
-		if err = proto.Unmarshal(m.Data, req); err == nil {
-			resp, err = s.SubmitJob(ctx, req)
-		}
-	case "CancelJob":
-		req := &gv1.CancelJobRequest{}
-		if err = proto.Unmarshal(m.Data, req); err == nil {
-			resp, err = s.CancelJob(ctx, req)
-		}
-	case "AddNode":
-		req := &gv1.AddNodeRequest{}
-		if err = proto.Unmarshal(m.Data, req); err == nil {
-			resp, err = s.AddNode(ctx, req)
-		}
-	case "ListQueue":
-		req := &gv1.ListQueueRequest{}
-		if err = proto.Unmarshal(m.Data, req); err == nil {
-			resp, err = s.ListQueue(ctx, req)
-		}
-	case "RemoveNode":
-		req := &gv1.RemoveNodeRequest{}
-		if err = proto.Unmarshal(m.Data, req); err == nil {
-			resp, err = s.RemoveNode(ctx, req)
-		}
-	default:
+	if h, ok := s.forwarded()[method]; ok {
+		resp, err = h(ctx, m.Data)
+	} else {
 		err = status.Errorf(codes.Unimplemented, "method %q is not forwarded", method)
 	}
 	out := nats.NewMsg(m.Reply)
@@ -117,5 +91,39 @@ func (s *Server) ServeForwarded(ctx context.Context, m *nats.Msg) {
 	}
 	if err := m.RespondMsg(out); err != nil {
 		s.log.Debug("answer forwarded call", zap.String("method", method), zap.Error(err))
+	}
+}
+
+// forwardedCall decodes a forwarded request and serves it.
+type forwardedCall func(ctx context.Context, data []byte) (proto.Message, error)
+
+// serveAs adapts a method of the API to a forwardedCall.
+func serveAs[Req any, PReq interface {
+	*Req
+	proto.Message
+}, Resp proto.Message](f func(context.Context, PReq) (Resp, error)) forwardedCall {
+	return func(ctx context.Context, data []byte) (proto.Message, error) {
+		req := PReq(new(Req))
+		if err := proto.Unmarshal(data, req); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "decode request: %v", err)
+		}
+		return f(ctx, req)
+	}
+}
+
+// forwarded lists the calls the leader answers for followers: writes, and
+// ListQueue, which needs the leader's dispatcher.
+func (s *Server) forwarded() map[string]forwardedCall {
+	return map[string]forwardedCall{
+		"SubmitJob":   serveAs(s.SubmitJob),
+		"CancelJob":   serveAs(s.CancelJob),
+		"AddNode":     serveAs(s.AddNode),
+		"RemoveNode":  serveAs(s.RemoveNode),
+		"ListQueue":   serveAs(s.ListQueue),
+		"CreateApp":   serveAs(s.CreateApp),
+		"SyncApp":     serveAs(s.SyncApp),
+		"RollbackApp": serveAs(s.RollbackApp),
+		"UnpinApp":    serveAs(s.UnpinApp),
+		"DeleteApp":   serveAs(s.DeleteApp),
 	}
 }

@@ -124,6 +124,68 @@ func (h *Handler) drainAgent(w http.ResponseWriter, r *http.Request) {
 	h.reply(w, resp, err)
 }
 
+func (h *Handler) getApps(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := h.call(r)
+	defer cancel()
+	resp, err := h.client.ListApps(ctx, &gv1.ListAppsRequest{})
+	h.reply(w, resp, err)
+}
+
+func (h *Handler) getApp(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := h.call(r)
+	defer cancel()
+	resp, err := h.client.GetApp(ctx, &gv1.GetAppRequest{Name: r.PathValue("name")})
+	h.reply(w, resp, err)
+}
+
+func (h *Handler) syncApp(w http.ResponseWriter, r *http.Request) {
+	if !h.checkWrite(w, r) {
+		return
+	}
+	ctx, cancel := h.call(r)
+	defer cancel()
+	name := r.PathValue("name")
+	resp, err := h.client.SyncApp(ctx, &gv1.SyncAppRequest{Name: name})
+	if err == nil {
+		h.log.Info("app sync requested", zap.String("app", name), zap.String("revision", resp.GetRevision()), zap.String("job", resp.GetJobId()))
+	}
+	h.reply(w, resp, err)
+}
+
+// rollbackApp reads ?revision=COMMIT (or a deploy id of the history).
+func (h *Handler) rollbackApp(w http.ResponseWriter, r *http.Request) {
+	if !h.checkWrite(w, r) {
+		return
+	}
+	rev := strings.TrimSpace(r.URL.Query().Get("revision"))
+	if rev == "" {
+		writeError(w, http.StatusBadRequest, "revision: required (a commit deployed before, or a deploy id from the history)")
+		return
+	}
+	ctx, cancel := h.call(r)
+	defer cancel()
+	name := r.PathValue("name")
+	resp, err := h.client.RollbackApp(ctx, &gv1.RollbackAppRequest{Name: name, Revision: rev})
+	if err == nil {
+		h.log.Info("app rollback requested", zap.String("app", name), zap.String("revision", resp.GetRevision()), zap.String("job", resp.GetJobId()))
+	}
+	h.reply(w, resp, err)
+}
+
+func (h *Handler) unpinApp(w http.ResponseWriter, r *http.Request) {
+	if !h.checkWrite(w, r) {
+		return
+	}
+	ctx, cancel := h.call(r)
+	defer cancel()
+	name := r.PathValue("name")
+	resp, err := h.client.UnpinApp(ctx, &gv1.UnpinAppRequest{Name: name})
+	if err == nil {
+		h.log.Info("app unpinned", zap.String("app", name))
+	}
+	h.reply(w, resp, err)
+}
+
 // writeHeader is required on every write: a page of another origin cannot
 // send it without a CORS preflight, which the console never grants.
 const writeHeader = "X-Gantry-Console"

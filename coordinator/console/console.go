@@ -49,7 +49,7 @@ func New(cfg Config, client gv1.GantryServiceClient, log *zap.Logger) *Handler {
 	}
 	files := http.FileServerFS(static)
 	h.mux.Handle("GET /assets/", http.StripPrefix("/assets/", noCache(files)))
-	for _, page := range []string{"/{$}", "/jobs", "/jobs/{id}", "/queue", "/agents", "/cluster"} {
+	for _, page := range []string{"/{$}", "/jobs", "/jobs/{id}", "/apps", "/apps/{name}", "/queue", "/agents", "/cluster"} {
 		h.mux.HandleFunc("GET "+page, func(w http.ResponseWriter, r *http.Request) {
 			http.ServeFileFS(noCacheWriter(w), r, static, "index.html")
 		})
@@ -62,10 +62,16 @@ func New(cfg Config, client gv1.GantryServiceClient, log *zap.Logger) *Handler {
 	h.mux.HandleFunc("GET /api/jobs/{id}", h.getJob)
 	h.mux.HandleFunc("POST /api/jobs/{id}/cancel", h.cancelJob)
 	h.mux.HandleFunc("POST /api/agents/{name}/drain", h.drainAgent)
+	h.mux.HandleFunc("GET /api/apps", h.getApps)
+	h.mux.HandleFunc("GET /api/apps/{name}", h.getApp)
+	h.mux.HandleFunc("POST /api/apps/{name}/sync", h.syncApp)
+	h.mux.HandleFunc("POST /api/apps/{name}/rollback", h.rollbackApp)
+	h.mux.HandleFunc("POST /api/apps/{name}/unpin", h.unpinApp)
 
 	h.mux.HandleFunc("GET /api/events", h.overviewEvents)
 	h.mux.HandleFunc("GET /api/jobs/{id}/events", h.jobEvents)
 	h.mux.HandleFunc("GET /api/jobs/{id}/logs", h.logEvents)
+	h.mux.HandleFunc("GET /api/apps/{name}/events", h.appEvents)
 	return h
 }
 

@@ -23,6 +23,7 @@ import (
 type fakeAPI struct {
 	gv1.GantryServiceClient
 	canceled chan string
+	writes   chan string // app writes: "sync web", "rollback web abc", ...
 }
 
 func (f *fakeAPI) GetJob(ctx context.Context, in *gv1.GetJobRequest, _ ...grpc.CallOption) (*gv1.GetJobResponse, error) {
@@ -55,7 +56,7 @@ func (f *fakeAPI) ListJobs(ctx context.Context, in *gv1.ListJobsRequest, _ ...gr
 
 func newTestServer(t *testing.T) (*httptest.Server, *fakeAPI) {
 	t.Helper()
-	api := &fakeAPI{canceled: make(chan string, 1)}
+	api := &fakeAPI{canceled: make(chan string, 1), writes: make(chan string, 8)}
 	cfg := DefaultConfig()
 	cfg.Interval = 20 * time.Millisecond
 	srv := httptest.NewServer(New(cfg, api, zap.NewNop()))
@@ -70,6 +71,9 @@ func TestPagesAndAssets(t *testing.T) {
 		"/":                 "text/html",
 		"/jobs/abc":         "text/html",
 		"/agents":           "text/html",
+		"/apps":             "text/html",
+		"/apps/web":         "text/html",
+		"/assets/apps.js":   "javascript",
 		"/assets/app.js":    "javascript",
 		"/assets/style.css": "text/css",
 	} {
@@ -166,7 +170,7 @@ func TestOverviewStreamsEverySource(t *testing.T) {
 	seen := map[string]string{}
 	sc := bufio.NewScanner(resp.Body)
 	var event string
-	for len(seen) < 4 && sc.Scan() {
+	for len(seen) < 5 && sc.Scan() {
 		line := sc.Text()
 		switch {
 		case strings.HasPrefix(line, "event: "):
@@ -175,7 +179,7 @@ func TestOverviewStreamsEverySource(t *testing.T) {
 			seen[event] = strings.TrimPrefix(line, "data: ")
 		}
 	}
-	for ev, want := range map[string]string{"cluster": `"leaderId":"n1"`, "agents": `{}`, "queue": `"error":"no leader elected"`, "jobs": `"id":"j1"`} {
+	for ev, want := range map[string]string{"cluster": `"leaderId":"n1"`, "agents": `{}`, "queue": `"error":"no leader elected"`, "jobs": `"id":"j1"`, "apps": `"name":"web"`} {
 		if !strings.Contains(seen[ev], want) {
 			t.Errorf("event %s = %q, want it to contain %s", ev, seen[ev], want)
 		}

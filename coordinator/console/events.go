@@ -69,9 +69,9 @@ func (s *sse) ping() error {
 	return nil
 }
 
-// overviewEvents streams the cluster, agents, queue and jobs. Each is read
-// every Interval and sent when it changed, as an event of that name; a
-// failed read is sent as {"error": "..."}.
+// overviewEvents streams the cluster, agents, queue, jobs and applications.
+// Each is read every Interval and sent when it changed, as an event of that
+// name; a failed read is sent as {"error": "...", "code": "14"}.
 func (h *Handler) overviewEvents(w http.ResponseWriter, r *http.Request) {
 	jobsReq, err := listJobsRequest(r.URL.Query())
 	if err != nil {
@@ -99,45 +99,78 @@ func (h *Handler) overviewEvents(w http.ResponseWriter, r *http.Request) {
 		{"jobs", func(ctx context.Context) (proto.Message, error) {
 			return h.client.ListJobs(ctx, jobsReq)
 		}},
+		{"apps", func(ctx context.Context) (proto.Message, error) {
+			return h.client.ListApps(ctx, &gv1.ListAppsRequest{})
+		}},
 	}
 	// Each source is read on its own, so a slow one (ListQueue waits for the
 	// leader during an election) does not hold the others back.
-	type event struct {
-		name string
-		data []byte
-	}
-	events := make(chan event)
+	events := make(chan polled)
 	for _, src := range sources {
-		go func() {
-			var last []byte
-			tick := time.NewTicker(h.cfg.Interval)
-			defer tick.Stop()
-			for {
-				cctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
-				m, err := src.read(cctx)
-				cancel()
-				var data []byte
-				if err != nil {
-					data, _ = json.Marshal(map[string]string{"error": status.Convert(err).Message()})
-				} else if data, err = marshal.Marshal(m); err != nil {
-					data, _ = json.Marshal(map[string]string{"error": err.Error()})
-				}
-				if !bytes.Equal(data, last) {
-					last = data
-					select {
-					case events <- event{src.event, data}:
-					case <-ctx.Done():
-						return
-					}
-				}
-				select {
-				case <-ctx.Done():
-					return
-				case <-tick.C:
-				}
-			}
-		}()
+		go h.poll(ctx, src.event, src.read, events)
 	}
+	emit(ctx, s, events)
+}
+
+// appEvents streams one application (GetApp: spec, history, summary and
+// drift) as "app" events, read every Interval and sent when it changed; a
+// failed read is sent as {"error": "...", "code": "5"}.
+func (h *Handler) appEvents(w http.ResponseWriter, r *http.Request) {
+	s, ok := newSSE(w)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	name := r.PathValue("name")
+	events := make(chan polled)
+	go h.poll(ctx, "app", func(ctx context.Context) (proto.Message, error) {
+		return h.client.GetApp(ctx, &gv1.GetAppRequest{Name: name})
+	}, events)
+	emit(ctx, s, events)
+}
+
+// polled is one read of a polled source, ready to send.
+type polled struct {
+	event string
+	data  []byte
+}
+
+// poll reads a source every Interval until ctx ends and sends it to out
+// whenever it changed; a failed read is sent as {"error", "code"}.
+func (h *Handler) poll(ctx context.Context, event string, read func(context.Context) (proto.Message, error), out chan<- polled) {
+	var last []byte
+	tick := time.NewTicker(h.cfg.Interval)
+	defer tick.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
+		m, err := read(cctx)
+		cancel()
+		var data []byte
+		if err != nil {
+			st := status.Convert(err)
+			data, _ = json.Marshal(map[string]string{"error": st.Message(), "code": strconv.Itoa(int(st.Code()))})
+		} else if data, err = marshal.Marshal(m); err != nil {
+			data, _ = json.Marshal(map[string]string{"error": err.Error()})
+		}
+		if !bytes.Equal(data, last) {
+			last = data
+			select {
+			case out <- polled{event, data}:
+			case <-ctx.Done():
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// emit sends polled events, with keep-alive comments, until ctx ends or
+// the browser goes away.
+func emit(ctx context.Context, s *sse, events <-chan polled) {
 	ping := time.NewTicker(keepAlive)
 	defer ping.Stop()
 	for {
@@ -149,7 +182,7 @@ func (h *Handler) overviewEvents(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case ev := <-events:
-			if s.send(ev.name, ev.data) != nil {
+			if s.send(ev.event, ev.data) != nil {
 				return
 			}
 		}

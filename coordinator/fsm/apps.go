@@ -134,9 +134,6 @@ func (s *state) recordEnd(j *gv1.Job, t *gv1.Task, attempt int32, at *timestampp
 		if imgs := outputs["images"]; imgs != "" {
 			r.Images = decodeImages(imgs, r.Images)
 		}
-		if result == gv1.DeployResult_DEPLOY_RESULT_ROLLED_BACK && outputs["rolled_back_to"] != "" {
-			r.Message = fmt.Sprintf("%s (rolled back to %s)", msg, outputs["rolled_back_to"])
-		}
 		return
 	}
 }
@@ -204,4 +201,32 @@ func (f *FSM) DeployAttempt(ref *gv1.TaskRef) (app string, fence uint64, ok bool
 		return "", 0, false
 	}
 	return DeployApp(j, t), t.Fence, true
+}
+
+// ActiveDeploy returns the newest job with a deploy of app that is waiting
+// for or holding an agent, and the revision it deploys.
+func (f *FSM) ActiveDeploy(app string) (jobID, revision string, ok bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var newest *gv1.Job
+	consider := func(k TaskKey) {
+		j := f.state.jobs[k.JobID]
+		t := f.state.task(j, k.Task)
+		if t.GetSpec().GetDeploy() == nil || DeployApp(j, t) != app {
+			return
+		}
+		if newest == nil || j.GetCreatedAt().AsTime().After(newest.GetCreatedAt().AsTime()) {
+			newest, revision = j, t.GetSpec().GetDeploy().GetSource().GetGit().GetRevision()
+		}
+	}
+	for k := range f.state.pending {
+		consider(k)
+	}
+	for k := range f.state.active {
+		consider(k)
+	}
+	if newest == nil {
+		return "", "", false
+	}
+	return newest.Id, revision, true
 }

@@ -56,7 +56,7 @@ func Resolve(ctx context.Context, url, revision string) (string, error) {
 		return revision, nil
 	}
 	remote := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{url}})
-	refs, err := remote.ListContext(ctx, &git.ListOptions{})
+	refs, err := remote.ListContext(ctx, &git.ListOptions{PeelingOption: git.AppendPeeled})
 	if err != nil {
 		return "", fmt.Errorf("list %s: %w", url, err)
 	}

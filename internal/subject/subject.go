@@ -65,6 +65,38 @@ func (n Namespace) Control(agent string) string {
 	return n.prefix() + ".ctl." + agent + ".control"
 }
 
+// Watch is where the leader tells agent name which applications' live
+// objects to watch (a complete gv1.WatchSet each time).
+func (n Namespace) Watch(agent string) string {
+	return n.prefix() + ".ctl." + agent + ".watch"
+}
+
+// Drift is where agent name publishes the drift reports of the
+// applications it watches.
+func (n Namespace) Drift(agent string) string {
+	return n.prefix() + ".agent." + agent + ".drift"
+}
+
+// DriftAgent returns the agent named by a subject of AllDrift.
+func (n Namespace) DriftAgent(subj string) (string, bool) {
+	rest, ok := strings.CutPrefix(subj, n.prefix()+".agent.")
+	if !ok {
+		return "", false
+	}
+	name, ok := strings.CutSuffix(rest, ".drift")
+	if !ok || name == "" || strings.Contains(name, ".") {
+		return "", false
+	}
+	return name, true
+}
+
+// AllDrift subscribes to every agent's drift reports.
+func (n Namespace) AllDrift() string { return n.prefix() + ".agent.*.drift" }
+
+// GitPush is where coordinators pass on pushes announced to their
+// /hooks/git endpoint (the repository URLs, one per line).
+func (n Namespace) GitPush() string { return n.prefix() + ".hooks.git" }
+
 // Log is where the output of one task of one job is published.
 func (n Namespace) Log(jobID, task string) string {
 	return n.prefix() + ".log." + jobID + "." + task

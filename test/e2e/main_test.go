@@ -414,6 +414,8 @@ type devNode struct {
 	grpcAddr, httpAddr, raftAddr, natsAddr string
 	proc                                   *proc
 	starts                                 int
+	// extra are more flags of gantry dev.
+	extra []string
 }
 
 func newDevNode(t *testing.T) *devNode {
@@ -431,13 +433,13 @@ func newDevNode(t *testing.T) *devNode {
 func (d *devNode) start(t *testing.T) {
 	t.Helper()
 	d.starts++
-	d.proc = startProc(t, fmt.Sprintf("dev-%d", d.starts), "dev",
+	d.proc = startProc(t, fmt.Sprintf("dev-%d", d.starts), append([]string{"dev",
 		"--data-dir", d.dataDir,
 		"--grpc-addr", d.grpcAddr,
 		"--http-addr", d.httpAddr,
 		"--raft-addr", d.raftAddr,
 		"--nats-listen", d.natsAddr,
-	)
+	}, d.extra...)...)
 	waitReady(t, d.proc, d.httpAddr, 60*time.Second)
 }
 

@@ -1,8 +1,9 @@
 // Gantry console: routing, the live overview stream and the shell.
 import { h, replace } from './dom.js';
 import * as views from './views.js';
+import * as apps from './apps.js';
 
-const state = { cluster: null, agents: null, queue: null, jobs: null };
+const state = { cluster: null, agents: null, queue: null, jobs: null, apps: null };
 const viewEl = document.getElementById('view');
 const statsEl = document.getElementById('stats');
 const live = document.getElementById('live');
@@ -48,13 +49,15 @@ function confirm(title, body, action) {
   });
 }
 
-const ctx = { state, post, confirm };
+const ctx = { state, post, confirm, notify };
 
 // ---- Routing ----------------------------------------------------------------
 
 const routes = [
   [/^\/(?:jobs)?$/, 'jobs', () => views.jobsView],
   [/^\/jobs\/([^/]+)$/, 'jobs', () => views.jobView],
+  [/^\/apps$/, 'apps', () => apps.appsView],
+  [/^\/apps\/([^/]+)$/, 'apps', () => apps.appView],
   [/^\/queue$/, 'queue', () => views.queueView],
   [/^\/agents$/, 'agents', () => views.agentsView],
   [/^\/cluster$/, 'cluster', () => views.clusterView],
@@ -81,7 +84,7 @@ function route(moveFocus) {
   } else {
     current = found.view(root, ctx, found.arg);
   }
-  document.title = `${found && found.arg ? 'Job' : (found ? found.section[0].toUpperCase() + found.section.slice(1) : 'Not found')} · Gantry`;
+  document.title = `${found && found.arg ? (found.section === 'apps' ? `${found.arg} · App` : 'Job') : (found ? found.section[0].toUpperCase() + found.section.slice(1) : 'Not found')} · Gantry`;
   if (moveFocus) {
     const h1 = root.querySelector('h1');
     if (h1) h1.focus();
@@ -116,7 +119,7 @@ function refresh() {
 
 function connect() {
   const es = new EventSource('/api/events?limit=200');
-  for (const name of ['cluster', 'agents', 'queue', 'jobs']) {
+  for (const name of ['cluster', 'agents', 'queue', 'jobs', 'apps']) {
     es.addEventListener(name, (e) => { state[name] = JSON.parse(e.data); refresh(); });
   }
   es.addEventListener('open', () => {

@@ -6,7 +6,7 @@ import * as dag from './dag.js';
 const JOB_STATES = ['pending', 'running', 'succeeded', 'failed', 'canceled'];
 const FINAL = new Set(['succeeded', 'failed', 'canceled']);
 
-function jobLink(id, text) {
+export function jobLink(id, text) {
   return h('a', { href: `/jobs/${encodeURIComponent(id)}`, 'data-nav': true, 'data-key': `job-${id}` }, text);
 }
 
@@ -16,14 +16,14 @@ function jobName(ctx, id) {
   return j?.spec?.name || id;
 }
 
-function table(head, rows, empty) {
+export function table(head, rows, empty) {
   if (!rows.length) return h('div', { class: 'empty' }, empty);
   return h('div', { class: 'table-wrap' }, h('table', {},
     h('thead', {}, h('tr', {}, head.map(([label, cls]) => h('th', { class: cls || null, scope: 'col' }, label)))),
     h('tbody', {}, rows)));
 }
 
-function errorNote(data) {
+export function errorNote(data) {
   return data && data.error ? h('p', { class: 'error-note' }, data.error) : null;
 }
 

@@ -1792,14 +1792,14 @@ func (x *AppSummary) GetSync() SyncStatus {
 	if x != nil {
 		return x.Sync
 	}
-	return SyncStatus_SYNC_STATUS_UNKNOWN
+	return SyncStatus_SYNC_STATUS_UNSPECIFIED
 }
 
 func (x *AppSummary) GetHealth() HealthStatus {
 	if x != nil {
 		return x.Health
 	}
-	return HealthStatus_HEALTH_STATUS_UNKNOWN
+	return HealthStatus_HEALTH_STATUS_UNSPECIFIED
 }
 
 func (x *AppSummary) GetDeployedRevision() string {
@@ -2384,27 +2384,28 @@ func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
 	return file_gantry_v1_api_proto_rawDescGZIP(), []int{43}
 }
 
-type SnapshotChunk struct {
+// SaveSnapshotResponse is one piece of the snapshot, in order.
+type SaveSnapshotResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *SnapshotChunk) Reset() {
-	*x = SnapshotChunk{}
+func (x *SaveSnapshotResponse) Reset() {
+	*x = SaveSnapshotResponse{}
 	mi := &file_gantry_v1_api_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *SnapshotChunk) String() string {
+func (x *SaveSnapshotResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*SnapshotChunk) ProtoMessage() {}
+func (*SaveSnapshotResponse) ProtoMessage() {}
 
-func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
+func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_gantry_v1_api_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2416,12 +2417,57 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
-func (*SnapshotChunk) Descriptor() ([]byte, []int) {
+// Deprecated: Use SaveSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*SaveSnapshotResponse) Descriptor() ([]byte, []int) {
 	return file_gantry_v1_api_proto_rawDescGZIP(), []int{44}
 }
 
-func (x *SnapshotChunk) GetData() []byte {
+func (x *SaveSnapshotResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// RestoreSnapshotRequest is one piece of the snapshot, in order.
+type RestoreSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreSnapshotRequest) Reset() {
+	*x = RestoreSnapshotRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreSnapshotRequest) ProtoMessage() {}
+
+func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*RestoreSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *RestoreSnapshotRequest) GetData() []byte {
 	if x != nil {
 		return x.Data
 	}
@@ -2438,7 +2484,7 @@ type RestoreSnapshotResponse struct {
 
 func (x *RestoreSnapshotResponse) Reset() {
 	*x = RestoreSnapshotResponse{}
-	mi := &file_gantry_v1_api_proto_msgTypes[45]
+	mi := &file_gantry_v1_api_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2450,7 +2496,7 @@ func (x *RestoreSnapshotResponse) String() string {
 func (*RestoreSnapshotResponse) ProtoMessage() {}
 
 func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_api_proto_msgTypes[45]
+	mi := &file_gantry_v1_api_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2463,7 +2509,7 @@ func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_api_proto_rawDescGZIP(), []int{45}
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RestoreSnapshotResponse) GetJobs() int32 {
@@ -2630,8 +2676,10 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\x10DeleteAppRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x13\n" +
 	"\x11DeleteAppResponse\"\x15\n" +
-	"\x13SaveSnapshotRequest\"#\n" +
-	"\rSnapshotChunk\x12\x12\n" +
+	"\x13SaveSnapshotRequest\"*\n" +
+	"\x14SaveSnapshotResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\",\n" +
+	"\x16RestoreSnapshotRequest\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"A\n" +
 	"\x17RestoreSnapshotResponse\x12\x12\n" +
 	"\x04jobs\x18\x01 \x01(\x05R\x04jobs\x12\x12\n" +
@@ -2641,7 +2689,7 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\x17AGENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12AGENT_STATE_ACTIVE\x10\x01\x12\x18\n" +
 	"\x14AGENT_STATE_DRAINING\x10\x02\x12\x14\n" +
-	"\x10AGENT_STATE_LOST\x10\x032\xf8\v\n" +
+	"\x10AGENT_STATE_LOST\x10\x032\x88\f\n" +
 	"\rGantryService\x12F\n" +
 	"\tSubmitJob\x12\x1b.gantry.v1.SubmitJobRequest\x1a\x1c.gantry.v1.SubmitJobResponse\x12=\n" +
 	"\x06GetJob\x12\x18.gantry.v1.GetJobRequest\x1a\x19.gantry.v1.GetJobResponse\x12C\n" +
@@ -2664,9 +2712,9 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\aSyncApp\x12\x19.gantry.v1.SyncAppRequest\x1a\x1a.gantry.v1.SyncAppResponse\x12L\n" +
 	"\vRollbackApp\x12\x1d.gantry.v1.RollbackAppRequest\x1a\x1e.gantry.v1.RollbackAppResponse\x12C\n" +
 	"\bUnpinApp\x12\x1a.gantry.v1.UnpinAppRequest\x1a\x1b.gantry.v1.UnpinAppResponse\x12F\n" +
-	"\tDeleteApp\x12\x1b.gantry.v1.DeleteAppRequest\x1a\x1c.gantry.v1.DeleteAppResponse\x12J\n" +
-	"\fSaveSnapshot\x12\x1e.gantry.v1.SaveSnapshotRequest\x1a\x18.gantry.v1.SnapshotChunk0\x01\x12Q\n" +
-	"\x0fRestoreSnapshot\x12\x18.gantry.v1.SnapshotChunk\x1a\".gantry.v1.RestoreSnapshotResponse(\x01B5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"\tDeleteApp\x12\x1b.gantry.v1.DeleteAppRequest\x1a\x1c.gantry.v1.DeleteAppResponse\x12Q\n" +
+	"\fSaveSnapshot\x12\x1e.gantry.v1.SaveSnapshotRequest\x1a\x1f.gantry.v1.SaveSnapshotResponse0\x01\x12Z\n" +
+	"\x0fRestoreSnapshot\x12!.gantry.v1.RestoreSnapshotRequest\x1a\".gantry.v1.RestoreSnapshotResponse(\x01B5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_api_proto_rawDescOnce sync.Once
@@ -2681,7 +2729,7 @@ func file_gantry_v1_api_proto_rawDescGZIP() []byte {
 }
 
 var file_gantry_v1_api_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gantry_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_gantry_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_gantry_v1_api_proto_goTypes = []any{
 	(AgentState)(0),                 // 0: gantry.v1.AgentState
 	(*SubmitJobRequest)(nil),        // 1: gantry.v1.SubmitJobRequest
@@ -2728,61 +2776,62 @@ var file_gantry_v1_api_proto_goTypes = []any{
 	(*DeleteAppRequest)(nil),        // 42: gantry.v1.DeleteAppRequest
 	(*DeleteAppResponse)(nil),       // 43: gantry.v1.DeleteAppResponse
 	(*SaveSnapshotRequest)(nil),     // 44: gantry.v1.SaveSnapshotRequest
-	(*SnapshotChunk)(nil),           // 45: gantry.v1.SnapshotChunk
-	(*RestoreSnapshotResponse)(nil), // 46: gantry.v1.RestoreSnapshotResponse
-	nil,                             // 47: gantry.v1.QueuedTask.LabelsEntry
-	nil,                             // 48: gantry.v1.QueueStats.LabelsEntry
-	(*JobSpec)(nil),                 // 49: gantry.v1.JobSpec
-	(*Job)(nil),                     // 50: gantry.v1.Job
-	(JobState)(0),                   // 51: gantry.v1.JobState
-	(*LogChunk)(nil),                // 52: gantry.v1.LogChunk
-	(*AgentInfo)(nil),               // 53: gantry.v1.AgentInfo
-	(*timestamppb.Timestamp)(nil),   // 54: google.protobuf.Timestamp
-	(*TaskRef)(nil),                 // 55: gantry.v1.TaskRef
-	(TaskState)(0),                  // 56: gantry.v1.TaskState
-	(*durationpb.Duration)(nil),     // 57: google.protobuf.Duration
-	(*AppSpec)(nil),                 // 58: gantry.v1.AppSpec
-	(*App)(nil),                     // 59: gantry.v1.App
-	(SyncStatus)(0),                 // 60: gantry.v1.SyncStatus
-	(HealthStatus)(0),               // 61: gantry.v1.HealthStatus
-	(*DeployRecord)(nil),            // 62: gantry.v1.DeployRecord
-	(*DriftReport)(nil),             // 63: gantry.v1.DriftReport
+	(*SaveSnapshotResponse)(nil),    // 45: gantry.v1.SaveSnapshotResponse
+	(*RestoreSnapshotRequest)(nil),  // 46: gantry.v1.RestoreSnapshotRequest
+	(*RestoreSnapshotResponse)(nil), // 47: gantry.v1.RestoreSnapshotResponse
+	nil,                             // 48: gantry.v1.QueuedTask.LabelsEntry
+	nil,                             // 49: gantry.v1.QueueStats.LabelsEntry
+	(*JobSpec)(nil),                 // 50: gantry.v1.JobSpec
+	(*Job)(nil),                     // 51: gantry.v1.Job
+	(JobState)(0),                   // 52: gantry.v1.JobState
+	(*LogChunk)(nil),                // 53: gantry.v1.LogChunk
+	(*AgentInfo)(nil),               // 54: gantry.v1.AgentInfo
+	(*timestamppb.Timestamp)(nil),   // 55: google.protobuf.Timestamp
+	(*TaskRef)(nil),                 // 56: gantry.v1.TaskRef
+	(TaskState)(0),                  // 57: gantry.v1.TaskState
+	(*durationpb.Duration)(nil),     // 58: google.protobuf.Duration
+	(*AppSpec)(nil),                 // 59: gantry.v1.AppSpec
+	(*App)(nil),                     // 60: gantry.v1.App
+	(SyncStatus)(0),                 // 61: gantry.v1.SyncStatus
+	(HealthStatus)(0),               // 62: gantry.v1.HealthStatus
+	(*DeployRecord)(nil),            // 63: gantry.v1.DeployRecord
+	(*DriftReport)(nil),             // 64: gantry.v1.DriftReport
 }
 var file_gantry_v1_api_proto_depIdxs = []int32{
-	49, // 0: gantry.v1.SubmitJobRequest.spec:type_name -> gantry.v1.JobSpec
-	50, // 1: gantry.v1.SubmitJobResponse.job:type_name -> gantry.v1.Job
-	50, // 2: gantry.v1.GetJobResponse.job:type_name -> gantry.v1.Job
-	51, // 3: gantry.v1.ListJobsRequest.states:type_name -> gantry.v1.JobState
-	50, // 4: gantry.v1.ListJobsResponse.jobs:type_name -> gantry.v1.Job
-	50, // 5: gantry.v1.WatchJobResponse.job:type_name -> gantry.v1.Job
-	50, // 6: gantry.v1.CancelJobResponse.job:type_name -> gantry.v1.Job
-	52, // 7: gantry.v1.TaskLogsResponse.chunk:type_name -> gantry.v1.LogChunk
-	53, // 8: gantry.v1.AgentStatus.info:type_name -> gantry.v1.AgentInfo
+	50, // 0: gantry.v1.SubmitJobRequest.spec:type_name -> gantry.v1.JobSpec
+	51, // 1: gantry.v1.SubmitJobResponse.job:type_name -> gantry.v1.Job
+	51, // 2: gantry.v1.GetJobResponse.job:type_name -> gantry.v1.Job
+	52, // 3: gantry.v1.ListJobsRequest.states:type_name -> gantry.v1.JobState
+	51, // 4: gantry.v1.ListJobsResponse.jobs:type_name -> gantry.v1.Job
+	51, // 5: gantry.v1.WatchJobResponse.job:type_name -> gantry.v1.Job
+	51, // 6: gantry.v1.CancelJobResponse.job:type_name -> gantry.v1.Job
+	53, // 7: gantry.v1.TaskLogsResponse.chunk:type_name -> gantry.v1.LogChunk
+	54, // 8: gantry.v1.AgentStatus.info:type_name -> gantry.v1.AgentInfo
 	0,  // 9: gantry.v1.AgentStatus.state:type_name -> gantry.v1.AgentState
-	54, // 10: gantry.v1.AgentStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
-	55, // 11: gantry.v1.AgentStatus.running:type_name -> gantry.v1.TaskRef
+	55, // 10: gantry.v1.AgentStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
+	56, // 11: gantry.v1.AgentStatus.running:type_name -> gantry.v1.TaskRef
 	14, // 12: gantry.v1.ListAgentsResponse.agents:type_name -> gantry.v1.AgentStatus
-	54, // 13: gantry.v1.NodeStatus.seen_at:type_name -> google.protobuf.Timestamp
+	55, // 13: gantry.v1.NodeStatus.seen_at:type_name -> google.protobuf.Timestamp
 	19, // 14: gantry.v1.ClusterStatusResponse.nodes:type_name -> gantry.v1.NodeStatus
-	56, // 15: gantry.v1.QueuedTask.state:type_name -> gantry.v1.TaskState
-	47, // 16: gantry.v1.QueuedTask.labels:type_name -> gantry.v1.QueuedTask.LabelsEntry
-	54, // 17: gantry.v1.QueuedTask.queued_at:type_name -> google.protobuf.Timestamp
-	54, // 18: gantry.v1.QueuedTask.not_before:type_name -> google.protobuf.Timestamp
-	48, // 19: gantry.v1.QueueStats.labels:type_name -> gantry.v1.QueueStats.LabelsEntry
-	57, // 20: gantry.v1.QueueStats.p50:type_name -> google.protobuf.Duration
-	57, // 21: gantry.v1.QueueStats.p95:type_name -> google.protobuf.Duration
+	57, // 15: gantry.v1.QueuedTask.state:type_name -> gantry.v1.TaskState
+	48, // 16: gantry.v1.QueuedTask.labels:type_name -> gantry.v1.QueuedTask.LabelsEntry
+	55, // 17: gantry.v1.QueuedTask.queued_at:type_name -> google.protobuf.Timestamp
+	55, // 18: gantry.v1.QueuedTask.not_before:type_name -> google.protobuf.Timestamp
+	49, // 19: gantry.v1.QueueStats.labels:type_name -> gantry.v1.QueueStats.LabelsEntry
+	58, // 20: gantry.v1.QueueStats.p50:type_name -> google.protobuf.Duration
+	58, // 21: gantry.v1.QueueStats.p95:type_name -> google.protobuf.Duration
 	26, // 22: gantry.v1.ListQueueResponse.tasks:type_name -> gantry.v1.QueuedTask
 	27, // 23: gantry.v1.ListQueueResponse.queues:type_name -> gantry.v1.QueueStats
-	58, // 24: gantry.v1.CreateAppRequest.spec:type_name -> gantry.v1.AppSpec
-	59, // 25: gantry.v1.CreateAppResponse.app:type_name -> gantry.v1.App
-	58, // 26: gantry.v1.AppSummary.spec:type_name -> gantry.v1.AppSpec
-	60, // 27: gantry.v1.AppSummary.sync:type_name -> gantry.v1.SyncStatus
-	61, // 28: gantry.v1.AppSummary.health:type_name -> gantry.v1.HealthStatus
-	62, // 29: gantry.v1.AppSummary.last_deploy:type_name -> gantry.v1.DeployRecord
+	59, // 24: gantry.v1.CreateAppRequest.spec:type_name -> gantry.v1.AppSpec
+	60, // 25: gantry.v1.CreateAppResponse.app:type_name -> gantry.v1.App
+	59, // 26: gantry.v1.AppSummary.spec:type_name -> gantry.v1.AppSpec
+	61, // 27: gantry.v1.AppSummary.sync:type_name -> gantry.v1.SyncStatus
+	62, // 28: gantry.v1.AppSummary.health:type_name -> gantry.v1.HealthStatus
+	63, // 29: gantry.v1.AppSummary.last_deploy:type_name -> gantry.v1.DeployRecord
 	32, // 30: gantry.v1.ListAppsResponse.apps:type_name -> gantry.v1.AppSummary
-	59, // 31: gantry.v1.GetAppResponse.app:type_name -> gantry.v1.App
+	60, // 31: gantry.v1.GetAppResponse.app:type_name -> gantry.v1.App
 	32, // 32: gantry.v1.GetAppResponse.summary:type_name -> gantry.v1.AppSummary
-	63, // 33: gantry.v1.GetAppResponse.drift:type_name -> gantry.v1.DriftReport
+	64, // 33: gantry.v1.GetAppResponse.drift:type_name -> gantry.v1.DriftReport
 	1,  // 34: gantry.v1.GantryService.SubmitJob:input_type -> gantry.v1.SubmitJobRequest
 	3,  // 35: gantry.v1.GantryService.GetJob:input_type -> gantry.v1.GetJobRequest
 	5,  // 36: gantry.v1.GantryService.ListJobs:input_type -> gantry.v1.ListJobsRequest
@@ -2803,7 +2852,7 @@ var file_gantry_v1_api_proto_depIdxs = []int32{
 	40, // 51: gantry.v1.GantryService.UnpinApp:input_type -> gantry.v1.UnpinAppRequest
 	42, // 52: gantry.v1.GantryService.DeleteApp:input_type -> gantry.v1.DeleteAppRequest
 	44, // 53: gantry.v1.GantryService.SaveSnapshot:input_type -> gantry.v1.SaveSnapshotRequest
-	45, // 54: gantry.v1.GantryService.RestoreSnapshot:input_type -> gantry.v1.SnapshotChunk
+	46, // 54: gantry.v1.GantryService.RestoreSnapshot:input_type -> gantry.v1.RestoreSnapshotRequest
 	2,  // 55: gantry.v1.GantryService.SubmitJob:output_type -> gantry.v1.SubmitJobResponse
 	4,  // 56: gantry.v1.GantryService.GetJob:output_type -> gantry.v1.GetJobResponse
 	6,  // 57: gantry.v1.GantryService.ListJobs:output_type -> gantry.v1.ListJobsResponse
@@ -2823,8 +2872,8 @@ var file_gantry_v1_api_proto_depIdxs = []int32{
 	39, // 71: gantry.v1.GantryService.RollbackApp:output_type -> gantry.v1.RollbackAppResponse
 	41, // 72: gantry.v1.GantryService.UnpinApp:output_type -> gantry.v1.UnpinAppResponse
 	43, // 73: gantry.v1.GantryService.DeleteApp:output_type -> gantry.v1.DeleteAppResponse
-	45, // 74: gantry.v1.GantryService.SaveSnapshot:output_type -> gantry.v1.SnapshotChunk
-	46, // 75: gantry.v1.GantryService.RestoreSnapshot:output_type -> gantry.v1.RestoreSnapshotResponse
+	45, // 74: gantry.v1.GantryService.SaveSnapshot:output_type -> gantry.v1.SaveSnapshotResponse
+	47, // 75: gantry.v1.GantryService.RestoreSnapshot:output_type -> gantry.v1.RestoreSnapshotResponse
 	55, // [55:76] is the sub-list for method output_type
 	34, // [34:55] is the sub-list for method input_type
 	34, // [34:34] is the sub-list for extension type_name
@@ -2847,7 +2896,7 @@ func file_gantry_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_api_proto_rawDesc), len(file_gantry_v1_api_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   48,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -86,7 +86,8 @@ func (DeployResult) EnumDescriptor() ([]byte, []int) {
 type SyncStatus int32
 
 const (
-	SyncStatus_SYNC_STATUS_UNKNOWN     SyncStatus = 0
+	// Not known yet: no agent has reported on the live objects.
+	SyncStatus_SYNC_STATUS_UNSPECIFIED SyncStatus = 0
 	SyncStatus_SYNC_STATUS_SYNCED      SyncStatus = 1
 	SyncStatus_SYNC_STATUS_OUT_OF_SYNC SyncStatus = 2
 )
@@ -94,12 +95,12 @@ const (
 // Enum value maps for SyncStatus.
 var (
 	SyncStatus_name = map[int32]string{
-		0: "SYNC_STATUS_UNKNOWN",
+		0: "SYNC_STATUS_UNSPECIFIED",
 		1: "SYNC_STATUS_SYNCED",
 		2: "SYNC_STATUS_OUT_OF_SYNC",
 	}
 	SyncStatus_value = map[string]int32{
-		"SYNC_STATUS_UNKNOWN":     0,
+		"SYNC_STATUS_UNSPECIFIED": 0,
 		"SYNC_STATUS_SYNCED":      1,
 		"SYNC_STATUS_OUT_OF_SYNC": 2,
 	}
@@ -135,7 +136,8 @@ func (SyncStatus) EnumDescriptor() ([]byte, []int) {
 type HealthStatus int32
 
 const (
-	HealthStatus_HEALTH_STATUS_UNKNOWN     HealthStatus = 0
+	// Not known yet.
+	HealthStatus_HEALTH_STATUS_UNSPECIFIED HealthStatus = 0
 	HealthStatus_HEALTH_STATUS_HEALTHY     HealthStatus = 1
 	HealthStatus_HEALTH_STATUS_PROGRESSING HealthStatus = 2
 	HealthStatus_HEALTH_STATUS_DEGRADED    HealthStatus = 3
@@ -145,14 +147,14 @@ const (
 // Enum value maps for HealthStatus.
 var (
 	HealthStatus_name = map[int32]string{
-		0: "HEALTH_STATUS_UNKNOWN",
+		0: "HEALTH_STATUS_UNSPECIFIED",
 		1: "HEALTH_STATUS_HEALTHY",
 		2: "HEALTH_STATUS_PROGRESSING",
 		3: "HEALTH_STATUS_DEGRADED",
 		4: "HEALTH_STATUS_MISSING",
 	}
 	HealthStatus_value = map[string]int32{
-		"HEALTH_STATUS_UNKNOWN":     0,
+		"HEALTH_STATUS_UNSPECIFIED": 0,
 		"HEALTH_STATUS_HEALTHY":     1,
 		"HEALTH_STATUS_PROGRESSING": 2,
 		"HEALTH_STATUS_DEGRADED":    3,
@@ -206,7 +208,10 @@ type AppSpec struct {
 	Prune bool `protobuf:"varint,9,opt,name=prune,proto3" json:"prune,omitempty"`
 	// How often the repository is polled; zero means 1 minute. Pushes
 	// announced to /hooks/git are seen at once.
-	PollInterval  *durationpb.Duration `protobuf:"bytes,10,opt,name=poll_interval,json=pollInterval,proto3" json:"poll_interval,omitempty"`
+	PollInterval *durationpb.Duration `protobuf:"bytes,10,opt,name=poll_interval,json=pollInterval,proto3" json:"poll_interval,omitempty"`
+	// How long a rollout may take to become healthy before it is rolled
+	// back; zero means 5 minutes.
+	HealthTimeout *durationpb.Duration `protobuf:"bytes,11,opt,name=health_timeout,json=healthTimeout,proto3" json:"health_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -307,6 +312,13 @@ func (x *AppSpec) GetPrune() bool {
 func (x *AppSpec) GetPollInterval() *durationpb.Duration {
 	if x != nil {
 		return x.PollInterval
+	}
+	return nil
+}
+
+func (x *AppSpec) GetHealthTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.HealthTimeout
 	}
 	return nil
 }
@@ -722,14 +734,14 @@ func (x *DriftReport) GetSync() SyncStatus {
 	if x != nil {
 		return x.Sync
 	}
-	return SyncStatus_SYNC_STATUS_UNKNOWN
+	return SyncStatus_SYNC_STATUS_UNSPECIFIED
 }
 
 func (x *DriftReport) GetHealth() HealthStatus {
 	if x != nil {
 		return x.Health
 	}
-	return HealthStatus_HEALTH_STATUS_UNKNOWN
+	return HealthStatus_HEALTH_STATUS_UNSPECIFIED
 }
 
 func (x *DriftReport) GetItems() []*DriftItem {
@@ -863,7 +875,7 @@ var File_gantry_v1_gitops_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_gitops_proto_rawDesc = "" +
 	"\n" +
-	"\x16gantry/v1/gitops.proto\x12\tgantry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x02\n" +
+	"\x16gantry/v1/gitops.proto\x12\tgantry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x02\n" +
 	"\aAppSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04repo\x18\x02 \x01(\tR\x04repo\x12\x12\n" +
@@ -875,7 +887,8 @@ const file_gantry_v1_gitops_proto_rawDesc = "" +
 	"\tself_heal\x18\b \x01(\bR\bselfHeal\x12\x14\n" +
 	"\x05prune\x18\t \x01(\bR\x05prune\x12>\n" +
 	"\rpoll_interval\x18\n" +
-	" \x01(\v2\x19.google.protobuf.DurationR\fpollInterval\"\xca\x04\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\fpollInterval\x12@\n" +
+	"\x0ehealth_timeout\x18\v \x01(\v2\x19.google.protobuf.DurationR\rhealthTimeout\"\xca\x04\n" +
 	"\fDeployRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x1a\n" +
@@ -935,14 +948,14 @@ const file_gantry_v1_gitops_proto_rawDesc = "" +
 	"\x17DEPLOY_RESULT_SUCCEEDED\x10\x02\x12\x1d\n" +
 	"\x19DEPLOY_RESULT_ROLLED_BACK\x10\x03\x12\x18\n" +
 	"\x14DEPLOY_RESULT_FAILED\x10\x04\x12\x1a\n" +
-	"\x16DEPLOY_RESULT_CANCELED\x10\x05*Z\n" +
+	"\x16DEPLOY_RESULT_CANCELED\x10\x05*^\n" +
 	"\n" +
-	"SyncStatus\x12\x17\n" +
-	"\x13SYNC_STATUS_UNKNOWN\x10\x00\x12\x16\n" +
+	"SyncStatus\x12\x1b\n" +
+	"\x17SYNC_STATUS_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12SYNC_STATUS_SYNCED\x10\x01\x12\x1b\n" +
-	"\x17SYNC_STATUS_OUT_OF_SYNC\x10\x02*\x9a\x01\n" +
-	"\fHealthStatus\x12\x19\n" +
-	"\x15HEALTH_STATUS_UNKNOWN\x10\x00\x12\x19\n" +
+	"\x17SYNC_STATUS_OUT_OF_SYNC\x10\x02*\x9e\x01\n" +
+	"\fHealthStatus\x12\x1d\n" +
+	"\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15HEALTH_STATUS_HEALTHY\x10\x01\x12\x1d\n" +
 	"\x19HEALTH_STATUS_PROGRESSING\x10\x02\x12\x1a\n" +
 	"\x16HEALTH_STATUS_DEGRADED\x10\x03\x12\x19\n" +
@@ -979,23 +992,24 @@ var file_gantry_v1_gitops_proto_goTypes = []any{
 }
 var file_gantry_v1_gitops_proto_depIdxs = []int32{
 	11, // 0: gantry.v1.AppSpec.poll_interval:type_name -> google.protobuf.Duration
-	10, // 1: gantry.v1.DeployRecord.images:type_name -> gantry.v1.DeployRecord.ImagesEntry
-	12, // 2: gantry.v1.DeployRecord.started_at:type_name -> google.protobuf.Timestamp
-	12, // 3: gantry.v1.DeployRecord.finished_at:type_name -> google.protobuf.Timestamp
-	0,  // 4: gantry.v1.DeployRecord.result:type_name -> gantry.v1.DeployResult
-	3,  // 5: gantry.v1.App.spec:type_name -> gantry.v1.AppSpec
-	12, // 6: gantry.v1.App.created_at:type_name -> google.protobuf.Timestamp
-	4,  // 7: gantry.v1.App.history:type_name -> gantry.v1.DeployRecord
-	1,  // 8: gantry.v1.DriftReport.sync:type_name -> gantry.v1.SyncStatus
-	2,  // 9: gantry.v1.DriftReport.health:type_name -> gantry.v1.HealthStatus
-	6,  // 10: gantry.v1.DriftReport.items:type_name -> gantry.v1.DriftItem
-	12, // 11: gantry.v1.DriftReport.observed_at:type_name -> google.protobuf.Timestamp
-	9,  // 12: gantry.v1.WatchSet.apps:type_name -> gantry.v1.AppWatch
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	11, // 1: gantry.v1.AppSpec.health_timeout:type_name -> google.protobuf.Duration
+	10, // 2: gantry.v1.DeployRecord.images:type_name -> gantry.v1.DeployRecord.ImagesEntry
+	12, // 3: gantry.v1.DeployRecord.started_at:type_name -> google.protobuf.Timestamp
+	12, // 4: gantry.v1.DeployRecord.finished_at:type_name -> google.protobuf.Timestamp
+	0,  // 5: gantry.v1.DeployRecord.result:type_name -> gantry.v1.DeployResult
+	3,  // 6: gantry.v1.App.spec:type_name -> gantry.v1.AppSpec
+	12, // 7: gantry.v1.App.created_at:type_name -> google.protobuf.Timestamp
+	4,  // 8: gantry.v1.App.history:type_name -> gantry.v1.DeployRecord
+	1,  // 9: gantry.v1.DriftReport.sync:type_name -> gantry.v1.SyncStatus
+	2,  // 10: gantry.v1.DriftReport.health:type_name -> gantry.v1.HealthStatus
+	6,  // 11: gantry.v1.DriftReport.items:type_name -> gantry.v1.DriftItem
+	12, // 12: gantry.v1.DriftReport.observed_at:type_name -> google.protobuf.Timestamp
+	9,  // 13: gantry.v1.WatchSet.apps:type_name -> gantry.v1.AppWatch
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_gitops_proto_init() }

@@ -1,0 +1,330 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gantryci/gantry/coordinator/fsm"
+	"github.com/gantryci/gantry/coordinator/spec"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// MaxSnapshotBytes bounds a snapshot sent to RestoreSnapshot.
+const MaxSnapshotBytes = 1 << 30
+
+// validateApp checks an application spec and names the offending field.
+func validateApp(a *gv1.AppSpec) error {
+	switch {
+	case a == nil:
+		return status.Error(codes.InvalidArgument, "spec: required")
+	case !spec.ValidName(a.GetName()):
+		return status.Errorf(codes.InvalidArgument, "spec.name: %q is not a valid name; use letters, digits, '-', '_' and '.', at most 63 characters", a.GetName())
+	case strings.TrimSpace(a.GetRepo()) == "":
+		return status.Error(codes.InvalidArgument, "spec.repo: required (a Git URL)")
+	case !spec.ValidName(a.GetCluster()):
+		return status.Errorf(codes.InvalidArgument, "spec.cluster: %q is not a valid cluster name (agents advertise theirs, e.g. local)", a.GetCluster())
+	case !spec.ValidNamespace(a.GetNamespace()):
+		return status.Errorf(codes.InvalidArgument, "spec.namespace: %q is not a valid namespace; use lower-case letters, digits and '-'", a.GetNamespace())
+	case strings.HasPrefix(a.GetPath(), "/") || a.GetPath() == ".." || strings.HasPrefix(a.GetPath(), "../"):
+		return status.Errorf(codes.InvalidArgument, "spec.path: %q must be a relative path inside the repository", a.GetPath())
+	case a.GetPollInterval() != nil && a.GetPollInterval().AsDuration() < 100*time.Millisecond:
+		return status.Error(codes.InvalidArgument, "spec.poll_interval: at least 100ms")
+	case a.GetHealthTimeout() != nil && a.GetHealthTimeout().AsDuration() <= 0:
+		return status.Error(codes.InvalidArgument, "spec.health_timeout: must be positive")
+	}
+	return nil
+}
+
+// CreateApp registers a GitOps application.
+func (s *Server) CreateApp(ctx context.Context, req *gv1.CreateAppRequest) (*gv1.CreateAppResponse, error) {
+	if err := validateApp(req.GetSpec()); err != nil {
+		return nil, err
+	}
+	if !s.isLeader() {
+		resp := &gv1.CreateAppResponse{}
+		if err := s.forward(ctx, "CreateApp", req, resp); err != nil {
+			return nil, err
+		}
+		return resp, s.waitFor(ctx, func() bool { a, ok := s.d.FSM.App(req.GetSpec().GetName()); return ok && a.GetSpec().GetRepo() != "" })
+	}
+	if _, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_CreateApp{CreateApp: &gv1.CreateAppCommand{Spec: req.GetSpec()}}}); err != nil {
+		return nil, toStatus(err)
+	}
+	a, _ := s.d.FSM.App(req.GetSpec().GetName())
+	return &gv1.CreateAppResponse{App: a}, nil
+}
+
+// ListApps lists applications with their status.
+func (s *Server) ListApps(ctx context.Context, req *gv1.ListAppsRequest) (*gv1.ListAppsResponse, error) {
+	resp := &gv1.ListAppsResponse{}
+	for _, a := range s.d.FSM.Apps() {
+		resp.Apps = append(resp.Apps, s.d.GitOps.Summary(a))
+	}
+	return resp, nil
+}
+
+// GetApp returns an application, its history and its drift.
+func (s *Server) GetApp(ctx context.Context, req *gv1.GetAppRequest) (*gv1.GetAppResponse, error) {
+	a, ok := s.d.FSM.App(req.GetName())
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "name: no application %q", req.GetName())
+	}
+	return &gv1.GetAppResponse{App: a, Summary: s.d.GitOps.Summary(a), Drift: s.d.GitOps.Drift(req.GetName())}, nil
+}
+
+// SyncApp deploys an application's target now: its pin, or the newest
+// commit of its branch (asked of the remote now, not at the last poll).
+func (s *Server) SyncApp(ctx context.Context, req *gv1.SyncAppRequest) (*gv1.SyncAppResponse, error) {
+	if !s.isLeader() {
+		resp := &gv1.SyncAppResponse{}
+		return resp, s.forwardAndWaitJob(ctx, "SyncApp", req, resp, func() string { return resp.GetJobId() })
+	}
+	a, err := s.app(req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	rev := a.GetPinnedRevision()
+	if rev == "" {
+		if rev, err = s.d.GitOps.Resolve(ctx, a); err != nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "resolve %s of %s: %v", orHEAD(a.GetSpec().GetRevision()), a.GetSpec().GetRepo(), err)
+		}
+		if rev != a.GetLatestRevision() {
+			if _, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_ObserveRevision{
+				ObserveRevision: &gv1.ObserveRevisionCommand{Name: req.GetName(), Revision: rev},
+			}}); err != nil {
+				return nil, toStatus(err)
+			}
+		}
+	}
+	id, err := s.deployNow(ctx, a, rev, "sync")
+	if err != nil {
+		return nil, err
+	}
+	return &gv1.SyncAppResponse{JobId: id, Revision: rev}, nil
+}
+
+// RollbackApp pins an application to a revision it ran before and deploys it.
+func (s *Server) RollbackApp(ctx context.Context, req *gv1.RollbackAppRequest) (*gv1.RollbackAppResponse, error) {
+	if !s.isLeader() {
+		resp := &gv1.RollbackAppResponse{}
+		return resp, s.forwardAndWaitJob(ctx, "RollbackApp", req, resp, func() string { return resp.GetJobId() })
+	}
+	a, err := s.app(req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	rev, err := findRevision(a, req.GetRevision())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_PinApp{
+		PinApp: &gv1.PinAppCommand{Name: req.GetName(), Revision: rev},
+	}}); err != nil {
+		return nil, toStatus(err)
+	}
+	a.PinnedRevision = rev
+	id, err := s.deployNow(ctx, a, rev, "rollback")
+	if err != nil {
+		return nil, err
+	}
+	return &gv1.RollbackAppResponse{JobId: id, Revision: rev}, nil
+}
+
+// findRevision finds a recorded revision by deploy id or commit prefix.
+func findRevision(a *gv1.App, want string) (string, error) {
+	want = strings.TrimSpace(want)
+	if want == "" {
+		return "", status.Error(codes.InvalidArgument, "revision: required (a commit deployed before, or a deploy id from the history)")
+	}
+	if id, err := strconv.ParseUint(want, 10, 64); err == nil && len(want) < 7 {
+		for _, r := range a.GetHistory() {
+			if r.GetId() == id {
+				if r.GetRevision() == "" {
+					return "", status.Errorf(codes.FailedPrecondition, "revision: deploy %d has no Git revision", id)
+				}
+				return r.GetRevision(), nil
+			}
+		}
+		return "", status.Errorf(codes.NotFound, "revision: no deploy %d in the history of %s", id, a.GetSpec().GetName())
+	}
+	found := map[string]bool{}
+	for _, r := range a.GetHistory() {
+		if r.GetRevision() != "" && strings.HasPrefix(r.GetRevision(), want) {
+			found[r.GetRevision()] = true
+		}
+	}
+	switch len(found) {
+	case 0:
+		return "", status.Errorf(codes.NotFound, "revision: %q was never deployed to %s (see gantry app history)", want, a.GetSpec().GetName())
+	case 1:
+		for r := range found {
+			return r, nil
+		}
+	}
+	return "", status.Errorf(codes.InvalidArgument, "revision: %q matches %d deployed commits; give more of it", want, len(found))
+}
+
+// deployNow supersedes a deploy of another revision and submits this one.
+func (s *Server) deployNow(ctx context.Context, a *gv1.App, rev, trigger string) (string, error) {
+	name := a.GetSpec().GetName()
+	if job, activeRev, ok := s.d.FSM.ActiveDeploy(name); ok && activeRev != rev {
+		if _, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_CancelJob{
+			CancelJob: &gv1.CancelJobCommand{JobId: job, Reason: trigger + " to " + rev},
+		}}); err != nil {
+			return "", toStatus(err)
+		}
+	}
+	id, err := s.d.GitOps.Submit(ctx, a, rev, trigger)
+	if err != nil {
+		return "", toStatus(err)
+	}
+	return id, nil
+}
+
+// UnpinApp lets an application follow its branch again.
+func (s *Server) UnpinApp(ctx context.Context, req *gv1.UnpinAppRequest) (*gv1.UnpinAppResponse, error) {
+	if !s.isLeader() {
+		resp := &gv1.UnpinAppResponse{}
+		if err := s.forward(ctx, "UnpinApp", req, resp); err != nil {
+			return nil, err
+		}
+		return resp, s.waitFor(ctx, func() bool { a, ok := s.d.FSM.App(req.GetName()); return ok && a.GetPinnedRevision() == "" })
+	}
+	if _, err := s.app(req.GetName()); err != nil {
+		return nil, err
+	}
+	if _, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_PinApp{PinApp: &gv1.PinAppCommand{Name: req.GetName()}}}); err != nil {
+		return nil, toStatus(err)
+	}
+	return &gv1.UnpinAppResponse{}, nil
+}
+
+// DeleteApp forgets an application; its live objects are left alone.
+func (s *Server) DeleteApp(ctx context.Context, req *gv1.DeleteAppRequest) (*gv1.DeleteAppResponse, error) {
+	if !s.isLeader() {
+		resp := &gv1.DeleteAppResponse{}
+		if err := s.forward(ctx, "DeleteApp", req, resp); err != nil {
+			return nil, err
+		}
+		return resp, s.waitFor(ctx, func() bool { _, ok := s.d.FSM.App(req.GetName()); return !ok })
+	}
+	if _, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_DeleteApp{DeleteApp: &gv1.DeleteAppCommand{Name: req.GetName()}}}); err != nil {
+		return nil, toStatus(err)
+	}
+	return &gv1.DeleteAppResponse{}, nil
+}
+
+func (s *Server) app(name string) (*gv1.App, error) {
+	a, ok := s.d.FSM.App(name)
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "name: no application %q", name)
+	}
+	if a.GetSpec().GetRepo() == "" {
+		return nil, status.Errorf(codes.FailedPrecondition, "name: %q is deployed by pipelines, not followed in Git (create it with gantry app create to manage it here)", name)
+	}
+	return a, nil
+}
+
+func orHEAD(rev string) string {
+	if rev == "" {
+		return "HEAD"
+	}
+	return rev
+}
+
+// forwardAndWaitJob forwards a call answering with a job and waits until
+// this replica has the job (read your writes).
+func (s *Server) forwardAndWaitJob(ctx context.Context, method string, req, resp proto.Message, job func() string) error {
+	if err := s.forward(ctx, method, req, resp); err != nil {
+		return err
+	}
+	return s.waitFor(ctx, func() bool { _, ok := s.d.FSM.Job(job()); return ok })
+}
+
+// waitFor waits (a bounded while) until this replica shows a forwarded write.
+func (s *Server) waitFor(ctx context.Context, done func() bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for {
+		changed := s.d.FSM.Changed()
+		if done() {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return status.Error(codes.Unavailable, "the write committed but this coordinator has not applied it yet; read from the leader")
+		}
+	}
+}
+
+// SaveSnapshot streams the whole replicated state of this replica.
+func (s *Server) SaveSnapshot(req *gv1.SaveSnapshotRequest, stream gv1.GantryService_SaveSnapshotServer) error {
+	data, err := s.d.FSM.Encode()
+	if err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	const chunk = 1 << 20
+	for len(data) > 0 {
+		n := min(chunk, len(data))
+		if err := stream.Send(&gv1.SaveSnapshotResponse{Data: data[:n]}); err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	return nil
+}
+
+// RestoreSnapshot replaces the cluster's state with a saved one. Only the
+// leader restores; it is meant for a new cluster after a disaster.
+func (s *Server) RestoreSnapshot(stream gv1.GantryService_RestoreSnapshotServer) error {
+	if !s.isLeader() {
+		addr, id := s.d.Raft.Raft.LeaderWithID()
+		return status.Errorf(codes.FailedPrecondition, "restore runs on the leader (%s at %s); send it there", id, addr)
+	}
+	var buf bytes.Buffer
+	for {
+		c, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if buf.Len()+len(c.GetData()) > MaxSnapshotBytes {
+			return status.Errorf(codes.InvalidArgument, "snapshot: larger than %d bytes", MaxSnapshotBytes)
+		}
+		buf.Write(c.GetData())
+	}
+	snap, err := fsm.Decode(buf.Bytes())
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "snapshot: %v", err)
+	}
+	cfg := s.d.Raft.Raft.GetConfiguration()
+	if err := cfg.Error(); err != nil {
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	meta := &raft.SnapshotMeta{
+		Version:       raft.SnapshotVersionMax,
+		Index:         snap.GetAppliedIndex(),
+		Term:          1,
+		Configuration: cfg.Configuration(),
+		Size:          int64(buf.Len()),
+	}
+	if err := s.d.Raft.Raft.Restore(meta, bytes.NewReader(buf.Bytes()), time.Minute); err != nil {
+		return status.Errorf(codes.Internal, "restore: %v", err)
+	}
+	s.log.Info("state restored from a snapshot", zap.Int("jobs", len(snap.GetJobs())), zap.Int("apps", len(snap.GetApps())))
+	return stream.SendAndClose(&gv1.RestoreSnapshotResponse{Jobs: int32(len(snap.GetJobs())), Apps: int32(len(snap.GetApps()))})
+}

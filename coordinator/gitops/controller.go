@@ -1,0 +1,521 @@
+// Package gitops is the coordinator's GitOps controller. On the leader it
+// follows the branch of every application (polling, and at once when a push
+// is announced), turns each new commit into a deploy job, supersedes a
+// deploy that a newer commit overtook, hands the watching of live objects
+// to agents that reach the application's cluster, and heals drift when an
+// application asks for it. Every node keeps the drift reports agents send,
+// so any node can answer status calls.
+package gitops
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gantryci/gantry/coordinator/consensus"
+	"github.com/gantryci/gantry/coordinator/dispatch"
+	"github.com/gantryci/gantry/coordinator/fsm"
+	"github.com/gantryci/gantry/coordinator/scheduler"
+	"github.com/gantryci/gantry/internal/gitsrc"
+	"github.com/gantryci/gantry/internal/subject"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// DefaultPoll is how often a repository is polled when its application
+// names no interval.
+const DefaultPoll = time.Minute
+
+// Deps are what the controller works with.
+type Deps struct {
+	Log       *zap.Logger
+	FSM       *fsm.FSM
+	Proposer  *consensus.Proposer
+	NATS      *nats.Conn
+	Namespace subject.Namespace
+	Fleet     *dispatch.Fleet
+	// NewJobID makes the id of a deploy job.
+	NewJobID func() string
+	// Resolve asks a remote which commit a branch points to; nil means
+	// gitsrc.Resolve.
+	Resolve func(ctx context.Context, url, revision string) (string, error)
+	// Tick is how often the leader reconciles; zero means 200ms.
+	Tick time.Duration
+}
+
+// Controller is the GitOps controller of one coordinator.
+type Controller struct {
+	d   Deps
+	log *zap.Logger
+
+	mu      sync.Mutex
+	drift   map[string]*gv1.DriftReport
+	pushed  map[string]bool // repository URLs announced since the last look
+	wake    chan struct{}
+	polls   map[string]time.Time // app -> last poll started
+	polling map[string]bool
+	heals   map[string]*healState
+}
+
+type healState struct {
+	next    time.Time
+	backoff time.Duration
+}
+
+// New returns a controller; Lead runs it on the leader.
+func New(d Deps) *Controller {
+	if d.Resolve == nil {
+		d.Resolve = gitsrc.Resolve
+	}
+	if d.Tick <= 0 {
+		d.Tick = 200 * time.Millisecond
+	}
+	return &Controller{
+		d:       d,
+		log:     d.Log.Named("gitops"),
+		drift:   map[string]*gv1.DriftReport{},
+		pushed:  map[string]bool{},
+		wake:    make(chan struct{}, 1),
+		polls:   map[string]time.Time{},
+		polling: map[string]bool{},
+		heals:   map[string]*healState{},
+	}
+}
+
+func (c *Controller) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// HandleDrift keeps an agent's drift report (every node subscribes).
+func (c *Controller) HandleDrift(m *nats.Msg) {
+	var r gv1.DriftReport
+	if err := proto.Unmarshal(m.Data, &r); err != nil || r.GetApp() == "" {
+		c.log.Debug("malformed drift report", zap.String("subject", m.Subject))
+		return
+	}
+	agent, ok := c.d.Namespace.DriftAgent(m.Subject)
+	if !ok || agent != r.GetAgent() {
+		return // an agent speaks only for itself
+	}
+	c.mu.Lock()
+	old := c.drift[r.App]
+	if old == nil || !old.GetObservedAt().AsTime().After(r.GetObservedAt().AsTime()) {
+		c.drift[r.App] = &r
+	}
+	c.mu.Unlock()
+	c.poke()
+}
+
+// Drift returns the last drift report of an application, or nil.
+func (c *Controller) Drift(app string) *gv1.DriftReport {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r := c.drift[app]; r != nil {
+		return proto.Clone(r).(*gv1.DriftReport)
+	}
+	return nil
+}
+
+// HandlePush takes a push announced to any coordinator's /hooks/git.
+func (c *Controller) HandlePush(m *nats.Msg) {
+	c.mu.Lock()
+	for _, u := range strings.Split(string(m.Data), "\n") {
+		if u = NormalizeURL(u); u != "" {
+			c.pushed[u] = true
+		}
+	}
+	c.mu.Unlock()
+	c.poke()
+}
+
+// NormalizeURL makes the URLs of one repository compare equal whatever
+// their spelling: no trailing slash or ".git", lower-case host.
+func NormalizeURL(u string) string {
+	u = strings.TrimSpace(u)
+	u = strings.TrimSuffix(u, "/")
+	u = strings.TrimSuffix(u, ".git")
+	if scheme, rest, ok := strings.Cut(u, "://"); ok {
+		host, path, _ := strings.Cut(rest, "/")
+		u = strings.ToLower(scheme) + "://" + strings.ToLower(host) + "/" + path
+		u = strings.TrimSuffix(u, "/")
+	}
+	return u
+}
+
+// Matching returns the applications following a repository URL.
+func (c *Controller) Matching(urls []string) []string {
+	want := map[string]bool{}
+	for _, u := range urls {
+		if n := NormalizeURL(u); n != "" {
+			want[n] = true
+		}
+	}
+	var out []string
+	for _, a := range c.d.FSM.Apps() {
+		if r := a.GetSpec().GetRepo(); r != "" && want[NormalizeURL(r)] {
+			out = append(out, a.GetSpec().GetName())
+		}
+	}
+	return out
+}
+
+// Lead runs the controller while this node leads.
+func (c *Controller) Lead(ctx context.Context) {
+	tick := time.NewTicker(c.d.Tick)
+	defer tick.Stop()
+	watchTick := time.NewTicker(time.Second)
+	defer watchTick.Stop()
+	results := make(chan resolved, 16)
+	var sent map[string]string // agent -> encoded watch set last sent
+	for {
+		c.reconcile(ctx, results)
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-results:
+			c.observe(ctx, r)
+		case <-c.wake:
+		case <-tick.C:
+		case <-watchTick.C:
+			sent = nil // resend: an agent may have restarted
+		case <-c.d.Fleet.Changed():
+		}
+		sent = c.sendWatchSets(sent)
+	}
+}
+
+type resolved struct {
+	app, revision string
+	err           error
+}
+
+// reconcile polls what is due and deploys what should be deployed.
+func (c *Controller) reconcile(ctx context.Context, results chan<- resolved) {
+	now := time.Now()
+	c.mu.Lock()
+	pushed := c.pushed
+	c.pushed = map[string]bool{}
+	c.mu.Unlock()
+	for _, a := range c.d.FSM.Apps() {
+		spec := a.GetSpec()
+		if spec.GetRepo() == "" {
+			continue // known from pipeline deploys only
+		}
+		name := spec.GetName()
+		interval := spec.GetPollInterval().AsDuration()
+		if interval <= 0 {
+			interval = DefaultPoll
+		}
+		c.mu.Lock()
+		due := !c.polling[name] && (pushed[NormalizeURL(spec.GetRepo())] || now.Sub(c.polls[name]) >= interval)
+		if due {
+			c.polling[name] = true
+			c.polls[name] = now
+		}
+		c.mu.Unlock()
+		if due {
+			go c.resolve(ctx, name, spec.GetRepo(), spec.GetRevision(), results)
+		}
+		c.deployIfNeeded(ctx, a, now)
+	}
+}
+
+func (c *Controller) resolve(ctx context.Context, app, url, rev string, results chan<- resolved) {
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	sha, err := c.d.Resolve(rctx, url, rev)
+	cancel()
+	select {
+	case results <- resolved{app: app, revision: sha, err: err}:
+	case <-ctx.Done():
+	}
+}
+
+// observe records a polled revision.
+func (c *Controller) observe(ctx context.Context, r resolved) {
+	c.mu.Lock()
+	delete(c.polling, r.app)
+	c.mu.Unlock()
+	if r.err != nil {
+		c.log.Warn("poll repository", zap.String("app", r.app), zap.Error(r.err))
+		return
+	}
+	a, ok := c.d.FSM.App(r.app)
+	if !ok || a.GetLatestRevision() == r.revision {
+		return
+	}
+	_, err := c.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_ObserveRevision{
+		ObserveRevision: &gv1.ObserveRevisionCommand{Name: r.app, Revision: r.revision},
+	}})
+	if err != nil && ctx.Err() == nil {
+		c.log.Warn("record new revision", zap.String("app", r.app), zap.Error(err))
+		return
+	}
+	c.log.Info("new revision", zap.String("app", r.app), zap.String("revision", r.revision))
+}
+
+// Target is the commit an application should run: its pin, or with
+// auto-sync the newest commit of its branch; empty means "leave it".
+func Target(a *gv1.App) string {
+	if p := a.GetPinnedRevision(); p != "" {
+		return p
+	}
+	if a.GetSpec().GetAutoSync() {
+		return a.GetLatestRevision()
+	}
+	return ""
+}
+
+// deployIfNeeded starts the deploy an application needs: its target
+// commit when that is not the last one tried, or its current commit again
+// when self-heal is on and the live objects drifted.
+func (c *Controller) deployIfNeeded(ctx context.Context, a *gv1.App, now time.Time) {
+	name := a.GetSpec().GetName()
+	target := Target(a)
+	activeJob, activeRev, active := c.d.FSM.ActiveDeploy(name)
+	last := fsm.LastDeploy(a)
+	if target != "" {
+		switch {
+		case active && activeRev == target:
+			return
+		case active:
+			// A newer target overtakes a deploy still waiting or running:
+			// cancel it (its fencing token keeps it from writing later).
+			c.cancel(ctx, activeJob, "superseded by "+short(target))
+			c.submit(ctx, a, target, trigger(a))
+			return
+		case last == nil || last.GetRevision() != target:
+			c.submit(ctx, a, target, trigger(a))
+			return
+		}
+	}
+	if active || !a.GetSpec().GetSelfHeal() || last == nil || last.GetResult() != gv1.DeployResult_DEPLOY_RESULT_SUCCEEDED {
+		return
+	}
+	d := c.Drift(name)
+	if d == nil || d.GetSync() != gv1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC || d.GetFence() != last.GetFence() {
+		c.mu.Lock()
+		if d != nil && d.GetSync() == gv1.SyncStatus_SYNC_STATUS_SYNCED {
+			delete(c.heals, name)
+		}
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Lock()
+	h := c.heals[name]
+	if h == nil {
+		h = &healState{backoff: time.Second}
+		c.heals[name] = h
+	} else if now.Before(h.next) {
+		c.mu.Unlock()
+		return
+	} else {
+		h.backoff = min(2*h.backoff, time.Minute)
+	}
+	h.next = now.Add(h.backoff)
+	c.mu.Unlock()
+	c.log.Info("healing drift", zap.String("app", name), zap.Int("fields", len(d.GetItems())))
+	c.submit(ctx, a, last.GetRevision(), "self-heal")
+}
+
+func trigger(a *gv1.App) string {
+	if a.GetPinnedRevision() != "" {
+		return "rollback"
+	}
+	return "commit"
+}
+
+func short(rev string) string {
+	if len(rev) > 12 {
+		return rev[:12]
+	}
+	return rev
+}
+
+func (c *Controller) cancel(ctx context.Context, jobID, reason string) {
+	_, err := c.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_CancelJob{
+		CancelJob: &gv1.CancelJobCommand{JobId: jobID, Reason: reason},
+	}})
+	if err != nil && ctx.Err() == nil {
+		c.log.Warn("cancel superseded deploy", zap.String("job", jobID), zap.Error(err))
+	}
+}
+
+func (c *Controller) submit(ctx context.Context, a *gv1.App, revision, trigger string) {
+	if _, err := c.Submit(ctx, a, revision, trigger); err != nil && ctx.Err() == nil {
+		c.log.Warn("submit deploy", zap.String("app", a.GetSpec().GetName()), zap.Error(err))
+	}
+}
+
+// DeployPriority puts deploys ahead of builds and tests waiting for agents.
+const DeployPriority = 100
+
+// Submit commits a job deploying revision of an application; it must run
+// on the leader. A deploy of the same revision for the same reason that is
+// already queued is returned instead of a new one.
+func (c *Controller) Submit(ctx context.Context, a *gv1.App, revision, trigger string) (string, error) {
+	spec := a.GetSpec()
+	task := &gv1.TaskSpec{
+		Name: "deploy",
+		Executor: &gv1.TaskSpec_Deploy{Deploy: &gv1.DeploySpec{
+			App:           spec.GetName(),
+			Cluster:       spec.GetCluster(),
+			Namespace:     spec.GetNamespace(),
+			Source:        &gv1.ManifestSource{Git: &gv1.GitSource{Url: spec.GetRepo(), Revision: revision}, Path: spec.GetPath()},
+			Prune:         spec.GetPrune(),
+			HealthTimeout: spec.GetHealthTimeout(),
+			Trigger:       trigger,
+		}},
+	}
+	if ht := spec.GetHealthTimeout(); ht != nil {
+		// The attempt may take the rollout, a rollback and the checkout.
+		task.Timeout = durationpb.New(2*ht.AsDuration() + time.Minute)
+	}
+	job := &gv1.Job{
+		Id:             c.d.NewJobID(),
+		Spec:           &gv1.JobSpec{Name: "deploy-" + spec.GetName(), Priority: DeployPriority, Tasks: []*gv1.TaskSpec{task}},
+		IdempotencyKey: fmt.Sprintf("gitops/%s/%d/%s/%s", spec.GetName(), a.GetNextDeployId(), revision, trigger),
+		Tasks:          []*gv1.Task{{Name: task.Name, Spec: task}},
+	}
+	res, err := c.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_SubmitJob{SubmitJob: &gv1.SubmitJobCommand{Job: job}}})
+	if err != nil {
+		return "", err
+	}
+	if !res.Existing {
+		c.log.Info("deploy submitted", zap.String("app", spec.GetName()), zap.String("revision", revision),
+			zap.String("trigger", trigger), zap.String("job", res.JobID))
+	}
+	return res.JobID, nil
+}
+
+// sendWatchSets gives every application to one live agent that reaches its
+// cluster (rendezvous hashing spreads applications and moves few when an
+// agent comes or goes) and tells each agent its set when it changed.
+func (c *Controller) sendWatchSets(sent map[string]string) map[string]string {
+	if sent == nil {
+		sent = map[string]string{}
+	}
+	now := time.Now()
+	byCluster := map[string][]string{}
+	var agents []string
+	for _, ag := range c.d.Fleet.Agents(now, 0) {
+		if ag.State != gv1.AgentState_AGENT_STATE_ACTIVE && ag.State != gv1.AgentState_AGENT_STATE_DRAINING {
+			continue
+		}
+		reaches := false
+		for _, cp := range ag.Info.GetCapabilities() {
+			if name, ok := strings.CutPrefix(cp, scheduler.ClusterCapability("")); ok {
+				byCluster[name] = append(byCluster[name], ag.Info.GetName())
+				reaches = true
+			}
+		}
+		if reaches {
+			agents = append(agents, ag.Info.GetName())
+		}
+	}
+	sets := map[string]*gv1.WatchSet{}
+	for _, n := range agents {
+		sets[n] = &gv1.WatchSet{}
+	}
+	for _, a := range c.d.FSM.Apps() {
+		spec := a.GetSpec()
+		if spec.GetNamespace() == "" || len(a.GetHistory()) == 0 {
+			continue // nothing deployed yet: nothing to watch
+		}
+		owner := pick(spec.GetName(), byCluster[spec.GetCluster()])
+		if owner == "" {
+			continue
+		}
+		sets[owner].Apps = append(sets[owner].Apps, &gv1.AppWatch{App: spec.GetName(), Cluster: spec.GetCluster(), Namespace: spec.GetNamespace()})
+	}
+	next := map[string]string{}
+	for agent, set := range sets {
+		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(set)
+		if err != nil {
+			continue
+		}
+		next[agent] = string(data)
+		if sent[agent] == string(data) {
+			continue
+		}
+		if err := c.d.NATS.Publish(c.d.Namespace.Watch(agent), data); err != nil {
+			c.log.Debug("send watch set", zap.String("agent", agent), zap.Error(err))
+			delete(next, agent)
+		}
+	}
+	return next
+}
+
+// pick chooses the agent with the highest hash of (app, agent).
+func pick(app string, agents []string) string {
+	sort.Strings(agents)
+	best, bestScore := "", uint64(0)
+	for _, ag := range agents {
+		h := fnv.New64a()
+		h.Write([]byte(app))
+		h.Write([]byte{0})
+		h.Write([]byte(ag))
+		if s := h.Sum64(); best == "" || s > bestScore {
+			best, bestScore = ag, s
+		}
+	}
+	return best
+}
+
+// Summary describes an application's state for the API.
+func (c *Controller) Summary(a *gv1.App) *gv1.AppSummary {
+	s := &gv1.AppSummary{
+		Spec:             a.GetSpec(),
+		DeployedRevision: fsm.DeployedRevision(a),
+		LatestRevision:   a.GetLatestRevision(),
+		PinnedRevision:   a.GetPinnedRevision(),
+		LastDeploy:       fsm.LastDeploy(a),
+	}
+	d := c.Drift(a.GetSpec().GetName())
+	if d != nil {
+		s.Health = d.GetHealth()
+	}
+	target := a.GetPinnedRevision()
+	if target == "" {
+		target = a.GetLatestRevision()
+	}
+	switch {
+	case d != nil && d.GetError() != "":
+		s.Sync = gv1.SyncStatus_SYNC_STATUS_UNSPECIFIED
+		s.Reason = "watch: " + d.GetError()
+	case d != nil && d.GetSync() == gv1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC:
+		s.Sync = gv1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC
+		s.Reason = fmt.Sprintf("%d live field(s) differ from Git", len(d.GetItems()))
+	case a.GetSpec().GetRepo() != "" && target != "" && target != s.DeployedRevision:
+		s.Sync = gv1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC
+		s.Reason = fmt.Sprintf("Git is at %s, deployed %s", short(target), orNone(short(s.DeployedRevision)))
+	case d != nil:
+		s.Sync = d.GetSync()
+	}
+	return s
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "nothing"
+	}
+	return s
+}
+
+// Resolve asks the remote for the newest commit of an application's branch.
+func (c *Controller) Resolve(ctx context.Context, a *gv1.App) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return c.d.Resolve(ctx, a.GetSpec().GetRepo(), a.GetSpec().GetRevision())
+}
