@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -185,6 +186,18 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 	clusters, err := openClusters(cfg.Kube, log)
 	if err != nil {
 		return nil, err
+	}
+	// Reaching a cluster is advertised as a label too, so tasks of any
+	// kind can select agents that reach a cluster (labels: {cluster.prod: "true"}).
+	if len(cfg.Kube) > 0 {
+		labels := maps.Clone(cfg.Labels)
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		for _, k := range cfg.Kube {
+			labels["cluster."+k.Name] = "true"
+		}
+		cfg.Labels = labels
 	}
 	sp, err := openSpool(filepath.Join(cfg.WorkDir, "spool"))
 	if err != nil {

@@ -68,7 +68,7 @@ func (s *Server) CreateApp(ctx context.Context, req *gv1.CreateAppRequest) (*gv1
 // ListApps lists applications with their status.
 func (s *Server) ListApps(ctx context.Context, req *gv1.ListAppsRequest) (*gv1.ListAppsResponse, error) {
 	resp := &gv1.ListAppsResponse{}
-	for _, a := range s.d.FSM.Apps() {
+	for _, a := range s.d.FSM.AppViews() {
 		resp.Apps = append(resp.Apps, s.d.GitOps.Summary(a))
 	}
 	return resp, nil
@@ -80,7 +80,7 @@ func (s *Server) GetApp(ctx context.Context, req *gv1.GetAppRequest) (*gv1.GetAp
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "name: no application %q", req.GetName())
 	}
-	return &gv1.GetAppResponse{App: a, Summary: s.d.GitOps.Summary(a), Drift: s.d.GitOps.Drift(req.GetName())}, nil
+	return &gv1.GetAppResponse{App: a, Summary: s.d.GitOps.Summary(fsm.ViewOf(a)), Drift: s.d.GitOps.Drift(req.GetName())}, nil
 }
 
 // SyncApp deploys an application's target now: its pin, or the newest
@@ -185,7 +185,7 @@ func (s *Server) deployNow(ctx context.Context, a *gv1.App, rev, trigger string)
 			return "", toStatus(err)
 		}
 	}
-	id, err := s.d.GitOps.Submit(ctx, a, rev, trigger)
+	id, err := s.d.GitOps.Submit(ctx, fsm.ViewOf(a), rev, trigger)
 	if err != nil {
 		return "", toStatus(err)
 	}

@@ -203,20 +203,36 @@ func (f *FSM) DeployAttempt(ref *gv1.TaskRef) (app string, fence uint64, ok bool
 	return DeployApp(j, t), t.Fence, true
 }
 
+// Active is a deploy job waiting for or holding an agent.
+type Active struct {
+	JobID    string
+	Revision string
+	created  int64
+}
+
 // ActiveDeploy returns the newest job with a deploy of app that is waiting
 // for or holding an agent, and the revision it deploys.
 func (f *FSM) ActiveDeploy(app string) (jobID, revision string, ok bool) {
+	a, ok := f.ActiveDeploys()[app]
+	return a.JobID, a.Revision, ok
+}
+
+// ActiveDeploys returns, per application, the newest job with a deploy of
+// it that is waiting for or holding an agent.
+func (f *FSM) ActiveDeploys() map[string]Active {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	var newest *gv1.Job
+	out := map[string]Active{}
 	consider := func(k TaskKey) {
 		j := f.state.jobs[k.JobID]
 		t := f.state.task(j, k.Task)
-		if t.GetSpec().GetDeploy() == nil || DeployApp(j, t) != app {
+		if t.GetSpec().GetDeploy() == nil {
 			return
 		}
-		if newest == nil || j.GetCreatedAt().AsTime().After(newest.GetCreatedAt().AsTime()) {
-			newest, revision = j, t.GetSpec().GetDeploy().GetSource().GetGit().GetRevision()
+		app := DeployApp(j, t)
+		created := j.GetCreatedAt().AsTime().UnixNano()
+		if cur, ok := out[app]; !ok || created > cur.created {
+			out[app] = Active{JobID: j.Id, Revision: t.GetSpec().GetDeploy().GetSource().GetGit().GetRevision(), created: created}
 		}
 	}
 	for k := range f.state.pending {
@@ -225,8 +241,44 @@ func (f *FSM) ActiveDeploy(app string) (jobID, revision string, ok bool) {
 	for k := range f.state.active {
 		consider(k)
 	}
-	if newest == nil {
-		return "", "", false
+	return out
+}
+
+// AppView is what the GitOps controller reads of an application on every
+// pass: the spec and the head of the history, without copying the history.
+type AppView struct {
+	// Spec is shared with the state and must not be modified (commands
+	// replace an application's spec, they never change one).
+	Spec         *gv1.AppSpec
+	Latest       string
+	Pinned       string
+	NextDeployID uint64
+	Deployed     int // number of deploy records
+	// Last is a copy of the newest deploy record, nil if none.
+	Last *gv1.DeployRecord
+	// DeployedRevision is the revision of the newest successful deploy.
+	DeployedRevision string
+}
+
+// AppViews returns a view of every application, sorted by name.
+func (f *FSM) AppViews() []AppView {
+	f.mu.RLock()
+	out := make([]AppView, 0, len(f.state.apps))
+	for _, a := range f.state.apps {
+		v := AppView{Spec: a.Spec, Latest: a.LatestRevision, Pinned: a.PinnedRevision, NextDeployID: a.NextDeployId,
+			Deployed: len(a.History), DeployedRevision: DeployedRevision(a)}
+		if l := LastDeploy(a); l != nil {
+			v.Last = proto.Clone(l).(*gv1.DeployRecord)
+		}
+		out = append(out, v)
 	}
-	return newest.Id, revision, true
+	f.mu.RUnlock()
+	sort.Slice(out, func(i, k int) bool { return out[i].Spec.GetName() < out[k].Spec.GetName() })
+	return out
+}
+
+// ViewOf makes the view of an application copy.
+func ViewOf(a *gv1.App) AppView {
+	return AppView{Spec: a.GetSpec(), Latest: a.GetLatestRevision(), Pinned: a.GetPinnedRevision(), NextDeployID: a.GetNextDeployId(),
+		Deployed: len(a.GetHistory()), Last: LastDeploy(a), DeployedRevision: DeployedRevision(a)}
 }

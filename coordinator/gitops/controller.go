@@ -163,9 +163,9 @@ func (c *Controller) Matching(urls []string) []string {
 		}
 	}
 	var out []string
-	for _, a := range c.d.FSM.Apps() {
-		if r := a.GetSpec().GetRepo(); r != "" && want[NormalizeURL(r)] {
-			out = append(out, a.GetSpec().GetName())
+	for _, a := range c.d.FSM.AppViews() {
+		if r := a.Spec.GetRepo(); r != "" && want[NormalizeURL(r)] {
+			out = append(out, a.Spec.GetName())
 		}
 	}
 	return out
@@ -208,8 +208,9 @@ func (c *Controller) reconcile(ctx context.Context, results chan<- resolved) {
 	pushed := c.pushed
 	c.pushed = map[string]bool{}
 	c.mu.Unlock()
-	for _, a := range c.d.FSM.Apps() {
-		spec := a.GetSpec()
+	active := c.d.FSM.ActiveDeploys()
+	for _, a := range c.d.FSM.AppViews() {
+		spec := a.Spec
 		if spec.GetRepo() == "" {
 			continue // known from pipeline deploys only
 		}
@@ -228,7 +229,8 @@ func (c *Controller) reconcile(ctx context.Context, results chan<- resolved) {
 		if due {
 			go c.resolve(ctx, name, spec.GetRepo(), spec.GetRevision(), results)
 		}
-		c.deployIfNeeded(ctx, a, now)
+		act, ok := active[name]
+		c.deployIfNeeded(ctx, a, act, ok, now)
 	}
 }
 
@@ -267,12 +269,12 @@ func (c *Controller) observe(ctx context.Context, r resolved) {
 
 // Target is the commit an application should run: its pin, or with
 // auto-sync the newest commit of its branch; empty means "leave it".
-func Target(a *gv1.App) string {
-	if p := a.GetPinnedRevision(); p != "" {
-		return p
+func Target(a fsm.AppView) string {
+	if a.Pinned != "" {
+		return a.Pinned
 	}
-	if a.GetSpec().GetAutoSync() {
-		return a.GetLatestRevision()
+	if a.Spec.GetAutoSync() {
+		return a.Latest
 	}
 	return ""
 }
@@ -280,11 +282,11 @@ func Target(a *gv1.App) string {
 // deployIfNeeded starts the deploy an application needs: its target
 // commit when that is not the last one tried, or its current commit again
 // when self-heal is on and the live objects drifted.
-func (c *Controller) deployIfNeeded(ctx context.Context, a *gv1.App, now time.Time) {
-	name := a.GetSpec().GetName()
+func (c *Controller) deployIfNeeded(ctx context.Context, a fsm.AppView, act fsm.Active, active bool, now time.Time) {
+	name := a.Spec.GetName()
 	target := Target(a)
-	activeJob, activeRev, active := c.d.FSM.ActiveDeploy(name)
-	last := fsm.LastDeploy(a)
+	activeJob, activeRev := act.JobID, act.Revision
+	last := a.Last
 	if target != "" {
 		switch {
 		case active && activeRev == target:
@@ -300,7 +302,7 @@ func (c *Controller) deployIfNeeded(ctx context.Context, a *gv1.App, now time.Ti
 			return
 		}
 	}
-	if active || !a.GetSpec().GetSelfHeal() || last == nil || last.GetResult() != gv1.DeployResult_DEPLOY_RESULT_SUCCEEDED {
+	if active || !a.Spec.GetSelfHeal() || last == nil || last.GetResult() != gv1.DeployResult_DEPLOY_RESULT_SUCCEEDED {
 		return
 	}
 	d := c.Drift(name)
@@ -329,8 +331,8 @@ func (c *Controller) deployIfNeeded(ctx context.Context, a *gv1.App, now time.Ti
 	c.submit(ctx, a, last.GetRevision(), "self-heal")
 }
 
-func trigger(a *gv1.App) string {
-	if a.GetPinnedRevision() != "" {
+func trigger(a fsm.AppView) string {
+	if a.Pinned != "" {
 		return "rollback"
 	}
 	return "commit"
@@ -352,9 +354,9 @@ func (c *Controller) cancel(ctx context.Context, jobID, reason string) {
 	}
 }
 
-func (c *Controller) submit(ctx context.Context, a *gv1.App, revision, trigger string) {
+func (c *Controller) submit(ctx context.Context, a fsm.AppView, revision, trigger string) {
 	if _, err := c.Submit(ctx, a, revision, trigger); err != nil && ctx.Err() == nil {
-		c.log.Warn("submit deploy", zap.String("app", a.GetSpec().GetName()), zap.Error(err))
+		c.log.Warn("submit deploy", zap.String("app", a.Spec.GetName()), zap.Error(err))
 	}
 }
 
@@ -364,8 +366,8 @@ const DeployPriority = 100
 // Submit commits a job deploying revision of an application; it must run
 // on the leader. A deploy of the same revision for the same reason that is
 // already queued is returned instead of a new one.
-func (c *Controller) Submit(ctx context.Context, a *gv1.App, revision, trigger string) (string, error) {
-	spec := a.GetSpec()
+func (c *Controller) Submit(ctx context.Context, a fsm.AppView, revision, trigger string) (string, error) {
+	spec := a.Spec
 	task := &gv1.TaskSpec{
 		Name: "deploy",
 		Executor: &gv1.TaskSpec_Deploy{Deploy: &gv1.DeploySpec{
@@ -385,7 +387,7 @@ func (c *Controller) Submit(ctx context.Context, a *gv1.App, revision, trigger s
 	job := &gv1.Job{
 		Id:             c.d.NewJobID(),
 		Spec:           &gv1.JobSpec{Name: "deploy-" + spec.GetName(), Priority: DeployPriority, Tasks: []*gv1.TaskSpec{task}},
-		IdempotencyKey: fmt.Sprintf("gitops/%s/%d/%s/%s", spec.GetName(), a.GetNextDeployId(), revision, trigger),
+		IdempotencyKey: fmt.Sprintf("gitops/%s/%d/%s/%s", spec.GetName(), a.NextDeployID, revision, trigger),
 		Tasks:          []*gv1.Task{{Name: task.Name, Spec: task}},
 	}
 	res, err := c.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_SubmitJob{SubmitJob: &gv1.SubmitJobCommand{Job: job}}})
@@ -428,9 +430,9 @@ func (c *Controller) sendWatchSets(sent map[string]string) map[string]string {
 	for _, n := range agents {
 		sets[n] = &gv1.WatchSet{}
 	}
-	for _, a := range c.d.FSM.Apps() {
-		spec := a.GetSpec()
-		if spec.GetNamespace() == "" || len(a.GetHistory()) == 0 {
+	for _, a := range c.d.FSM.AppViews() {
+		spec := a.Spec
+		if spec.GetNamespace() == "" || a.Deployed == 0 {
 			continue // nothing deployed yet: nothing to watch
 		}
 		owner := pick(spec.GetName(), byCluster[spec.GetCluster()])
@@ -474,21 +476,21 @@ func pick(app string, agents []string) string {
 }
 
 // Summary describes an application's state for the API.
-func (c *Controller) Summary(a *gv1.App) *gv1.AppSummary {
+func (c *Controller) Summary(a fsm.AppView) *gv1.AppSummary {
 	s := &gv1.AppSummary{
-		Spec:             a.GetSpec(),
-		DeployedRevision: fsm.DeployedRevision(a),
-		LatestRevision:   a.GetLatestRevision(),
-		PinnedRevision:   a.GetPinnedRevision(),
-		LastDeploy:       fsm.LastDeploy(a),
+		Spec:             a.Spec,
+		DeployedRevision: a.DeployedRevision,
+		LatestRevision:   a.Latest,
+		PinnedRevision:   a.Pinned,
+		LastDeploy:       a.Last,
 	}
-	d := c.Drift(a.GetSpec().GetName())
+	d := c.Drift(a.Spec.GetName())
 	if d != nil {
 		s.Health = d.GetHealth()
 	}
-	target := a.GetPinnedRevision()
+	target := a.Pinned
 	if target == "" {
-		target = a.GetLatestRevision()
+		target = a.Latest
 	}
 	switch {
 	case d != nil && d.GetError() != "":
@@ -497,7 +499,7 @@ func (c *Controller) Summary(a *gv1.App) *gv1.AppSummary {
 	case d != nil && d.GetSync() == gv1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC:
 		s.Sync = gv1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC
 		s.Reason = fmt.Sprintf("%d live field(s) differ from Git", len(d.GetItems()))
-	case a.GetSpec().GetRepo() != "" && target != "" && target != s.DeployedRevision:
+	case a.Spec.GetRepo() != "" && target != "" && target != s.DeployedRevision:
 		s.Sync = gv1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC
 		s.Reason = fmt.Sprintf("Git is at %s, deployed %s", short(target), orNone(short(s.DeployedRevision)))
 	case d != nil:

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/gantryci/gantry/coordinator/fsm"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -71,7 +72,7 @@ func TestTarget(t *testing.T) {
 		{&gv1.App{Spec: &gv1.AppSpec{AutoSync: true}, LatestRevision: "b", PinnedRevision: "a"}, "a"},
 		{&gv1.App{Spec: &gv1.AppSpec{}, PinnedRevision: "a"}, "a"},
 	} {
-		if got := Target(tt.app); got != tt.want {
+		if got := Target(fsm.ViewOf(tt.app)); got != tt.want {
 			t.Errorf("Target(%v) = %q, want %q", tt.app, got, tt.want)
 		}
 	}
