@@ -320,7 +320,7 @@ tasks:
 }
 
 // benchDev starts `gantry dev` for a benchmark and returns its gRPC address.
-func benchDev(b *testing.B) string {
+func benchDev(b *testing.B, extra ...string) string {
 	b.Helper()
 	addrs := make([]string, 4)
 	for i := range addrs {
@@ -331,8 +331,8 @@ func benchDev(b *testing.B) string {
 		addrs[i] = l.Addr().String()
 		l.Close()
 	}
-	cmd := exec.Command(gantryBin, "dev", "--data-dir", filepath.Join(b.TempDir(), "data"),
-		"--grpc-addr", addrs[0], "--http-addr", addrs[1], "--raft-addr", addrs[2], "--nats-listen", addrs[3])
+	cmd := exec.Command(gantryBin, append([]string{"dev", "--data-dir", filepath.Join(b.TempDir(), "data"),
+		"--grpc-addr", addrs[0], "--http-addr", addrs[1], "--raft-addr", addrs[2], "--nats-listen", addrs[3]}, extra...)...)
 	cmd.Env = append(os.Environ(), "GANTRY_ADDR=")
 	logPath := filepath.Join(b.TempDir(), "dev.log")
 	f, err := os.Create(logPath)

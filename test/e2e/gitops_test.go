@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -293,15 +294,12 @@ func TestGitOpsCommitDriftRollback(t *testing.T) {
 	}
 }
 
-// scale changes the replicas of Deployment web the way kubectl scale does.
-func scale(t *testing.T, k kubeEnv, ns string, n int32) {
+// scale changes the replicas of Deployment web the way kubectl scale does:
+// a patch of the scale subresource.
+func scale(t testing.TB, k kubeEnv, ns string, n int32) {
 	t.Helper()
-	sc, err := k.cs.AppsV1().Deployments(ns).GetScale(context.Background(), "web", metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("get scale: %v", err)
-	}
-	sc.Spec.Replicas = n
-	if _, err := k.cs.AppsV1().Deployments(ns).UpdateScale(context.Background(), "web", sc, metav1.UpdateOptions{}); err != nil {
+	patch := fmt.Sprintf(`{"spec":{"replicas":%d}}`, n)
+	if _, err := k.cs.AppsV1().Deployments(ns).Patch(context.Background(), "web", types.MergePatchType, []byte(patch), metav1.PatchOptions{}, "scale"); err != nil {
 		t.Fatalf("scale: %v", err)
 	}
 }
