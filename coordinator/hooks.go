@@ -67,6 +67,9 @@ func (s *Server) handleGitHook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	apps := s.gitops.Matching(urls)
+	if apps == nil {
+		apps = []string{}
+	}
 	if len(apps) > 0 {
 		if err := s.nc.Publish(s.ns.GitPush(), []byte(strings.Join(urls, "\n"))); err != nil {
 			http.Error(w, "pass the push on: "+err.Error(), http.StatusServiceUnavailable)
