@@ -53,6 +53,8 @@ type Config struct {
 	// WebhookSecret, when set, is the secret pushes to /hooks/git are
 	// signed with (X-Hub-Signature-256, as GitHub sends it).
 	WebhookSecret string
+	// JobRetention is how long ended jobs are kept; zero keeps them forever.
+	JobRetention time.Duration
 }
 
 // DefaultConfig is a single node on loopback.
@@ -60,14 +62,15 @@ func DefaultConfig() Config {
 	rc := consensus.DefaultConfig()
 	rc.BindAddr = "127.0.0.1:7422"
 	return Config{
-		NodeID:   "node1",
-		Cluster:  "default",
-		DataDir:  "gantry-data",
-		GRPCAddr: "127.0.0.1:7420",
-		HTTPAddr: "127.0.0.1:7421",
-		Raft:     rc,
-		NATS:     NATSConfig{Listen: "127.0.0.1:4222", LogReplicas: 1},
-		Dispatch: dispatch.DefaultConfig(),
+		NodeID:       "node1",
+		Cluster:      "default",
+		DataDir:      "gantry-data",
+		GRPCAddr:     "127.0.0.1:7420",
+		HTTPAddr:     "127.0.0.1:7421",
+		Raft:         rc,
+		NATS:         NATSConfig{Listen: "127.0.0.1:4222", LogReplicas: 1},
+		Dispatch:     dispatch.DefaultConfig(),
+		JobRetention: DefaultJobRetention,
 	}
 }
 
@@ -289,8 +292,9 @@ func (s *Server) watchLeadership(ctx context.Context) {
 		go func() {
 			defer close(done)
 			var wg sync.WaitGroup
-			wg.Add(1)
+			wg.Add(2)
 			go func() { defer wg.Done(); s.gitops.Lead(lctx) }()
+			go func() { defer wg.Done(); s.pruneLoop(lctx) }()
 			if err := s.disp.Lead(lctx); err != nil {
 				s.log.Error("lead", zap.Error(err))
 			}

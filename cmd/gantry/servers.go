@@ -66,6 +66,7 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, full bool) {
 	fl.StringVar(&c.NATS.Listen, "nats-listen", c.NATS.Listen, "embedded NATS client listen address")
 	fl.StringVar(&c.NATS.URL, "nats-url", "", "use this existing NATS cluster instead of the embedded server")
 	fl.StringVar(&c.Cluster, "cluster", c.Cluster, "cluster name; namespaces NATS subjects")
+	fl.DurationVar(&c.JobRetention, "job-retention", c.JobRetention, "forget jobs this long after they ended (0 keeps them forever); deploy history is kept per application")
 	fl.StringVar(&c.WebhookSecret, "webhook-secret", os.Getenv("GANTRY_WEBHOOK_SECRET"),
 		"secret that pushes to /hooks/git are signed with (X-Hub-Signature-256; default $GANTRY_WEBHOOK_SECRET; empty: unsigned pushes accepted)")
 	if !full {

@@ -128,3 +128,43 @@ func TestDecodeRejectsGarbage(t *testing.T) {
 		t.Fatalf("Decode = %v, %v", snap, err)
 	}
 }
+
+func TestPruneJobsForgetsOnlyEndedOldJobs(t *testing.T) {
+	h := newHarness(t)
+	h.ok(submitCmd(1, newJob("old-done", "k-old", 0, spec("a"))))
+	h.ok(assignCmd(2, "old-done", "a", 1, "ag"))
+	h.ok(successCmd(3, "old-done", "a", 1, "ag"))
+	h.ok(submitCmd(4, newJob("old-running", "k-run", 0, spec("a"))))
+	h.ok(assignCmd(5, "old-running", "a", 1, "ag"))
+	h.ok(submitCmd(6, newJob("old-pending", "", 0, spec("a"))))
+	h.ok(submitCmd(7, newJob("new-done", "k-new", 0, spec("a"))))
+	h.ok(cancelCmd(20, "new-done", "x"))
+
+	h.refused(&gv1.Command{At: ts(30), Cmd: &gv1.Command_PruneJobs{PruneJobs: &gv1.PruneJobsCommand{}}}, "", fsm.ErrInvalid)
+	if n := h.f.Prunable(t0.Add(10 * 1e9)); n != 1 {
+		t.Fatalf("Prunable = %d, want 1", n)
+	}
+	r := h.ok(&gv1.Command{At: ts(30), Cmd: &gv1.Command_PruneJobs{PruneJobs: &gv1.PruneJobsCommand{FinishedBefore: ts(10)}}})
+	if r.Pruned != 1 {
+		t.Fatalf("pruned %d jobs, want 1", r.Pruned)
+	}
+	if _, ok := h.f.Job("old-done"); ok {
+		t.Error("old finished job still there")
+	}
+	for _, id := range []string{"old-running", "old-pending", "new-done"} {
+		if _, ok := h.f.Job(id); !ok {
+			t.Errorf("job %s pruned", id)
+		}
+	}
+	// Its idempotency key is free again; the others still answer.
+	if res := h.ok(submitCmd(31, newJob("again", "k-old", 0, spec("a")))); res.Existing {
+		t.Error("key of a pruned job still maps to it")
+	}
+	if res := h.ok(submitCmd(32, newJob("dup", "k-run", 0, spec("a")))); !res.Existing || res.JobID != "old-running" {
+		t.Errorf("key of a kept job: %+v", res)
+	}
+	// Replicas restored from a snapshot agree.
+	if !bytes.Equal(stateBytes(t, restored(t, snapshotBytes(t, h.f))), stateBytes(t, h.f)) {
+		t.Error("state after prune does not survive a snapshot")
+	}
+}

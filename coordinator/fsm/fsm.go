@@ -29,7 +29,9 @@ type Result struct {
 	// Canceled lists the attempts a cancel took away from agents; the leader
 	// tells those agents to stop.
 	Canceled []*gv1.TaskRef
-	Err      error
+	// Pruned is how many jobs a prune forgot.
+	Pruned int
+	Err    error
 }
 
 // TaskKey names a task of a job.

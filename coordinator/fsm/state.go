@@ -135,6 +135,8 @@ func (s *state) apply(index uint64, c *gv1.Command) Result {
 		return s.pinApp(x.PinApp)
 	case *gv1.Command_ObserveRevision:
 		return s.observeRevision(x.ObserveRevision)
+	case *gv1.Command_PruneJobs:
+		return s.pruneJobs(x.PruneJobs)
 	default:
 		// A command type this version does not know: refuse it without
 		// changing state, so an old replica stays consistent with a newer one.

@@ -85,6 +85,7 @@ type Command struct {
 	//	*Command_DeleteApp
 	//	*Command_PinApp
 	//	*Command_ObserveRevision
+	//	*Command_PruneJobs
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -224,6 +225,15 @@ func (x *Command) GetObserveRevision() *ObserveRevisionCommand {
 	return nil
 }
 
+func (x *Command) GetPruneJobs() *PruneJobsCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_PruneJobs); ok {
+			return x.PruneJobs
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -268,6 +278,10 @@ type Command_ObserveRevision struct {
 	ObserveRevision *ObserveRevisionCommand `protobuf:"bytes,19,opt,name=observe_revision,json=observeRevision,proto3,oneof"`
 }
 
+type Command_PruneJobs struct {
+	PruneJobs *PruneJobsCommand `protobuf:"bytes,20,opt,name=prune_jobs,json=pruneJobs,proto3,oneof"`
+}
+
 func (*Command_SubmitJob) isCommand_Cmd() {}
 
 func (*Command_AssignTask) isCommand_Cmd() {}
@@ -287,6 +301,8 @@ func (*Command_DeleteApp) isCommand_Cmd() {}
 func (*Command_PinApp) isCommand_Cmd() {}
 
 func (*Command_ObserveRevision) isCommand_Cmd() {}
+
+func (*Command_PruneJobs) isCommand_Cmd() {}
 
 type SubmitJobCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -846,13 +862,60 @@ func (x *ObserveRevisionCommand) GetRevision() string {
 	return ""
 }
 
+// PruneJobsCommand forgets jobs that ended before a time (retention). Jobs
+// that have not ended are never pruned. Their idempotency keys are
+// forgotten with them.
+type PruneJobsCommand struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	FinishedBefore *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=finished_before,json=finishedBefore,proto3" json:"finished_before,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PruneJobsCommand) Reset() {
+	*x = PruneJobsCommand{}
+	mi := &file_gantry_v1_log_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneJobsCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneJobsCommand) ProtoMessage() {}
+
+func (x *PruneJobsCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_log_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneJobsCommand.ProtoReflect.Descriptor instead.
+func (*PruneJobsCommand) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_log_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PruneJobsCommand) GetFinishedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedBefore
+	}
+	return nil
+}
+
 var File_gantry_v1_log_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_log_proto_rawDesc = "" +
 	"\n" +
 	"\x13gantry/v1/log.proto\x12\tgantry.v1\x1a\x15gantry/v1/agent.proto\x1a\x16gantry/v1/gitops.proto\x1a\x13gantry/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n" +
 	"\x05Batch\x12.\n" +
-	"\bcommands\x18\x01 \x03(\v2\x12.gantry.v1.CommandR\bcommands\"\xbd\x05\n" +
+	"\bcommands\x18\x01 \x03(\v2\x12.gantry.v1.CommandR\bcommands\"\xfb\x05\n" +
 	"\aCommand\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12<\n" +
 	"\n" +
@@ -872,7 +935,9 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\n" +
 	"delete_app\x18\x11 \x01(\v2\x1b.gantry.v1.DeleteAppCommandH\x00R\tdeleteApp\x123\n" +
 	"\apin_app\x18\x12 \x01(\v2\x18.gantry.v1.PinAppCommandH\x00R\x06pinApp\x12N\n" +
-	"\x10observe_revision\x18\x13 \x01(\v2!.gantry.v1.ObserveRevisionCommandH\x00R\x0fobserveRevisionB\x05\n" +
+	"\x10observe_revision\x18\x13 \x01(\v2!.gantry.v1.ObserveRevisionCommandH\x00R\x0fobserveRevision\x12<\n" +
+	"\n" +
+	"prune_jobs\x18\x14 \x01(\v2\x1b.gantry.v1.PruneJobsCommandH\x00R\tpruneJobsB\x05\n" +
 	"\x03cmd\"4\n" +
 	"\x10SubmitJobCommand\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.gantry.v1.JobR\x03job\"O\n" +
@@ -903,7 +968,9 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\brevision\x18\x02 \x01(\tR\brevision\"H\n" +
 	"\x16ObserveRevisionCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\tR\brevisionB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"\brevision\x18\x02 \x01(\tR\brevision\"W\n" +
+	"\x10PruneJobsCommand\x12C\n" +
+	"\x0ffinished_before\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x0efinishedBeforeB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_log_proto_rawDescOnce sync.Once
@@ -917,7 +984,7 @@ func file_gantry_v1_log_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_log_proto_rawDescData
 }
 
-var file_gantry_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_gantry_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_gantry_v1_log_proto_goTypes = []any{
 	(*Batch)(nil),                  // 0: gantry.v1.Batch
 	(*Command)(nil),                // 1: gantry.v1.Command
@@ -932,16 +999,17 @@ var file_gantry_v1_log_proto_goTypes = []any{
 	(*DeleteAppCommand)(nil),       // 10: gantry.v1.DeleteAppCommand
 	(*PinAppCommand)(nil),          // 11: gantry.v1.PinAppCommand
 	(*ObserveRevisionCommand)(nil), // 12: gantry.v1.ObserveRevisionCommand
-	(*timestamppb.Timestamp)(nil),  // 13: google.protobuf.Timestamp
-	(*Job)(nil),                    // 14: gantry.v1.Job
-	(*TaskRef)(nil),                // 15: gantry.v1.TaskRef
-	(*Report)(nil),                 // 16: gantry.v1.Report
-	(*App)(nil),                    // 17: gantry.v1.App
-	(*AppSpec)(nil),                // 18: gantry.v1.AppSpec
+	(*PruneJobsCommand)(nil),       // 13: gantry.v1.PruneJobsCommand
+	(*timestamppb.Timestamp)(nil),  // 14: google.protobuf.Timestamp
+	(*Job)(nil),                    // 15: gantry.v1.Job
+	(*TaskRef)(nil),                // 16: gantry.v1.TaskRef
+	(*Report)(nil),                 // 17: gantry.v1.Report
+	(*App)(nil),                    // 18: gantry.v1.App
+	(*AppSpec)(nil),                // 19: gantry.v1.AppSpec
 }
 var file_gantry_v1_log_proto_depIdxs = []int32{
 	1,  // 0: gantry.v1.Batch.commands:type_name -> gantry.v1.Command
-	13, // 1: gantry.v1.Command.at:type_name -> google.protobuf.Timestamp
+	14, // 1: gantry.v1.Command.at:type_name -> google.protobuf.Timestamp
 	2,  // 2: gantry.v1.Command.submit_job:type_name -> gantry.v1.SubmitJobCommand
 	3,  // 3: gantry.v1.Command.assign_task:type_name -> gantry.v1.AssignTaskCommand
 	4,  // 4: gantry.v1.Command.start_task:type_name -> gantry.v1.StartTaskCommand
@@ -952,19 +1020,21 @@ var file_gantry_v1_log_proto_depIdxs = []int32{
 	10, // 9: gantry.v1.Command.delete_app:type_name -> gantry.v1.DeleteAppCommand
 	11, // 10: gantry.v1.Command.pin_app:type_name -> gantry.v1.PinAppCommand
 	12, // 11: gantry.v1.Command.observe_revision:type_name -> gantry.v1.ObserveRevisionCommand
-	14, // 12: gantry.v1.SubmitJobCommand.job:type_name -> gantry.v1.Job
-	15, // 13: gantry.v1.AssignTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	15, // 14: gantry.v1.StartTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	16, // 15: gantry.v1.FinishTaskCommand.report:type_name -> gantry.v1.Report
-	15, // 16: gantry.v1.RequeueTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	14, // 17: gantry.v1.Snapshot.jobs:type_name -> gantry.v1.Job
-	17, // 18: gantry.v1.Snapshot.apps:type_name -> gantry.v1.App
-	18, // 19: gantry.v1.CreateAppCommand.spec:type_name -> gantry.v1.AppSpec
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	13, // 12: gantry.v1.Command.prune_jobs:type_name -> gantry.v1.PruneJobsCommand
+	15, // 13: gantry.v1.SubmitJobCommand.job:type_name -> gantry.v1.Job
+	16, // 14: gantry.v1.AssignTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	16, // 15: gantry.v1.StartTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	17, // 16: gantry.v1.FinishTaskCommand.report:type_name -> gantry.v1.Report
+	16, // 17: gantry.v1.RequeueTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	15, // 18: gantry.v1.Snapshot.jobs:type_name -> gantry.v1.Job
+	18, // 19: gantry.v1.Snapshot.apps:type_name -> gantry.v1.App
+	19, // 20: gantry.v1.CreateAppCommand.spec:type_name -> gantry.v1.AppSpec
+	14, // 21: gantry.v1.PruneJobsCommand.finished_before:type_name -> google.protobuf.Timestamp
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_log_proto_init() }
@@ -986,6 +1056,7 @@ func file_gantry_v1_log_proto_init() {
 		(*Command_DeleteApp)(nil),
 		(*Command_PinApp)(nil),
 		(*Command_ObserveRevision)(nil),
+		(*Command_PruneJobs)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -993,7 +1064,7 @@ func file_gantry_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_log_proto_rawDesc), len(file_gantry_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
