@@ -247,7 +247,14 @@ func (c *testCluster) natsURLs() string {
 // startAgent starts an agent connected to every node's NATS server.
 func (c *testCluster) startAgent(name string, slots int, labels map[string]string) *agent.Agent {
 	c.t.Helper()
+	return c.startAgentWith(name, slots, labels, nil)
+}
+
+// startAgentWith starts an agent that also reaches Kubernetes clusters.
+func (c *testCluster) startAgentWith(name string, slots int, labels map[string]string, kube []agent.KubeCluster) *agent.Agent {
+	c.t.Helper()
 	cfg := agent.DefaultConfig()
+	cfg.Kube = kube
 	cfg.Name = name
 	cfg.Cluster = "test"
 	cfg.NATS = c.natsURLs()
