@@ -72,7 +72,7 @@ func BenchmarkReconcilePass(b *testing.B) {
 	c := New(Deps{Log: zap.NewNop(), FSM: f, Fleet: dispatch.NewFleet(time.Second), NewJobID: func() string { return "x" }})
 	now := time.Now()
 	for _, a := range f.AppViews() {
-		c.polls[a.Spec.GetName()] = now.Add(time.Hour) // no poll due
+		c.polls[pollKey(a.Spec)] = now.Add(time.Hour) // no poll due
 	}
 	results := make(chan resolved, 1)
 	b.ReportAllocs()
@@ -91,7 +91,7 @@ func TestReconcileInSteadyStateSubmitsNothing(t *testing.T) {
 	c := New(Deps{Log: zap.NewNop(), FSM: f, Fleet: dispatch.NewFleet(time.Second), NewJobID: func() string { return "x" }})
 	now := time.Now()
 	for _, a := range f.AppViews() {
-		c.polls[a.Spec.GetName()] = now
+		c.polls[pollKey(a.Spec)] = now
 		if Target(a) != a.Last.GetRevision() || a.DeployedRevision != a.Last.GetRevision() {
 			t.Fatalf("app %s not in steady state: %+v", a.Spec.GetName(), a)
 		}
@@ -100,5 +100,53 @@ func TestReconcileInSteadyStateSubmitsNothing(t *testing.T) {
 	c.reconcile(context.Background(), make(chan resolved, 1))
 	if got := len(f.ActiveDeploys()); got != 0 {
 		t.Errorf("%d deploys active after a steady-state pass", got)
+	}
+}
+
+func TestApplicationsOnOneBranchShareAPoll(t *testing.T) {
+	f := loadApps(t, 3, 1) // app-00000 .. app-00002, each its own repository
+	// Two more applications following app-00000's repository: one on the
+	// same branch (spelled differently), one on another branch.
+	index := uint64(1_000)
+	at := timestamppb.Now()
+	for _, spec := range []*gv1.AppSpec{
+		{Name: "same", Repo: "https://git.example/app-00000.git/", Cluster: "prod", Namespace: "ns"},
+		{Name: "other", Repo: "https://git.example/app-00000", Revision: "release", Cluster: "prod", Namespace: "ns"},
+	} {
+		index++
+		data, _ := proto.Marshal(&gv1.Batch{Commands: []*gv1.Command{{At: at, Cmd: &gv1.Command_CreateApp{CreateApp: &gv1.CreateAppCommand{Spec: spec}}}}})
+		f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: data})
+	}
+	calls := make(chan string, 16)
+	c := New(Deps{Log: zap.NewNop(), FSM: f, Fleet: dispatch.NewFleet(time.Second), NewJobID: func() string { return "x" },
+		Resolve: func(_ context.Context, url, rev string) (string, error) {
+			calls <- url + "@" + rev
+			return fmt.Sprintf("%040d", 0), nil
+		}})
+	results := make(chan resolved, 16)
+	c.reconcile(context.Background(), results)
+	byKey := map[string][]string{}
+	for range 4 { // app-00000 (+ same), other, app-00001, app-00002
+		r := <-results
+		byKey[r.key] = r.apps
+	}
+	if len(calls) != 4 {
+		t.Errorf("%d polls for 4 branches", len(calls))
+	}
+	shared := byKey[pollKey(&gv1.AppSpec{Repo: "https://git.example/app-00000"})]
+	if len(shared) != 2 {
+		t.Errorf("branch main of app-00000 polled for %v, want app-00000 and same", shared)
+	}
+	// Nothing is due again until the interval passed.
+	c.mu.Lock()
+	for k := range c.polling {
+		delete(c.polling, k)
+	}
+	c.mu.Unlock()
+	c.reconcile(context.Background(), results)
+	select {
+	case r := <-results:
+		t.Errorf("polled again at once: %v", r)
+	case <-time.After(50 * time.Millisecond):
 	}
 }

@@ -61,8 +61,8 @@ type Controller struct {
 	drift   map[string]*gv1.DriftReport
 	pushed  map[string]bool // repository URLs announced since the last look
 	wake    chan struct{}
-	polls   map[string]time.Time // app -> last poll started
-	polling map[string]bool
+	polls   map[string]time.Time // branch (pollKey) -> last poll started
+	polling map[string]bool      // branch -> poll in flight
 	heals   map[string]*healState
 }
 
@@ -196,9 +196,27 @@ func (c *Controller) Lead(ctx context.Context) {
 	}
 }
 
+// resolved is the answer of one poll of a branch.
 type resolved struct {
-	app, revision string
-	err           error
+	key      string
+	apps     []string // applications following the branch
+	url      string
+	revision string
+	err      error
+}
+
+// pollKey names a branch of a repository: applications following the same
+// branch share one poll.
+func pollKey(spec *gv1.AppSpec) string {
+	return NormalizeURL(spec.GetRepo()) + "\x00" + spec.GetRevision()
+}
+
+// branch is a branch polled for the applications following it.
+type branch struct {
+	url, rev string
+	interval time.Duration // the shortest of its applications'
+	pushed   bool
+	apps     []string
 }
 
 // reconcile polls what is due and deploys what should be deployed.
@@ -209,6 +227,7 @@ func (c *Controller) reconcile(ctx context.Context, results chan<- resolved) {
 	c.pushed = map[string]bool{}
 	c.mu.Unlock()
 	active := c.d.FSM.ActiveDeploys()
+	branches := map[string]*branch{}
 	for _, a := range c.d.FSM.AppViews() {
 		spec := a.Spec
 		if spec.GetRepo() == "" {
@@ -219,52 +238,68 @@ func (c *Controller) reconcile(ctx context.Context, results chan<- resolved) {
 		if interval <= 0 {
 			interval = DefaultPoll
 		}
-		c.mu.Lock()
-		due := !c.polling[name] && (pushed[NormalizeURL(spec.GetRepo())] || now.Sub(c.polls[name]) >= interval)
-		if due {
-			c.polling[name] = true
-			c.polls[name] = now
+		key := pollKey(spec)
+		b := branches[key]
+		if b == nil {
+			b = &branch{url: spec.GetRepo(), rev: spec.GetRevision(), interval: interval}
+			branches[key] = b
 		}
-		c.mu.Unlock()
-		if due {
-			go c.resolve(ctx, name, spec.GetRepo(), spec.GetRevision(), results)
-		}
+		b.interval = min(b.interval, interval)
+		b.pushed = b.pushed || pushed[NormalizeURL(spec.GetRepo())]
+		b.apps = append(b.apps, name)
 		act, ok := active[name]
 		c.deployIfNeeded(ctx, a, act, ok, now)
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for key, b := range branches {
+		if c.polling[key] || !(b.pushed || now.Sub(c.polls[key]) >= b.interval) {
+			continue
+		}
+		c.polling[key] = true
+		c.polls[key] = now
+		go c.resolve(ctx, key, b, results)
+	}
 }
 
-func (c *Controller) resolve(ctx context.Context, app, url, rev string, results chan<- resolved) {
+func (c *Controller) resolve(ctx context.Context, key string, b *branch, results chan<- resolved) {
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	sha, err := c.d.Resolve(rctx, url, rev)
+	sha, err := c.d.Resolve(rctx, b.url, b.rev)
 	cancel()
 	select {
-	case results <- resolved{app: app, revision: sha, err: err}:
+	case results <- resolved{key: key, apps: b.apps, url: b.url, revision: sha, err: err}:
 	case <-ctx.Done():
 	}
 }
 
-// observe records a polled revision.
+// observe records a polled revision for the applications following it.
 func (c *Controller) observe(ctx context.Context, r resolved) {
 	c.mu.Lock()
-	delete(c.polling, r.app)
+	delete(c.polling, r.key)
 	c.mu.Unlock()
 	if r.err != nil {
-		c.log.Warn("poll repository", zap.String("app", r.app), zap.Error(r.err))
+		c.log.Warn("poll repository", zap.String("repo", r.url), zap.Strings("apps", r.apps), zap.Error(r.err))
 		return
 	}
-	a, ok := c.d.FSM.App(r.app)
-	if !ok || a.GetLatestRevision() == r.revision {
+	var cmds []*gv1.Command
+	at := timestamppb.Now()
+	for _, name := range r.apps {
+		if a, ok := c.d.FSM.App(name); ok && a.GetLatestRevision() != r.revision {
+			cmds = append(cmds, &gv1.Command{At: at, Cmd: &gv1.Command_ObserveRevision{
+				ObserveRevision: &gv1.ObserveRevisionCommand{Name: name, Revision: r.revision},
+			}})
+		}
+	}
+	if len(cmds) == 0 {
 		return
 	}
-	_, err := c.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_ObserveRevision{
-		ObserveRevision: &gv1.ObserveRevisionCommand{Name: r.app, Revision: r.revision},
-	}})
-	if err != nil && ctx.Err() == nil {
-		c.log.Warn("record new revision", zap.String("app", r.app), zap.Error(err))
+	if _, err := c.d.Proposer.Propose(ctx, cmds...); err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("record new revision", zap.String("repo", r.url), zap.Error(err))
+		}
 		return
 	}
-	c.log.Info("new revision", zap.String("app", r.app), zap.String("revision", r.revision))
+	c.log.Info("new revision", zap.String("repo", r.url), zap.String("revision", r.revision), zap.Int("apps", len(cmds)))
 }
 
 // Target is the commit an application should run: its pin, or with
