@@ -186,6 +186,7 @@ func TestDriftAfterScale(t *testing.T) {
 					return r
 				}
 			case <-timeout:
+				dumpState(t, c, ns)
 				t.Fatalf("no report %s within 10s", what)
 			}
 		}

@@ -20,7 +20,7 @@ import (
 )
 
 // testCluster opens the cluster of GANTRY_TEST_KUBECONFIG, or skips.
-func testCluster(t *testing.T) *Cluster {
+func testCluster(t testing.TB) *Cluster {
 	t.Helper()
 	path := os.Getenv("GANTRY_TEST_KUBECONFIG")
 	if path == "" {
@@ -37,7 +37,7 @@ func testCluster(t *testing.T) *Cluster {
 }
 
 // testNamespace returns a fresh namespace name, deleted at the end.
-func testNamespace(t *testing.T, c *Cluster) string {
+func testNamespace(t testing.TB, c *Cluster) string {
 	t.Helper()
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)

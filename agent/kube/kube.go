@@ -63,6 +63,8 @@ type Cluster struct {
 	dyn    dynamic.Interface
 	core   kubernetes.Interface
 	mapper *restmapper.DeferredDiscoveryRESTMapper
+	// shared holds the informers of the drift watches (watch.go).
+	shared *sharedCache
 }
 
 // Open returns the cluster reached through the kubeconfig file at path
@@ -96,12 +98,14 @@ func Open(name, kubeconfig string, log *zap.Logger) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: discovery client: %w", name, err)
 	}
+	log = log.Named("kube").With(zap.String("cluster", name))
 	return &Cluster{
 		name:   name,
-		log:    log.Named("kube").With(zap.String("cluster", name)),
+		log:    log,
 		dyn:    dyn,
 		core:   core,
 		mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc)),
+		shared: newSharedCache(dyn, log.Named("watch")),
 	}, nil
 }
 

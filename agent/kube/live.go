@@ -30,7 +30,8 @@ func keyOf(o *object) liveKey {
 }
 
 // liveCache follows the live objects of one application with one informer
-// (a list, then a watch) per collection, filtered by a label selector.
+// (a list, then a watch) per collection, filtered by a label selector. The
+// health wait of a deploy uses it; the drift watches share sharedCache.
 type liveCache struct {
 	informers map[liveKey]cache.SharedIndexInformer
 	cancel    context.CancelFunc
@@ -116,9 +117,4 @@ func (l *liveCache) stop() {
 // bySelector lists the objects matching a label selector.
 func bySelector(selector string) func(*metav1.ListOptions) {
 	return func(o *metav1.ListOptions) { o.LabelSelector = selector }
-}
-
-// byName lists the one object called name.
-func byName(name string) func(*metav1.ListOptions) {
-	return func(o *metav1.ListOptions) { o.FieldSelector = "metadata.name=" + name }
 }

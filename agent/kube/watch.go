@@ -78,8 +78,11 @@ type watcher struct {
 	// desired state, from the inventory's manifests
 	manifests []byte
 	desired   []*object
-	live      *liveCache
-	liveKeys  []liveKey
+	// sub reads the live objects from the cluster's shared cache; loaded
+	// says desired and liveKeys were set in this session.
+	sub      *subscription
+	loaded   bool
+	liveKeys []liveKey
 }
 
 // emit reports r unless it says the same as the last report.
@@ -95,8 +98,6 @@ func (w *watcher) emit(r *gv1.DriftReport) {
 
 // session watches until ctx ends or a watch fails.
 func (w *watcher) session(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	// A direct read first, so that an unreachable cluster is an error at
 	// once rather than an informer retrying on its own.
 	if _, err := w.c.readInventory(ctx, w.ns, w.app); err != nil {
@@ -116,9 +117,13 @@ func (w *watcher) session(ctx context.Context) error {
 		default:
 		}
 	}
-	inv := w.c.startLive(ctx, []liveKey{{gvr: configMaps, namespace: w.ns}}, byName(inventoryName(w.app)), onChange, onError)
-	defer inv.stop()
-	defer w.stopLive()
+	w.sub = w.c.shared.subscribe(labelSafe(w.app), onChange, onError)
+	w.loaded, w.liveKeys = false, nil
+	w.sub.watch([]liveKey{w.inventoryKey()})
+	defer func() {
+		w.sub.close()
+		w.sub = nil
+	}()
 
 	var fire <-chan time.Time // the debounce timer, armed by an event
 	// The first look does not wait for an event: an application never
@@ -139,7 +144,7 @@ func (w *watcher) session(ctx context.Context) error {
 		case <-recheck:
 		}
 		fire, recheck = nil, nil
-		synced, err := w.recompute(ctx, inv, onChange, onError)
+		synced, err := w.recompute(ctx)
 		if err != nil {
 			return err
 		}
@@ -149,15 +154,17 @@ func (w *watcher) session(ctx context.Context) error {
 	}
 }
 
+func (w *watcher) inventoryKey() liveKey { return liveKey{gvr: configMaps, namespace: w.ns} }
+
 // recompute reloads the desired state when the inventory changed and
 // reports the drift once every informer has listed its objects.
-func (w *watcher) recompute(ctx context.Context, inv *liveCache, onChange func(), onError func(error)) (bool, error) {
-	if !inv.synced() {
+func (w *watcher) recompute(ctx context.Context) (bool, error) {
+	if !w.sub.synced() {
 		return false, nil
 	}
-	cm, ok := inv.get(liveKey{gvr: configMaps, namespace: w.ns}, objRef{Name: inventoryName(w.app)})
+	cm, ok := w.sub.get(w.inventoryKey(), objRef{Name: inventoryName(w.app)})
 	if !ok {
-		w.setDesired(ctx, nil, nil, onChange, onError)
+		w.setDesired(nil, nil)
 		w.revision, w.fence = "", 0
 		// Never deployed (or its namespace was deleted): nothing to compare.
 		w.emit(&gv1.DriftReport{App: w.app, Sync: gv1.SyncStatus_SYNC_STATUS_UNSPECIFIED, Health: gv1.HealthStatus_HEALTH_STATUS_MISSING})
@@ -173,8 +180,8 @@ func (w *watcher) recompute(ctx context.Context, inv *liveCache, onChange func()
 		return true, nil
 	}
 	w.revision, w.fence = state.revision, state.fence
-	if w.live == nil || !bytes.Equal(state.manifests, w.manifests) {
-		if err := w.load(ctx, state.manifests, onChange, onError); err != nil {
+	if !w.loaded || !bytes.Equal(state.manifests, w.manifests) {
+		if err := w.load(ctx, state.manifests); err != nil {
 			if classify(err) == gv1.FailureClass_FAILURE_CLASS_INFRA {
 				return true, err
 			}
@@ -182,7 +189,7 @@ func (w *watcher) recompute(ctx context.Context, inv *liveCache, onChange func()
 			return true, nil
 		}
 	}
-	if !w.live.synced() {
+	if !w.sub.synced() {
 		return false, nil
 	}
 	w.emit(w.compute())
@@ -191,7 +198,7 @@ func (w *watcher) recompute(ctx context.Context, inv *liveCache, onChange func()
 
 // load decodes and resolves the inventory's manifests and watches their
 // collections.
-func (w *watcher) load(ctx context.Context, manifests []byte, onChange func(), onError func(error)) error {
+func (w *watcher) load(ctx context.Context, manifests []byte) error {
 	var objs []*unstructured.Unstructured
 	if len(manifests) > 0 {
 		var err error
@@ -203,13 +210,13 @@ func (w *watcher) load(ctx context.Context, manifests []byte, onChange func(), o
 	if err != nil {
 		return err
 	}
-	w.setDesired(ctx, manifests, desired, onChange, onError)
+	w.setDesired(manifests, desired)
 	return nil
 }
 
-// setDesired replaces the desired objects, restarting the informers when
-// the collections to watch changed.
-func (w *watcher) setDesired(ctx context.Context, manifests []byte, desired []*object, onChange func(), onError func(error)) {
+// setDesired replaces the desired objects and subscribes to the
+// collections they are in (besides the inventory's).
+func (w *watcher) setDesired(manifests []byte, desired []*object) {
 	var keys []liveKey
 	for _, o := range desired {
 		if k := keyOf(o); !slices.Contains(keys, k) {
@@ -217,19 +224,11 @@ func (w *watcher) setDesired(ctx context.Context, manifests []byte, desired []*o
 		}
 	}
 	w.manifests, w.desired = manifests, desired
-	if w.live != nil && slices.Equal(keys, w.liveKeys) {
+	if w.loaded && slices.Equal(keys, w.liveKeys) {
 		return
 	}
-	w.stopLive()
-	w.liveKeys = keys
-	w.live = w.c.startLive(ctx, keys, bySelector(appSelector(w.app)), onChange, onError)
-}
-
-func (w *watcher) stopLive() {
-	if w.live != nil {
-		w.live.stop()
-		w.live = nil
-	}
+	w.loaded, w.liveKeys = true, keys
+	w.sub.watch(append([]liveKey{w.inventoryKey()}, keys...))
 }
 
 // compute builds the report of the desired objects against the live ones.
@@ -237,7 +236,7 @@ func (w *watcher) compute() *gv1.DriftReport {
 	r := &gv1.DriftReport{App: w.app, Revision: w.revision, Fence: w.fence}
 	missing, degraded, waiting := false, false, false
 	for _, o := range w.desired {
-		live, ok := w.live.get(keyOf(o), o.ref)
+		live, ok := w.sub.get(keyOf(o), o.ref)
 		if !ok {
 			missing = true
 			r.Items = append(r.Items, compareObject(o.u, nil)...)
