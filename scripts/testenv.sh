@@ -354,10 +354,15 @@ KUBECONFIG_END
       --bind-address 127.0.0.1 --secure-port 0 --profiling=false
     local stages=() f
     for f in "$repo"/scripts/kube/*.yaml; do stages+=(--config "$f"); done
+    # Node leases: the heartbeat-with-lease stage refreshes node status only
+    # every 10-20 minutes and leaves liveness to the lease; without
+    # --node-lease-duration-seconds kwok keeps no lease, and the node
+    # lifecycle controller marks both nodes NotReady every ~55 s.
     kube_start kube-kwok "$bin/kwok" --kubeconfig "$dir/kubeconfig" \
       "${stages[@]}" \
       --manage-all-nodes=false \
       --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
+      --node-lease-duration-seconds 40 \
       --cidr 10.244.0.0/16 --node-ip 127.0.0.1
 
     local i
