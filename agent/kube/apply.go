@@ -85,25 +85,62 @@ func (d *deploy) applyAll(ctx context.Context, objs []*object) error {
 	return nil
 }
 
+// maxConditionalRetries bounds the re-reads of an object that changed
+// between its read and a write conditional on that read (controllers
+// update status often during a rollout, and each update is a new version).
+const maxConditionalRetries = 20
+
 // apply writes one object with server-side apply, taking the fields Gantry
-// manages from other managers (Force), after checking the fence.
+// manages from other managers (Force).
+//
+// The write is fenced: it reads the object's resourceVersion, then checks
+// the fence, then applies with that resourceVersion as a precondition. A
+// newer deploy that took the application after the check writes this
+// object after taking it (every deploy applies every object, and its own
+// fence annotation makes each of its writes a change), so either its write
+// comes after ours and wins, or it comes before ours and ours fails on the
+// precondition; the re-check then finds the newer fence and refuses. Only
+// an object that does not exist yet has no version to be conditional on:
+// for it, two deploys creating it in the same instant remain a window.
 func (d *deploy) apply(ctx context.Context, o *object) error {
-	data, err := json.Marshal(o.u.Object)
-	if err != nil {
-		return content(fmt.Errorf("encode %s: %w", o.ref, err))
-	}
-	if err := d.c.checkFence(ctx, d.ns, d.app, d.req.Fence); err != nil {
-		return err
-	}
+	ri := d.c.resource(o)
 	force := true
-	live, err := d.c.resource(o).Patch(ctx, o.ref.Name, types.ApplyPatchType, data,
-		metav1.PatchOptions{FieldManager: FieldManager, Force: &force})
-	if err != nil {
-		return fmt.Errorf("apply %s: %w", o.ref, err)
+	for attempt := 0; ; attempt++ {
+		rv := ""
+		cur, err := ri.Get(ctx, o.ref.Name, metav1.GetOptions{})
+		switch {
+		case err == nil:
+			rv = cur.GetResourceVersion()
+		case !apierrors.IsNotFound(err):
+			return fmt.Errorf("read %s: %w", o.ref, err)
+		}
+		if err := d.c.checkFence(ctx, d.ns, d.app, d.req.Fence); err != nil {
+			return err
+		}
+		if d.c.beforeWrite != nil {
+			d.c.beforeWrite(o.ref)
+		}
+		body := o.u
+		if rv != "" {
+			body = o.u.DeepCopy()
+			body.SetResourceVersion(rv)
+		}
+		data, err := json.Marshal(body.Object)
+		if err != nil {
+			return content(fmt.Errorf("encode %s: %w", o.ref, err))
+		}
+		live, err := ri.Patch(ctx, o.ref.Name, types.ApplyPatchType, data,
+			metav1.PatchOptions{FieldManager: FieldManager, Force: &force})
+		if rv != "" && apierrors.IsConflict(err) && attempt < maxConditionalRetries {
+			continue // changed since read: check the fence again
+		}
+		if err != nil {
+			return fmt.Errorf("apply %s: %w", o.ref, err)
+		}
+		o.generation = live.GetGeneration()
+		d.logf("applied %s", o.ref)
+		return nil
 	}
-	o.generation = live.GetGeneration()
-	d.logf("applied %s", o.ref)
-	return nil
 }
 
 // waitEstablished polls a CustomResourceDefinition until it is served.
@@ -197,12 +234,22 @@ func (d *deploy) prune(ctx context.Context, r objRef) (bool, error) {
 	if err := d.c.checkFence(ctx, d.ns, d.app, d.req.Fence); err != nil {
 		return false, err
 	}
-	uid := live.GetUID()
+	// Conditional on what was read, like apply: a newer deploy that
+	// re-created or changed the object meanwhile makes the delete fail.
+	uid, rv := live.GetUID(), live.GetResourceVersion()
 	bg := metav1.DeletePropagationBackground
-	err = ri.Delete(ctx, r.Name, metav1.DeleteOptions{PropagationPolicy: &bg, Preconditions: &metav1.Preconditions{UID: &uid}})
+	err = ri.Delete(ctx, r.Name, metav1.DeleteOptions{PropagationPolicy: &bg, Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}})
 	switch {
-	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
-		return false, nil // gone, or replaced by a new object meanwhile
+	case apierrors.IsConflict(err):
+		// Changed since read: leave it unless the fence still holds, and
+		// then look at it again on the next deploy.
+		if err := d.c.checkFence(ctx, d.ns, d.app, d.req.Fence); err != nil {
+			return false, err
+		}
+		d.logf("kept %s: it changed while being pruned", r)
+		return false, nil
+	case apierrors.IsNotFound(err):
+		return false, nil
 	case err != nil:
 		return false, fmt.Errorf("prune %s: %w", r, err)
 	}

@@ -374,3 +374,40 @@ func TestNewerDeployMidwayStopsTheStaleOne(t *testing.T) {
 		t.Fatalf("inventory fence = %d (%v), want 9", inv.fence, err)
 	}
 }
+
+// TestNewerDeployBetweenCheckAndWrite lets a newer deploy take the
+// application and rewrite the Deployment exactly between a stale attempt's
+// fence check and its write: the stale write fails on its precondition, the
+// re-check refuses it, and the newer deploy's object stays.
+func TestNewerDeployBetweenCheckAndWrite(t *testing.T) {
+	c := testCluster(t)
+	ns := testNamespace(t, c)
+	mustSucceed(t, c, ns, deployNow(t, c, inlineSpec("demo", ns, webYAML("", 2, "registry.invalid/web:1", "")), 1))
+
+	newer := testCluster(t) // another agent, same cluster
+	slipped := false
+	c.beforeWrite = func(r objRef) {
+		if slipped || r.Kind != "Deployment" {
+			return
+		}
+		slipped = true
+		mustSucceed(t, newer, ns, deployNow(t, newer, inlineSpec("demo", ns, webYAML("", 2, "registry.invalid/web:3", "")), 3))
+	}
+	res := deployNow(t, c, inlineSpec("demo", ns, webYAML("", 2, "registry.invalid/web:2", "")), 2)
+	if !slipped {
+		t.Fatal("the newer deploy never ran")
+	}
+	if !errors.Is(res.Err, ErrStaleFence) {
+		t.Fatalf("stale deploy: %v %v, want ErrStaleFence", res.Class, res.Err)
+	}
+	dep, err := c.core.AppsV1().Deployments(ns).Get(t.Context(), "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img := dep.Spec.Template.Spec.Containers[0].Image; img != "registry.invalid/web:3" {
+		t.Fatalf("image %s: the stale write overwrote the newer deploy", img)
+	}
+	if got := dep.GetAnnotations()[AnnotationFence]; got != "3" {
+		t.Fatalf("fence annotation %q, want 3", got)
+	}
+}

@@ -117,16 +117,10 @@ func (c *Cluster) readInventory(ctx context.Context, namespace, app string) (*in
 }
 
 // checkFence refuses when a deploy newer than fence holds the application.
-// It is called right before every write to an object of the application.
-//
-// The window: a newer deploy may take the application between this read
-// and the write that follows it (one API round trip). The stale write then
-// lands on top of the newer deploy's object. It cannot undo the newer
-// deploy's inventory (that update is conditional on its resourceVersion),
-// the newer deploy re-applies every object after taking the fence, and the
-// drift watch reports any field left behind, so the window costs at most a
-// short-lived drift, never a lost deploy. Closing it would need a fenced
-// write in the API server (an admission webhook), which we do not have.
+// It is called right before every write to an object of the application;
+// the write that follows is conditional on the object's resourceVersion
+// read before this check (see deploy.apply), which closes the window
+// between check and write for objects that exist.
 func (c *Cluster) checkFence(ctx context.Context, namespace, app string, fence uint64) error {
 	inv, err := c.readInventory(ctx, namespace, app)
 	if err != nil {

@@ -65,6 +65,9 @@ type Cluster struct {
 	mapper *restmapper.DeferredDiscoveryRESTMapper
 	// shared holds the informers of the drift watches (watch.go).
 	shared *sharedCache
+	// beforeWrite, set by tests, runs between the fence check and the
+	// conditional write of an object: where a newer deploy can slip in.
+	beforeWrite func(objRef)
 }
 
 // Open returns the cluster reached through the kubeconfig file at path
