@@ -334,37 +334,35 @@ func newAppHistoryCmd(g *globals) *cobra.Command {
 }
 
 func newAppUnpinCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "unpin NAME",
-		Short: "Let auto-sync follow the application's branch again after a rollback",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withClient(cmd, func(ctx context.Context, c gv1.GantryServiceClient) error {
-				if _, err := retry(ctx, func(ctx context.Context) (*gv1.UnpinAppResponse, error) {
-					return c.UnpinApp(ctx, &gv1.UnpinAppRequest{Name: args[0]})
-				}); err != nil {
-					return err
-				}
-				fmt.Fprintf(os.Stderr, "%s unpinned\n", args[0])
-				return nil
-			})
-		},
-	}
+	return appWriteCmd(g, "unpin NAME", "Let auto-sync follow the application's branch again after a rollback", "unpinned",
+		func(ctx context.Context, c gv1.GantryServiceClient, name string) error {
+			_, err := c.UnpinApp(ctx, &gv1.UnpinAppRequest{Name: name})
+			return err
+		})
 }
 
 func newAppDeleteCmd(g *globals) *cobra.Command {
+	return appWriteCmd(g, "delete NAME", "Forget an application and its history; its live objects are left running", "deleted",
+		func(ctx context.Context, c gv1.GantryServiceClient, name string) error {
+			_, err := c.DeleteApp(ctx, &gv1.DeleteAppRequest{Name: name})
+			return err
+		})
+}
+
+// appWriteCmd is a command that changes one application and says what it did.
+func appWriteCmd(g *globals, use, short, did string, call func(context.Context, gv1.GantryServiceClient, string) error) *cobra.Command {
 	return &cobra.Command{
-		Use:   "delete NAME",
-		Short: "Forget an application and its history; its live objects are left running",
+		Use:   use,
+		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withClient(cmd, func(ctx context.Context, c gv1.GantryServiceClient) error {
-				if _, err := retry(ctx, func(ctx context.Context) (*gv1.DeleteAppResponse, error) {
-					return c.DeleteApp(ctx, &gv1.DeleteAppRequest{Name: args[0]})
+				if _, err := retry(ctx, func(ctx context.Context) (struct{}, error) {
+					return struct{}{}, call(ctx, c, args[0])
 				}); err != nil {
 					return err
 				}
-				fmt.Fprintf(os.Stderr, "%s deleted\n", args[0])
+				fmt.Fprintf(os.Stderr, "%s %s\n", args[0], did)
 				return nil
 			})
 		},

@@ -90,21 +90,27 @@ func TestParseBuildAndRunErrors(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Parse([]byte(tt.yaml))
-			if err == nil {
-				t.Fatal("Parse succeeded")
-			}
-			got := problems(t, err)
-			if len(got) != len(tt.want) {
-				t.Fatalf("got %d errors, want %d: %v", len(got), len(tt.want), err)
-			}
-			for i, w := range tt.want {
-				g := got[i]
-				if g.Field != w.field || g.Line != w.line || !strings.Contains(g.Msg, w.msg) {
-					t.Errorf("error %d = {%q %d %q}, want {%q %d containing %q}", i, g.Field, g.Line, g.Msg, w.field, w.line, w.msg)
-				}
-			}
+			wantProblems(t, tt.yaml, tt.want)
 		})
+	}
+}
+
+// wantProblems parses yaml and checks it is refused with exactly want.
+func wantProblems(t *testing.T, yaml string, want []wantErr) {
+	t.Helper()
+	_, err := Parse([]byte(yaml))
+	if err == nil {
+		t.Fatal("Parse succeeded")
+	}
+	got := problems(t, err)
+	if len(got) != len(want) {
+		t.Fatalf("got %d errors, want %d: %v", len(got), len(want), err)
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.Field != w.field || g.Line != w.line || !strings.Contains(g.Msg, w.msg) {
+			t.Errorf("error %d = {%q %d %q}, want {%q %d containing %q}", i, g.Field, g.Line, g.Msg, w.field, w.line, w.msg)
+		}
 	}
 }
 

@@ -1,7 +1,6 @@
 package spec
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -70,26 +69,13 @@ func TestParseDeployErrors(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Parse([]byte(tt.yaml))
 			if tt.want == nil {
-				if err != nil {
+				if _, err := Parse([]byte(tt.yaml)); err != nil {
 					t.Fatalf("Parse: %v", err)
 				}
 				return
 			}
-			if err == nil {
-				t.Fatal("Parse succeeded")
-			}
-			got := problems(t, err)
-			if len(got) != len(tt.want) {
-				t.Fatalf("got %d errors, want %d: %v", len(got), len(tt.want), err)
-			}
-			for i, w := range tt.want {
-				g := got[i]
-				if g.Field != w.field || g.Line != w.line || !strings.Contains(g.Msg, w.msg) {
-					t.Errorf("error %d = {%q %d %q}, want {%q %d containing %q}", i, g.Field, g.Line, g.Msg, w.field, w.line, w.msg)
-				}
-			}
+			wantProblems(t, tt.yaml, tt.want)
 		})
 	}
 }
