@@ -248,17 +248,23 @@ func (s *Server) RemoveNode(ctx context.Context, req *gv1.RemoveNodeRequest) (*g
 // waitApplied waits (briefly) until the local replica has applied index, so
 // a client that wrote through a follower reads its write there next.
 func (s *Server) waitApplied(ctx context.Context, index uint64) error {
+	return s.waitUntil(ctx, func() bool { return s.d.FSM.AppliedIndex() >= index },
+		fmt.Sprintf("the write committed at index %d but this node has not applied it yet", index))
+}
+
+// waitUntil waits up to 5 s, on every applied entry, for done.
+func (s *Server) waitUntil(ctx context.Context, done func() bool, late string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	for {
 		changed := s.d.FSM.Changed()
-		if s.d.FSM.AppliedIndex() >= index {
+		if done() {
 			return nil
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return status.Errorf(codes.DeadlineExceeded, "the write committed at index %d but this node has not applied it yet", index)
+			return status.Error(codes.DeadlineExceeded, late)
 		}
 	}
 }

@@ -175,17 +175,9 @@ func findRevision(a *gv1.App, want string) (string, error) {
 	return "", status.Errorf(codes.InvalidArgument, "revision: %q matches %d deployed commits; give more of it", want, len(found))
 }
 
-// deployNow supersedes a deploy of another revision and submits this one.
+// deployNow deploys rev, superseding a deploy of another revision.
 func (s *Server) deployNow(ctx context.Context, a *gv1.App, rev, trigger string) (string, error) {
-	name := a.GetSpec().GetName()
-	if job, activeRev, ok := s.d.FSM.ActiveDeploy(name); ok && activeRev != rev {
-		if _, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_CancelJob{
-			CancelJob: &gv1.CancelJobCommand{JobId: job, Reason: trigger + " to " + rev},
-		}}); err != nil {
-			return "", toStatus(err)
-		}
-	}
-	id, err := s.d.GitOps.Submit(ctx, fsm.ViewOf(a), rev, trigger)
+	id, err := s.d.GitOps.Deploy(ctx, fsm.ViewOf(a), rev, trigger)
 	if err != nil {
 		return "", toStatus(err)
 	}
@@ -252,21 +244,10 @@ func (s *Server) forwardAndWaitJob(ctx context.Context, method string, req, resp
 	return s.waitFor(ctx, func() bool { _, ok := s.d.FSM.Job(job()); return ok })
 }
 
-// waitFor waits (a bounded while) until this replica shows a forwarded write.
+// waitFor waits (a bounded while) until this replica shows a forwarded
+// write.
 func (s *Server) waitFor(ctx context.Context, done func() bool) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	for {
-		changed := s.d.FSM.Changed()
-		if done() {
-			return nil
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return status.Error(codes.Unavailable, "the write committed but this coordinator has not applied it yet; read from the leader")
-		}
-	}
+	return s.waitUntil(ctx, done, "the write committed but this coordinator has not applied it yet")
 }
 
 // SaveSnapshot streams the whole replicated state of this replica.

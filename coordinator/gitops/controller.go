@@ -320,19 +320,14 @@ func Target(a fsm.AppView) string {
 func (c *Controller) deployIfNeeded(ctx context.Context, a fsm.AppView, act fsm.Active, active bool, now time.Time) {
 	name := a.Spec.GetName()
 	target := Target(a)
-	activeJob, activeRev := act.JobID, act.Revision
 	last := a.Last
 	if target != "" {
 		switch {
-		case active && activeRev == target:
+		case active && act.Revision == target:
 			return
-		case active:
-			// A newer target overtakes a deploy still waiting or running:
-			// cancel it (its fencing token keeps it from writing later).
-			c.cancel(ctx, activeJob, "superseded by "+short(target))
-			c.submit(ctx, a, target, trigger(a))
-			return
-		case last == nil || last.GetRevision() != target:
+		case active, last == nil || last.GetRevision() != target:
+			// A deploy of another revision still queued or running is
+			// overtaken (Deploy cancels it).
 			c.submit(ctx, a, target, trigger(a))
 			return
 		}
@@ -380,17 +375,8 @@ func short(rev string) string {
 	return rev
 }
 
-func (c *Controller) cancel(ctx context.Context, jobID, reason string) {
-	_, err := c.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_CancelJob{
-		CancelJob: &gv1.CancelJobCommand{JobId: jobID, Reason: reason},
-	}})
-	if err != nil && ctx.Err() == nil {
-		c.log.Warn("cancel superseded deploy", zap.String("job", jobID), zap.Error(err))
-	}
-}
-
 func (c *Controller) submit(ctx context.Context, a fsm.AppView, revision, trigger string) {
-	if _, err := c.Submit(ctx, a, revision, trigger); err != nil && ctx.Err() == nil {
+	if _, err := c.Deploy(ctx, a, revision, trigger); err != nil && ctx.Err() == nil {
 		c.log.Warn("submit deploy", zap.String("app", a.Spec.GetName()), zap.Error(err))
 	}
 }
@@ -398,10 +384,13 @@ func (c *Controller) submit(ctx context.Context, a fsm.AppView, revision, trigge
 // DeployPriority puts deploys ahead of builds and tests waiting for agents.
 const DeployPriority = 100
 
-// Submit commits a job deploying revision of an application; it must run
-// on the leader. A deploy of the same revision for the same reason that is
-// already queued is returned instead of a new one.
-func (c *Controller) Submit(ctx context.Context, a fsm.AppView, revision, trigger string) (string, error) {
+// Deploy commits a job deploying revision of an application; it must run
+// on the leader. A deploy of another revision still waiting or running is
+// canceled in the same Raft entry: the newer target overtakes it, and its
+// fencing token keeps it from writing later. A deploy of the same revision
+// for the same reason that is already queued is returned instead of a new
+// one.
+func (c *Controller) Deploy(ctx context.Context, a fsm.AppView, revision, trigger string) (string, error) {
 	spec := a.Spec
 	task := &gv1.TaskSpec{
 		Name: "deploy",
@@ -425,9 +414,21 @@ func (c *Controller) Submit(ctx context.Context, a fsm.AppView, revision, trigge
 		IdempotencyKey: fmt.Sprintf("gitops/%s/%d/%s/%s", spec.GetName(), a.NextDeployID, revision, trigger),
 		Tasks:          []*gv1.Task{{Name: task.Name, Spec: task}},
 	}
-	res, err := c.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_SubmitJob{SubmitJob: &gv1.SubmitJobCommand{Job: job}}})
+	at := timestamppb.Now()
+	var cmds []*gv1.Command
+	if old, oldRev, ok := c.d.FSM.ActiveDeploy(spec.GetName()); ok && oldRev != revision {
+		cmds = append(cmds, &gv1.Command{At: at, Cmd: &gv1.Command_CancelJob{CancelJob: &gv1.CancelJobCommand{
+			JobId: old, Reason: fmt.Sprintf("superseded by %s of %s", trigger, short(revision)),
+		}}})
+	}
+	cmds = append(cmds, &gv1.Command{At: at, Cmd: &gv1.Command_SubmitJob{SubmitJob: &gv1.SubmitJobCommand{Job: job}}})
+	results, err := c.d.Proposer.Propose(ctx, cmds...)
 	if err != nil {
 		return "", err
+	}
+	res := results[len(results)-1]
+	if res.Err != nil {
+		return "", res.Err
 	}
 	if !res.Existing {
 		c.log.Info("deploy submitted", zap.String("app", spec.GetName()), zap.String("revision", revision),
