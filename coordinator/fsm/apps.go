@@ -160,18 +160,6 @@ func (f *FSM) App(name string) (*gv1.App, bool) {
 	return proto.Clone(a).(*gv1.App), true
 }
 
-// Apps returns copies of all applications, sorted by name.
-func (f *FSM) Apps() []*gv1.App {
-	f.mu.RLock()
-	out := make([]*gv1.App, 0, len(f.state.apps))
-	for _, a := range f.state.apps {
-		out = append(out, proto.Clone(a).(*gv1.App))
-	}
-	f.mu.RUnlock()
-	sort.Slice(out, func(i, k int) bool { return out[i].GetSpec().GetName() < out[k].GetSpec().GetName() })
-	return out
-}
-
 // LastDeploy returns the newest deploy record of an application.
 func LastDeploy(a *gv1.App) *gv1.DeployRecord {
 	if n := len(a.GetHistory()); n > 0 {

@@ -105,11 +105,11 @@ func TestPipelineDeployRecordedUnderJobAndTask(t *testing.T) {
 	h.ok(submitCmd(1, newJob("j1", "", 0, s)))
 	h.ok(assignCmd(2, "j1", "ship", 1, "a"))
 	h.ok(requeueCmd(3, "j1", "ship", 1, "agent lost"))
-	apps := h.f.Apps()
-	if len(apps) != 1 || apps[0].Spec.Name != "pipeline-j1.ship" {
-		t.Fatalf("apps = %v", apps)
+	views := h.f.AppViews()
+	if len(views) != 1 || views[0].Spec.GetName() != "pipeline-j1.ship" || views[0].Deployed != 1 {
+		t.Fatalf("apps = %+v", views)
 	}
-	rec := apps[0].History[0]
+	rec := views[0].Last
 	if rec.Trigger != "pipeline" || rec.Result != gv1.DeployResult_DEPLOY_RESULT_FAILED || rec.Message != "agent lost" {
 		t.Errorf("record = %v", rec)
 	}
