@@ -311,7 +311,11 @@ type Assignment struct {
 	// Fencing token of a deploy attempt: increases with every deploy
 	// assignment; a cluster write carrying a lower token than the last one
 	// seen for the application is refused.
-	Fence         uint64 `protobuf:"varint,4,opt,name=fence,proto3" json:"fence,omitempty"`
+	Fence uint64 `protobuf:"varint,4,opt,name=fence,proto3" json:"fence,omitempty"`
+	// The values of the secrets the spec refers to, by secret name, resolved
+	// by the leader for this attempt only. The agent masks every value in the
+	// task's log.
+	Secrets       map[string][]byte `protobuf:"bytes,5,rep,name=secrets,proto3" json:"secrets,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -372,6 +376,13 @@ func (x *Assignment) GetFence() uint64 {
 		return x.Fence
 	}
 	return 0
+}
+
+func (x *Assignment) GetSecrets() map[string][]byte {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
 }
 
 type AssignmentReply struct {
@@ -871,13 +882,17 @@ const file_gantry_v1_agent_proto_rawDesc = "" +
 	"\tHeartbeat\x12*\n" +
 	"\x05agent\x18\x01 \x01(\v2\x14.gantry.v1.AgentInfoR\x05agent\x12,\n" +
 	"\arunning\x18\x02 \x03(\v2\x12.gantry.v1.TaskRefR\arunning\x123\n" +
-	"\asent_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\x8c\x01\n" +
+	"\asent_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\x86\x02\n" +
 	"\n" +
 	"Assignment\x12$\n" +
 	"\x03ref\x18\x01 \x01(\v2\x12.gantry.v1.TaskRefR\x03ref\x12\x19\n" +
 	"\bjob_name\x18\x02 \x01(\tR\ajobName\x12'\n" +
 	"\x04spec\x18\x03 \x01(\v2\x13.gantry.v1.TaskSpecR\x04spec\x12\x14\n" +
-	"\x05fence\x18\x04 \x01(\x04R\x05fence\"E\n" +
+	"\x05fence\x18\x04 \x01(\x04R\x05fence\x12<\n" +
+	"\asecrets\x18\x05 \x03(\v2\".gantry.v1.Assignment.SecretsEntryR\asecrets\x1a:\n" +
+	"\fSecretsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"E\n" +
 	"\x0fAssignmentReply\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\bR\baccepted\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xb2\x03\n" +
@@ -933,7 +948,7 @@ func file_gantry_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_gantry_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gantry_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_gantry_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_gantry_v1_agent_proto_goTypes = []any{
 	(LogStream)(0),                // 0: gantry.v1.LogStream
 	(*AgentInfo)(nil),             // 1: gantry.v1.AgentInfo
@@ -948,34 +963,36 @@ var file_gantry_v1_agent_proto_goTypes = []any{
 	(*DrainAction)(nil),           // 10: gantry.v1.DrainAction
 	(*CancelAction)(nil),          // 11: gantry.v1.CancelAction
 	nil,                           // 12: gantry.v1.AgentInfo.LabelsEntry
-	nil,                           // 13: gantry.v1.Report.OutputsEntry
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*TaskSpec)(nil),              // 15: gantry.v1.TaskSpec
-	(FailureClass)(0),             // 16: gantry.v1.FailureClass
+	nil,                           // 13: gantry.v1.Assignment.SecretsEntry
+	nil,                           // 14: gantry.v1.Report.OutputsEntry
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*TaskSpec)(nil),              // 16: gantry.v1.TaskSpec
+	(FailureClass)(0),             // 17: gantry.v1.FailureClass
 }
 var file_gantry_v1_agent_proto_depIdxs = []int32{
 	12, // 0: gantry.v1.AgentInfo.labels:type_name -> gantry.v1.AgentInfo.LabelsEntry
 	1,  // 1: gantry.v1.Heartbeat.agent:type_name -> gantry.v1.AgentInfo
 	2,  // 2: gantry.v1.Heartbeat.running:type_name -> gantry.v1.TaskRef
-	14, // 3: gantry.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	15, // 3: gantry.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
 	2,  // 4: gantry.v1.Assignment.ref:type_name -> gantry.v1.TaskRef
-	15, // 5: gantry.v1.Assignment.spec:type_name -> gantry.v1.TaskSpec
-	2,  // 6: gantry.v1.Report.ref:type_name -> gantry.v1.TaskRef
-	16, // 7: gantry.v1.Report.failure:type_name -> gantry.v1.FailureClass
-	13, // 8: gantry.v1.Report.outputs:type_name -> gantry.v1.Report.OutputsEntry
-	14, // 9: gantry.v1.Report.started_at:type_name -> google.protobuf.Timestamp
-	14, // 10: gantry.v1.Report.finished_at:type_name -> google.protobuf.Timestamp
-	2,  // 11: gantry.v1.LogChunk.ref:type_name -> gantry.v1.TaskRef
-	0,  // 12: gantry.v1.LogChunk.stream:type_name -> gantry.v1.LogStream
-	14, // 13: gantry.v1.LogChunk.at:type_name -> google.protobuf.Timestamp
-	10, // 14: gantry.v1.AgentControl.drain:type_name -> gantry.v1.DrainAction
-	11, // 15: gantry.v1.AgentControl.cancel:type_name -> gantry.v1.CancelAction
-	2,  // 16: gantry.v1.CancelAction.ref:type_name -> gantry.v1.TaskRef
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	16, // 5: gantry.v1.Assignment.spec:type_name -> gantry.v1.TaskSpec
+	13, // 6: gantry.v1.Assignment.secrets:type_name -> gantry.v1.Assignment.SecretsEntry
+	2,  // 7: gantry.v1.Report.ref:type_name -> gantry.v1.TaskRef
+	17, // 8: gantry.v1.Report.failure:type_name -> gantry.v1.FailureClass
+	14, // 9: gantry.v1.Report.outputs:type_name -> gantry.v1.Report.OutputsEntry
+	15, // 10: gantry.v1.Report.started_at:type_name -> google.protobuf.Timestamp
+	15, // 11: gantry.v1.Report.finished_at:type_name -> google.protobuf.Timestamp
+	2,  // 12: gantry.v1.LogChunk.ref:type_name -> gantry.v1.TaskRef
+	0,  // 13: gantry.v1.LogChunk.stream:type_name -> gantry.v1.LogStream
+	15, // 14: gantry.v1.LogChunk.at:type_name -> google.protobuf.Timestamp
+	10, // 15: gantry.v1.AgentControl.drain:type_name -> gantry.v1.DrainAction
+	11, // 16: gantry.v1.AgentControl.cancel:type_name -> gantry.v1.CancelAction
+	2,  // 17: gantry.v1.CancelAction.ref:type_name -> gantry.v1.TaskRef
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_agent_proto_init() }
@@ -995,7 +1012,7 @@ func file_gantry_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_agent_proto_rawDesc), len(file_gantry_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

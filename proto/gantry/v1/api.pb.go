@@ -2526,6 +2526,356 @@ func (x *RestoreSnapshotResponse) GetApps() int32 {
 	return 0
 }
 
+type SetSecretRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// Empty, "app:NAME", "job:NAME" or "label:KEY=VALUE" (see Secret.scope).
+	Scope         string `protobuf:"bytes,3,opt,name=scope,proto3" json:"scope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSecretRequest) Reset() {
+	*x = SetSecretRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSecretRequest) ProtoMessage() {}
+
+func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSecretRequest.ProtoReflect.Descriptor instead.
+func (*SetSecretRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *SetSecretRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetSecretRequest) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *SetSecretRequest) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+type SetSecretResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Secret        *SecretInfo            `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSecretResponse) Reset() {
+	*x = SetSecretResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSecretResponse) ProtoMessage() {}
+
+func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSecretResponse.ProtoReflect.Descriptor instead.
+func (*SetSecretResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *SetSecretResponse) GetSecret() *SecretInfo {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+// SecretInfo describes a secret without its value.
+type SecretInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Scope         string                 `protobuf:"bytes,2,opt,name=scope,proto3" json:"scope,omitempty"`
+	KeyId         string                 `protobuf:"bytes,3,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	Version       uint64                 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretInfo) Reset() {
+	*x = SecretInfo{}
+	mi := &file_gantry_v1_api_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretInfo) ProtoMessage() {}
+
+func (x *SecretInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretInfo.ProtoReflect.Descriptor instead.
+func (*SecretInfo) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *SecretInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SecretInfo) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *SecretInfo) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *SecretInfo) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *SecretInfo) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *SecretInfo) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type ListSecretsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSecretsRequest) Reset() {
+	*x = ListSecretsRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSecretsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSecretsRequest) ProtoMessage() {}
+
+func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
+func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{50}
+}
+
+type ListSecretsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Secrets       []*SecretInfo          `protobuf:"bytes,1,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSecretsResponse) Reset() {
+	*x = ListSecretsResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSecretsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSecretsResponse) ProtoMessage() {}
+
+func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
+func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *ListSecretsResponse) GetSecrets() []*SecretInfo {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+type DeleteSecretRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSecretRequest) Reset() {
+	*x = DeleteSecretRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSecretRequest) ProtoMessage() {}
+
+func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSecretRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSecretRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *DeleteSecretRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteSecretResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSecretResponse) Reset() {
+	*x = DeleteSecretResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSecretResponse) ProtoMessage() {}
+
+func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSecretResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{53}
+}
+
 var File_gantry_v1_api_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_api_proto_rawDesc = "" +
@@ -2683,13 +3033,35 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"A\n" +
 	"\x17RestoreSnapshotResponse\x12\x12\n" +
 	"\x04jobs\x18\x01 \x01(\x05R\x04jobs\x12\x12\n" +
-	"\x04apps\x18\x02 \x01(\x05R\x04apps*q\n" +
+	"\x04apps\x18\x02 \x01(\x05R\x04apps\"R\n" +
+	"\x10SetSecretRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\x14\n" +
+	"\x05scope\x18\x03 \x01(\tR\x05scope\"B\n" +
+	"\x11SetSecretResponse\x12-\n" +
+	"\x06secret\x18\x01 \x01(\v2\x15.gantry.v1.SecretInfoR\x06secret\"\xdd\x01\n" +
+	"\n" +
+	"SecretInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05scope\x18\x02 \x01(\tR\x05scope\x12\x15\n" +
+	"\x06key_id\x18\x03 \x01(\tR\x05keyId\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\x04R\aversion\"\x14\n" +
+	"\x12ListSecretsRequest\"F\n" +
+	"\x13ListSecretsResponse\x12/\n" +
+	"\asecrets\x18\x01 \x03(\v2\x15.gantry.v1.SecretInfoR\asecrets\")\n" +
+	"\x13DeleteSecretRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
+	"\x14DeleteSecretResponse*q\n" +
 	"\n" +
 	"AgentState\x12\x1b\n" +
 	"\x17AGENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12AGENT_STATE_ACTIVE\x10\x01\x12\x18\n" +
 	"\x14AGENT_STATE_DRAINING\x10\x02\x12\x14\n" +
-	"\x10AGENT_STATE_LOST\x10\x032\x88\f\n" +
+	"\x10AGENT_STATE_LOST\x10\x032\xef\r\n" +
 	"\rGantryService\x12F\n" +
 	"\tSubmitJob\x12\x1b.gantry.v1.SubmitJobRequest\x1a\x1c.gantry.v1.SubmitJobResponse\x12=\n" +
 	"\x06GetJob\x12\x18.gantry.v1.GetJobRequest\x1a\x19.gantry.v1.GetJobResponse\x12C\n" +
@@ -2714,7 +3086,10 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\bUnpinApp\x12\x1a.gantry.v1.UnpinAppRequest\x1a\x1b.gantry.v1.UnpinAppResponse\x12F\n" +
 	"\tDeleteApp\x12\x1b.gantry.v1.DeleteAppRequest\x1a\x1c.gantry.v1.DeleteAppResponse\x12Q\n" +
 	"\fSaveSnapshot\x12\x1e.gantry.v1.SaveSnapshotRequest\x1a\x1f.gantry.v1.SaveSnapshotResponse0\x01\x12Z\n" +
-	"\x0fRestoreSnapshot\x12!.gantry.v1.RestoreSnapshotRequest\x1a\".gantry.v1.RestoreSnapshotResponse(\x01B5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"\x0fRestoreSnapshot\x12!.gantry.v1.RestoreSnapshotRequest\x1a\".gantry.v1.RestoreSnapshotResponse(\x01\x12F\n" +
+	"\tSetSecret\x12\x1b.gantry.v1.SetSecretRequest\x1a\x1c.gantry.v1.SetSecretResponse\x12L\n" +
+	"\vListSecrets\x12\x1d.gantry.v1.ListSecretsRequest\x1a\x1e.gantry.v1.ListSecretsResponse\x12O\n" +
+	"\fDeleteSecret\x12\x1e.gantry.v1.DeleteSecretRequest\x1a\x1f.gantry.v1.DeleteSecretResponseB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_api_proto_rawDescOnce sync.Once
@@ -2729,7 +3104,7 @@ func file_gantry_v1_api_proto_rawDescGZIP() []byte {
 }
 
 var file_gantry_v1_api_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gantry_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_gantry_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_gantry_v1_api_proto_goTypes = []any{
 	(AgentState)(0),                 // 0: gantry.v1.AgentState
 	(*SubmitJobRequest)(nil),        // 1: gantry.v1.SubmitJobRequest
@@ -2779,106 +3154,123 @@ var file_gantry_v1_api_proto_goTypes = []any{
 	(*SaveSnapshotResponse)(nil),    // 45: gantry.v1.SaveSnapshotResponse
 	(*RestoreSnapshotRequest)(nil),  // 46: gantry.v1.RestoreSnapshotRequest
 	(*RestoreSnapshotResponse)(nil), // 47: gantry.v1.RestoreSnapshotResponse
-	nil,                             // 48: gantry.v1.QueuedTask.LabelsEntry
-	nil,                             // 49: gantry.v1.QueueStats.LabelsEntry
-	(*JobSpec)(nil),                 // 50: gantry.v1.JobSpec
-	(*Job)(nil),                     // 51: gantry.v1.Job
-	(JobState)(0),                   // 52: gantry.v1.JobState
-	(*LogChunk)(nil),                // 53: gantry.v1.LogChunk
-	(*AgentInfo)(nil),               // 54: gantry.v1.AgentInfo
-	(*timestamppb.Timestamp)(nil),   // 55: google.protobuf.Timestamp
-	(*TaskRef)(nil),                 // 56: gantry.v1.TaskRef
-	(TaskState)(0),                  // 57: gantry.v1.TaskState
-	(*durationpb.Duration)(nil),     // 58: google.protobuf.Duration
-	(*AppSpec)(nil),                 // 59: gantry.v1.AppSpec
-	(*App)(nil),                     // 60: gantry.v1.App
-	(SyncStatus)(0),                 // 61: gantry.v1.SyncStatus
-	(HealthStatus)(0),               // 62: gantry.v1.HealthStatus
-	(*DeployRecord)(nil),            // 63: gantry.v1.DeployRecord
-	(*DriftReport)(nil),             // 64: gantry.v1.DriftReport
+	(*SetSecretRequest)(nil),        // 48: gantry.v1.SetSecretRequest
+	(*SetSecretResponse)(nil),       // 49: gantry.v1.SetSecretResponse
+	(*SecretInfo)(nil),              // 50: gantry.v1.SecretInfo
+	(*ListSecretsRequest)(nil),      // 51: gantry.v1.ListSecretsRequest
+	(*ListSecretsResponse)(nil),     // 52: gantry.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),     // 53: gantry.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),    // 54: gantry.v1.DeleteSecretResponse
+	nil,                             // 55: gantry.v1.QueuedTask.LabelsEntry
+	nil,                             // 56: gantry.v1.QueueStats.LabelsEntry
+	(*JobSpec)(nil),                 // 57: gantry.v1.JobSpec
+	(*Job)(nil),                     // 58: gantry.v1.Job
+	(JobState)(0),                   // 59: gantry.v1.JobState
+	(*LogChunk)(nil),                // 60: gantry.v1.LogChunk
+	(*AgentInfo)(nil),               // 61: gantry.v1.AgentInfo
+	(*timestamppb.Timestamp)(nil),   // 62: google.protobuf.Timestamp
+	(*TaskRef)(nil),                 // 63: gantry.v1.TaskRef
+	(TaskState)(0),                  // 64: gantry.v1.TaskState
+	(*durationpb.Duration)(nil),     // 65: google.protobuf.Duration
+	(*AppSpec)(nil),                 // 66: gantry.v1.AppSpec
+	(*App)(nil),                     // 67: gantry.v1.App
+	(SyncStatus)(0),                 // 68: gantry.v1.SyncStatus
+	(HealthStatus)(0),               // 69: gantry.v1.HealthStatus
+	(*DeployRecord)(nil),            // 70: gantry.v1.DeployRecord
+	(*DriftReport)(nil),             // 71: gantry.v1.DriftReport
 }
 var file_gantry_v1_api_proto_depIdxs = []int32{
-	50, // 0: gantry.v1.SubmitJobRequest.spec:type_name -> gantry.v1.JobSpec
-	51, // 1: gantry.v1.SubmitJobResponse.job:type_name -> gantry.v1.Job
-	51, // 2: gantry.v1.GetJobResponse.job:type_name -> gantry.v1.Job
-	52, // 3: gantry.v1.ListJobsRequest.states:type_name -> gantry.v1.JobState
-	51, // 4: gantry.v1.ListJobsResponse.jobs:type_name -> gantry.v1.Job
-	51, // 5: gantry.v1.WatchJobResponse.job:type_name -> gantry.v1.Job
-	51, // 6: gantry.v1.CancelJobResponse.job:type_name -> gantry.v1.Job
-	53, // 7: gantry.v1.TaskLogsResponse.chunk:type_name -> gantry.v1.LogChunk
-	54, // 8: gantry.v1.AgentStatus.info:type_name -> gantry.v1.AgentInfo
+	57, // 0: gantry.v1.SubmitJobRequest.spec:type_name -> gantry.v1.JobSpec
+	58, // 1: gantry.v1.SubmitJobResponse.job:type_name -> gantry.v1.Job
+	58, // 2: gantry.v1.GetJobResponse.job:type_name -> gantry.v1.Job
+	59, // 3: gantry.v1.ListJobsRequest.states:type_name -> gantry.v1.JobState
+	58, // 4: gantry.v1.ListJobsResponse.jobs:type_name -> gantry.v1.Job
+	58, // 5: gantry.v1.WatchJobResponse.job:type_name -> gantry.v1.Job
+	58, // 6: gantry.v1.CancelJobResponse.job:type_name -> gantry.v1.Job
+	60, // 7: gantry.v1.TaskLogsResponse.chunk:type_name -> gantry.v1.LogChunk
+	61, // 8: gantry.v1.AgentStatus.info:type_name -> gantry.v1.AgentInfo
 	0,  // 9: gantry.v1.AgentStatus.state:type_name -> gantry.v1.AgentState
-	55, // 10: gantry.v1.AgentStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
-	56, // 11: gantry.v1.AgentStatus.running:type_name -> gantry.v1.TaskRef
+	62, // 10: gantry.v1.AgentStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
+	63, // 11: gantry.v1.AgentStatus.running:type_name -> gantry.v1.TaskRef
 	14, // 12: gantry.v1.ListAgentsResponse.agents:type_name -> gantry.v1.AgentStatus
-	55, // 13: gantry.v1.NodeStatus.seen_at:type_name -> google.protobuf.Timestamp
+	62, // 13: gantry.v1.NodeStatus.seen_at:type_name -> google.protobuf.Timestamp
 	19, // 14: gantry.v1.ClusterStatusResponse.nodes:type_name -> gantry.v1.NodeStatus
-	57, // 15: gantry.v1.QueuedTask.state:type_name -> gantry.v1.TaskState
-	48, // 16: gantry.v1.QueuedTask.labels:type_name -> gantry.v1.QueuedTask.LabelsEntry
-	55, // 17: gantry.v1.QueuedTask.queued_at:type_name -> google.protobuf.Timestamp
-	55, // 18: gantry.v1.QueuedTask.not_before:type_name -> google.protobuf.Timestamp
-	49, // 19: gantry.v1.QueueStats.labels:type_name -> gantry.v1.QueueStats.LabelsEntry
-	58, // 20: gantry.v1.QueueStats.p50:type_name -> google.protobuf.Duration
-	58, // 21: gantry.v1.QueueStats.p95:type_name -> google.protobuf.Duration
+	64, // 15: gantry.v1.QueuedTask.state:type_name -> gantry.v1.TaskState
+	55, // 16: gantry.v1.QueuedTask.labels:type_name -> gantry.v1.QueuedTask.LabelsEntry
+	62, // 17: gantry.v1.QueuedTask.queued_at:type_name -> google.protobuf.Timestamp
+	62, // 18: gantry.v1.QueuedTask.not_before:type_name -> google.protobuf.Timestamp
+	56, // 19: gantry.v1.QueueStats.labels:type_name -> gantry.v1.QueueStats.LabelsEntry
+	65, // 20: gantry.v1.QueueStats.p50:type_name -> google.protobuf.Duration
+	65, // 21: gantry.v1.QueueStats.p95:type_name -> google.protobuf.Duration
 	26, // 22: gantry.v1.ListQueueResponse.tasks:type_name -> gantry.v1.QueuedTask
 	27, // 23: gantry.v1.ListQueueResponse.queues:type_name -> gantry.v1.QueueStats
-	59, // 24: gantry.v1.CreateAppRequest.spec:type_name -> gantry.v1.AppSpec
-	60, // 25: gantry.v1.CreateAppResponse.app:type_name -> gantry.v1.App
-	59, // 26: gantry.v1.AppSummary.spec:type_name -> gantry.v1.AppSpec
-	61, // 27: gantry.v1.AppSummary.sync:type_name -> gantry.v1.SyncStatus
-	62, // 28: gantry.v1.AppSummary.health:type_name -> gantry.v1.HealthStatus
-	63, // 29: gantry.v1.AppSummary.last_deploy:type_name -> gantry.v1.DeployRecord
+	66, // 24: gantry.v1.CreateAppRequest.spec:type_name -> gantry.v1.AppSpec
+	67, // 25: gantry.v1.CreateAppResponse.app:type_name -> gantry.v1.App
+	66, // 26: gantry.v1.AppSummary.spec:type_name -> gantry.v1.AppSpec
+	68, // 27: gantry.v1.AppSummary.sync:type_name -> gantry.v1.SyncStatus
+	69, // 28: gantry.v1.AppSummary.health:type_name -> gantry.v1.HealthStatus
+	70, // 29: gantry.v1.AppSummary.last_deploy:type_name -> gantry.v1.DeployRecord
 	32, // 30: gantry.v1.ListAppsResponse.apps:type_name -> gantry.v1.AppSummary
-	60, // 31: gantry.v1.GetAppResponse.app:type_name -> gantry.v1.App
+	67, // 31: gantry.v1.GetAppResponse.app:type_name -> gantry.v1.App
 	32, // 32: gantry.v1.GetAppResponse.summary:type_name -> gantry.v1.AppSummary
-	64, // 33: gantry.v1.GetAppResponse.drift:type_name -> gantry.v1.DriftReport
-	1,  // 34: gantry.v1.GantryService.SubmitJob:input_type -> gantry.v1.SubmitJobRequest
-	3,  // 35: gantry.v1.GantryService.GetJob:input_type -> gantry.v1.GetJobRequest
-	5,  // 36: gantry.v1.GantryService.ListJobs:input_type -> gantry.v1.ListJobsRequest
-	7,  // 37: gantry.v1.GantryService.WatchJob:input_type -> gantry.v1.WatchJobRequest
-	9,  // 38: gantry.v1.GantryService.CancelJob:input_type -> gantry.v1.CancelJobRequest
-	11, // 39: gantry.v1.GantryService.TaskLogs:input_type -> gantry.v1.TaskLogsRequest
-	13, // 40: gantry.v1.GantryService.ListAgents:input_type -> gantry.v1.ListAgentsRequest
-	16, // 41: gantry.v1.GantryService.DrainAgent:input_type -> gantry.v1.DrainAgentRequest
-	18, // 42: gantry.v1.GantryService.ClusterStatus:input_type -> gantry.v1.ClusterStatusRequest
-	21, // 43: gantry.v1.GantryService.AddNode:input_type -> gantry.v1.AddNodeRequest
-	23, // 44: gantry.v1.GantryService.RemoveNode:input_type -> gantry.v1.RemoveNodeRequest
-	25, // 45: gantry.v1.GantryService.ListQueue:input_type -> gantry.v1.ListQueueRequest
-	29, // 46: gantry.v1.GantryService.CreateApp:input_type -> gantry.v1.CreateAppRequest
-	31, // 47: gantry.v1.GantryService.ListApps:input_type -> gantry.v1.ListAppsRequest
-	34, // 48: gantry.v1.GantryService.GetApp:input_type -> gantry.v1.GetAppRequest
-	36, // 49: gantry.v1.GantryService.SyncApp:input_type -> gantry.v1.SyncAppRequest
-	38, // 50: gantry.v1.GantryService.RollbackApp:input_type -> gantry.v1.RollbackAppRequest
-	40, // 51: gantry.v1.GantryService.UnpinApp:input_type -> gantry.v1.UnpinAppRequest
-	42, // 52: gantry.v1.GantryService.DeleteApp:input_type -> gantry.v1.DeleteAppRequest
-	44, // 53: gantry.v1.GantryService.SaveSnapshot:input_type -> gantry.v1.SaveSnapshotRequest
-	46, // 54: gantry.v1.GantryService.RestoreSnapshot:input_type -> gantry.v1.RestoreSnapshotRequest
-	2,  // 55: gantry.v1.GantryService.SubmitJob:output_type -> gantry.v1.SubmitJobResponse
-	4,  // 56: gantry.v1.GantryService.GetJob:output_type -> gantry.v1.GetJobResponse
-	6,  // 57: gantry.v1.GantryService.ListJobs:output_type -> gantry.v1.ListJobsResponse
-	8,  // 58: gantry.v1.GantryService.WatchJob:output_type -> gantry.v1.WatchJobResponse
-	10, // 59: gantry.v1.GantryService.CancelJob:output_type -> gantry.v1.CancelJobResponse
-	12, // 60: gantry.v1.GantryService.TaskLogs:output_type -> gantry.v1.TaskLogsResponse
-	15, // 61: gantry.v1.GantryService.ListAgents:output_type -> gantry.v1.ListAgentsResponse
-	17, // 62: gantry.v1.GantryService.DrainAgent:output_type -> gantry.v1.DrainAgentResponse
-	20, // 63: gantry.v1.GantryService.ClusterStatus:output_type -> gantry.v1.ClusterStatusResponse
-	22, // 64: gantry.v1.GantryService.AddNode:output_type -> gantry.v1.AddNodeResponse
-	24, // 65: gantry.v1.GantryService.RemoveNode:output_type -> gantry.v1.RemoveNodeResponse
-	28, // 66: gantry.v1.GantryService.ListQueue:output_type -> gantry.v1.ListQueueResponse
-	30, // 67: gantry.v1.GantryService.CreateApp:output_type -> gantry.v1.CreateAppResponse
-	33, // 68: gantry.v1.GantryService.ListApps:output_type -> gantry.v1.ListAppsResponse
-	35, // 69: gantry.v1.GantryService.GetApp:output_type -> gantry.v1.GetAppResponse
-	37, // 70: gantry.v1.GantryService.SyncApp:output_type -> gantry.v1.SyncAppResponse
-	39, // 71: gantry.v1.GantryService.RollbackApp:output_type -> gantry.v1.RollbackAppResponse
-	41, // 72: gantry.v1.GantryService.UnpinApp:output_type -> gantry.v1.UnpinAppResponse
-	43, // 73: gantry.v1.GantryService.DeleteApp:output_type -> gantry.v1.DeleteAppResponse
-	45, // 74: gantry.v1.GantryService.SaveSnapshot:output_type -> gantry.v1.SaveSnapshotResponse
-	47, // 75: gantry.v1.GantryService.RestoreSnapshot:output_type -> gantry.v1.RestoreSnapshotResponse
-	55, // [55:76] is the sub-list for method output_type
-	34, // [34:55] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	71, // 33: gantry.v1.GetAppResponse.drift:type_name -> gantry.v1.DriftReport
+	50, // 34: gantry.v1.SetSecretResponse.secret:type_name -> gantry.v1.SecretInfo
+	62, // 35: gantry.v1.SecretInfo.created_at:type_name -> google.protobuf.Timestamp
+	62, // 36: gantry.v1.SecretInfo.updated_at:type_name -> google.protobuf.Timestamp
+	50, // 37: gantry.v1.ListSecretsResponse.secrets:type_name -> gantry.v1.SecretInfo
+	1,  // 38: gantry.v1.GantryService.SubmitJob:input_type -> gantry.v1.SubmitJobRequest
+	3,  // 39: gantry.v1.GantryService.GetJob:input_type -> gantry.v1.GetJobRequest
+	5,  // 40: gantry.v1.GantryService.ListJobs:input_type -> gantry.v1.ListJobsRequest
+	7,  // 41: gantry.v1.GantryService.WatchJob:input_type -> gantry.v1.WatchJobRequest
+	9,  // 42: gantry.v1.GantryService.CancelJob:input_type -> gantry.v1.CancelJobRequest
+	11, // 43: gantry.v1.GantryService.TaskLogs:input_type -> gantry.v1.TaskLogsRequest
+	13, // 44: gantry.v1.GantryService.ListAgents:input_type -> gantry.v1.ListAgentsRequest
+	16, // 45: gantry.v1.GantryService.DrainAgent:input_type -> gantry.v1.DrainAgentRequest
+	18, // 46: gantry.v1.GantryService.ClusterStatus:input_type -> gantry.v1.ClusterStatusRequest
+	21, // 47: gantry.v1.GantryService.AddNode:input_type -> gantry.v1.AddNodeRequest
+	23, // 48: gantry.v1.GantryService.RemoveNode:input_type -> gantry.v1.RemoveNodeRequest
+	25, // 49: gantry.v1.GantryService.ListQueue:input_type -> gantry.v1.ListQueueRequest
+	29, // 50: gantry.v1.GantryService.CreateApp:input_type -> gantry.v1.CreateAppRequest
+	31, // 51: gantry.v1.GantryService.ListApps:input_type -> gantry.v1.ListAppsRequest
+	34, // 52: gantry.v1.GantryService.GetApp:input_type -> gantry.v1.GetAppRequest
+	36, // 53: gantry.v1.GantryService.SyncApp:input_type -> gantry.v1.SyncAppRequest
+	38, // 54: gantry.v1.GantryService.RollbackApp:input_type -> gantry.v1.RollbackAppRequest
+	40, // 55: gantry.v1.GantryService.UnpinApp:input_type -> gantry.v1.UnpinAppRequest
+	42, // 56: gantry.v1.GantryService.DeleteApp:input_type -> gantry.v1.DeleteAppRequest
+	44, // 57: gantry.v1.GantryService.SaveSnapshot:input_type -> gantry.v1.SaveSnapshotRequest
+	46, // 58: gantry.v1.GantryService.RestoreSnapshot:input_type -> gantry.v1.RestoreSnapshotRequest
+	48, // 59: gantry.v1.GantryService.SetSecret:input_type -> gantry.v1.SetSecretRequest
+	51, // 60: gantry.v1.GantryService.ListSecrets:input_type -> gantry.v1.ListSecretsRequest
+	53, // 61: gantry.v1.GantryService.DeleteSecret:input_type -> gantry.v1.DeleteSecretRequest
+	2,  // 62: gantry.v1.GantryService.SubmitJob:output_type -> gantry.v1.SubmitJobResponse
+	4,  // 63: gantry.v1.GantryService.GetJob:output_type -> gantry.v1.GetJobResponse
+	6,  // 64: gantry.v1.GantryService.ListJobs:output_type -> gantry.v1.ListJobsResponse
+	8,  // 65: gantry.v1.GantryService.WatchJob:output_type -> gantry.v1.WatchJobResponse
+	10, // 66: gantry.v1.GantryService.CancelJob:output_type -> gantry.v1.CancelJobResponse
+	12, // 67: gantry.v1.GantryService.TaskLogs:output_type -> gantry.v1.TaskLogsResponse
+	15, // 68: gantry.v1.GantryService.ListAgents:output_type -> gantry.v1.ListAgentsResponse
+	17, // 69: gantry.v1.GantryService.DrainAgent:output_type -> gantry.v1.DrainAgentResponse
+	20, // 70: gantry.v1.GantryService.ClusterStatus:output_type -> gantry.v1.ClusterStatusResponse
+	22, // 71: gantry.v1.GantryService.AddNode:output_type -> gantry.v1.AddNodeResponse
+	24, // 72: gantry.v1.GantryService.RemoveNode:output_type -> gantry.v1.RemoveNodeResponse
+	28, // 73: gantry.v1.GantryService.ListQueue:output_type -> gantry.v1.ListQueueResponse
+	30, // 74: gantry.v1.GantryService.CreateApp:output_type -> gantry.v1.CreateAppResponse
+	33, // 75: gantry.v1.GantryService.ListApps:output_type -> gantry.v1.ListAppsResponse
+	35, // 76: gantry.v1.GantryService.GetApp:output_type -> gantry.v1.GetAppResponse
+	37, // 77: gantry.v1.GantryService.SyncApp:output_type -> gantry.v1.SyncAppResponse
+	39, // 78: gantry.v1.GantryService.RollbackApp:output_type -> gantry.v1.RollbackAppResponse
+	41, // 79: gantry.v1.GantryService.UnpinApp:output_type -> gantry.v1.UnpinAppResponse
+	43, // 80: gantry.v1.GantryService.DeleteApp:output_type -> gantry.v1.DeleteAppResponse
+	45, // 81: gantry.v1.GantryService.SaveSnapshot:output_type -> gantry.v1.SaveSnapshotResponse
+	47, // 82: gantry.v1.GantryService.RestoreSnapshot:output_type -> gantry.v1.RestoreSnapshotResponse
+	49, // 83: gantry.v1.GantryService.SetSecret:output_type -> gantry.v1.SetSecretResponse
+	52, // 84: gantry.v1.GantryService.ListSecrets:output_type -> gantry.v1.ListSecretsResponse
+	54, // 85: gantry.v1.GantryService.DeleteSecret:output_type -> gantry.v1.DeleteSecretResponse
+	62, // [62:86] is the sub-list for method output_type
+	38, // [38:62] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_api_proto_init() }
@@ -2896,7 +3288,7 @@ func file_gantry_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_api_proto_rawDesc), len(file_gantry_v1_api_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   49,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

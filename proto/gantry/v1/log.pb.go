@@ -86,6 +86,8 @@ type Command struct {
 	//	*Command_PinApp
 	//	*Command_ObserveRevision
 	//	*Command_PruneJobs
+	//	*Command_SetSecret
+	//	*Command_DeleteSecret
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -234,6 +236,24 @@ func (x *Command) GetPruneJobs() *PruneJobsCommand {
 	return nil
 }
 
+func (x *Command) GetSetSecret() *SetSecretCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_SetSecret); ok {
+			return x.SetSecret
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteSecret() *DeleteSecretCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_DeleteSecret); ok {
+			return x.DeleteSecret
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -282,6 +302,14 @@ type Command_PruneJobs struct {
 	PruneJobs *PruneJobsCommand `protobuf:"bytes,20,opt,name=prune_jobs,json=pruneJobs,proto3,oneof"`
 }
 
+type Command_SetSecret struct {
+	SetSecret *SetSecretCommand `protobuf:"bytes,21,opt,name=set_secret,json=setSecret,proto3,oneof"`
+}
+
+type Command_DeleteSecret struct {
+	DeleteSecret *DeleteSecretCommand `protobuf:"bytes,22,opt,name=delete_secret,json=deleteSecret,proto3,oneof"`
+}
+
 func (*Command_SubmitJob) isCommand_Cmd() {}
 
 func (*Command_AssignTask) isCommand_Cmd() {}
@@ -303,6 +331,10 @@ func (*Command_PinApp) isCommand_Cmd() {}
 func (*Command_ObserveRevision) isCommand_Cmd() {}
 
 func (*Command_PruneJobs) isCommand_Cmd() {}
+
+func (*Command_SetSecret) isCommand_Cmd() {}
+
+func (*Command_DeleteSecret) isCommand_Cmd() {}
 
 type SubmitJobCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -605,7 +637,9 @@ type Snapshot struct {
 	AppliedIndex uint64 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	Apps         []*App `protobuf:"bytes,3,rep,name=apps,proto3" json:"apps,omitempty"`
 	// Last fencing token given to a deploy attempt.
-	Fence         uint64 `protobuf:"varint,4,opt,name=fence,proto3" json:"fence,omitempty"`
+	Fence uint64 `protobuf:"varint,4,opt,name=fence,proto3" json:"fence,omitempty"`
+	// Secrets, encrypted.
+	Secrets       []*Secret `protobuf:"bytes,5,rep,name=secrets,proto3" json:"secrets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -668,6 +702,202 @@ func (x *Snapshot) GetFence() uint64 {
 	return 0
 }
 
+func (x *Snapshot) GetSecrets() []*Secret {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+// Secret is a named secret as the replicated state keeps it: the value is
+// encrypted by the leader (AES-256-GCM, the name as additional data) with
+// the coordinators' key key_id; the state never holds it in clear.
+type Secret struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Where the secret may be used: empty means every pipeline; "app:NAME",
+	// "job:NAME" (pipeline name) or "label:KEY=VALUE" (agent label) limit it.
+	Scope string `protobuf:"bytes,2,opt,name=scope,proto3" json:"scope,omitempty"`
+	KeyId string `protobuf:"bytes,3,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// 12-byte nonce followed by the ciphertext and tag.
+	Ciphertext []byte                 `protobuf:"bytes,4,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
+	CreatedAt  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// Raft index of the last change.
+	Version       uint64 `protobuf:"varint,7,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Secret) Reset() {
+	*x = Secret{}
+	mi := &file_gantry_v1_log_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Secret) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Secret) ProtoMessage() {}
+
+func (x *Secret) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_log_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Secret.ProtoReflect.Descriptor instead.
+func (*Secret) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_log_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Secret) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Secret) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *Secret) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *Secret) GetCiphertext() []byte {
+	if x != nil {
+		return x.Ciphertext
+	}
+	return nil
+}
+
+func (x *Secret) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Secret) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *Secret) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// SetSecretCommand creates or replaces a secret (also used to re-encrypt
+// one under a new key: then only key_id and ciphertext change).
+type SetSecretCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Secret        *Secret                `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSecretCommand) Reset() {
+	*x = SetSecretCommand{}
+	mi := &file_gantry_v1_log_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSecretCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSecretCommand) ProtoMessage() {}
+
+func (x *SetSecretCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_log_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSecretCommand.ProtoReflect.Descriptor instead.
+func (*SetSecretCommand) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_log_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SetSecretCommand) GetSecret() *Secret {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+type DeleteSecretCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSecretCommand) Reset() {
+	*x = DeleteSecretCommand{}
+	mi := &file_gantry_v1_log_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSecretCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSecretCommand) ProtoMessage() {}
+
+func (x *DeleteSecretCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_log_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSecretCommand.ProtoReflect.Descriptor instead.
+func (*DeleteSecretCommand) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_log_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DeleteSecretCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 type CreateAppCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Spec          *AppSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -677,7 +907,7 @@ type CreateAppCommand struct {
 
 func (x *CreateAppCommand) Reset() {
 	*x = CreateAppCommand{}
-	mi := &file_gantry_v1_log_proto_msgTypes[9]
+	mi := &file_gantry_v1_log_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +919,7 @@ func (x *CreateAppCommand) String() string {
 func (*CreateAppCommand) ProtoMessage() {}
 
 func (x *CreateAppCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_log_proto_msgTypes[9]
+	mi := &file_gantry_v1_log_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +932,7 @@ func (x *CreateAppCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAppCommand.ProtoReflect.Descriptor instead.
 func (*CreateAppCommand) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_log_proto_rawDescGZIP(), []int{9}
+	return file_gantry_v1_log_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateAppCommand) GetSpec() *AppSpec {
@@ -721,7 +951,7 @@ type DeleteAppCommand struct {
 
 func (x *DeleteAppCommand) Reset() {
 	*x = DeleteAppCommand{}
-	mi := &file_gantry_v1_log_proto_msgTypes[10]
+	mi := &file_gantry_v1_log_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +963,7 @@ func (x *DeleteAppCommand) String() string {
 func (*DeleteAppCommand) ProtoMessage() {}
 
 func (x *DeleteAppCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_log_proto_msgTypes[10]
+	mi := &file_gantry_v1_log_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +976,7 @@ func (x *DeleteAppCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAppCommand.ProtoReflect.Descriptor instead.
 func (*DeleteAppCommand) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_log_proto_rawDescGZIP(), []int{10}
+	return file_gantry_v1_log_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteAppCommand) GetName() string {
@@ -767,7 +997,7 @@ type PinAppCommand struct {
 
 func (x *PinAppCommand) Reset() {
 	*x = PinAppCommand{}
-	mi := &file_gantry_v1_log_proto_msgTypes[11]
+	mi := &file_gantry_v1_log_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +1009,7 @@ func (x *PinAppCommand) String() string {
 func (*PinAppCommand) ProtoMessage() {}
 
 func (x *PinAppCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_log_proto_msgTypes[11]
+	mi := &file_gantry_v1_log_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +1022,7 @@ func (x *PinAppCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinAppCommand.ProtoReflect.Descriptor instead.
 func (*PinAppCommand) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_log_proto_rawDescGZIP(), []int{11}
+	return file_gantry_v1_log_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PinAppCommand) GetName() string {
@@ -820,7 +1050,7 @@ type ObserveRevisionCommand struct {
 
 func (x *ObserveRevisionCommand) Reset() {
 	*x = ObserveRevisionCommand{}
-	mi := &file_gantry_v1_log_proto_msgTypes[12]
+	mi := &file_gantry_v1_log_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +1062,7 @@ func (x *ObserveRevisionCommand) String() string {
 func (*ObserveRevisionCommand) ProtoMessage() {}
 
 func (x *ObserveRevisionCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_log_proto_msgTypes[12]
+	mi := &file_gantry_v1_log_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +1075,7 @@ func (x *ObserveRevisionCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObserveRevisionCommand.ProtoReflect.Descriptor instead.
 func (*ObserveRevisionCommand) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_log_proto_rawDescGZIP(), []int{12}
+	return file_gantry_v1_log_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ObserveRevisionCommand) GetName() string {
@@ -874,7 +1104,7 @@ type PruneJobsCommand struct {
 
 func (x *PruneJobsCommand) Reset() {
 	*x = PruneJobsCommand{}
-	mi := &file_gantry_v1_log_proto_msgTypes[13]
+	mi := &file_gantry_v1_log_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +1116,7 @@ func (x *PruneJobsCommand) String() string {
 func (*PruneJobsCommand) ProtoMessage() {}
 
 func (x *PruneJobsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_log_proto_msgTypes[13]
+	mi := &file_gantry_v1_log_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1129,7 @@ func (x *PruneJobsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneJobsCommand.ProtoReflect.Descriptor instead.
 func (*PruneJobsCommand) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_log_proto_rawDescGZIP(), []int{13}
+	return file_gantry_v1_log_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PruneJobsCommand) GetFinishedBefore() *timestamppb.Timestamp {
@@ -915,7 +1145,7 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\n" +
 	"\x13gantry/v1/log.proto\x12\tgantry.v1\x1a\x15gantry/v1/agent.proto\x1a\x16gantry/v1/gitops.proto\x1a\x13gantry/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n" +
 	"\x05Batch\x12.\n" +
-	"\bcommands\x18\x01 \x03(\v2\x12.gantry.v1.CommandR\bcommands\"\xfb\x05\n" +
+	"\bcommands\x18\x01 \x03(\v2\x12.gantry.v1.CommandR\bcommands\"\x80\a\n" +
 	"\aCommand\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12<\n" +
 	"\n" +
@@ -937,7 +1167,10 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\apin_app\x18\x12 \x01(\v2\x18.gantry.v1.PinAppCommandH\x00R\x06pinApp\x12N\n" +
 	"\x10observe_revision\x18\x13 \x01(\v2!.gantry.v1.ObserveRevisionCommandH\x00R\x0fobserveRevision\x12<\n" +
 	"\n" +
-	"prune_jobs\x18\x14 \x01(\v2\x1b.gantry.v1.PruneJobsCommandH\x00R\tpruneJobsB\x05\n" +
+	"prune_jobs\x18\x14 \x01(\v2\x1b.gantry.v1.PruneJobsCommandH\x00R\tpruneJobs\x12<\n" +
+	"\n" +
+	"set_secret\x18\x15 \x01(\v2\x1b.gantry.v1.SetSecretCommandH\x00R\tsetSecret\x12E\n" +
+	"\rdelete_secret\x18\x16 \x01(\v2\x1e.gantry.v1.DeleteSecretCommandH\x00R\fdeleteSecretB\x05\n" +
 	"\x03cmd\"4\n" +
 	"\x10SubmitJobCommand\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.gantry.v1.JobR\x03job\"O\n" +
@@ -953,12 +1186,29 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"A\n" +
 	"\x10CancelJobCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x8d\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xba\x01\n" +
 	"\bSnapshot\x12\"\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x0e.gantry.v1.JobR\x04jobs\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\"\n" +
 	"\x04apps\x18\x03 \x03(\v2\x0e.gantry.v1.AppR\x04apps\x12\x14\n" +
-	"\x05fence\x18\x04 \x01(\x04R\x05fence\":\n" +
+	"\x05fence\x18\x04 \x01(\x04R\x05fence\x12+\n" +
+	"\asecrets\x18\x05 \x03(\v2\x11.gantry.v1.SecretR\asecrets\"\xf9\x01\n" +
+	"\x06Secret\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05scope\x18\x02 \x01(\tR\x05scope\x12\x15\n" +
+	"\x06key_id\x18\x03 \x01(\tR\x05keyId\x12\x1e\n" +
+	"\n" +
+	"ciphertext\x18\x04 \x01(\fR\n" +
+	"ciphertext\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x18\n" +
+	"\aversion\x18\a \x01(\x04R\aversion\"=\n" +
+	"\x10SetSecretCommand\x12)\n" +
+	"\x06secret\x18\x01 \x01(\v2\x11.gantry.v1.SecretR\x06secret\")\n" +
+	"\x13DeleteSecretCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\":\n" +
 	"\x10CreateAppCommand\x12&\n" +
 	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.AppSpecR\x04spec\"&\n" +
 	"\x10DeleteAppCommand\x12\x12\n" +
@@ -984,7 +1234,7 @@ func file_gantry_v1_log_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_log_proto_rawDescData
 }
 
-var file_gantry_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_gantry_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_gantry_v1_log_proto_goTypes = []any{
 	(*Batch)(nil),                  // 0: gantry.v1.Batch
 	(*Command)(nil),                // 1: gantry.v1.Command
@@ -995,46 +1245,55 @@ var file_gantry_v1_log_proto_goTypes = []any{
 	(*RequeueTaskCommand)(nil),     // 6: gantry.v1.RequeueTaskCommand
 	(*CancelJobCommand)(nil),       // 7: gantry.v1.CancelJobCommand
 	(*Snapshot)(nil),               // 8: gantry.v1.Snapshot
-	(*CreateAppCommand)(nil),       // 9: gantry.v1.CreateAppCommand
-	(*DeleteAppCommand)(nil),       // 10: gantry.v1.DeleteAppCommand
-	(*PinAppCommand)(nil),          // 11: gantry.v1.PinAppCommand
-	(*ObserveRevisionCommand)(nil), // 12: gantry.v1.ObserveRevisionCommand
-	(*PruneJobsCommand)(nil),       // 13: gantry.v1.PruneJobsCommand
-	(*timestamppb.Timestamp)(nil),  // 14: google.protobuf.Timestamp
-	(*Job)(nil),                    // 15: gantry.v1.Job
-	(*TaskRef)(nil),                // 16: gantry.v1.TaskRef
-	(*Report)(nil),                 // 17: gantry.v1.Report
-	(*App)(nil),                    // 18: gantry.v1.App
-	(*AppSpec)(nil),                // 19: gantry.v1.AppSpec
+	(*Secret)(nil),                 // 9: gantry.v1.Secret
+	(*SetSecretCommand)(nil),       // 10: gantry.v1.SetSecretCommand
+	(*DeleteSecretCommand)(nil),    // 11: gantry.v1.DeleteSecretCommand
+	(*CreateAppCommand)(nil),       // 12: gantry.v1.CreateAppCommand
+	(*DeleteAppCommand)(nil),       // 13: gantry.v1.DeleteAppCommand
+	(*PinAppCommand)(nil),          // 14: gantry.v1.PinAppCommand
+	(*ObserveRevisionCommand)(nil), // 15: gantry.v1.ObserveRevisionCommand
+	(*PruneJobsCommand)(nil),       // 16: gantry.v1.PruneJobsCommand
+	(*timestamppb.Timestamp)(nil),  // 17: google.protobuf.Timestamp
+	(*Job)(nil),                    // 18: gantry.v1.Job
+	(*TaskRef)(nil),                // 19: gantry.v1.TaskRef
+	(*Report)(nil),                 // 20: gantry.v1.Report
+	(*App)(nil),                    // 21: gantry.v1.App
+	(*AppSpec)(nil),                // 22: gantry.v1.AppSpec
 }
 var file_gantry_v1_log_proto_depIdxs = []int32{
 	1,  // 0: gantry.v1.Batch.commands:type_name -> gantry.v1.Command
-	14, // 1: gantry.v1.Command.at:type_name -> google.protobuf.Timestamp
+	17, // 1: gantry.v1.Command.at:type_name -> google.protobuf.Timestamp
 	2,  // 2: gantry.v1.Command.submit_job:type_name -> gantry.v1.SubmitJobCommand
 	3,  // 3: gantry.v1.Command.assign_task:type_name -> gantry.v1.AssignTaskCommand
 	4,  // 4: gantry.v1.Command.start_task:type_name -> gantry.v1.StartTaskCommand
 	5,  // 5: gantry.v1.Command.finish_task:type_name -> gantry.v1.FinishTaskCommand
 	6,  // 6: gantry.v1.Command.requeue_task:type_name -> gantry.v1.RequeueTaskCommand
 	7,  // 7: gantry.v1.Command.cancel_job:type_name -> gantry.v1.CancelJobCommand
-	9,  // 8: gantry.v1.Command.create_app:type_name -> gantry.v1.CreateAppCommand
-	10, // 9: gantry.v1.Command.delete_app:type_name -> gantry.v1.DeleteAppCommand
-	11, // 10: gantry.v1.Command.pin_app:type_name -> gantry.v1.PinAppCommand
-	12, // 11: gantry.v1.Command.observe_revision:type_name -> gantry.v1.ObserveRevisionCommand
-	13, // 12: gantry.v1.Command.prune_jobs:type_name -> gantry.v1.PruneJobsCommand
-	15, // 13: gantry.v1.SubmitJobCommand.job:type_name -> gantry.v1.Job
-	16, // 14: gantry.v1.AssignTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	16, // 15: gantry.v1.StartTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	17, // 16: gantry.v1.FinishTaskCommand.report:type_name -> gantry.v1.Report
-	16, // 17: gantry.v1.RequeueTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	15, // 18: gantry.v1.Snapshot.jobs:type_name -> gantry.v1.Job
-	18, // 19: gantry.v1.Snapshot.apps:type_name -> gantry.v1.App
-	19, // 20: gantry.v1.CreateAppCommand.spec:type_name -> gantry.v1.AppSpec
-	14, // 21: gantry.v1.PruneJobsCommand.finished_before:type_name -> google.protobuf.Timestamp
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	12, // 8: gantry.v1.Command.create_app:type_name -> gantry.v1.CreateAppCommand
+	13, // 9: gantry.v1.Command.delete_app:type_name -> gantry.v1.DeleteAppCommand
+	14, // 10: gantry.v1.Command.pin_app:type_name -> gantry.v1.PinAppCommand
+	15, // 11: gantry.v1.Command.observe_revision:type_name -> gantry.v1.ObserveRevisionCommand
+	16, // 12: gantry.v1.Command.prune_jobs:type_name -> gantry.v1.PruneJobsCommand
+	10, // 13: gantry.v1.Command.set_secret:type_name -> gantry.v1.SetSecretCommand
+	11, // 14: gantry.v1.Command.delete_secret:type_name -> gantry.v1.DeleteSecretCommand
+	18, // 15: gantry.v1.SubmitJobCommand.job:type_name -> gantry.v1.Job
+	19, // 16: gantry.v1.AssignTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	19, // 17: gantry.v1.StartTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	20, // 18: gantry.v1.FinishTaskCommand.report:type_name -> gantry.v1.Report
+	19, // 19: gantry.v1.RequeueTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	18, // 20: gantry.v1.Snapshot.jobs:type_name -> gantry.v1.Job
+	21, // 21: gantry.v1.Snapshot.apps:type_name -> gantry.v1.App
+	9,  // 22: gantry.v1.Snapshot.secrets:type_name -> gantry.v1.Secret
+	17, // 23: gantry.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	17, // 24: gantry.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
+	9,  // 25: gantry.v1.SetSecretCommand.secret:type_name -> gantry.v1.Secret
+	22, // 26: gantry.v1.CreateAppCommand.spec:type_name -> gantry.v1.AppSpec
+	17, // 27: gantry.v1.PruneJobsCommand.finished_before:type_name -> google.protobuf.Timestamp
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_log_proto_init() }
@@ -1057,6 +1316,8 @@ func file_gantry_v1_log_proto_init() {
 		(*Command_PinApp)(nil),
 		(*Command_ObserveRevision)(nil),
 		(*Command_PruneJobs)(nil),
+		(*Command_SetSecret)(nil),
+		(*Command_DeleteSecret)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1064,7 +1325,7 @@ func file_gantry_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_log_proto_rawDesc), len(file_gantry_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -261,7 +261,11 @@ type ExecSpec struct {
 	Shell string            `protobuf:"bytes,2,opt,name=shell,proto3" json:"shell,omitempty"`
 	Env   map[string]string `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Working directory; empty means a fresh directory per attempt.
-	Dir           string `protobuf:"bytes,4,opt,name=dir,proto3" json:"dir,omitempty"`
+	Dir string `protobuf:"bytes,4,opt,name=dir,proto3" json:"dir,omitempty"`
+	// Environment variables whose values are secrets: variable -> secret
+	// name. Resolved on the leader at assignment and sent only to the agent
+	// running the attempt, which masks them in the task's log.
+	SecretEnv     map[string]string `protobuf:"bytes,5,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -324,6 +328,13 @@ func (x *ExecSpec) GetDir() string {
 	return ""
 }
 
+func (x *ExecSpec) GetSecretEnv() map[string]string {
+	if x != nil {
+		return x.SecretEnv
+	}
+	return nil
+}
+
 // BuildSpec builds an image with BuildKit's Dockerfile frontend. String
 // fields may hold templates ({{ .Tasks.NAME.Outputs.KEY }}, and in push
 // {{ .Revision }}, the resolved commit of a Git context).
@@ -336,8 +347,15 @@ type BuildSpec struct {
 	Target string            `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
 	Args   map[string]string `protobuf:"bytes,4,rep,name=args,proto3" json:"args,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Image reference to push to, e.g. "registry:5000/app:tag"; empty pushes nothing.
-	Push          string      `protobuf:"bytes,5,opt,name=push,proto3" json:"push,omitempty"`
-	Cache         *BuildCache `protobuf:"bytes,6,opt,name=cache,proto3" json:"cache,omitempty"`
+	Push  string      `protobuf:"bytes,5,opt,name=push,proto3" json:"push,omitempty"`
+	Cache *BuildCache `protobuf:"bytes,6,opt,name=cache,proto3" json:"cache,omitempty"`
+	// BuildKit build secrets: secret id (RUN --mount=type=secret,id=ID) ->
+	// secret name.
+	Secrets map[string]string `protobuf:"bytes,7,rep,name=secrets,proto3" json:"secrets,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Registry credentials for pushing and pulling: registry host (as in
+	// image references, e.g. "registry.example.com:5000") -> secret name. The
+	// secret holds "username:password" (or a token alone).
+	RegistryAuth  map[string]string `protobuf:"bytes,8,rep,name=registry_auth,json=registryAuth,proto3" json:"registry_auth,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -414,6 +432,20 @@ func (x *BuildSpec) GetCache() *BuildCache {
 	return nil
 }
 
+func (x *BuildSpec) GetSecrets() map[string]string {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+func (x *BuildSpec) GetRegistryAuth() map[string]string {
+	if x != nil {
+		return x.RegistryAuth
+	}
+	return nil
+}
+
 // BuildContext is where the build context comes from: exactly one of git or dir.
 type BuildContext struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -473,7 +505,10 @@ type GitSource struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Url   string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
 	// Empty means the remote's default branch (HEAD).
-	Revision      string `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision string `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Secret name holding the clone credentials of a private repository: an
+	// HTTPS token or "username:password", or an SSH private key (PEM).
+	Secret        string `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -518,6 +553,13 @@ func (x *GitSource) GetUrl() string {
 func (x *GitSource) GetRevision() string {
 	if x != nil {
 		return x.Revision
+	}
+	return ""
+}
+
+func (x *GitSource) GetSecret() string {
+	if x != nil {
+		return x.Secret
 	}
 	return ""
 }
@@ -577,7 +619,11 @@ type RunSpec struct {
 	Command []string          `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
 	Env     map[string]string `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Working directory inside the image; empty means the image's (or "/").
-	Dir           string `protobuf:"bytes,4,opt,name=dir,proto3" json:"dir,omitempty"`
+	Dir string `protobuf:"bytes,4,opt,name=dir,proto3" json:"dir,omitempty"`
+	// Environment variables whose values are secrets: variable -> secret name.
+	SecretEnv map[string]string `protobuf:"bytes,5,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Registry credentials for pulling the image: registry host -> secret name.
+	RegistryAuth  map[string]string `protobuf:"bytes,6,rep,name=registry_auth,json=registryAuth,proto3" json:"registry_auth,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -638,6 +684,20 @@ func (x *RunSpec) GetDir() string {
 		return x.Dir
 	}
 	return ""
+}
+
+func (x *RunSpec) GetSecretEnv() map[string]string {
+	if x != nil {
+		return x.SecretEnv
+	}
+	return nil
+}
+
+func (x *RunSpec) GetRegistryAuth() map[string]string {
+	if x != nil {
+		return x.RegistryAuth
+	}
+	return nil
 }
 
 // DeploySpec applies Kubernetes manifests to a cluster with server-side
@@ -863,15 +923,20 @@ const file_gantry_v1_pipeline_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\n" +
 	"\n" +
-	"\bexecutor\"\xb4\x01\n" +
+	"\bexecutor\"\xb5\x02\n" +
 	"\bExecSpec\x12\x18\n" +
 	"\acommand\x18\x01 \x03(\tR\acommand\x12\x14\n" +
 	"\x05shell\x18\x02 \x01(\tR\x05shell\x12.\n" +
 	"\x03env\x18\x03 \x03(\v2\x1c.gantry.v1.ExecSpec.EnvEntryR\x03env\x12\x10\n" +
-	"\x03dir\x18\x04 \x01(\tR\x03dir\x1a6\n" +
+	"\x03dir\x18\x04 \x01(\tR\x03dir\x12A\n" +
+	"\n" +
+	"secret_env\x18\x05 \x03(\v2\".gantry.v1.ExecSpec.SecretEnvEntryR\tsecretEnv\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a<\n" +
+	"\x0eSecretEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xab\x04\n" +
 	"\tBuildSpec\x121\n" +
 	"\acontext\x18\x01 \x01(\v2\x17.gantry.v1.BuildContextR\acontext\x12\x1e\n" +
 	"\n" +
@@ -880,25 +945,43 @@ const file_gantry_v1_pipeline_proto_rawDesc = "" +
 	"\x06target\x18\x03 \x01(\tR\x06target\x122\n" +
 	"\x04args\x18\x04 \x03(\v2\x1e.gantry.v1.BuildSpec.ArgsEntryR\x04args\x12\x12\n" +
 	"\x04push\x18\x05 \x01(\tR\x04push\x12+\n" +
-	"\x05cache\x18\x06 \x01(\v2\x15.gantry.v1.BuildCacheR\x05cache\x1a7\n" +
+	"\x05cache\x18\x06 \x01(\v2\x15.gantry.v1.BuildCacheR\x05cache\x12;\n" +
+	"\asecrets\x18\a \x03(\v2!.gantry.v1.BuildSpec.SecretsEntryR\asecrets\x12K\n" +
+	"\rregistry_auth\x18\b \x03(\v2&.gantry.v1.BuildSpec.RegistryAuthEntryR\fregistryAuth\x1a7\n" +
 	"\tArgsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
+	"\fSecretsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
+	"\x11RegistryAuthEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"H\n" +
 	"\fBuildContext\x12&\n" +
 	"\x03git\x18\x01 \x01(\v2\x14.gantry.v1.GitSourceR\x03git\x12\x10\n" +
-	"\x03dir\x18\x02 \x01(\tR\x03dir\"9\n" +
+	"\x03dir\x18\x02 \x01(\tR\x03dir\"Q\n" +
 	"\tGitSource\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\tR\brevision\"\x1e\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\x12\x16\n" +
+	"\x06secret\x18\x03 \x01(\tR\x06secret\"\x1e\n" +
 	"\n" +
 	"BuildCache\x12\x10\n" +
-	"\x03ref\x18\x01 \x01(\tR\x03ref\"\xb2\x01\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\"\xbe\x03\n" +
 	"\aRunSpec\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12-\n" +
 	"\x03env\x18\x03 \x03(\v2\x1b.gantry.v1.RunSpec.EnvEntryR\x03env\x12\x10\n" +
-	"\x03dir\x18\x04 \x01(\tR\x03dir\x1a6\n" +
+	"\x03dir\x18\x04 \x01(\tR\x03dir\x12@\n" +
+	"\n" +
+	"secret_env\x18\x05 \x03(\v2!.gantry.v1.RunSpec.SecretEnvEntryR\tsecretEnv\x12I\n" +
+	"\rregistry_auth\x18\x06 \x03(\v2$.gantry.v1.RunSpec.RegistryAuthEntryR\fregistryAuth\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a<\n" +
+	"\x0eSecretEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
+	"\x11RegistryAuthEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x92\x03\n" +
 	"\n" +
@@ -934,7 +1017,7 @@ func file_gantry_v1_pipeline_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_pipeline_proto_rawDescData
 }
 
-var file_gantry_v1_pipeline_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_gantry_v1_pipeline_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_gantry_v1_pipeline_proto_goTypes = []any{
 	(*JobSpec)(nil),             // 0: gantry.v1.JobSpec
 	(*TaskSpec)(nil),            // 1: gantry.v1.TaskSpec
@@ -948,34 +1031,44 @@ var file_gantry_v1_pipeline_proto_goTypes = []any{
 	(*ManifestSource)(nil),      // 9: gantry.v1.ManifestSource
 	nil,                         // 10: gantry.v1.TaskSpec.LabelsEntry
 	nil,                         // 11: gantry.v1.ExecSpec.EnvEntry
-	nil,                         // 12: gantry.v1.BuildSpec.ArgsEntry
-	nil,                         // 13: gantry.v1.RunSpec.EnvEntry
-	nil,                         // 14: gantry.v1.DeploySpec.ImagesEntry
-	(*durationpb.Duration)(nil), // 15: google.protobuf.Duration
+	nil,                         // 12: gantry.v1.ExecSpec.SecretEnvEntry
+	nil,                         // 13: gantry.v1.BuildSpec.ArgsEntry
+	nil,                         // 14: gantry.v1.BuildSpec.SecretsEntry
+	nil,                         // 15: gantry.v1.BuildSpec.RegistryAuthEntry
+	nil,                         // 16: gantry.v1.RunSpec.EnvEntry
+	nil,                         // 17: gantry.v1.RunSpec.SecretEnvEntry
+	nil,                         // 18: gantry.v1.RunSpec.RegistryAuthEntry
+	nil,                         // 19: gantry.v1.DeploySpec.ImagesEntry
+	(*durationpb.Duration)(nil), // 20: google.protobuf.Duration
 }
 var file_gantry_v1_pipeline_proto_depIdxs = []int32{
 	1,  // 0: gantry.v1.JobSpec.tasks:type_name -> gantry.v1.TaskSpec
 	10, // 1: gantry.v1.TaskSpec.labels:type_name -> gantry.v1.TaskSpec.LabelsEntry
-	15, // 2: gantry.v1.TaskSpec.timeout:type_name -> google.protobuf.Duration
+	20, // 2: gantry.v1.TaskSpec.timeout:type_name -> google.protobuf.Duration
 	2,  // 3: gantry.v1.TaskSpec.exec:type_name -> gantry.v1.ExecSpec
 	3,  // 4: gantry.v1.TaskSpec.build:type_name -> gantry.v1.BuildSpec
 	7,  // 5: gantry.v1.TaskSpec.run:type_name -> gantry.v1.RunSpec
 	8,  // 6: gantry.v1.TaskSpec.deploy:type_name -> gantry.v1.DeploySpec
 	11, // 7: gantry.v1.ExecSpec.env:type_name -> gantry.v1.ExecSpec.EnvEntry
-	4,  // 8: gantry.v1.BuildSpec.context:type_name -> gantry.v1.BuildContext
-	12, // 9: gantry.v1.BuildSpec.args:type_name -> gantry.v1.BuildSpec.ArgsEntry
-	6,  // 10: gantry.v1.BuildSpec.cache:type_name -> gantry.v1.BuildCache
-	5,  // 11: gantry.v1.BuildContext.git:type_name -> gantry.v1.GitSource
-	13, // 12: gantry.v1.RunSpec.env:type_name -> gantry.v1.RunSpec.EnvEntry
-	9,  // 13: gantry.v1.DeploySpec.source:type_name -> gantry.v1.ManifestSource
-	14, // 14: gantry.v1.DeploySpec.images:type_name -> gantry.v1.DeploySpec.ImagesEntry
-	15, // 15: gantry.v1.DeploySpec.health_timeout:type_name -> google.protobuf.Duration
-	5,  // 16: gantry.v1.ManifestSource.git:type_name -> gantry.v1.GitSource
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	12, // 8: gantry.v1.ExecSpec.secret_env:type_name -> gantry.v1.ExecSpec.SecretEnvEntry
+	4,  // 9: gantry.v1.BuildSpec.context:type_name -> gantry.v1.BuildContext
+	13, // 10: gantry.v1.BuildSpec.args:type_name -> gantry.v1.BuildSpec.ArgsEntry
+	6,  // 11: gantry.v1.BuildSpec.cache:type_name -> gantry.v1.BuildCache
+	14, // 12: gantry.v1.BuildSpec.secrets:type_name -> gantry.v1.BuildSpec.SecretsEntry
+	15, // 13: gantry.v1.BuildSpec.registry_auth:type_name -> gantry.v1.BuildSpec.RegistryAuthEntry
+	5,  // 14: gantry.v1.BuildContext.git:type_name -> gantry.v1.GitSource
+	16, // 15: gantry.v1.RunSpec.env:type_name -> gantry.v1.RunSpec.EnvEntry
+	17, // 16: gantry.v1.RunSpec.secret_env:type_name -> gantry.v1.RunSpec.SecretEnvEntry
+	18, // 17: gantry.v1.RunSpec.registry_auth:type_name -> gantry.v1.RunSpec.RegistryAuthEntry
+	9,  // 18: gantry.v1.DeploySpec.source:type_name -> gantry.v1.ManifestSource
+	19, // 19: gantry.v1.DeploySpec.images:type_name -> gantry.v1.DeploySpec.ImagesEntry
+	20, // 20: gantry.v1.DeploySpec.health_timeout:type_name -> google.protobuf.Duration
+	5,  // 21: gantry.v1.ManifestSource.git:type_name -> gantry.v1.GitSource
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_pipeline_proto_init() }
@@ -995,7 +1088,7 @@ func file_gantry_v1_pipeline_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_pipeline_proto_rawDesc), len(file_gantry_v1_pipeline_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
