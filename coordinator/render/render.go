@@ -2,7 +2,8 @@
 // hands the task to an agent: {{ .Tasks.NAME.Outputs.KEY }} reads an output
 // of an earlier task of the job, {{ .Revision }} the commit a build of the
 // job checked out. Build and run specs are rendered; exec specs are not (a
-// shell script may well contain "{{").
+// shell script may well contain "{{"). Templates are limited to printing
+// those values (see Refs), so that what they render to is bounded.
 package render
 
 import (
@@ -12,7 +13,6 @@ import (
 	"slices"
 	"strings"
 	"text/template"
-	"text/template/parse"
 
 	"google.golang.org/protobuf/proto"
 
@@ -94,6 +94,9 @@ func Task(t *gv1.TaskSpec, outputs map[string]map[string]string) (*gv1.TaskSpec,
 	if r.err != nil {
 		return nil, r.err
 	}
+	if n := proto.Size(t); n > MaxTask {
+		return nil, fmt.Errorf("%w: rendered task is %d bytes, more than the %d allowed", ErrTemplate, n, MaxTask)
+	}
 	return t, nil
 }
 
@@ -123,6 +126,12 @@ func (r *renderer) render(field, s string) string {
 	if r.err != nil || !strings.Contains(s, "{{") {
 		return s
 	}
+	// The spec was checked at submit; check again, so that no template
+	// reaches text/template that could render without bound.
+	if _, err := analyze(s); err != nil {
+		r.err = fmt.Errorf("%s: %w: %w", field, ErrTemplate, err)
+		return s
+	}
 	tmpl, err := template.New(field).Option("missingkey=error").Parse(s)
 	if err != nil {
 		r.err = fmt.Errorf("%s: %w: %w", field, ErrTemplate, err)
@@ -132,8 +141,12 @@ func (r *renderer) render(field, s string) string {
 	if r.revision != "" {
 		data["Revision"] = r.revision
 	}
-	var b strings.Builder
-	if err := tmpl.Execute(&b, data); err != nil {
+	b := &capped{max: MaxRendered}
+	if err := tmpl.Execute(b, data); err != nil {
+		if errors.Is(err, errTooLong) {
+			r.err = fmt.Errorf("%s: %w: renders to more than %d bytes", field, ErrTemplate, MaxRendered)
+			return s
+		}
 		hint := ""
 		if strings.Contains(err.Error(), "Revision") {
 			hint = " (.Revision is the revision output of a needed build with a Git context, or, in build.push, of the build's own)"
@@ -141,61 +154,5 @@ func (r *renderer) render(field, s string) string {
 		r.err = fmt.Errorf("%s: %w: %w%s", field, ErrTemplate, err, hint)
 		return s
 	}
-	return b.String()
-}
-
-// Refs parses s as a template and returns the names of the tasks it reads
-// outputs of ({{ .Tasks.NAME... }}), in order of appearance.
-func Refs(s string) ([]string, error) {
-	if !strings.Contains(s, "{{") {
-		return nil, nil
-	}
-	tmpl, err := template.New("").Parse(s)
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	var walk func(n parse.Node)
-	walk = func(n parse.Node) {
-		switch n := n.(type) {
-		case *parse.ListNode:
-			if n == nil {
-				return
-			}
-			for _, c := range n.Nodes {
-				walk(c)
-			}
-		case *parse.ActionNode:
-			walk(n.Pipe)
-		case *parse.PipeNode:
-			if n == nil {
-				return
-			}
-			for _, c := range n.Cmds {
-				walk(c)
-			}
-		case *parse.CommandNode:
-			for _, a := range n.Args {
-				walk(a)
-			}
-		case *parse.FieldNode:
-			if len(n.Ident) >= 2 && n.Ident[0] == "Tasks" && !slices.Contains(names, n.Ident[1]) {
-				names = append(names, n.Ident[1])
-			}
-		case *parse.IfNode:
-			walk(n.Pipe)
-			walk(n.List)
-			walk(n.ElseList)
-		case *parse.RangeNode:
-			walk(n.Pipe)
-			walk(n.List)
-			walk(n.ElseList)
-		case *parse.WithNode:
-			walk(n.Pipe)
-			walk(n.List)
-			walk(n.ElseList)
-		}
-	}
-	walk(tmpl.Tree.Root)
-	return names, nil
+	return b.b.String()
 }

@@ -8,7 +8,6 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/gantryci/gantry/coordinator/render"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -19,11 +18,13 @@ import (
 func decodeBuild(d *decoder, n *yaml.Node, p string, t *gv1.TaskSpec) {
 	b := &gv1.BuildSpec{}
 	d.fields(n, p, map[string]func(string, *yaml.Node){
-		"context":    func(p string, v *yaml.Node) { b.Context = decodeContext(d, v, p) },
-		"dockerfile": func(p string, v *yaml.Node) { b.Dockerfile = d.str(v, p) },
-		"target":     func(p string, v *yaml.Node) { b.Target = d.str(v, p) },
-		"args":       func(p string, v *yaml.Node) { b.Args = d.strMap(v, p) },
-		"push":       func(p string, v *yaml.Node) { b.Push = d.str(v, p) },
+		"context":       func(p string, v *yaml.Node) { b.Context = decodeContext(d, v, p) },
+		"dockerfile":    func(p string, v *yaml.Node) { b.Dockerfile = d.str(v, p) },
+		"target":        func(p string, v *yaml.Node) { b.Target = d.str(v, p) },
+		"args":          func(p string, v *yaml.Node) { b.Args = d.strMap(v, p, MaxBuildArgs, "build arguments") },
+		"push":          func(p string, v *yaml.Node) { b.Push = d.str(v, p) },
+		"secrets":       func(p string, v *yaml.Node) { b.Secrets = d.strMap(v, p, MaxSecrets, "entries") },
+		"registry_auth": func(p string, v *yaml.Node) { b.RegistryAuth = d.strMap(v, p, MaxSecrets, "entries") },
 		"cache": func(p string, v *yaml.Node) {
 			b.Cache = &gv1.BuildCache{}
 			d.fields(v, p, map[string]func(string, *yaml.Node){
@@ -37,13 +38,7 @@ func decodeBuild(d *decoder, n *yaml.Node, p string, t *gv1.TaskSpec) {
 func decodeContext(d *decoder, n *yaml.Node, p string) *gv1.BuildContext {
 	c := &gv1.BuildContext{}
 	d.fields(n, p, map[string]func(string, *yaml.Node){
-		"git": func(p string, v *yaml.Node) {
-			c.Git = &gv1.GitSource{}
-			d.fields(v, p, map[string]func(string, *yaml.Node){
-				"url":      func(p string, v *yaml.Node) { c.Git.Url = d.str(v, p) },
-				"revision": func(p string, v *yaml.Node) { c.Git.Revision = d.str(v, p) },
-			})
-		},
+		"git": func(p string, v *yaml.Node) { c.Git = decodeGit(d, v, p) },
 		"dir": func(p string, v *yaml.Node) { c.Dir = d.str(v, p) },
 	})
 	return c
@@ -73,11 +68,11 @@ func validateBuild(l *errs, t *gv1.TaskSpec, p string) bool {
 	case c.Dir == "":
 		l.add(p+".context", "git or dir is required")
 	case !strings.HasPrefix(c.Dir, "/") && !strings.Contains(c.Dir, "{{"):
-		l.add(p+".context.dir", "must be an absolute path on the agent, got %q", c.Dir)
+		l.add(p+".context.dir", "must be an absolute path on the agent, got %q", clip(c.Dir))
 	}
 	if df := b.GetDockerfile(); df != "" && !strings.Contains(df, "{{") {
 		if path.IsAbs(df) || path.Clean(df) == ".." || strings.HasPrefix(path.Clean(df), "../") {
-			l.add(p+".dockerfile", "must be a path inside the context, got %q", df)
+			l.add(p+".dockerfile", "must be a path inside the context, got %q", clip(df))
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(b.GetArgs())) {
@@ -91,24 +86,24 @@ func validateBuild(l *errs, t *gv1.TaskSpec, p string) bool {
 	if b.GetCache() != nil && b.GetCache().GetRef() == "" {
 		l.add(p+".cache.ref", "required")
 	}
-	for _, f := range templated(t, strings.TrimSuffix(p, ".build")) {
-		noNUL(l, f.field, f.value)
-		if _, err := render.Refs(f.value); err != nil {
-			l.add(f.field, "invalid template: %v", err)
-		}
+	validateSecretMap(l, p+".secrets", b.GetSecrets(), secretID)
+	validateSecretMap(l, p+".registry_auth", b.GetRegistryAuth(), registryHost)
+	if g := c.GetGit(); g != nil && g.GetSecret() != "" {
+		secretName(l, p+".context.git.secret", g.GetSecret())
 	}
 	return true
 }
 
-func decodeRun(d *decoder, n *yaml.Node, p string, t *gv1.TaskSpec) {
+func decodeRun(d *decoder, n *yaml.Node, path string, t *gv1.TaskSpec) {
 	r := &gv1.RunSpec{}
-	d.fields(n, p, map[string]func(string, *yaml.Node){
+	d.fields(n, path, map[string]func(string, *yaml.Node){
 		"image": func(p string, v *yaml.Node) { r.Image = d.str(v, p) },
 		"command": func(p string, v *yaml.Node) {
 			r.Command = d.strs(v, p, " (argv; for a script use [\"/bin/sh\", \"-c\", \"...\"])")
 		},
-		"env": func(p string, v *yaml.Node) { r.Env = d.strMap(v, p) },
-		"dir": func(p string, v *yaml.Node) { r.Dir = d.str(v, p) },
+		"env":           func(p string, v *yaml.Node) { r.Env, r.SecretEnv = d.env(v, p, path+".secret_env") },
+		"dir":           func(p string, v *yaml.Node) { r.Dir = d.str(v, p) },
+		"registry_auth": func(p string, v *yaml.Node) { r.RegistryAuth = d.strMap(v, p, MaxSecrets, "entries") },
 	})
 	t.Executor = &gv1.TaskSpec_Run{Run: r}
 }
@@ -139,106 +134,9 @@ func validateRun(l *errs, t *gv1.TaskSpec, p string) bool {
 		}
 	}
 	if r.GetDir() != "" && !strings.HasPrefix(r.GetDir(), "/") && !strings.Contains(r.GetDir(), "{{") {
-		l.add(p+".dir", "must be an absolute path inside the image, got %q", r.GetDir())
+		l.add(p+".dir", "must be an absolute path inside the image, got %q", clip(r.GetDir()))
 	}
-	for _, f := range templated(t, strings.TrimSuffix(p, ".run")) {
-		noNUL(l, f.field, f.value)
-		if _, err := render.Refs(f.value); err != nil {
-			l.add(f.field, "invalid template: %v", err)
-		}
-	}
+	validateSecretEnv(l, p, r.GetEnv(), r.GetSecretEnv())
+	validateSecretMap(l, p+".registry_auth", r.GetRegistryAuth(), registryHost)
 	return true
-}
-
-// fieldValue is a string field of a spec and its path.
-type fieldValue struct{ field, value string }
-
-// templated lists the string fields of t that package render renders; path
-// is the task's.
-func templated(t *gv1.TaskSpec, p string) []fieldValue {
-	var out []fieldValue
-	add := func(field, v string) {
-		if v != "" {
-			out = append(out, fieldValue{field, v})
-		}
-	}
-	addMap := func(field string, m map[string]string) {
-		for _, k := range slices.Sorted(maps.Keys(m)) {
-			add(mapKey(field, k), m[k])
-		}
-	}
-	switch x := t.Executor.(type) {
-	case *gv1.TaskSpec_Build:
-		b, q := x.Build, p+".build"
-		add(q+".context.git.url", b.GetContext().GetGit().GetUrl())
-		add(q+".context.git.revision", b.GetContext().GetGit().GetRevision())
-		add(q+".context.dir", b.GetContext().GetDir())
-		add(q+".dockerfile", b.GetDockerfile())
-		add(q+".target", b.GetTarget())
-		addMap(q+".args", b.GetArgs())
-		add(q+".push", b.GetPush())
-		add(q+".cache.ref", b.GetCache().GetRef())
-	case *gv1.TaskSpec_Run:
-		r, q := x.Run, p+".run"
-		add(q+".image", r.GetImage())
-		for i, a := range r.GetCommand() {
-			add(index(q+".command", i), a)
-		}
-		addMap(q+".env", r.GetEnv())
-		add(q+".dir", r.GetDir())
-	case *gv1.TaskSpec_Deploy:
-		d, q := x.Deploy, p+".deploy"
-		add(q+".source.git.url", d.GetSource().GetGit().GetUrl())
-		add(q+".source.git.revision", d.GetSource().GetGit().GetRevision())
-		add(q+".source.path", d.GetSource().GetPath())
-		add(q+".source.dir", d.GetSource().GetDir())
-		addMap(q+".images", d.GetImages())
-	}
-	return out
-}
-
-// validateRefs checks that templates read outputs only of tasks upstream of
-// their own (needed directly or through needs): only those have finished
-// when the task is handed out.
-func validateRefs(l *errs, tasks []*gv1.TaskSpec, byName map[string]int) {
-	for i, t := range tasks {
-		if t == nil {
-			continue
-		}
-		var up map[string]bool
-		for _, f := range templated(t, index("tasks", i)) {
-			names, err := render.Refs(f.value)
-			if err != nil {
-				continue // reported by the executor's validation
-			}
-			for _, name := range names {
-				if up == nil {
-					up = upstream(tasks, byName, i)
-				}
-				switch _, known := byName[name]; {
-				case !known:
-					l.add(f.field, "template reads outputs of unknown task %q", name)
-				case !up[name]:
-					l.add(f.field, "template reads outputs of task %q, which this task does not need; add it to needs", name)
-				}
-			}
-		}
-	}
-}
-
-// upstream returns the tasks that task i needs, directly or transitively.
-func upstream(tasks []*gv1.TaskSpec, byName map[string]int, i int) map[string]bool {
-	seen := map[string]bool{}
-	stack := slices.Clone(tasks[i].GetNeeds())
-	for len(stack) > 0 {
-		n := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		j, ok := byName[n]
-		if seen[n] || !ok {
-			continue
-		}
-		seen[n] = true
-		stack = append(stack, tasks[j].GetNeeds()...)
-	}
-	return seen
 }

@@ -13,10 +13,16 @@ import (
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
-// maxNodes bounds the YAML nodes the decoder visits. Aliases let a small
-// document name the same large list many times; without a bound a few
-// kilobytes could expand into gigabytes of JobSpec.
-const maxNodes = 1 << 20
+// Aliases let a small document name the same large value many times;
+// without a bound a few kilobytes could expand into gigabytes of JobSpec.
+// The decoder therefore counts what it visits, through aliases every time:
+// the values (maxNodes) and the bytes of the scalars (MaxExpanded). And it
+// stops after maxDecodeErrors problems, which a document repeating one
+// mistake through aliases could otherwise multiply.
+const (
+	maxNodes        = 1 << 18
+	maxDecodeErrors = 10 * maxErrors
+)
 
 // decoder turns a YAML node tree into a JobSpec. It records problems rather
 // than stopping at the first, and remembers the line of every field path it
@@ -24,7 +30,16 @@ const maxNodes = 1 << 20
 type decoder struct {
 	errs  errs
 	lines map[string]int
-	nodes int
+	// containers are the lists and mappings of values whose items' lines
+	// are not recorded in lines, by path: line finds them on demand, so
+	// that a long list costs no map entry per item.
+	containers map[string]*yaml.Node
+	// yamlField maps the path of a JobSpec field to the YAML field it was
+	// decoded from, where the two differ (a secret in env lands in
+	// secret_env).
+	yamlField map[string]string
+	nodes     int
+	bytes     int
 }
 
 // abort stops decoding when the document is too large to finish.
@@ -54,6 +69,9 @@ func (d *decoder) line(field string) int {
 		if l, ok := d.lines[field]; ok {
 			return l
 		}
+		if l, ok := d.itemLine(field); ok {
+			return l
+		}
 		i := strings.LastIndexAny(field, ".[")
 		if i < 0 {
 			if field == "" {
@@ -62,6 +80,43 @@ func (d *decoder) line(field string) int {
 			i = 0
 		}
 		field = field[:i]
+	}
+}
+
+// itemLine returns the line of an item of one of the containers: field is
+// PATH[N] for a list or PATH["KEY"] for a mapping.
+func (d *decoder) itemLine(field string) (int, bool) {
+	if !strings.HasSuffix(field, "]") {
+		return 0, false
+	}
+	if i := strings.LastIndexByte(field, '['); i >= 0 {
+		if c, ok := d.containers[field[:i]]; ok && c.Kind == yaml.SequenceNode {
+			if n, err := strconv.Atoi(field[i+1 : len(field)-1]); err == nil && n >= 0 && n < len(c.Content) {
+				return c.Content[n].Line, true
+			}
+		}
+	}
+	// A quoted key may itself contain `["`: try each start from the end.
+	for end := len(field); ; {
+		i := strings.LastIndex(field[:end], `["`)
+		if i < 0 {
+			return 0, false
+		}
+		end = i
+		c, ok := d.containers[field[:i]]
+		if !ok || c.Kind != yaml.MappingNode {
+			continue
+		}
+		key, err := strconv.Unquote(field[i+1 : len(field)-1])
+		if err != nil {
+			continue
+		}
+		for j := 0; j+1 < len(c.Content); j += 2 {
+			if k := deref(c.Content[j]); k.Kind == yaml.ScalarNode && k.Value == key {
+				return c.Content[j].Line, true
+			}
+		}
+		return 0, false
 	}
 }
 
@@ -102,7 +157,7 @@ func (d *decoder) task(n *yaml.Node, path string) *gv1.TaskSpec {
 	fields := map[string]func(string, *yaml.Node){
 		"name":        func(p string, v *yaml.Node) { t.Name = d.str(v, p) },
 		"needs":       func(p string, v *yaml.Node) { t.Needs = d.strs(v, p, "") },
-		"labels":      func(p string, v *yaml.Node) { t.Labels = d.strMap(v, p) },
+		"labels":      func(p string, v *yaml.Node) { t.Labels = d.strMap(v, p, MaxLabels, "labels") },
 		"retries":     func(p string, v *yaml.Node) { t.Retries = d.int32(v, p, 0, MaxRetries) },
 		"timeout":     func(p string, v *yaml.Node) { t.Timeout = d.duration(v, p) },
 		"concurrency": func(p string, v *yaml.Node) { t.Concurrency = d.str(v, p) },
@@ -137,13 +192,14 @@ func (d *decoder) fields(n *yaml.Node, path string, fields map[string]func(path 
 		}
 		slices.Sort(known)
 		d.errs.add(p, "unknown field; known fields are %s", strings.Join(known, ", "))
-	}, field)
+	}, field, 0, "")
 }
 
-// pairs walks the entries of a mapping (null counts as empty), recording the
-// line of each key under the path keyPath makes of it. Keys must be scalars
-// and appear once.
-func (d *decoder) pairs(n *yaml.Node, path string, fn func(key string, v *yaml.Node), keyPath func(path, key string) string) {
+// pairs walks the entries of a mapping (null counts as empty). Keys must be
+// scalars and appear once. With max 0, it records the line of each key
+// under the path keyPath makes of it; otherwise the mapping may have at
+// most max entries (of what), and it is recorded as a container.
+func (d *decoder) pairs(n *yaml.Node, path string, fn func(key string, v *yaml.Node), keyPath func(path, key string) string, max int, what string) {
 	n = d.resolve(n)
 	if isNull(n) {
 		return
@@ -151,6 +207,13 @@ func (d *decoder) pairs(n *yaml.Node, path string, fn func(key string, v *yaml.N
 	if n.Kind != yaml.MappingNode {
 		d.errs.add(path, "must be a mapping, got %s", describe(n))
 		return
+	}
+	if max > 0 {
+		if k := len(n.Content) / 2; k > max {
+			d.errs.add(path, "at most %d %s are allowed, got %d", max, what, k)
+			return
+		}
+		d.containers[path] = n
 	}
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -163,24 +226,42 @@ func (d *decoder) pairs(n *yaml.Node, path string, fn func(key string, v *yaml.N
 			d.errs.addLine(k.Line, path, "merge keys (<<) are not supported")
 			continue
 		}
-		p := keyPath(path, k.Value)
 		if first, ok := seen[k.Value]; ok {
-			d.errs.addLine(k.Line, p, "repeated key; first set at line %d", first)
+			d.errs.addLine(k.Line, keyPath(path, k.Value), "repeated key; first set at line %d", first)
 			continue
 		}
 		seen[k.Value] = k.Line
-		d.lines[p] = k.Line
+		if max == 0 {
+			d.lines[keyPath(path, k.Value)] = k.Line
+		}
 		fn(k.Value, n.Content[i+1])
 	}
 }
 
-// resolve follows aliases and counts the node against maxNodes.
+// resolve follows aliases and counts the node against maxNodes, and its
+// bytes, when it is a scalar, against MaxExpanded. It stops decoding past
+// those bounds or maxDecodeErrors problems.
 func (d *decoder) resolve(n *yaml.Node) *yaml.Node {
+	n = deref(n)
 	d.nodes++
-	if d.nodes > maxNodes {
-		d.errs.add("", "document too large: more than %d values after expanding aliases", maxNodes)
+	if n.Kind == yaml.ScalarNode {
+		d.bytes += len(n.Value)
+	}
+	switch {
+	case d.nodes > maxNodes:
+		d.errs.add("", "document too large: the pipeline expands to more than %d values (YAML aliases count every time they are used)", maxNodes)
+		panic(abort{})
+	case d.bytes > MaxExpanded:
+		d.errs.add("", "document too large: the pipeline expands to more than %s (YAML aliases count every time they are used)", size(MaxExpanded))
+		panic(abort{})
+	case len(d.errs) >= maxDecodeErrors:
 		panic(abort{})
 	}
+	return n
+}
+
+// deref follows aliases without counting.
+func deref(n *yaml.Node) *yaml.Node {
 	for n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
@@ -190,9 +271,15 @@ func (d *decoder) resolve(n *yaml.Node) *yaml.Node {
 // str decodes a string. Any scalar will do, so that `command: [sleep, 5]`
 // and `env: {PORT: 8080}` mean what they say; null is the empty string.
 func (d *decoder) str(n *yaml.Node, path string) string {
+	return d.strAt(n, func() string { return path })
+}
+
+// strAt is str with the path made only for an error: lists and mappings
+// of strings may be long.
+func (d *decoder) strAt(n *yaml.Node, path func() string) string {
 	n = d.resolve(n)
 	if n.Kind != yaml.ScalarNode {
-		d.errs.add(path, "must be a string, got %s", describe(n))
+		d.errs.add(path(), "must be a string, got %s", describe(n))
 		return ""
 	}
 	if isNull(n) {
@@ -202,6 +289,8 @@ func (d *decoder) str(n *yaml.Node, path string) string {
 }
 
 // strs decodes a list of strings; hint, when set, follows the type error.
+// Validation bounds its length: the values of a long list count against
+// the budgets of resolve.
 func (d *decoder) strs(n *yaml.Node, path, hint string) []string {
 	n = d.resolve(n)
 	if isNull(n) {
@@ -211,24 +300,23 @@ func (d *decoder) strs(n *yaml.Node, path, hint string) []string {
 		d.errs.add(path, "must be a list of strings, got %s%s", describe(n), hint)
 		return nil
 	}
+	d.containers[path] = n
 	out := make([]string, len(n.Content))
 	for i, item := range n.Content {
-		p := index(path, i)
-		d.lines[p] = item.Line
-		out[i] = d.str(item, p)
+		out[i] = d.strAt(item, func() string { return index(path, i) })
 	}
 	return out
 }
 
-// strMap decodes a mapping of strings to strings.
-func (d *decoder) strMap(n *yaml.Node, path string) map[string]string {
+// strMap decodes a mapping of at most max strings (of what) to strings.
+func (d *decoder) strMap(n *yaml.Node, path string, max int, what string) map[string]string {
 	var out map[string]string
 	d.pairs(n, path, func(key string, v *yaml.Node) {
 		if out == nil {
 			out = map[string]string{}
 		}
-		out[key] = d.str(v, mapKey(path, key))
-	}, mapKey)
+		out[key] = d.strAt(v, func() string { return mapKey(path, key) })
+	}, mapKey, max, what)
 	return out
 }
 
@@ -245,7 +333,7 @@ func (d *decoder) int32(n *yaml.Node, path string, lo, hi int32) int32 {
 	}
 	var v int64
 	if err := n.Decode(&v); err != nil {
-		d.errs.add(path, "invalid integer %q", n.Value)
+		d.errs.add(path, "invalid integer %q", clip(n.Value))
 		return 0
 	}
 	if v != int64(int32(v)) {
@@ -268,7 +356,7 @@ func (d *decoder) duration(n *yaml.Node, path string) *durationpb.Duration {
 	}
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		d.errs.add(path, "invalid duration %q", n.Value)
+		d.errs.add(path, "invalid duration %q", clip(n.Value))
 		return nil
 	}
 	return durationpb.New(v)

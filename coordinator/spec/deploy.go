@@ -8,7 +8,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/gantryci/gantry/coordinator/render"
+	"github.com/gantryci/gantry/internal/name"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -24,20 +24,14 @@ func decodeDeploy(d *decoder, n *yaml.Node, p string, t *gv1.TaskSpec) {
 		"source": func(p string, v *yaml.Node) {
 			s := &gv1.ManifestSource{}
 			d.fields(v, p, map[string]func(string, *yaml.Node){
-				"git": func(p string, v *yaml.Node) {
-					s.Git = &gv1.GitSource{}
-					d.fields(v, p, map[string]func(string, *yaml.Node){
-						"url":      func(p string, v *yaml.Node) { s.Git.Url = d.str(v, p) },
-						"revision": func(p string, v *yaml.Node) { s.Git.Revision = d.str(v, p) },
-					})
-				},
+				"git":    func(p string, v *yaml.Node) { s.Git = decodeGit(d, v, p) },
 				"path":   func(p string, v *yaml.Node) { s.Path = d.str(v, p) },
 				"dir":    func(p string, v *yaml.Node) { s.Dir = d.str(v, p) },
 				"inline": func(p string, v *yaml.Node) { s.Inline = d.str(v, p) },
 			})
 			x.Source = s
 		},
-		"images":         func(p string, v *yaml.Node) { x.Images = d.strMap(v, p) },
+		"images":         func(p string, v *yaml.Node) { x.Images = d.strMap(v, p, MaxImages, "images") },
 		"prune":          func(p string, v *yaml.Node) { x.Prune = d.boolean(v, p) },
 		"health_timeout": func(p string, v *yaml.Node) { x.HealthTimeout = d.duration(v, p) },
 		"no_rollback":    func(p string, v *yaml.Node) { x.NoRollback = d.boolean(v, p) },
@@ -58,14 +52,16 @@ func validateDeploy(l *errs, t *gv1.TaskSpec, p string) bool {
 	}
 	if dep.GetCluster() == "" {
 		l.add(p+".cluster", "required: the name of a cluster an agent reaches (e.g. local)")
-	} else if !validName(dep.GetCluster()) {
-		l.add(p+".cluster", "invalid cluster name %q; use letters, digits, '-', '_' and '.'", dep.GetCluster())
+	} else if err := name.Check(dep.GetCluster()); err != nil {
+		l.add(p+".cluster", "invalid cluster name: %s", nameProblem(err))
 	}
 	if ns := dep.GetNamespace(); ns != "" && !dns1123Label(ns) {
-		l.add(p+".namespace", "invalid namespace %q; use lower-case letters, digits and '-', at most 63 characters", ns)
+		l.add(p+".namespace", "invalid namespace %q; use lower-case letters, digits and '-', at most 63 characters", clip(ns))
 	}
-	if a := dep.GetApp(); a != "" && !validName(a) {
-		l.add(p+".app", "invalid application name %q; use letters, digits, '-', '_' and '.'", a)
+	if a := dep.GetApp(); a != "" {
+		if err := name.Check(a); err != nil {
+			l.add(p+".app", "invalid application name: %s", nameProblem(err))
+		}
 	}
 	s := dep.GetSource()
 	n := 0
@@ -74,11 +70,14 @@ func validateDeploy(l *errs, t *gv1.TaskSpec, p string) bool {
 		if strings.TrimSpace(s.GetGit().GetUrl()) == "" {
 			l.add(p+".source.git.url", "required")
 		}
+		if s.GetGit().GetSecret() != "" {
+			secretName(l, p+".source.git.secret", s.GetGit().GetSecret())
+		}
 	}
 	if s.GetDir() != "" {
 		n++
 		if !strings.HasPrefix(s.GetDir(), "/") && !strings.Contains(s.GetDir(), "{{") {
-			l.add(p+".source.dir", "must be an absolute path on the agent, got %q", s.GetDir())
+			l.add(p+".source.dir", "must be an absolute path on the agent, got %q", clip(s.GetDir()))
 		}
 	}
 	if s.GetInline() != "" {
@@ -92,7 +91,7 @@ func validateDeploy(l *errs, t *gv1.TaskSpec, p string) bool {
 	}
 	if pp := s.GetPath(); pp != "" && !strings.Contains(pp, "{{") {
 		if path.IsAbs(pp) || path.Clean(pp) == ".." || strings.HasPrefix(path.Clean(pp), "../") {
-			l.add(p+".source.path", "must be a relative path inside the repository, got %q", pp)
+			l.add(p+".source.path", "must be a relative path inside the repository, got %q", clip(pp))
 		}
 		if s.GetInline() != "" {
 			l.add(p+".source.path", "applies to git or dir sources, not inline")
@@ -112,28 +111,13 @@ func validateDeploy(l *errs, t *gv1.TaskSpec, p string) bool {
 	if dep.GetTrigger() != "" {
 		l.add(p+".trigger", "is set by Gantry's GitOps controller, not in a pipeline")
 	}
-	for _, f := range templated(t, strings.TrimSuffix(p, ".deploy")) {
-		noNUL(l, f.field, f.value)
-		if _, err := render.Refs(f.value); err != nil {
-			l.add(f.field, "invalid template: %v", err)
-		}
-	}
 	return true
 }
 
 // validName accepts names of applications and clusters: they appear in
 // subjects, labels and file names.
 func validName(s string) bool {
-	if s == "" || len(s) > 63 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c == '-' || c == '_' || c == '.' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
-			return false
-		}
-	}
-	return true
+	return name.Check(s) == nil
 }
 
 // ValidName reports whether s is a valid application or cluster name.

@@ -35,7 +35,7 @@ func decodeExec(d *decoder, n *yaml.Node, path string, t *gv1.TaskSpec) {
 	d.fields(n, path, map[string]func(string, *yaml.Node){
 		"command": func(p string, v *yaml.Node) { e.Command = d.strs(v, p, " (use shell for a script)") },
 		"shell":   func(p string, v *yaml.Node) { e.Shell = d.str(v, p) },
-		"env":     func(p string, v *yaml.Node) { e.Env = d.strMap(v, p) },
+		"env":     func(p string, v *yaml.Node) { e.Env, e.SecretEnv = d.env(v, p, path+".secret_env") },
 		"dir":     func(p string, v *yaml.Node) { e.Dir = d.str(v, p) },
 	})
 	t.Executor = &gv1.TaskSpec_Exec{Exec: e}
@@ -62,7 +62,9 @@ func validateExec(l *errs, t *gv1.TaskSpec, path string) bool {
 		if i == 0 && arg == "" {
 			l.add(index(path+".command", i), "program name must not be empty")
 		}
-		noNUL(l, index(path+".command", i), arg)
+		if strings.IndexByte(arg, 0) >= 0 {
+			noNUL(l, index(path+".command", i), arg)
+		}
 	}
 	if e.Shell != "" && strings.TrimSpace(e.Shell) == "" {
 		l.add(path+".shell", "script is blank")
@@ -75,6 +77,7 @@ func validateExec(l *errs, t *gv1.TaskSpec, path string) bool {
 		}
 		noNUL(l, p, e.Env[k])
 	}
+	validateSecretEnv(l, path, e.Env, e.SecretEnv)
 	noNUL(l, path+".dir", e.Dir)
 	return true
 }

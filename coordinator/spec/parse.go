@@ -23,11 +23,14 @@ import (
 // Parse decodes pipeline YAML into a validated JobSpec. On failure it
 // returns an *Error or, when there are several problems, an ErrorList.
 func Parse(data []byte) (*gv1.JobSpec, error) {
+	if len(data) > MaxDocument {
+		return nil, &Error{Msg: fmt.Sprintf("document too large: %d bytes, more than the %s allowed", len(data), size(MaxDocument))}
+	}
 	root, err := parseYAML(data)
 	if err != nil {
 		return nil, err
 	}
-	d := &decoder{lines: map[string]int{}}
+	d := &decoder{lines: map[string]int{}, containers: map[string]*yaml.Node{}, yamlField: map[string]string{}}
 	s := d.decode(root)
 	if len(d.errs) == 0 {
 		// Decoding problems first: validating a half-decoded spec would
@@ -36,6 +39,9 @@ func Parse(data []byte) (*gv1.JobSpec, error) {
 		d.errs = validate(s)
 	}
 	for _, e := range d.errs {
+		if f, ok := d.yamlField[e.Field]; ok {
+			e.Field = f
+		}
 		if e.Line == 0 {
 			e.Line = d.line(e.Field)
 		}

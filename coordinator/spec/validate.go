@@ -5,16 +5,10 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/gantryci/gantry/internal/subject"
-	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
-)
+	"google.golang.org/protobuf/proto"
 
-// Limits of a JobSpec.
-const (
-	MaxTasks    = 1000
-	MinPriority = -1000
-	MaxPriority = 1000
-	MaxRetries  = 100
+	"github.com/gantryci/gantry/internal/name"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
 // Validate checks a JobSpec however it was built (YAML or gRPC API). On
@@ -26,6 +20,10 @@ func validate(s *gv1.JobSpec) errs {
 	var l errs
 	if s == nil {
 		l.add("", "job spec is missing")
+		return l
+	}
+	if n := proto.Size(s); n > MaxSpecSize {
+		l.add("", "job spec is %d bytes, more than the %s allowed", n, size(MaxSpecSize))
 		return l
 	}
 	token(&l, "name", s.Name, true)
@@ -40,6 +38,10 @@ func validate(s *gv1.JobSpec) errs {
 		l.add("tasks", "at most %d tasks are allowed, got %d", MaxTasks, n)
 		return l
 	}
+	tc := newTemplates(s.Tasks)
+	if tc.tooMany {
+		l.add("tasks", "at most %d different templates are allowed in a job, got more", MaxTemplates)
+	}
 	byName := make(map[string]int, len(s.Tasks))
 	for i, t := range s.Tasks {
 		p := index("tasks", i)
@@ -47,17 +49,20 @@ func validate(s *gv1.JobSpec) errs {
 			l.add(p, "task is missing")
 			continue
 		}
-		validateTask(&l, t, p)
+		validateTask(&l, t, p, tc)
 		if t.Name == "" {
 			continue
 		}
 		if first, ok := byName[t.Name]; ok {
-			l.add(p+".name", "duplicate task name %q, also used by tasks[%d]", t.Name, first)
+			l.add(p+".name", "duplicate task name %q, also used by tasks[%d]", clip(t.Name), first)
 			continue
 		}
 		byName[t.Name] = i
 	}
 	for i, t := range s.Tasks {
+		if len(t.GetNeeds()) > MaxNeeds {
+			continue // reported by validateTask
+		}
 		p := index("tasks", i) + ".needs"
 		seen := make(map[string]bool, len(t.GetNeeds()))
 		for j, need := range t.GetNeeds() {
@@ -65,21 +70,22 @@ func validate(s *gv1.JobSpec) errs {
 			case need == t.Name:
 				l.add(index(p, j), "a task cannot need itself")
 			case !ok:
-				l.add(index(p, j), "unknown task %q", need)
+				l.add(index(p, j), "unknown task %q", clip(need))
 			case seen[need]:
-				l.add(index(p, j), "%q is listed twice", need)
+				l.add(index(p, j), "%q is listed twice", clip(need))
 			}
 			seen[need] = true
 		}
 	}
-	validateRefs(&l, s.Tasks, byName)
-	if field, cycle := findCycle(s.Tasks, byName); cycle != nil {
+	field, cycle := findCycle(s.Tasks, byName)
+	validateRefs(&l, s.Tasks, byName, cycle == nil, tc)
+	if cycle != nil {
 		l.add(field, "cycle: %s", strings.Join(cycle, " -> "))
 	}
 	return l
 }
 
-func validateTask(l *errs, t *gv1.TaskSpec, path string) {
+func validateTask(l *errs, t *gv1.TaskSpec, path string, tc *templates) {
 	token(l, path+".name", t.Name, true)
 	for _, k := range slices.Sorted(maps.Keys(t.Labels)) {
 		if k == "" {
@@ -97,6 +103,7 @@ func validateTask(l *errs, t *gv1.TaskSpec, path string) {
 		}
 	}
 	token(l, path+".concurrency", t.Concurrency, false)
+	checkSizes(l, t, path)
 	if t.Executor == nil {
 		keys := make([]string, len(executors))
 		for i, ex := range executors {
@@ -107,6 +114,10 @@ func validateTask(l *errs, t *gv1.TaskSpec, path string) {
 	}
 	for _, ex := range executors {
 		if ex.validate(l, t, path) {
+			checkTemplates(l, t, path, tc)
+			if n := len(SecretRefs(t)); n > MaxSecrets {
+				l.add(path, "refers to %d secrets, at most %d are allowed", n, MaxSecrets)
+			}
 			return
 		}
 	}
@@ -121,8 +132,8 @@ func token(l *errs, field, s string, required bool) {
 		}
 		return
 	}
-	if err := subject.ValidToken(s); err != nil {
-		l.add(field, "invalid name: %v", err)
+	if err := name.Token(s); err != nil {
+		l.add(field, "%v", err)
 	}
 }
 
