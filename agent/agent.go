@@ -13,6 +13,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,8 @@ import (
 	"github.com/gantryci/gantry/agent/buildkit"
 	"github.com/gantryci/gantry/agent/exec"
 	"github.com/gantryci/gantry/agent/kube"
+	"github.com/gantryci/gantry/internal/limit"
+	"github.com/gantryci/gantry/internal/name"
 	"github.com/gantryci/gantry/internal/subject"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -52,6 +55,11 @@ type Config struct {
 	BuildkitAddr string
 	// Kube lists the Kubernetes clusters the agent deploys to and watches.
 	Kube []KubeCluster
+	// PassEnv names variables of the agent's environment that exec tasks
+	// get besides the allowlist of agent/exec (PATH, HOME, USER, LOGNAME,
+	// SHELL, TMPDIR, LANG, LC_ALL, LC_CTYPE, TZ); nothing else of the
+	// agent's environment reaches a task.
+	PassEnv []string
 }
 
 // DefaultConfig names the agent after the host.
@@ -69,6 +77,7 @@ func DefaultConfig() Config {
 	}
 }
 
+// sanitizeName turns a host name into a valid agent name (name.Token).
 func sanitizeName(s string) string {
 	var b strings.Builder
 	for _, r := range s {
@@ -78,25 +87,31 @@ func sanitizeName(s string) string {
 			b.WriteByte('-')
 		}
 	}
-	if b.Len() == 0 {
+	out := strings.TrimLeft(b.String(), "-_")
+	if len(out) > name.MaxLen {
+		out = out[:name.MaxLen]
+	}
+	if out == "" {
 		return "agent"
 	}
-	return b.String()
+	return out
 }
 
-// Validate checks the configuration and names the offending setting.
+// Validate checks the configuration and names the offending setting. What
+// the agent announces in its heartbeats must pass the coordinator's checks
+// (package limit, package name).
 func (c Config) Validate() error {
-	if err := subject.ValidToken(c.Name); err != nil {
+	if err := name.Token(c.Name); err != nil {
 		return fmt.Errorf("name: %w", err)
 	}
-	if err := subject.ValidToken(c.Cluster); err != nil {
+	if err := name.Token(c.Cluster); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	if c.NATS == "" {
 		return errors.New("nats: at least one server URL is required")
 	}
-	if c.Slots < 1 {
-		return fmt.Errorf("slots: %d, want at least 1", c.Slots)
+	if c.Slots < 1 || c.Slots > limit.HeartbeatRunning/2 {
+		return fmt.Errorf("slots: %d, want 1 to %d", c.Slots, limit.HeartbeatRunning/2)
 	}
 	if c.WorkDir == "" {
 		return errors.New("work dir: required")
@@ -104,14 +119,25 @@ func (c Config) Validate() error {
 	if c.HeartbeatInterval <= 0 || c.ReportTimeout <= 0 || c.Grace < 0 {
 		return errors.New("heartbeat interval and report timeout must be positive, grace not negative")
 	}
-	for k := range c.Labels {
-		if k == "" {
-			return errors.New("label: empty key")
+	if n := len(c.Labels) + len(c.Kube); n > limit.Labels {
+		return fmt.Errorf("labels: %d (with one per kube cluster), more than the limit of %d", n, limit.Labels)
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.Labels)) {
+		if err := name.Check(k); err != nil {
+			return fmt.Errorf("label: %w", err)
+		}
+		if v := c.Labels[k]; len(v) > limit.LabelValue {
+			return fmt.Errorf("label %s: value is %d bytes, longer than the limit of %d", k, len(v), limit.LabelValue)
 		}
 	}
 	for _, k := range c.Kube {
-		if err := subject.ValidToken(k.Name); err != nil {
+		if err := name.Token(k.Name); err != nil {
 			return fmt.Errorf("kube cluster name: %w", err)
+		}
+	}
+	for _, e := range c.PassEnv {
+		if err := exec.ValidEnvName(e); err != nil {
+			return fmt.Errorf("pass env: %w", err)
 		}
 	}
 	return nil
@@ -172,7 +198,7 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	runner, err := exec.New(exec.Config{WorkRoot: filepath.Join(cfg.WorkDir, "work"), Grace: cfg.Grace}, log)
+	runner, err := exec.New(exec.Config{WorkRoot: filepath.Join(cfg.WorkDir, "work"), Grace: cfg.Grace, PassEnv: cfg.PassEnv}, log)
 	if err != nil {
 		return nil, fmt.Errorf("executor: %w", err)
 	}
@@ -399,5 +425,10 @@ func (a *Agent) heartbeat() *gv1.Heartbeat {
 		hb.Running = append(hb.Running, t.ref)
 	}
 	hb.Running = append(hb.Running, a.spool.refs()...)
+	// A coordinator refuses a longer list; the leases of the results left
+	// out expire, and their tasks run again.
+	if len(hb.Running) > limit.HeartbeatRunning {
+		hb.Running = hb.Running[:limit.HeartbeatRunning]
+	}
 	return hb
 }

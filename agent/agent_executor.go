@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/gantryci/gantry/agent/buildkit"
 	"github.com/gantryci/gantry/agent/exec"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
@@ -47,8 +49,9 @@ func (a *Agent) canRun(spec *gv1.TaskSpec) bool {
 	return false
 }
 
-// execute runs an attempt with the executor of its spec.
-func (a *Agent) execute(ctx context.Context, as *gv1.Assignment, sink *logSink) outcome {
+// execute runs an attempt with the executor of its spec, handing it the
+// assignment's secrets; log is the attempt's (masking) logger.
+func (a *Agent) execute(ctx context.Context, as *gv1.Assignment, sink *logSink, log *zap.Logger) outcome {
 	ref, spec := as.GetRef(), as.GetSpec()
 	name := fmt.Sprintf("%s-%s-%d", ref.JobId, ref.Task, ref.Attempt)
 	env := []string{
@@ -58,22 +61,23 @@ func (a *Agent) execute(ctx context.Context, as *gv1.Assignment, sink *logSink) 
 		fmt.Sprintf("GANTRY_ATTEMPT=%d", ref.Attempt),
 		"GANTRY_AGENT=" + a.cfg.Name,
 	}
+	secrets := as.GetSecrets()
 	timeout := spec.GetTimeout().AsDuration()
 	switch x := spec.GetExecutor().(type) {
 	case *gv1.TaskSpec_Build:
 		ctx, cancel := withTimeout(ctx, timeout)
 		defer cancel()
-		return fromBuildkit(a.buildkit.Build(ctx, buildkit.BuildRequest{Spec: x.Build, Name: name}, sink))
+		return fromBuildkit(a.buildkit.Build(ctx, buildkit.BuildRequest{Spec: x.Build, Name: name, Secrets: secrets}, sink))
 	case *gv1.TaskSpec_Run:
 		ctx, cancel := withTimeout(ctx, timeout)
 		defer cancel()
-		return fromBuildkit(a.buildkit.Run(ctx, buildkit.RunRequest{Spec: x.Run, Env: env}, sink))
+		return fromBuildkit(a.buildkit.Run(ctx, buildkit.RunRequest{Spec: x.Run, Env: env, Secrets: secrets}, sink))
 	case *gv1.TaskSpec_Deploy:
 		ctx, cancel := withTimeout(ctx, timeout)
 		defer cancel()
 		return a.deploy(ctx, as, name, sink)
 	}
-	res := a.runner.Run(ctx, exec.Request{Spec: spec.GetExec(), Timeout: timeout, Env: env, Name: name}, sink)
+	res := a.runner.Run(ctx, exec.Request{Spec: spec.GetExec(), Timeout: timeout, Env: env, Secrets: secrets, Name: name, Log: log}, sink)
 	return outcome{exitCode: res.ExitCode, class: res.Class, err: res.Err}
 }
 

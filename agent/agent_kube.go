@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gantryci/gantry/agent/kube"
+	"github.com/gantryci/gantry/internal/name"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -68,15 +69,21 @@ func (a *Agent) clusterCapabilities() []string {
 }
 
 // deploy runs a deploy task on the cluster it names.
-func (a *Agent) deploy(ctx context.Context, as *gv1.Assignment, name string, sink *logSink) outcome {
+func (a *Agent) deploy(ctx context.Context, as *gv1.Assignment, workName string, sink *logSink) outcome {
 	spec := as.GetSpec().GetDeploy()
 	c := a.clusters[spec.GetCluster()]
 	if c == nil {
 		return outcome{exitCode: -1, class: gv1.FailureClass_FAILURE_CLASS_INFRA, err: fmt.Errorf("this agent does not reach cluster %q", spec.GetCluster())}
 	}
-	dir := filepath.Join(a.cfg.WorkDir, "deploy", name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return outcome{exitCode: -1, class: gv1.FailureClass_FAILURE_CLASS_INFRA, err: err}
+	// workName is made of checked tokens (checkAssignment); the directory is
+	// a fresh one below the deploy root all the same.
+	root := filepath.Join(a.cfg.WorkDir, "deploy")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return outcome{exitCode: -1, class: gv1.FailureClass_FAILURE_CLASS_INFRA, err: fmt.Errorf("deploy work directory: %w", err)}
+	}
+	dir, err := os.MkdirTemp(root, workName+"-")
+	if err != nil {
+		return outcome{exitCode: -1, class: gv1.FailureClass_FAILURE_CLASS_INFRA, err: fmt.Errorf("deploy work directory: %w", err)}
 	}
 	defer os.RemoveAll(dir)
 	ref := as.GetRef()
@@ -87,6 +94,7 @@ func (a *Agent) deploy(ctx context.Context, as *gv1.Assignment, name string, sin
 		Task:    ref.GetTask(),
 		Attempt: ref.GetAttempt(),
 		WorkDir: dir,
+		Secrets: as.GetSecrets(),
 	}, sink)
 	exit := 0
 	if r.Err != nil {
@@ -111,7 +119,11 @@ func (a *Agent) handleWatch(m *nats.Msg) {
 	}
 	want := map[string]*gv1.AppWatch{}
 	for _, w := range set.GetApps() {
-		if a.clusters[w.GetCluster()] != nil && w.GetApp() != "" {
+		if err := name.Check(w.GetApp()); err != nil {
+			a.log.Warn("watch of an invalid application name ignored", zap.Error(err))
+			continue
+		}
+		if a.clusters[w.GetCluster()] != nil {
 			want[w.GetApp()] = w
 		}
 	}

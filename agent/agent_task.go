@@ -2,15 +2,15 @@ package agent
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gantryci/gantry/agent/mask"
+	"github.com/gantryci/gantry/internal/limit"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -33,11 +33,11 @@ func (a *Agent) handleAssignment(m *nats.Msg) {
 		respond(false, "malformed assignment: "+err.Error())
 		return
 	}
-	ref := as.GetRef()
-	if ref.GetJobId() == "" || ref.GetTask() == "" || ref.GetAttempt() <= 0 {
-		respond(false, "assignment.ref: job_id, task and a positive attempt are required")
+	if err := checkAssignment(&as); err != nil {
+		respond(false, limit.Clip(err.Error(), limit.ReportError))
 		return
 	}
+	ref := as.GetRef()
 	if !a.canRun(as.GetSpec()) {
 		respond(false, "no executor for this task on this agent")
 		return
@@ -72,24 +72,26 @@ func (a *Agent) handleAssignment(m *nats.Msg) {
 
 func (a *Agent) runTask(ctx context.Context, as *gv1.Assignment) {
 	ref := as.GetRef()
-	log := a.log.With(zap.String("job", ref.JobId), zap.String("task", ref.Task), zap.Int32("attempt", ref.Attempt))
-	log.Info("task started")
-	sink := newLogSink(a, ref)
+	// Everything about the attempt is masked: its log, its report, and
+	// what the agent logs of it.
+	m := secretMasker(as)
+	log := mask.Logger(a.log, m).With(zap.String("job", ref.JobId), zap.String("task", ref.Task), zap.Int32("attempt", ref.Attempt))
+	log.Info("task started", zap.Int("secrets", len(as.GetSecrets())))
+	sink := newLogSink(a, ref, m)
 	started := time.Now()
-	res := a.execute(ctx, as, sink)
+	res := a.execute(ctx, as, sink, log)
+	outputs := boundOutputs(res.outputs, m, sink.system)
 	sink.close()
 	rep := &gv1.Report{
 		Ref:        ref,
 		Success:    res.success(),
 		ExitCode:   int32(res.exitCode),
 		Failure:    res.class,
-		Outputs:    res.outputs,
+		Error:      reportError(res.err, m),
+		Outputs:    outputs,
 		StartedAt:  timestamppb.New(started),
 		FinishedAt: timestamppb.Now(),
 		Agent:      a.cfg.Name,
-	}
-	if res.err != nil {
-		rep.Error = res.err.Error()
 	}
 	a.mu.Lock()
 	if !a.killed {
@@ -122,166 +124,4 @@ func (a *Agent) handleControl(m *nats.Msg) {
 			t.cancel()
 		}
 	}
-}
-
-// logSink batches a task's output into LogChunks on the task's log subject.
-// Chunks go to the log stream with JetStream acks; close waits for them, so
-// a task's log is stored before its result is reported.
-type logSink struct {
-	a    *Agent
-	ref  *gv1.TaskRef
-	subj string
-
-	mu     sync.Mutex
-	seq    uint64
-	buf    []byte
-	stream gv1.LogStream
-	timer  *time.Timer
-	// sent are published chunks not yet known to be stored.
-	sent []sentChunk
-}
-
-type sentChunk struct {
-	data []byte
-	ack  jetstream.PubAckFuture // nil when the publish itself failed
-}
-
-const (
-	logFlushBytes = 32 << 10
-	logFlushAfter = 100 * time.Millisecond
-)
-
-func newLogSink(a *Agent, ref *gv1.TaskRef) *logSink {
-	return &logSink{a: a, ref: ref, subj: a.ns.Log(ref.JobId, ref.Task)}
-}
-
-func (s *logSink) Write(stream gv1.LogStream, p []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.buf) > 0 && stream != s.stream {
-		s.flushLocked(false)
-	}
-	s.stream = stream
-	s.buf = append(s.buf, p...)
-	if len(s.buf) >= logFlushBytes {
-		s.flushLocked(false)
-		return
-	}
-	if s.timer == nil {
-		s.timer = time.AfterFunc(logFlushAfter, func() {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			s.timer = nil
-			s.flushLocked(false)
-		})
-	}
-}
-
-func (s *logSink) flushLocked(eof bool) {
-	if len(s.buf) == 0 && !eof {
-		return
-	}
-	s.seq++
-	chunk := &gv1.LogChunk{Ref: s.ref, Seq: s.seq, Stream: s.stream, Data: s.buf, At: timestamppb.Now(), Eof: eof}
-	s.buf = nil
-	data, err := marshal(chunk)
-	if err != nil {
-		return
-	}
-	ack, err := s.a.js.PublishAsync(s.subj, data)
-	if err != nil {
-		s.a.log.Debug("publish log", zap.Error(err))
-		ack = nil
-	}
-	// Forget chunks already stored, oldest first.
-	for len(s.sent) > 0 && stored(s.sent[0].ack) {
-		s.sent = s.sent[1:]
-	}
-	s.sent = append(s.sent, sentChunk{data: data, ack: ack})
-}
-
-func stored(ack jetstream.PubAckFuture) bool {
-	if ack == nil {
-		return false
-	}
-	select {
-	case <-ack.Ok():
-		return true
-	default:
-		return false
-	}
-}
-
-// close flushes the rest with an end-of-log mark and waits, briefly, for
-// the stream to store every chunk, so that normally a task's output is
-// stored before its result is reported. Chunks the stream refused (a log
-// stream still forming, a stream leader that moved) are published again in
-// the background for a while; the result does not wait for them.
-func (s *logSink) close() {
-	s.mu.Lock()
-	if s.timer != nil {
-		s.timer.Stop()
-		s.timer = nil
-	}
-	s.flushLocked(true)
-	sent := s.sent
-	s.sent = nil
-	s.mu.Unlock()
-	deadline := time.After(2 * time.Second)
-	expired := false
-	var retry [][]byte
-	for _, c := range sent {
-		if c.ack != nil && !expired {
-			select {
-			case <-c.ack.Ok():
-				continue
-			case <-c.ack.Err():
-				retry = append(retry, c.data)
-				continue
-			case <-deadline:
-				expired = true
-			}
-		}
-		if !stored(c.ack) {
-			retry = append(retry, c.data)
-		}
-	}
-	if len(retry) == 0 {
-		return
-	}
-	s.a.logWG.Add(1)
-	go func() {
-		defer s.a.logWG.Done()
-		ctx, cancel := context.WithTimeout(s.a.logCtx, 2*time.Minute)
-		defer cancel()
-		lost := 0
-		for _, data := range retry {
-			if !s.republish(ctx, data) {
-				lost++
-			}
-		}
-		if lost > 0 && !s.a.isKilled() {
-			s.a.log.Warn("log stream did not store all output", zap.String("job", s.ref.JobId),
-				zap.String("task", s.ref.Task), zap.Int("chunks_lost", lost))
-		}
-	}()
-}
-
-func (s *logSink) republish(ctx context.Context, data []byte) bool {
-	wait := 100 * time.Millisecond
-	for !s.a.isKilled() {
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := s.a.js.Publish(pctx, s.subj, data)
-		cancel()
-		if err == nil {
-			return true
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(wait):
-			wait = min(2*wait, 2*time.Second)
-		}
-	}
-	return false
 }

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gantryci/gantry/internal/name"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -50,6 +51,12 @@ func openSpool(dir string) (*spool, error) {
 			os.Remove(filepath.Join(dir, e.Name()))
 			continue
 		}
+		if err := checkRef(r.GetRef()); err != nil || s.file(keyOf(r.Ref)) != filepath.Join(dir, e.Name()) {
+			// Not a result this agent could have spooled (an older
+			// version took unchecked names): its lease expires.
+			os.Remove(filepath.Join(dir, e.Name()))
+			continue
+		}
 		s.reports[keyOf(r.Ref)] = &r
 	}
 	return s, nil
@@ -59,7 +66,21 @@ func (s *spool) file(k refKey) string {
 	return filepath.Join(s.dir, fmt.Sprintf("%s_%s_%d.pb", k.job, k.task, k.attempt))
 }
 
+// checkRef checks the names of ref, which become the name of a spool file.
+func checkRef(ref *gv1.TaskRef) error {
+	if err := name.Token(ref.GetJobId()); err != nil {
+		return fmt.Errorf("job id: %w", err)
+	}
+	if err := name.Token(ref.GetTask()); err != nil {
+		return fmt.Errorf("task: %w", err)
+	}
+	return nil
+}
+
 func (s *spool) put(r *gv1.Report) error {
+	if err := checkRef(r.GetRef()); err != nil {
+		return fmt.Errorf("spool result: %w", err)
+	}
 	data, err := proto.Marshal(r)
 	if err != nil {
 		return err

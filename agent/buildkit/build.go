@@ -27,6 +27,10 @@ type BuildRequest struct {
 	Spec *gv1.BuildSpec
 	// Name names the checkout directory, e.g. "jobid-task-attempt".
 	Name string
+	// Secrets holds the values of the secrets the spec names (build
+	// secrets, registry credentials, Git credentials), by secret name. A
+	// name missing from it fails the build (a job failure).
+	Secrets map[string][]byte
 }
 
 // Build runs the build to the end and pushes the image when the spec says
@@ -36,6 +40,20 @@ func (e *Executor) Build(ctx context.Context, req BuildRequest, out Sink) Result
 	if spec == nil {
 		return jobFailure(errors.New("build spec is missing"))
 	}
+	secrets, err := buildSecrets(spec.GetSecrets(), req.Secrets)
+	if err != nil {
+		return jobFailure(err)
+	}
+	creds, err := registryCredentials("build.registry_auth", spec.GetRegistryAuth(), req.Secrets)
+	if err != nil {
+		return jobFailure(err)
+	}
+	var gitCred []byte
+	if name := spec.GetContext().GetGit().GetSecret(); name != "" {
+		if gitCred, err = lookup(req.Secrets, "build.context.git.secret", name); err != nil {
+			return jobFailure(err)
+		}
+	}
 	outputs := map[string]string{}
 	dir := spec.GetContext().GetDir()
 	if g := spec.GetContext().GetGit(); g.GetUrl() != "" {
@@ -44,11 +62,11 @@ func (e *Executor) Build(ctx context.Context, req BuildRequest, out Sink) Result
 			return Result{ExitCode: -1, Class: gv1.FailureClass_FAILURE_CLASS_INFRA, Err: fmt.Errorf("create checkout directory: %w", err)}
 		}
 		defer os.RemoveAll(checkout)
-		rev, err := gitsrc.Clone(ctx, g.GetUrl(), g.GetRevision(), checkout)
+		rev, err := gitsrc.Clone(ctx, g.GetUrl(), g.GetRevision(), checkout, gitCred)
 		if err != nil {
 			return jobFailure(err)
 		}
-		out.Write(gv1.LogStream_LOG_STREAM_SYSTEM, fmt.Appendf(nil, "checked out %s at %s\n", g.GetUrl(), rev))
+		out.Write(gv1.LogStream_LOG_STREAM_SYSTEM, fmt.Appendf(nil, "checked out %s at %s\n", gitsrc.Redact(g.GetUrl()), rev))
 		outputs[OutputRevision] = rev
 		dir = checkout
 	}
@@ -70,6 +88,7 @@ func (e *Executor) Build(ctx context.Context, req BuildRequest, out Sink) Result
 	defer c.Close()
 
 	opt := solveOpt(spec, push, ctxFS)
+	opt.Session = attachables(secrets, creds)
 	ch := make(chan *bkclient.SolveStatus)
 	prog := newProgress(out)
 	var resp *bkclient.SolveResponse

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 
+	"github.com/gantryci/gantry/internal/limit"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -35,7 +36,8 @@ const (
 	OutputRevision = "revision"
 )
 
-// maxWarm bounds the cache keys an executor remembers (and announces).
+// maxWarm bounds the cache keys an executor remembers (and announces); at
+// most limit.WarmCache.
 const maxWarm = 32
 
 // connectTimeout bounds the check that the daemon answers.
@@ -99,8 +101,8 @@ func (e *Executor) Warm() []string {
 }
 
 func (e *Executor) markWarm(key string) {
-	if key == "" {
-		return
+	if key == "" || len(key) > limit.WarmCacheKey {
+		return // a key the coordinator would refuse in a heartbeat
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()

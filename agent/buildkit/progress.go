@@ -8,6 +8,7 @@ import (
 	bkclient "github.com/moby/buildkit/client"
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/gantryci/gantry/internal/limit"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -90,6 +91,12 @@ func (p *progress) status(s *bkclient.SolveStatus) {
 			}
 			p.out.Write(stream, fmt.Appendf(nil, "#%d %s\n", n, data[:i]))
 			data = data[i+1:]
+		}
+		// A step printing without newlines is passed on in pieces, so
+		// that what is held stays bounded.
+		if len(data) >= limit.LogChunk {
+			p.out.Write(stream, fmt.Appendf(nil, "#%d %s\n", n, data))
+			data = nil
 		}
 		p.partial[l.Vertex] = bytes.Clone(data)
 	}

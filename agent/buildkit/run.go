@@ -1,6 +1,7 @@
 package buildkit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +29,10 @@ type RunRequest struct {
 	Spec *gv1.RunSpec
 	// Env holds extra KEY=VALUE entries (e.g. GANTRY_JOB_ID), set before Spec.Env.
 	Env []string
+	// Secrets holds the values of the secrets the spec names (secret_env,
+	// registry credentials), by secret name. A name missing from it fails
+	// the run (a job failure).
+	Secrets map[string][]byte
 }
 
 // Run runs the command inside the image, through BuildKit's gateway: the
@@ -38,6 +43,14 @@ func (e *Executor) Run(ctx context.Context, req RunRequest, out Sink) Result {
 	spec := req.Spec
 	if spec.GetImage() == "" || len(spec.GetCommand()) == 0 {
 		return jobFailure(errors.New("run: image and command are required"))
+	}
+	secretEnv, err := runSecretEnv(spec.GetSecretEnv(), req.Secrets)
+	if err != nil {
+		return jobFailure(err)
+	}
+	creds, err := registryCredentials("run.registry_auth", spec.GetRegistryAuth(), req.Secrets)
+	if err != nil {
+		return jobFailure(err)
 	}
 	c, fail := e.connect(ctx)
 	if fail != nil {
@@ -61,6 +74,7 @@ func (e *Executor) Run(ctx context.Context, req RunRequest, out Sink) Result {
 		for _, k := range slices.Sorted(maps.Keys(spec.GetEnv())) {
 			env = append(env, k+"="+spec.GetEnv()[k])
 		}
+		env = append(env, secretEnv...)
 		if spec.GetDir() != "" {
 			cwd = spec.GetDir()
 		}
@@ -104,7 +118,7 @@ func (e *Executor) Run(ctx context.Context, req RunRequest, out Sink) Result {
 	prog := newProgress(out)
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.Go(func() error {
-		_, err := c.Build(ectx, bkclient.SolveOpt{}, "gantry", build, ch)
+		_, err := c.Build(ectx, bkclient.SolveOpt{Session: attachables(nil, creds)}, "gantry", build, ch)
 		return err
 	})
 	eg.Go(func() error {
@@ -124,6 +138,26 @@ func (e *Executor) Run(ctx context.Context, req RunRequest, out Sink) Result {
 	default:
 		return jobFailure(fmt.Errorf("run %s: %w", spec.GetCommand()[0], procErr))
 	}
+}
+
+// runSecretEnv returns the KEY=VALUE entries of RunSpec.secret_env.
+func runSecretEnv(vars map[string]string, values map[string][]byte) ([]string, error) {
+	var env []string
+	for _, k := range slices.Sorted(maps.Keys(vars)) {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return nil, fmt.Errorf("run.secret_env: bad environment variable name %q", k)
+		}
+		field := fmt.Sprintf("run.secret_env[%s]", k)
+		v, err := lookup(values, field, vars[k])
+		if err != nil {
+			return nil, err
+		}
+		if bytes.IndexByte(v, 0) >= 0 {
+			return nil, fmt.Errorf("%s: secret %q holds a NUL byte, which an environment variable cannot", field, vars[k])
+		}
+		env = append(env, k+"="+string(v))
+	}
+	return env, nil
 }
 
 // imageConfig returns the environment (with a default PATH) and working

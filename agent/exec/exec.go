@@ -1,6 +1,16 @@
 // Package exec runs the processes of a Gantry agent: one task attempt at a
 // time per call, in its own process group and working directory, with its
 // output streamed live to a Sink.
+//
+// A process does not inherit the agent's environment: it gets the
+// variables of the allowlist below that the agent has, the agent's
+// Config.PassEnv, the request's variables (GANTRY_*), the spec's env and
+// its secret_env, later ones winning. The allowlist is PATH (a default one
+// when the agent has none), HOME, USER, LOGNAME, SHELL, TMPDIR, LANG,
+// LC_ALL, LC_CTYPE and TZ: what a program needs to find commands, write
+// temporary files and pick a locale. TERM is not in it (output goes to a
+// log, not a terminal), nor is anything that grants access (KUBECONFIG,
+// DOCKER_CONFIG, SSH_AUTH_SOCK, cloud credentials).
 package exec
 
 import (
@@ -11,7 +21,6 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -37,6 +46,9 @@ type Config struct {
 	// Grace is the time between SIGTERM and SIGKILL on cancel or timeout;
 	// zero means DefaultGrace.
 	Grace time.Duration
+	// PassEnv names variables of the agent's environment that processes
+	// get besides the allowlist (see the package documentation).
+	PassEnv []string
 }
 
 // Runner starts processes. It is safe for concurrent use.
@@ -44,6 +56,9 @@ type Runner struct {
 	root  string
 	grace time.Duration
 	log   *zap.Logger
+	// inherited are the KEY=VALUE entries of the agent's environment every
+	// process gets.
+	inherited []string
 }
 
 // New returns a Runner, creating cfg.WorkRoot if it is missing.
@@ -68,7 +83,11 @@ func New(cfg Config, log *zap.Logger) (*Runner, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Runner{root: root, grace: grace, log: log.Named("exec")}, nil
+	inherited, err := inheritedEnv(cfg.PassEnv)
+	if err != nil {
+		return nil, err
+	}
+	return &Runner{root: root, grace: grace, log: log.Named("exec"), inherited: inherited}, nil
 }
 
 // Request describes one process to run.
@@ -77,10 +96,16 @@ type Request struct {
 	// Timeout bounds the run, measured from the start of the process; 0 = none.
 	Timeout time.Duration
 	// Env holds extra KEY=VALUE entries (e.g. GANTRY_JOB_ID), added after the
-	// agent's own environment and before Spec.Env; later entries win.
+	// inherited variables and before Spec.Env; later entries win.
 	Env []string
+	// Secrets holds the values of the secrets Spec.SecretEnv names, by
+	// secret name. A name missing from it fails the run (a job failure).
+	Secrets map[string][]byte
 	// Name names the working directory, e.g. "jobid-task-attempt"; it is sanitized.
 	Name string
+	// Log, when set, is the logger of this run instead of the Runner's (the
+	// agent passes one that masks the attempt's secrets).
+	Log *zap.Logger
 }
 
 // Result is the outcome of a run.
@@ -120,9 +145,13 @@ func (r *Runner) Run(ctx context.Context, req Request, out Sink) Result {
 	if out == nil {
 		out = discard{}
 	}
-	log := r.log.With(zap.String("name", req.Name))
+	log := r.log
+	if req.Log != nil {
+		log = req.Log.Named("exec")
+	}
+	log = log.With(zap.String("name", req.Name))
 
-	argv, env, err := command(req)
+	argv, env, err := command(req, r.inherited)
 	if err != nil {
 		return r.fail(out, log, gv1.FailureClass_FAILURE_CLASS_JOB, err)
 	}
@@ -248,7 +277,7 @@ func (r *Runner) fail(out Sink, log *zap.Logger, class gv1.FailureClass, err err
 }
 
 // command builds argv and the environment from the request.
-func command(req Request) (argv, env []string, err error) {
+func command(req Request, inherited []string) (argv, env []string, err error) {
 	spec := req.Spec
 	switch {
 	case spec == nil:
@@ -268,18 +297,9 @@ func command(req Request) (argv, env []string, err error) {
 			return nil, nil, errors.New("invalid spec: NUL byte in command")
 		}
 	}
-
-	env = append(os.Environ(), req.Env...)
-	keys := make([]string, 0, len(spec.GetEnv()))
-	for k, v := range spec.GetEnv() {
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.IndexByte(v, 0) >= 0 {
-			return nil, nil, fmt.Errorf("invalid spec: bad environment variable %q", k)
-		}
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		env = append(env, k+"="+spec.GetEnv()[k])
+	env, err = environment(req, inherited)
+	if err != nil {
+		return nil, nil, err
 	}
 	return argv, env, nil
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -30,6 +32,10 @@ type DeployRequest struct {
 	Attempt int32
 	// WorkDir is scratch space for the Git checkout, removed by the caller.
 	WorkDir string
+	// Secrets holds the values of the secrets the spec names (the Git
+	// credential), by secret name. A name missing from it fails the deploy
+	// (a job failure).
+	Secrets map[string][]byte
 }
 
 // Result is the outcome of a deploy.
@@ -112,7 +118,7 @@ func (d *deploy) run(ctx context.Context) error {
 		defer os.RemoveAll(dir)
 		workDir = dir
 	}
-	manifests, revision, err := loadSource(ctx, d.spec.GetSource(), workDir)
+	manifests, revision, err := loadSource(ctx, d.spec.GetSource(), workDir, d.req.Secrets)
 	if err != nil {
 		return err
 	}
@@ -230,7 +236,11 @@ func (d *deploy) rollback(ctx context.Context, prev *inventory, failed []*object
 	if err != nil {
 		return fmt.Errorf("%w; rollback: %w", cause, err)
 	}
-	if err := d.applyAll(ctx, objs); err != nil {
+	// Secrets stay as they are: the inventory keeps no values to restore.
+	if err := d.applyAll(ctx, slices.DeleteFunc(slices.Clone(objs), func(o *object) bool { return isSecret(o.u) })); err != nil {
+		return fmt.Errorf("%w; rollback: %w", cause, err)
+	}
+	if err := d.keepSecrets(ctx, objs); err != nil {
 		return fmt.Errorf("%w; rollback: %w", cause, err)
 	}
 	refs := make([]objRef, len(failed))
@@ -257,6 +267,30 @@ func (d *deploy) rollback(ctx context.Context, prev *inventory, failed []*object
 	d.outputs[OutputRolledBackTo] = rev
 	d.outputs[OutputResult] = ResultRolledBack
 	return fmt.Errorf("%w; rolled back to %s", cause, orNone(rev))
+}
+
+// keepSecrets says, in a rollback, which Secrets of objs were left as they
+// are and which are missing: Gantry cannot restore them.
+func (d *deploy) keepSecrets(ctx context.Context, objs []*object) error {
+	kept := 0
+	for _, o := range objs {
+		if !isSecret(o.u) {
+			continue
+		}
+		_, err := d.c.resource(o).Get(ctx, o.ref.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			d.logf("could not restore %s: Gantry keeps no Secret values to roll back to", o.ref)
+		case err != nil:
+			return fmt.Errorf("read %s: %w", o.ref, err)
+		default:
+			kept++
+		}
+	}
+	if kept > 0 {
+		d.logf("left %d Secrets as they are: a rollback restores no Secret values", kept)
+	}
+	return nil
 }
 
 // orNone names an empty revision (inline or directory manifests).

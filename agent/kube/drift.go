@@ -1,9 +1,9 @@
 package kube
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/big"
 	"reflect"
 	"regexp"
@@ -19,13 +19,22 @@ import (
 // compareObject returns the fields Gantry manages whose live value differs
 // from the applied one. Managed fields are those present in the applied
 // manifest; what only the live object has (defaults, status, server-side
-// metadata) is ignored. A nil live object is one missing item.
+// metadata) is ignored. A nil live object is one missing item. The values
+// of a Secret are never put in an item: it says which key differs.
 func compareObject(want, live *unstructured.Unstructured) []*gv1.DriftItem {
-	name := refOf(want).String()
+	ref := refOf(want)
+	name := ref.String()
 	if live == nil {
-		return []*gv1.DriftItem{{Object: name, Want: toJSON(want.Object)}}
+		w := want.Object
+		if isSecret(want) {
+			w = hiddenSecret(want)
+		}
+		return []*gv1.DriftItem{{Object: name, Want: toJSON(w)}}
 	}
 	var items []*gv1.DriftItem
+	if isSecret(want) {
+		items = compareSecretData(name, ref, want, live)
+	}
 	add := func(field string, w, l any, livePresent bool) {
 		it := &gv1.DriftItem{Object: name, Field: field, Want: toJSON(w)}
 		if livePresent {
@@ -42,12 +51,19 @@ func compareObject(want, live *unstructured.Unstructured) []*gv1.DriftItem {
 }
 
 // managedFields is the part of an applied object drift is computed on:
-// everything but apiVersion, kind, status and server-owned metadata.
+// everything but apiVersion, kind, status and server-owned metadata. A
+// Secret's data and stringData are left out (compareSecretData compares
+// them), and so is its last-applied annotation, which may quote them.
 func managedFields(o *unstructured.Unstructured) map[string]any {
+	secret := isSecret(o)
 	out := map[string]any{}
 	for k, v := range o.Object {
 		switch k {
 		case "apiVersion", "kind", "status":
+		case "data", "stringData":
+			if !secret {
+				out[k] = v
+			}
 		case "metadata":
 			md := map[string]any{}
 			m, _ := v.(map[string]any)
@@ -56,28 +72,18 @@ func managedFields(o *unstructured.Unstructured) map[string]any {
 					md[mk] = mv
 				}
 			}
+			if ann, ok := md["annotations"].(map[string]any); ok && secret {
+				if _, ok := ann[lastAppliedKey]; ok {
+					c := maps.Clone(ann)
+					delete(c, lastAppliedKey)
+					md["annotations"] = c
+				}
+			}
 			if len(md) > 0 {
 				out[k] = md
 			}
 		default:
 			out[k] = v
-		}
-	}
-	// The API server turns a Secret's stringData into data.
-	if o.GroupVersionKind().Group == "" && o.GetKind() == "Secret" {
-		if sd, ok := out["stringData"].(map[string]any); ok {
-			data, _ := out["data"].(map[string]any)
-			merged := map[string]any{}
-			for k, v := range data {
-				merged[k] = v
-			}
-			for k, v := range sd {
-				if s, ok := v.(string); ok {
-					merged[k] = base64.StdEncoding.EncodeToString([]byte(s))
-				}
-			}
-			out["data"] = merged
-			delete(out, "stringData")
 		}
 	}
 	return out

@@ -181,8 +181,10 @@ func (c *Cluster) updateInventory(ctx context.Context, namespace, app string, fe
 	return nil, fmt.Errorf("write inventory %s/%s: still conflicting after %d attempts", namespace, name, maxInventoryRetries)
 }
 
+// gzipObjects compresses objs for the inventory, Secrets with their values
+// hashed (redactSecrets): the inventory never holds a Secret's values.
 func gzipObjects(objs []*unstructured.Unstructured) ([]byte, error) {
-	data, err := encodeList(objs)
+	data, err := encodeList(redactSecrets(objs))
 	if err != nil {
 		return nil, fmt.Errorf("encode manifests: %w", err)
 	}

@@ -26,15 +26,27 @@ import (
 var kustomizationFiles = []string{"kustomization.yaml", "kustomization.yml", "Kustomization"}
 
 // loadSource returns the objects of src and, for a Git source, the commit
-// they come from. A Git repository is checked out into workDir.
-func loadSource(ctx context.Context, src *gv1.ManifestSource, workDir string) ([]*unstructured.Unstructured, string, error) {
+// they come from. A Git repository is checked out into workDir, with the
+// credential its secret names, taken from secrets.
+func loadSource(ctx context.Context, src *gv1.ManifestSource, workDir string, secrets map[string][]byte) ([]*unstructured.Unstructured, string, error) {
 	switch {
 	case src == nil:
 		return nil, "", content(errors.New("deploy has no manifest source"))
 	case src.GetGit() != nil:
 		g := src.GetGit()
+		var cred []byte
+		if name := g.GetSecret(); name != "" {
+			v, ok := secrets[name]
+			if !ok {
+				return nil, "", content(fmt.Errorf("deploy.source.git.secret: secret %q is not in the assignment", name))
+			}
+			cred = v
+		}
 		dir := filepath.Join(workDir, "manifests")
-		rev, err := gitsrc.Clone(ctx, g.GetUrl(), g.GetRevision(), dir)
+		rev, err := gitsrc.Clone(ctx, g.GetUrl(), g.GetRevision(), dir, cred)
+		if errors.Is(err, gitsrc.ErrCredential) {
+			return nil, "", content(err)
+		}
 		if err != nil {
 			return nil, "", err
 		}

@@ -17,8 +17,15 @@ import (
 
 // Clone checks out revision (a branch, tag or commit; empty means the
 // remote's HEAD) of the repository at url into dir and returns the commit.
-func Clone(ctx context.Context, url, revision, dir string) (string, error) {
-	repo, err := git.PlainCloneContext(ctx, dir, false, &git.CloneOptions{URL: url, NoCheckout: true, Tags: git.AllTags})
+// credential authenticates to a private repository (see Auth); nil means
+// none. Errors name the URL without its credentials (Redact).
+func Clone(ctx context.Context, url, revision, dir string, credential []byte) (string, error) {
+	auth, err := Auth(url, credential)
+	if err != nil {
+		return "", err
+	}
+	repo, err := git.PlainCloneContext(ctx, dir, false, &git.CloneOptions{URL: url, Auth: auth, NoCheckout: true, Tags: git.AllTags})
+	url = Redact(url)
 	if err != nil {
 		return "", fmt.Errorf("clone %s: %w", url, err)
 	}
@@ -52,11 +59,22 @@ var ErrNoRevision = errors.New("no such branch or tag")
 // means HEAD) points to, without fetching objects. A full commit id is
 // returned as it is.
 func Resolve(ctx context.Context, url, revision string) (string, error) {
+	return ResolveAuth(ctx, url, revision, nil)
+}
+
+// ResolveAuth is Resolve for a private repository: credential is as for
+// Clone.
+func ResolveAuth(ctx context.Context, url, revision string, credential []byte) (string, error) {
 	if isCommit(revision) {
 		return revision, nil
 	}
+	auth, err := Auth(url, credential)
+	if err != nil {
+		return "", err
+	}
 	remote := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{url}})
-	refs, err := remote.ListContext(ctx, &git.ListOptions{PeelingOption: git.AppendPeeled})
+	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth, PeelingOption: git.AppendPeeled})
+	url = Redact(url)
 	if err != nil {
 		return "", fmt.Errorf("list %s: %w", url, err)
 	}

@@ -48,7 +48,7 @@ func TestResolveAndClone(t *testing.T) {
 		t.Errorf("Resolve(nope) = %v, want ErrNoRevision", err)
 	}
 	out := filepath.Join(t.TempDir(), "co")
-	sha, err := Clone(ctx, url, "v1", out)
+	sha, err := Clone(ctx, url, "v1", out, nil)
 	if err != nil || sha != first {
 		t.Fatalf("Clone(v1) = %q, %v", sha, err)
 	}
