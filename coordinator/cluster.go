@@ -16,30 +16,82 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gantryci/gantry/internal/limit"
+	"github.com/gantryci/gantry/internal/name"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
 // nodeTable keeps what each coordinator last announced about itself over
 // NATS (addresses and Raft indexes). Like heartbeats, it is never in Raft.
+// It keeps announcements only of nodes in the Raft configuration, so it is
+// as small as the cluster.
 type nodeTable struct {
-	s     *Server
+	s *Server
+	// members returns the ids in the Raft configuration.
+	members func() (map[string]bool, error)
+
 	mu    sync.Mutex
 	nodes map[string]*gv1.NodeStatus
 }
 
 func newNodeTable(s *Server) *nodeTable {
-	return &nodeTable{s: s, nodes: map[string]*gv1.NodeStatus{}}
+	t := &nodeTable{s: s, nodes: map[string]*gv1.NodeStatus{}}
+	t.members = func() (map[string]bool, error) { return raftMembers(t.s.node.Raft) }
+	return t
+}
+
+// raftMembers returns the ids of r's configuration.
+func raftMembers(r *raft.Raft) (map[string]bool, error) {
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("raft configuration: %w", err)
+	}
+	out := map[string]bool{}
+	for _, srv := range f.Configuration().Servers {
+		out[string(srv.ID)] = true
+	}
+	return out, nil
 }
 
 func (t *nodeTable) handle(m *nats.Msg) {
-	var st gv1.NodeStatus
-	if err := proto.Unmarshal(m.Data, &st); err != nil || st.Id == "" {
-		return
+	if err := t.observe(m.Subject, m.Data, time.Now()); err != nil {
+		t.s.log.Debug("node status dropped", zap.String("subject", limit.Clip(m.Subject, 256)), zap.Error(err))
 	}
-	st.SeenAt = timestamppb.Now()
+}
+
+// observe keeps a node's announcement received on subj; one it refuses
+// changes nothing. Announcements of nodes that left the configuration go.
+func (t *nodeTable) observe(subj string, data []byte, now time.Time) error {
+	var st gv1.NodeStatus
+	if err := proto.Unmarshal(data, &st); err != nil {
+		return fmt.Errorf("node status: %w", err)
+	}
+	if err := name.Token(st.Id); err != nil {
+		return fmt.Errorf("node status.id: %w", err)
+	}
+	if subj != t.s.ns.NodeStatus(st.Id) {
+		return fmt.Errorf("node status.id: %q is not the node of subject %q", st.Id, limit.Clip(subj, 256))
+	}
+	members, err := t.members()
+	if err != nil {
+		return err
+	}
+	if !members[st.Id] {
+		return fmt.Errorf("node status.id: %s is not in the raft configuration", st.Id)
+	}
+	for _, f := range []*string{&st.RaftAddr, &st.GrpcAddr, &st.HttpAddr, &st.RaftState} {
+		*f = limit.Clip(*f, 256)
+	}
+	st.SeenAt = timestamppb.New(now)
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	t.nodes[st.Id] = &st
-	t.mu.Unlock()
+	for id := range t.nodes {
+		if !members[id] {
+			delete(t.nodes, id)
+		}
+	}
+	return nil
 }
 
 func (t *nodeTable) local() *gv1.NodeStatus {

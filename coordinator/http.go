@@ -18,7 +18,10 @@ func (s *Server) httpHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		addr, _ := s.node.Raft.LeaderWithID()
+		ok, why := s.ready()
 		switch {
+		case !ok:
+			http.Error(w, why, http.StatusServiceUnavailable)
 		case addr == "":
 			http.Error(w, "no raft leader", http.StatusServiceUnavailable)
 		case !s.nc.IsConnected():

@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/gantryci/gantry/internal/limit"
 )
 
 // NATSConfig says which NATS the coordinator uses: its own embedded server
@@ -61,6 +63,9 @@ func startNATS(cfg Config, log *zap.Logger) (*server.Server, error) {
 		NoSigs:     true,
 		NoLog:      true,
 		HTTPPort:   0,
+		// Set, not left to the default (1 MiB), so the bound is the one
+		// agents and the API are told: limit.Message.
+		MaxPayload: limit.Message,
 	}
 	if cfg.NATS.ClusterListen != "" {
 		ch, cp, err := splitHostPort(cfg.NATS.ClusterListen)
@@ -98,6 +103,13 @@ func startNATS(cfg Config, log *zap.Logger) (*server.Server, error) {
 	return ns, nil
 }
 
+// The log stream's bounds: older logs and, past the size, the oldest logs
+// are dropped; a message larger than one chunk is refused.
+const (
+	logMaxAge   = 7 * 24 * time.Hour
+	logMaxBytes = 4 << 30
+)
+
 // ensureLogStream creates or updates the stream that keeps task logs. In a
 // NATS cluster that is still forming this fails for a while; it retries
 // until it succeeds or ctx ends.
@@ -111,14 +123,15 @@ func ensureLogStream(ctx context.Context, nc *nats.Conn, cfg Config, name, subje
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
-			Name:      name,
-			Subjects:  []string{subjects},
-			Storage:   jetstream.FileStorage,
-			Replicas:  max(cfg.NATS.LogReplicas, 1),
-			MaxAge:    7 * 24 * time.Hour,
-			MaxBytes:  4 << 30,
-			Discard:   jetstream.DiscardOld,
-			Retention: jetstream.LimitsPolicy,
+			Name:       name,
+			Subjects:   []string{subjects},
+			Storage:    jetstream.FileStorage,
+			Replicas:   max(cfg.NATS.LogReplicas, 1),
+			MaxAge:     logMaxAge,
+			MaxBytes:   logMaxBytes,
+			MaxMsgSize: limit.LogMessage,
+			Discard:    jetstream.DiscardOld,
+			Retention:  jetstream.LimitsPolicy,
 		})
 		cancel()
 		if err == nil {

@@ -30,6 +30,8 @@ import (
 	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/coordinator/gitops"
 	"github.com/gantryci/gantry/coordinator/metrics"
+	"github.com/gantryci/gantry/coordinator/secret"
+	"github.com/gantryci/gantry/internal/limit"
 	"github.com/gantryci/gantry/internal/subject"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -55,6 +57,12 @@ type Config struct {
 	WebhookSecret string
 	// JobRetention is how long ended jobs are kept; zero keeps them forever.
 	JobRetention time.Duration
+	// SecretKeys is the keyring file (package secret) that seals secrets;
+	// empty means DataDir/secret-keys when that exists.
+	SecretKeys string
+	// GenerateSecretKeys creates DataDir/secret-keys when SecretKeys is
+	// empty and the file does not exist (gantry dev).
+	GenerateSecretKeys bool
 }
 
 // DefaultConfig is a single node on loopback.
@@ -120,6 +128,11 @@ type Server struct {
 	nodes   *nodeTable
 
 	logStreamReady atomic.Bool
+	keyring        atomic.Pointer[secret.Keyring]
+	started        time.Time
+	caughtUp       atomic.Bool // see catchup.go
+	leadReady      atomic.Bool // leader, and its barrier applied every committed entry
+	keyringMod     time.Time   // modification time of the loaded keyring file
 
 	grpc     *grpc.Server
 	grpcLis  net.Listener
@@ -139,7 +152,7 @@ func Start(cfg Config, log *zap.Logger) (*Server, error) {
 	}
 	log = log.Named("coordinator").With(zap.String("node", cfg.NodeID))
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, log: log, ns: subject.New(cfg.Cluster), fsm: fsm.New(), metrics: metrics.New(), cancel: cancel}
+	s := &Server{cfg: cfg, log: log, ns: subject.New(cfg.Cluster), fsm: fsm.New(), metrics: metrics.New(), cancel: cancel, started: time.Now()}
 	if err := s.start(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -191,6 +204,9 @@ func (s *Server) start(ctx context.Context) error {
 		Log: s.log, NATS: nc, Namespace: s.ns, FSM: s.fsm, Raft: node, Proposer: s.prop,
 		Dispatcher: s.disp, Cluster: s.nodes, GitOps: s.gitops,
 	})
+	if err := s.loadKeyring(); err != nil {
+		return err
+	}
 	if _, err := nc.Subscribe(s.ns.AllDrift(), s.gitops.HandleDrift); err != nil {
 		return fmt.Errorf("subscribe drift reports: %w", err)
 	}
@@ -210,19 +226,26 @@ func (s *Server) start(ctx context.Context) error {
 	if s.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return fmt.Errorf("http listen: %w", err)
 	}
-	s.grpc = grpc.NewServer()
+	s.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(limit.Message),
+		grpc.MaxSendMsgSize(limit.Message),
+		grpc.ChainUnaryInterceptor(s.api.UnaryInterceptor(s.ready)),
+		grpc.ChainStreamInterceptor(s.api.StreamInterceptor(s.ready)),
+	)
 	gv1.RegisterGantryServiceServer(s.grpc, s.api)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, hs)
 	reflection.Register(s.grpc)
 	// The console is an API client like any other: it dials this node.
-	if s.self, err = grpc.NewClient(loopback(s.GRPCAddr()), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+	if s.self, err = grpc.NewClient(loopback(s.GRPCAddr()), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit.Message), grpc.MaxCallSendMsgSize(limit.Message))); err != nil {
 		return fmt.Errorf("console api client: %w", err)
 	}
 	s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 
 	s.run(ctx, func(ctx context.Context) { s.prop.Run(ctx) })
+	s.run(ctx, s.catchUp)
 	s.run(ctx, s.watchLeadership)
 	s.run(ctx, s.nodes.announce)
 	s.run(ctx, func(ctx context.Context) {
@@ -285,6 +308,7 @@ func (s *Server) watchLeadership(ctx context.Context) {
 			leading = false
 			return
 		}
+		s.leadReady.Store(true)
 		s.log.Info("leadership gained", zap.Uint64("applied", s.fsm.AppliedIndex()))
 		s.metrics.Leader.Set(1)
 		lctx, cancel := context.WithCancel(ctx)
@@ -292,9 +316,10 @@ func (s *Server) watchLeadership(ctx context.Context) {
 		go func() {
 			defer close(done)
 			var wg sync.WaitGroup
-			wg.Add(2)
+			wg.Add(3)
 			go func() { defer wg.Done(); s.gitops.Lead(lctx) }()
 			go func() { defer wg.Done(); s.pruneLoop(lctx) }()
+			go func() { defer wg.Done(); s.rekeyLoop(lctx) }()
 			if err := s.disp.Lead(lctx); err != nil {
 				s.log.Error("lead", zap.Error(err))
 			}

@@ -369,6 +369,52 @@ func appWriteCmd(g *globals, use, short, did string, call func(context.Context, 
 	}
 }
 
+// savePrivate writes the pieces next returns, until io.EOF, to path with
+// mode 0600, atomically (a temporary file renamed into place): a snapshot
+// holds every job's outputs and the sealed secrets, so it is the owner's
+// alone. It returns the bytes written.
+func savePrivate(path string, next func() ([]byte, error)) (int, error) {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(tmp)
+	fail := func(err error) (int, error) {
+		f.Close()
+		return 0, err
+	}
+	// An existing temporary file keeps its mode through O_CREATE.
+	if err := f.Chmod(0o600); err != nil {
+		return fail(err)
+	}
+	n := 0
+	for {
+		data, err := next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fail(err)
+		}
+		w, err := f.Write(data)
+		n += w
+		if err != nil {
+			return fail(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		return 0, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
 func newSnapshotCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "snapshot",
@@ -384,37 +430,11 @@ func newSnapshotCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				tmp := args[0] + ".tmp"
-				f, err := os.Create(tmp)
-				if err != nil {
-					return err
-				}
-				defer os.Remove(tmp)
-				n := 0
-				for {
+				n, err := savePrivate(args[0], func() ([]byte, error) {
 					ch, err := stream.Recv()
-					if err == io.EOF {
-						break
-					}
-					if err != nil {
-						f.Close()
-						return err
-					}
-					w, err := f.Write(ch.Data)
-					n += w
-					if err != nil {
-						f.Close()
-						return err
-					}
-				}
-				if err := f.Sync(); err != nil {
-					f.Close()
-					return err
-				}
-				if err := f.Close(); err != nil {
-					return err
-				}
-				if err := os.Rename(tmp, args[0]); err != nil {
+					return ch.GetData(), err
+				})
+				if err != nil {
 					return err
 				}
 				fmt.Fprintf(os.Stderr, "snapshot saved to %s (%d bytes)\n", args[0], n)

@@ -8,24 +8,106 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/gantryci/gantry/coordinator/api"
+	"github.com/gantryci/gantry/internal/limit"
 
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
 func (g *globals) client() (gv1.GantryServiceClient, func(), error) {
-	conn, err := grpc.NewClient(g.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	idx := &readIndex{}
+	conn, err := grpc.NewClient(g.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit.Message), grpc.MaxCallSendMsgSize(limit.Message)),
+		grpc.WithChainUnaryInterceptor(idx.unary), grpc.WithChainStreamInterceptor(idx.stream))
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect %s: %w", g.addr, err)
 	}
 	return gv1.NewGantryServiceClient(conn), func() { conn.Close() }, nil
+}
+
+// readIndex makes one client's reads monotonic: it remembers the highest
+// state index any answer came from and asks every later call not to be
+// answered from an older one (api.MinIndexHeader). Unary calls refused
+// with Unavailable (no leader, a coordinator catching up after a restart,
+// a replica behind) are retried for up to unaryRetry.
+type readIndex struct{ max atomic.Uint64 }
+
+const unaryRetry = 30 * time.Second
+
+func (r *readIndex) outgoing(ctx context.Context) context.Context {
+	if n := r.max.Load(); n > 0 {
+		return metadata.AppendToOutgoingContext(ctx, api.MinIndexHeader, strconv.FormatUint(n, 10))
+	}
+	return ctx
+}
+
+func (r *readIndex) seen(md metadata.MD) {
+	for _, v := range md.Get(api.IndexHeader) {
+		n, err := strconv.ParseUint(v, 10, 64)
+		for err == nil {
+			old := r.max.Load()
+			if n <= old || r.max.CompareAndSwap(old, n) {
+				break
+			}
+		}
+	}
+}
+
+func (r *readIndex) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	deadline := time.Now().Add(unaryRetry)
+	wait := 50 * time.Millisecond
+	for {
+		var md metadata.MD
+		err := invoker(r.outgoing(ctx), method, req, reply, cc, append(opts, grpc.Header(&md))...)
+		r.seen(md)
+		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+			wait = min(2*wait, time.Second)
+		}
+	}
+}
+
+func (r *readIndex) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	cs, err := streamer(r.outgoing(ctx), desc, cc, method, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &indexedStream{ClientStream: cs, r: r}, nil
+}
+
+// indexedStream records the index header of a stream when it arrives.
+type indexedStream struct {
+	grpc.ClientStream
+	r    *readIndex
+	once sync.Once
+}
+
+func (s *indexedStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	s.once.Do(func() {
+		if md, herr := s.Header(); herr == nil {
+			s.r.seen(md)
+		}
+	})
+	return err
 }
 
 // retry runs an idempotent call again while the cluster has no leader.

@@ -56,7 +56,7 @@ func newRoot() *cobra.Command {
 		newDevCmd(g), newCoordinatorCmd(g), newAgentCmd(g),
 		newSubmitCmd(g), newJobsCmd(g), newJobCmd(g), newLogsCmd(g), newCancelCmd(g),
 		newAgentsCmd(g), newDrainCmd(g), newClusterCmd(g), newBenchCmd(g),
-		newAppCmd(g), newSnapshotCmd(g),
+		newAppCmd(g), newSnapshotCmd(g), newSecretCmd(g),
 	)
 	return root
 }

@@ -67,6 +67,8 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, full bool) {
 	fl.StringVar(&c.NATS.URL, "nats-url", "", "use this existing NATS cluster instead of the embedded server")
 	fl.StringVar(&c.Cluster, "cluster", c.Cluster, "cluster name; namespaces NATS subjects")
 	fl.DurationVar(&c.JobRetention, "job-retention", c.JobRetention, "forget jobs this long after they ended (0 keeps them forever); deploy history is kept per application")
+	fl.StringVar(&c.SecretKeys, "secret-keys", os.Getenv("GANTRY_SECRET_KEYS"),
+		"keyring file that seals secrets (gantry secret keygen; default $GANTRY_SECRET_KEYS, else DATA-DIR/secret-keys if it exists)")
 	fl.StringVar(&c.WebhookSecret, "webhook-secret", os.Getenv("GANTRY_WEBHOOK_SECRET"),
 		"secret that pushes to /hooks/git are signed with (X-Hub-Signature-256; default $GANTRY_WEBHOOK_SECRET; empty: unsigned pushes accepted)")
 	if !full {
@@ -155,6 +157,8 @@ func (f *agentFlags) register(cmd *cobra.Command, full bool) {
 	fl.IntVar(&f.cfg.Slots, "slots", f.cfg.Slots, "tasks run at once")
 	fl.StringVar(&f.cfg.BuildkitAddr, "buildkit-addr", os.Getenv("BUILDKIT_HOST"),
 		"BuildKit daemon address for build and run tasks, e.g. unix:///run/buildkit/buildkitd.sock (default $BUILDKIT_HOST; empty: exec tasks only)")
+	fl.StringArrayVar(&f.cfg.PassEnv, "pass-env", nil,
+		"pass this variable of the agent's environment to exec tasks (repeatable); by default they get only PATH, HOME, USER, LOGNAME, SHELL, TMPDIR, LANG, LC_ALL, LC_CTYPE and TZ")
 	if !full {
 		return
 	}
@@ -221,6 +225,7 @@ func newDevCmd(g *globals) *cobra.Command {
 	cf.cfg.DataDir = defaultDataDir("dev")
 	cf.cfg.NodeID = "dev"
 	cf.cfg.Raft.Bootstrap = true
+	cf.cfg.GenerateSecretKeys = true
 	af := &agentFlags{cfg: agent.DefaultConfig()}
 	af.cfg.Name = "local"
 	var kubeconfig string

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -24,6 +26,7 @@ import (
 	"github.com/gantryci/gantry/coordinator/dispatch"
 	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/coordinator/gitops"
+	"github.com/gantryci/gantry/coordinator/secret"
 	"github.com/gantryci/gantry/coordinator/spec"
 	"github.com/gantryci/gantry/internal/subject"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
@@ -50,8 +53,12 @@ type Deps struct {
 // Server implements gv1.GantryServiceServer.
 type Server struct {
 	gv1.UnimplementedGantryServiceServer
-	d   Deps
-	log *zap.Logger
+	d       Deps
+	log     *zap.Logger
+	keyring atomic.Pointer[secret.Keyring]
+	// restoring allows one snapshot upload at a time (each may spool
+	// limit.Snapshot bytes to disk).
+	restoring sync.Mutex
 }
 
 // New returns the API server.
@@ -87,6 +94,9 @@ func (s *Server) SubmitJob(ctx context.Context, req *gv1.SubmitJobRequest) (*gv1
 		if err := spec.Validate(js); err != nil {
 			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
+	}
+	if err := s.checkSecrets(js); err != nil {
+		return nil, err
 	}
 	if len(req.GetIdempotencyKey()) > 256 {
 		return nil, status.Error(codes.InvalidArgument, "idempotency_key: longer than 256 characters")

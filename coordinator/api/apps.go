@@ -1,15 +1,11 @@
 package api
 
 import (
-	"bytes"
 	"context"
-	"io"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/hashicorp/raft"
-	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -19,9 +15,6 @@ import (
 	"github.com/gantryci/gantry/coordinator/spec"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
-
-// MaxSnapshotBytes bounds a snapshot sent to RestoreSnapshot.
-const MaxSnapshotBytes = 1 << 30
 
 // validateApp checks an application spec and names the offending field.
 func validateApp(a *gv1.AppSpec) error {
@@ -248,64 +241,4 @@ func (s *Server) forwardAndWaitJob(ctx context.Context, method string, req, resp
 // write.
 func (s *Server) waitFor(ctx context.Context, done func() bool) error {
 	return s.waitUntil(ctx, done, "the write committed but this coordinator has not applied it yet")
-}
-
-// SaveSnapshot streams the whole replicated state of this replica.
-func (s *Server) SaveSnapshot(req *gv1.SaveSnapshotRequest, stream gv1.GantryService_SaveSnapshotServer) error {
-	data, err := s.d.FSM.Encode()
-	if err != nil {
-		return status.Error(codes.Internal, err.Error())
-	}
-	const chunk = 1 << 20
-	for len(data) > 0 {
-		n := min(chunk, len(data))
-		if err := stream.Send(&gv1.SaveSnapshotResponse{Data: data[:n]}); err != nil {
-			return err
-		}
-		data = data[n:]
-	}
-	return nil
-}
-
-// RestoreSnapshot replaces the cluster's state with a saved one. Only the
-// leader restores; it is meant for a new cluster after a disaster.
-func (s *Server) RestoreSnapshot(stream gv1.GantryService_RestoreSnapshotServer) error {
-	if !s.isLeader() {
-		addr, id := s.d.Raft.Raft.LeaderWithID()
-		return status.Errorf(codes.FailedPrecondition, "restore runs on the leader (%s at %s); send it there", id, addr)
-	}
-	var buf bytes.Buffer
-	for {
-		c, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if buf.Len()+len(c.GetData()) > MaxSnapshotBytes {
-			return status.Errorf(codes.InvalidArgument, "snapshot: larger than %d bytes", MaxSnapshotBytes)
-		}
-		buf.Write(c.GetData())
-	}
-	snap, err := fsm.Decode(buf.Bytes())
-	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "snapshot: %v", err)
-	}
-	cfg := s.d.Raft.Raft.GetConfiguration()
-	if err := cfg.Error(); err != nil {
-		return status.Error(codes.Unavailable, err.Error())
-	}
-	meta := &raft.SnapshotMeta{
-		Version:       raft.SnapshotVersionMax,
-		Index:         snap.GetAppliedIndex(),
-		Term:          1,
-		Configuration: cfg.Configuration(),
-		Size:          int64(buf.Len()),
-	}
-	if err := s.d.Raft.Raft.Restore(meta, bytes.NewReader(buf.Bytes()), time.Minute); err != nil {
-		return status.Errorf(codes.Internal, "restore: %v", err)
-	}
-	s.log.Info("state restored from a snapshot", zap.Int("jobs", len(snap.GetJobs())), zap.Int("apps", len(snap.GetApps())))
-	return stream.SendAndClose(&gv1.RestoreSnapshotResponse{Jobs: int32(len(snap.GetJobs())), Apps: int32(len(snap.GetApps()))})
 }

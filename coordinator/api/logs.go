@@ -99,13 +99,29 @@ func (s *Server) TaskLogs(req *gv1.TaskLogsRequest, stream gv1.GantryService_Tas
 		if err := proto.Unmarshal(msg.Data(), &chunk); err != nil {
 			continue
 		}
-		if chunk.GetEof() {
+		if chunk.GetEof() && ownAttempt(job, chunk.GetRef()) {
 			ended[fmt.Sprintf("%s/%d", chunk.GetRef().GetTask(), chunk.GetRef().GetAttempt())] = true
 		}
 		if err := stream.Send(&gv1.TaskLogsResponse{Chunk: &chunk}); err != nil {
 			return err
 		}
 	}
+}
+
+// ownAttempt reports whether ref names an attempt the job's task may have,
+// so that chunks published under the job's subjects with made-up refs
+// cannot grow what a log stream remembers.
+func ownAttempt(job *gv1.Job, ref *gv1.TaskRef) bool {
+	if ref.GetJobId() != job.GetId() {
+		return false
+	}
+	for _, t := range job.GetTasks() {
+		if t.GetName() == ref.GetTask() {
+			most := t.GetSpec().GetRetries() + fsm.MaxInfraRetries + 2
+			return ref.GetAttempt() >= 1 && ref.GetAttempt() <= most
+		}
+	}
+	return false
 }
 
 // logTailGrace bounds the wait for end-of-log marks after a job ended: an

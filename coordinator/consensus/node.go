@@ -126,7 +126,16 @@ func (c Config) Validate() error {
 type Node struct {
 	Raft      *raft.Raft
 	Transport *raft.NetworkTransport
-	closers   []func() error
+	// Dir holds the log store and snapshots; only the owner can read it.
+	Dir string
+	// StartIndex is the index of the last command entry the node's log
+	// held when it opened: everything it may have acknowledged before a
+	// restart. Reads wait until the state machine has applied it. Zero when
+	// the log holds no command (a node that started without state, or one
+	// whose commands are all in the snapshot Raft restores before Open
+	// returns): it has nothing to catch up on.
+	StartIndex uint64
+	closers    []func() error
 }
 
 // Open starts a Raft node applying to fsm.
@@ -135,10 +144,13 @@ func Open(cfg Config, fsm raft.FSM, log *zap.Logger) (*Node, error) {
 		return nil, err
 	}
 	hl := newHCLog(log.Named("raft"))
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.Dir, dirMode); err != nil {
 		return nil, fmt.Errorf("raft dir: %w", err)
 	}
-	n := &Node{}
+	if err := os.Chmod(cfg.Dir, dirMode); err != nil {
+		return nil, fmt.Errorf("raft dir: %w", err)
+	}
+	n := &Node{Dir: cfg.Dir}
 	var logs raft.LogStore
 	var stable raft.StableStore
 	switch cfg.Store {
@@ -166,7 +178,7 @@ func Open(cfg Config, fsm raft.FSM, log *zap.Logger) (*Node, error) {
 		n.closers = append(n.closers, w.Close)
 		logs, stable = w, w
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hl.Named("snapshot"))
+	snaps, err := openSnapshots(cfg.Dir, 2, hl.Named("snapshot"))
 	if err != nil {
 		n.close()
 		return nil, fmt.Errorf("open snapshot store: %w", err)
@@ -206,24 +218,28 @@ func Open(cfg Config, fsm raft.FSM, log *zap.Logger) (*Node, error) {
 	rc.BatchApplyCh = true
 	rc.MaxAppendEntries = 512
 
-	if cfg.Bootstrap {
-		has, err := raft.HasExistingState(logs, stable, snaps)
-		if err != nil {
+	has, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		n.close()
+		return nil, fmt.Errorf("raft state: %w", err)
+	}
+	if has {
+		if n.StartIndex, err = lastCommand(logs); err != nil {
 			n.close()
-			return nil, fmt.Errorf("raft state: %w", err)
+			return nil, fmt.Errorf("raft log: %w", err)
 		}
-		if !has {
-			servers := []raft.Server{{ID: rc.LocalID, Address: tr.LocalAddr()}}
-			if len(cfg.Peers) > 0 {
-				servers = servers[:0]
-				for _, p := range cfg.Peers {
-					servers = append(servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
-				}
+	}
+	if cfg.Bootstrap && !has {
+		servers := []raft.Server{{ID: rc.LocalID, Address: tr.LocalAddr()}}
+		if len(cfg.Peers) > 0 {
+			servers = servers[:0]
+			for _, p := range cfg.Peers {
+				servers = append(servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
 			}
-			if err := raft.BootstrapCluster(rc, logs, stable, snaps, tr, raft.Configuration{Servers: servers}); err != nil {
-				n.close()
-				return nil, fmt.Errorf("bootstrap: %w", err)
-			}
+		}
+		if err := raft.BootstrapCluster(rc, logs, stable, snaps, tr, raft.Configuration{Servers: servers}); err != nil {
+			n.close()
+			return nil, fmt.Errorf("bootstrap: %w", err)
 		}
 	}
 	r, err := raft.NewRaft(rc, fsm, logs, stable, snaps, tr)
@@ -271,4 +287,32 @@ func (n *Node) RemoveServer(id string, timeout time.Duration) error {
 		return fmt.Errorf("remove server %s: %w", id, err)
 	}
 	return nil
+}
+
+// lastCommand returns the index of the last command entry in the log
+// (entries Raft appends itself, no-ops and configurations, never reach the
+// state machine, so its applied index never reaches theirs). It looks back
+// at most 4096 entries.
+func lastCommand(logs raft.LogStore) (uint64, error) {
+	first, err := logs.FirstIndex()
+	if err != nil {
+		return 0, err
+	}
+	last, err := logs.LastIndex()
+	if err != nil {
+		return 0, err
+	}
+	for i := last; i >= first && i > 0 && last-i < 4096; i-- {
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil {
+			if errors.Is(err, raft.ErrLogNotFound) {
+				continue
+			}
+			return 0, err
+		}
+		if l.Type == raft.LogCommand {
+			return i, nil
+		}
+	}
+	return 0, nil
 }

@@ -22,6 +22,8 @@ import (
 	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/coordinator/metrics"
 	"github.com/gantryci/gantry/coordinator/scheduler"
+	"github.com/gantryci/gantry/coordinator/secret"
+	"github.com/gantryci/gantry/internal/limit"
 	"github.com/gantryci/gantry/internal/subject"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -55,6 +57,11 @@ type Dispatcher struct {
 	metrics *metrics.Metrics
 
 	leading atomic.Bool
+	keyring atomic.Pointer[secret.Keyring]
+
+	// quiet logs dropped heartbeats now and then, not each one.
+	quiet             *zap.Logger
+	droppedHeartbeats atomic.Int64
 
 	mu      sync.Mutex
 	waiting map[string]string
@@ -64,6 +71,7 @@ type Dispatcher struct {
 func New(cfg Config, log *zap.Logger, nc *nats.Conn, ns subject.Namespace, f *fsm.FSM, prop *consensus.Proposer, fleet *Fleet, m *metrics.Metrics) *Dispatcher {
 	return &Dispatcher{
 		cfg: cfg, log: log.Named("dispatch"), nc: nc, ns: ns, fsm: f, prop: prop, fleet: fleet, metrics: m,
+		quiet:   quiet(log.Named("dispatch")),
 		waiting: map[string]string{},
 	}
 }
@@ -82,35 +90,23 @@ func (d *Dispatcher) Waiting() map[string]string {
 	return out
 }
 
-// HandleHeartbeat records a heartbeat; every node subscribes it. On the
-// leader it also tells the agent to stop attempts that are no longer its.
-func (d *Dispatcher) HandleHeartbeat(m *nats.Msg) {
-	var hb gv1.Heartbeat
-	if err := proto.Unmarshal(m.Data, &hb); err != nil {
-		d.log.Warn("malformed heartbeat", zap.String("subject", m.Subject), zap.Error(err))
-		return
-	}
-	name := hb.GetAgent().GetName()
-	if name == "" || m.Subject != d.ns.Heartbeat(name) {
-		d.log.Warn("heartbeat on a subject not its own", zap.String("subject", m.Subject), zap.String("agent", name))
-		return
-	}
-	d.fleet.Observe(&hb, time.Now())
-	if !d.leading.Load() {
-		return
-	}
-	for _, ref := range hb.Running {
-		if !d.fsm.IsCurrent(ref) && !d.fsm.AttemptEnded(ref) {
-			d.sendCancel(name, ref, "attempt is no longer current")
-		}
-	}
-}
-
 // Lead runs the leader's loops until ctx ends.
 func (d *Dispatcher) Lead(ctx context.Context) error {
 	d.leading.Store(true)
 	defer d.leading.Store(false)
-	sub, err := d.nc.Subscribe(d.ns.AllReports(), func(m *nats.Msg) { go d.handleReport(ctx, m) })
+	slots := make(chan struct{}, reportSlots)
+	sub, err := d.nc.Subscribe(d.ns.AllReports(), func(m *nats.Msg) {
+		select {
+		case slots <- struct{}{}:
+		default:
+			d.quiet.Warn("report dropped: too many in flight", zap.Int("in_flight", reportSlots))
+			return // unanswered: the agent sends it again
+		}
+		go func() {
+			defer func() { <-slots }()
+			d.handleReport(ctx, m)
+		}()
+	})
 	if err != nil {
 		return fmt.Errorf("subscribe reports: %w", err)
 	}
@@ -212,7 +208,12 @@ func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv
 		d.failTemplate(ctx, p.Agent, ref, err)
 		return
 	}
-	as := &gv1.Assignment{Ref: ref, JobName: p.Task.JobName, Spec: spec}
+	secrets, err := d.secrets(spec, p.Task.JobName, p.Agent)
+	if err != nil {
+		d.failAttempt(ctx, p.Agent, ref, "resolve secrets: "+err.Error())
+		return
+	}
+	as := &gv1.Assignment{Ref: ref, JobName: p.Task.JobName, Spec: spec, Secrets: secrets}
 	if spec.GetDeploy() != nil {
 		app, fence, ok := d.fsm.DeployAttempt(ref)
 		if !ok {
@@ -259,6 +260,7 @@ func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv
 }
 
 func (d *Dispatcher) requeue(ctx context.Context, ref *gv1.TaskRef, reason, metric string) {
+	reason = limit.Clip(reason, limit.ReportError) // it may quote an agent's answer
 	_, err := d.prop.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_RequeueTask{RequeueTask: &gv1.RequeueTaskCommand{Ref: ref, Reason: reason}}})
 	switch {
 	case err == nil:
@@ -315,49 +317,6 @@ func (d *Dispatcher) leaseLoop(ctx context.Context) {
 				delete(leases, k)
 			}
 		}
-	}
-}
-
-// handleReport commits an agent's report and answers it. A report that
-// cannot be committed now (no leader, a timeout) gets no answer, and the
-// agent sends it again.
-func (d *Dispatcher) handleReport(ctx context.Context, m *nats.Msg) {
-	reply := func(accepted bool, reason, outcome string) {
-		d.metrics.Reports.WithLabelValues(outcome).Inc()
-		data, _ := proto.Marshal(&gv1.ReportReply{Accepted: accepted, Reason: reason})
-		if err := m.Respond(data); err != nil {
-			d.log.Debug("answer report", zap.Error(err))
-		}
-	}
-	var r gv1.Report
-	if err := proto.Unmarshal(m.Data, &r); err != nil {
-		reply(false, "malformed report: "+err.Error(), "malformed")
-		return
-	}
-	// The agent is named by the subject it was allowed to publish on, not by
-	// what the payload claims.
-	agent, ok := d.ns.ReportAgent(m.Subject)
-	if !ok {
-		reply(false, "report on a subject that names no agent: "+m.Subject, "malformed")
-		return
-	}
-	if r.GetRef().GetJobId() == "" || r.GetRef().GetTask() == "" || r.GetRef().GetAttempt() <= 0 {
-		reply(false, "report.ref: job_id, task and a positive attempt are required", "malformed")
-		return
-	}
-	r.Agent = agent
-	_, err := d.prop.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_FinishTask{FinishTask: &gv1.FinishTaskCommand{Report: &r}}})
-	switch {
-	case err == nil:
-		reply(true, "", "accepted")
-	case errors.Is(err, fsm.ErrDuplicate):
-		reply(true, "already recorded", "duplicate")
-	case errors.Is(err, fsm.ErrStaleAttempt), errors.Is(err, fsm.ErrNotFound), errors.Is(err, fsm.ErrInvalid):
-		d.log.Info("report refused", zap.String("agent", agent), zap.String("job", r.Ref.JobId),
-			zap.String("task", r.Ref.Task), zap.Int32("attempt", r.Ref.Attempt), zap.Error(err))
-		reply(false, err.Error(), "refused")
-	default:
-		d.log.Warn("commit report", zap.String("agent", agent), zap.Error(err))
 	}
 }
 

@@ -1,22 +1,31 @@
 package dispatch
 
 import (
+	"errors"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/gantryci/gantry/internal/limit"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
 // Fleet is every coordinator's in-memory view of the agents, fed by their
 // heartbeats. Heartbeats never enter Raft; each node keeps its own view so
-// that a new leader starts with a warm one.
+// that a new leader starts with a warm one. The view is bounded: it holds
+// at most limit.Agents agents and forgets those silent for
+// limit.AgentForget.
 type Fleet struct {
-	ttl time.Duration
+	ttl    time.Duration
+	max    int
+	forget time.Duration
 
 	mu      sync.RWMutex
 	agents  map[string]*agentView
 	changed chan struct{}
+	swept   time.Time // last sweep of forgotten agents
+	evicted time.Time // last sweep of lost agents in a full view
 }
 
 type agentView struct {
@@ -34,24 +43,37 @@ type refKey struct {
 
 func keyOf(r *gv1.TaskRef) refKey { return refKey{r.GetJobId(), r.GetTask(), r.GetAttempt()} }
 
+// ErrFleetFull: the view holds limit.Agents agents and none of them is lost.
+var ErrFleetFull = errors.New("fleet view full")
+
+// sweepEvery is how often at most Observe looks for agents to forget.
+const sweepEvery = time.Second
+
 // NewFleet returns an empty fleet; an agent silent for ttl is lost.
 func NewFleet(ttl time.Duration) *Fleet {
-	return &Fleet{ttl: ttl, agents: map[string]*agentView{}, changed: make(chan struct{})}
+	return &Fleet{ttl: ttl, max: limit.Agents, forget: limit.AgentForget, agents: map[string]*agentView{}, changed: make(chan struct{})}
 }
 
 // Observe records a heartbeat received at now. It reports whether the agent
 // is new, restarted or changed state, i.e. whether scheduling should rerun.
-func (f *Fleet) Observe(hb *gv1.Heartbeat, now time.Time) bool {
+// A new agent is refused (ErrFleetFull) while the view is full of agents
+// that are not lost; lost ones make room.
+func (f *Fleet) Observe(hb *gv1.Heartbeat, now time.Time) (bool, error) {
 	info := hb.GetAgent()
 	if info.GetName() == "" {
-		return false
+		return false, nil
 	}
 	v := &agentView{info: info, running: make(map[refKey]bool, len(hb.Running)), refs: hb.Running, lastSeen: now}
 	for _, r := range hb.Running {
 		v.running[keyOf(r)] = true
 	}
 	f.mu.Lock()
+	f.sweepLocked(now)
 	old := f.agents[info.Name]
+	if old == nil && !f.roomLocked(now) {
+		f.mu.Unlock()
+		return false, fmt.Errorf("agent %s: %d agents known: %w", info.Name, f.max, ErrFleetFull)
+	}
 	f.agents[info.Name] = v
 	notable := old == nil || now.Sub(old.lastSeen) > f.ttl || old.info.GetSession() != info.GetSession() ||
 		old.info.GetDraining() != info.GetDraining() || old.info.GetSlots() != info.GetSlots() || len(old.refs) != len(hb.Running)
@@ -64,7 +86,39 @@ func (f *Fleet) Observe(hb *gv1.Heartbeat, now time.Time) bool {
 	if ch != nil {
 		close(ch)
 	}
-	return notable
+	return notable, nil
+}
+
+// sweepLocked forgets agents silent for f.forget, at most once per
+// sweepEvery.
+func (f *Fleet) sweepLocked(now time.Time) {
+	if now.Sub(f.swept) < sweepEvery {
+		return
+	}
+	f.swept = now
+	for name, v := range f.agents {
+		if now.Sub(v.lastSeen) > f.forget {
+			delete(f.agents, name)
+		}
+	}
+}
+
+// roomLocked makes room for a new agent in a full view by forgetting every
+// lost agent (at most once per sweepEvery, so a flood of new names costs
+// one pass a second); it reports whether there is room.
+func (f *Fleet) roomLocked(now time.Time) bool {
+	if len(f.agents) < f.max {
+		return true
+	}
+	if now.Sub(f.evicted) >= sweepEvery {
+		f.evicted = now
+		for name, v := range f.agents {
+			if now.Sub(v.lastSeen) > f.ttl {
+				delete(f.agents, name)
+			}
+		}
+	}
+	return len(f.agents) < f.max
 }
 
 // Changed returns a channel closed when an agent appears, restarts, frees a

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/coordinator/render"
+	"github.com/gantryci/gantry/internal/limit"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -36,9 +37,16 @@ func (d *Dispatcher) render(spec *gv1.TaskSpec, ref *gv1.TaskRef) (*gv1.TaskSpec
 // job failure: rendering again would fail the same way, so requeueing it
 // would retry forever. The task's retries still apply.
 func (d *Dispatcher) failTemplate(ctx context.Context, agent string, ref *gv1.TaskRef, cause error) {
-	msg := "render task spec: " + cause.Error()
-	d.log.Info("task spec not renderable", zap.String("job", ref.JobId), zap.String("task", ref.Task),
-		zap.Int32("attempt", ref.Attempt), zap.Error(cause))
+	d.failAttempt(ctx, agent, ref, "render task spec: "+cause.Error())
+}
+
+// failAttempt ends an assigned attempt that cannot be handed to its agent
+// (its spec does not render, a secret it needs is missing) as a job
+// failure; the task's retries still apply.
+func (d *Dispatcher) failAttempt(ctx context.Context, agent string, ref *gv1.TaskRef, msg string) {
+	msg = limit.Clip(msg, limit.ReportError)
+	d.log.Info("attempt cannot be assigned", zap.String("job", ref.JobId), zap.String("task", ref.Task),
+		zap.Int32("attempt", ref.Attempt), zap.String("reason", msg))
 	_, err := d.prop.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_FinishTask{FinishTask: &gv1.FinishTaskCommand{Report: &gv1.Report{
 		Ref:        ref,
 		ExitCode:   -1,

@@ -311,6 +311,7 @@ func (f *FSM) Encode() ([]byte, error) {
 	for _, n := range names {
 		snap.Apps = append(snap.Apps, f.state.apps[n])
 	}
+	snap.Secrets = f.state.sortedSecrets(false)
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(snap)
 	f.mu.RUnlock()
 	if err != nil {
@@ -335,6 +336,11 @@ func Decode(data []byte) (*gv1.Snapshot, error) {
 			return nil, fmt.Errorf("decode snapshot: application %d has no name", i)
 		}
 	}
+	for i, sec := range snap.Secrets {
+		if sec.GetName() == "" || len(sec.GetCiphertext()) == 0 {
+			return nil, fmt.Errorf("decode snapshot: secret %d has no name or no value", i)
+		}
+	}
 	return &snap, nil
 }
 
@@ -357,6 +363,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	st.fence = snap.Fence
 	for _, a := range snap.Apps {
 		st.apps[a.GetSpec().GetName()] = a
+	}
+	for _, sec := range snap.Secrets {
+		st.secrets[sec.GetName()] = sec
 	}
 	f.mu.Lock()
 	f.state = st

@@ -26,6 +26,7 @@ type state struct {
 	applied uint64
 	apps    map[string]*gv1.App
 	fence   uint64 // last fencing token given to a deploy attempt
+	secrets map[string]*gv1.Secret
 }
 
 func newState() *state {
@@ -37,6 +38,7 @@ func newState() *state {
 		load:    map[string]int{},
 		busy:    map[string]TaskKey{},
 		apps:    map[string]*gv1.App{},
+		secrets: map[string]*gv1.Secret{},
 	}
 }
 
@@ -137,6 +139,10 @@ func (s *state) apply(index uint64, c *gv1.Command) Result {
 		return s.observeRevision(x.ObserveRevision)
 	case *gv1.Command_PruneJobs:
 		return s.pruneJobs(x.PruneJobs)
+	case *gv1.Command_SetSecret:
+		return s.setSecret(index, at, x.SetSecret)
+	case *gv1.Command_DeleteSecret:
+		return s.deleteSecret(x.DeleteSecret)
 	default:
 		// A command type this version does not know: refuse it without
 		// changing state, so an old replica stays consistent with a newer one.

@@ -58,7 +58,7 @@ type Controller struct {
 	log *zap.Logger
 
 	mu      sync.Mutex
-	drift   map[string]*gv1.DriftReport
+	drift   driftTable
 	pushed  map[string]bool // repository URLs announced since the last look
 	wake    chan struct{}
 	polls   map[string]time.Time // branch (pollKey) -> last poll started
@@ -82,7 +82,6 @@ func New(d Deps) *Controller {
 	return &Controller{
 		d:       d,
 		log:     d.Log.Named("gitops"),
-		drift:   map[string]*gv1.DriftReport{},
 		pushed:  map[string]bool{},
 		wake:    make(chan struct{}, 1),
 		polls:   map[string]time.Time{},
@@ -98,41 +97,19 @@ func (c *Controller) poke() {
 	}
 }
 
-// HandleDrift keeps an agent's drift report (every node subscribes).
-func (c *Controller) HandleDrift(m *nats.Msg) {
-	var r gv1.DriftReport
-	if err := proto.Unmarshal(m.Data, &r); err != nil || r.GetApp() == "" {
-		c.log.Debug("malformed drift report", zap.String("subject", m.Subject))
-		return
-	}
-	agent, ok := c.d.Namespace.DriftAgent(m.Subject)
-	if !ok || agent != r.GetAgent() {
-		return // an agent speaks only for itself
-	}
-	c.mu.Lock()
-	old := c.drift[r.App]
-	if old == nil || !old.GetObservedAt().AsTime().After(r.GetObservedAt().AsTime()) {
-		c.drift[r.App] = &r
-	}
-	c.mu.Unlock()
-	c.poke()
-}
-
-// Drift returns the last drift report of an application, or nil.
-func (c *Controller) Drift(app string) *gv1.DriftReport {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if r := c.drift[app]; r != nil {
-		return proto.Clone(r).(*gv1.DriftReport)
-	}
-	return nil
-}
-
-// HandlePush takes a push announced to any coordinator's /hooks/git.
+// HandlePush takes a push announced to any coordinator's /hooks/git. Only
+// repositories some application follows are remembered, so the set is
+// bounded by the applications, whatever is announced.
 func (c *Controller) HandlePush(m *nats.Msg) {
+	follow := map[string]bool{}
+	for _, a := range c.d.FSM.AppViews() {
+		if r := a.Spec.GetRepo(); r != "" {
+			follow[NormalizeURL(r)] = true
+		}
+	}
 	c.mu.Lock()
 	for _, u := range strings.Split(string(m.Data), "\n") {
-		if u = NormalizeURL(u); u != "" {
+		if u = NormalizeURL(u); follow[u] {
 			c.pushed[u] = true
 		}
 	}

@@ -432,6 +432,13 @@ func newDevNode(t *testing.T) *devNode {
 // start starts (or restarts) the dev process and waits until it is ready.
 func (d *devNode) start(t *testing.T) {
 	t.Helper()
+	d.launch(t)
+	waitReady(t, d.proc, d.httpAddr, 60*time.Second)
+}
+
+// launch starts (or restarts) the dev process without waiting for it.
+func (d *devNode) launch(t *testing.T) {
+	t.Helper()
 	d.starts++
 	d.proc = startProc(t, fmt.Sprintf("dev-%d", d.starts), append([]string{"dev",
 		"--data-dir", d.dataDir,
@@ -440,7 +447,6 @@ func (d *devNode) start(t *testing.T) {
 		"--raft-addr", d.raftAddr,
 		"--nats-listen", d.natsAddr,
 	}, d.extra...)...)
-	waitReady(t, d.proc, d.httpAddr, 60*time.Second)
 }
 
 // startDev starts a fresh dev process.

@@ -1,0 +1,111 @@
+package api
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// Metadata keys of honest reads. Every answer carries the index of the
+// state it was served from (IndexHeader); a client that sends the highest
+// index it has seen (MinIndexHeader) is never answered from an older state,
+// whichever coordinator it reaches.
+const (
+	IndexHeader    = "gantry-index"
+	MinIndexHeader = "gantry-min-index"
+)
+
+// minIndexWait is how long a call waits for this replica to reach the
+// client's index before it is refused as Unavailable.
+const minIndexWait = 2 * time.Second
+
+// Readiness says whether the node may serve reads: after a restart, not
+// before it has applied the log it had acknowledged (see
+// coordinator.catchUp). The message explains a refusal.
+type Readiness func() (ready bool, why string)
+
+// stateReads are the calls answered from the local replica of the
+// replicated state: they wait for the node to catch up and for the client's
+// index. Writes need no gate: they commit through the leader, and a
+// follower answers them once it has applied the write itself. ListAgents
+// and ClusterStatus describe live processes, not the replicated state.
+var stateReads = map[string]bool{
+	"/gantry.v1.GantryService/GetJob":       true,
+	"/gantry.v1.GantryService/ListJobs":     true,
+	"/gantry.v1.GantryService/WatchJob":     true,
+	"/gantry.v1.GantryService/TaskLogs":     true,
+	"/gantry.v1.GantryService/ListQueue":    true,
+	"/gantry.v1.GantryService/ListApps":     true,
+	"/gantry.v1.GantryService/GetApp":       true,
+	"/gantry.v1.GantryService/SaveSnapshot": true,
+	"/gantry.v1.GantryService/ListSecrets":  true,
+}
+
+// gate refuses reads while the node catches up and waits for the client's
+// minimum index.
+func (s *Server) gate(ctx context.Context, method string, ready Readiness) error {
+	if !stateReads[method] {
+		return nil
+	}
+	if ok, why := ready(); !ok {
+		return status.Error(codes.Unavailable, why)
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	v := md.Get(MinIndexHeader)
+	if len(v) == 0 {
+		return nil
+	}
+	want, err := strconv.ParseUint(v[0], 10, 64)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "%s: %q is not an index", MinIndexHeader, v[0])
+	}
+	if s.d.FSM.AppliedIndex() >= want {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, minIndexWait)
+	defer cancel()
+	for {
+		changed := s.d.FSM.Changed()
+		have := s.d.FSM.AppliedIndex()
+		if have >= want {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-wctx.Done():
+			return status.Errorf(codes.Unavailable, "this coordinator has applied the log up to %d, behind index %d that you have already seen; retry or ask another coordinator", have, want)
+		}
+	}
+}
+
+func (s *Server) indexHeader() metadata.MD {
+	return metadata.Pairs(IndexHeader, strconv.FormatUint(s.d.FSM.AppliedIndex(), 10))
+}
+
+// UnaryInterceptor applies honest reads to unary calls.
+func (s *Server) UnaryInterceptor(ready Readiness) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if err := s.gate(ctx, info.FullMethod, ready); err != nil {
+			return nil, err
+		}
+		resp, err := handler(ctx, req)
+		_ = grpc.SetHeader(ctx, s.indexHeader())
+		return resp, err
+	}
+}
+
+// StreamInterceptor applies honest reads to streaming calls.
+func (s *Server) StreamInterceptor(ready Readiness) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if err := s.gate(ss.Context(), info.FullMethod, ready); err != nil {
+			return err
+		}
+		_ = ss.SetHeader(s.indexHeader())
+		return handler(srv, ss)
+	}
+}

@@ -1,0 +1,141 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gantryci/gantry/coordinator/secret"
+	"github.com/gantryci/gantry/coordinator/spec"
+	"github.com/gantryci/gantry/internal/limit"
+	"github.com/gantryci/gantry/internal/name"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// UseKeyring sets the keyring SetSecret seals values with.
+func (s *Server) UseKeyring(k *secret.Keyring) { s.keyring.Store(k) }
+
+// SetSecret stores a secret, encrypted by the leader with the coordinators'
+// keyring. The value never leaves the state in clear except in the
+// assignment of a task that refers to it.
+func (s *Server) SetSecret(ctx context.Context, req *gv1.SetSecretRequest) (*gv1.SetSecretResponse, error) {
+	if !s.isLeader() {
+		resp := &gv1.SetSecretResponse{}
+		if err := s.forward(ctx, "SetSecret", req, resp); err != nil {
+			return nil, err
+		}
+		return resp, s.waitApplied(ctx, resp.GetSecret().GetVersion())
+	}
+	if err := name.Token(req.GetName()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "name: %v", err)
+	}
+	switch n := len(req.GetValue()); {
+	case n == 0:
+		return nil, status.Error(codes.InvalidArgument, "value: empty")
+	case n > limit.SecretValue:
+		return nil, status.Errorf(codes.InvalidArgument, "value: %d bytes, more than the limit of %d", n, limit.SecretValue)
+	}
+	if err := ValidScope(req.GetScope()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "scope: %v", err)
+	}
+	keyID, ct, err := s.keyring.Load().Seal(req.GetName(), req.GetValue())
+	if errors.Is(err, secret.ErrNoKey) {
+		return nil, status.Error(codes.FailedPrecondition, "no secret key on this coordinator: start coordinators with --secret-keys FILE (see `gantry secret keygen`)")
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "seal secret: %v", err)
+	}
+	_, err = s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_SetSecret{SetSecret: &gv1.SetSecretCommand{
+		Secret: &gv1.Secret{Name: req.GetName(), Scope: req.GetScope(), KeyId: keyID, Ciphertext: ct},
+	}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	sec, ok := s.d.FSM.Secret(req.GetName())
+	if !ok {
+		return nil, status.Errorf(codes.Internal, "secret %s committed but not found", req.GetName())
+	}
+	return &gv1.SetSecretResponse{Secret: SecretInfo(sec)}, nil
+}
+
+// ListSecrets names the secrets; values are never returned.
+func (s *Server) ListSecrets(ctx context.Context, req *gv1.ListSecretsRequest) (*gv1.ListSecretsResponse, error) {
+	resp := &gv1.ListSecretsResponse{}
+	for _, sec := range s.d.FSM.Secrets() {
+		resp.Secrets = append(resp.Secrets, SecretInfo(sec))
+	}
+	return resp, nil
+}
+
+// DeleteSecret forgets a secret. Tasks already assigned keep the value they
+// were given; later assignments referring to it fail.
+func (s *Server) DeleteSecret(ctx context.Context, req *gv1.DeleteSecretRequest) (*gv1.DeleteSecretResponse, error) {
+	if !s.isLeader() {
+		resp := &gv1.DeleteSecretResponse{}
+		return resp, s.forward(ctx, "DeleteSecret", req, resp)
+	}
+	if err := name.Token(req.GetName()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "name: %v", err)
+	}
+	_, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_DeleteSecret{DeleteSecret: &gv1.DeleteSecretCommand{Name: req.GetName()}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &gv1.DeleteSecretResponse{}, nil
+}
+
+// SecretInfo describes a secret without its value.
+func SecretInfo(sec *gv1.Secret) *gv1.SecretInfo {
+	return &gv1.SecretInfo{
+		Name: sec.GetName(), Scope: sec.GetScope(), KeyId: sec.GetKeyId(),
+		CreatedAt: sec.GetCreatedAt(), UpdatedAt: sec.GetUpdatedAt(), Version: sec.GetVersion(),
+	}
+}
+
+// ValidScope checks a secret's scope: empty (every pipeline), "app:NAME",
+// "job:NAME" (a pipeline's name) or "label:KEY=VALUE" (agents so labelled).
+func ValidScope(scope string) error {
+	if scope == "" {
+		return nil
+	}
+	kind, val, ok := strings.Cut(scope, ":")
+	if !ok {
+		return fmt.Errorf("%q: want app:NAME, job:NAME or label:KEY=VALUE", scope)
+	}
+	switch kind {
+	case "app", "job":
+		return name.Check(val)
+	case "label":
+		k, v, ok := strings.Cut(val, "=")
+		if !ok {
+			return fmt.Errorf("%q: want label:KEY=VALUE", scope)
+		}
+		if err := name.Check(k); err != nil {
+			return err
+		}
+		if len(v) > limit.LabelValue {
+			return fmt.Errorf("label value longer than %d bytes", limit.LabelValue)
+		}
+		return nil
+	}
+	return fmt.Errorf("%q: unknown kind %q; want app, job or label", scope, kind)
+}
+
+// checkSecrets refuses a pipeline that refers to a secret that does not
+// exist, naming the task and the secret, so the mistake shows at submit and
+// not as a failed task later.
+func (s *Server) checkSecrets(js *gv1.JobSpec) error {
+	for i, t := range js.GetTasks() {
+		for _, n := range spec.SecretRefs(t) {
+			if _, ok := s.d.FSM.Secret(n); !ok {
+				return status.Errorf(codes.InvalidArgument, "tasks[%d] (%s): secret %q does not exist (create it with `gantry secret set %s`)", i, t.GetName(), n, n)
+			}
+		}
+	}
+	return nil
+}

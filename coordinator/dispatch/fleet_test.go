@@ -1,0 +1,64 @@
+package dispatch
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+func hbOf(name string) *gv1.Heartbeat {
+	return &gv1.Heartbeat{Agent: &gv1.AgentInfo{Name: name, Slots: 1}}
+}
+
+func TestFleetIsBounded(t *testing.T) {
+	t.Parallel()
+	f := NewFleet(time.Second)
+	f.max = 3
+	now := time.Unix(1_800_000_000, 0)
+	for i := range 3 {
+		if _, err := f.Observe(hbOf(fmt.Sprint("a", i)), now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.Observe(hbOf("new"), now); !errors.Is(err, ErrFleetFull) {
+		t.Fatalf("fourth agent in a fleet of 3 live agents: %v; want ErrFleetFull", err)
+	}
+	// Known agents still renew.
+	if _, err := f.Observe(hbOf("a0"), now.Add(500*time.Millisecond)); err != nil {
+		t.Fatalf("known agent refused in a full fleet: %v", err)
+	}
+	// Once the others are lost, they make room.
+	later := now.Add(1200 * time.Millisecond)
+	if _, err := f.Observe(hbOf("new"), later); err != nil {
+		t.Fatalf("new agent with lost agents in the view: %v", err)
+	}
+	got := map[string]bool{}
+	for _, a := range f.Agents(later, 0) {
+		got[a.Info.Name] = true
+	}
+	if len(got) > 3 || !got["a0"] || !got["new"] {
+		t.Fatalf("fleet %v; want at most 3 with a0 (alive) and new", got)
+	}
+}
+
+func TestFleetForgetsSilentAgents(t *testing.T) {
+	t.Parallel()
+	f := NewFleet(time.Second)
+	f.forget = time.Minute
+	now := time.Unix(1_800_000_000, 0)
+	if _, err := f.Observe(hbOf("old"), now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Observe(hbOf("a1"), now.Add(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.LastSeen("old"); ok {
+		t.Fatal("agent silent past the forget time still in the view")
+	}
+	if _, ok := f.LastSeen("a1"); !ok {
+		t.Fatal("live agent missing")
+	}
+}

@@ -1,0 +1,81 @@
+package dispatch
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/gantryci/gantry/coordinator/fsm"
+	"github.com/gantryci/gantry/coordinator/secret"
+	"github.com/gantryci/gantry/coordinator/spec"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// UseKeyring sets the keyring that opens secrets at assignment. Without one,
+// a task referring to a secret fails.
+func (d *Dispatcher) UseKeyring(k *secret.Keyring) { d.keyring.Store(k) }
+
+// secrets resolves the secrets a task refers to, for one attempt on one
+// agent: the values travel only in that agent's assignment. A secret that
+// does not exist, does not open, or whose scope excludes the task is an
+// error naming it; the attempt then fails as a job failure (a retry would
+// meet the same secret).
+func (d *Dispatcher) secrets(t *gv1.TaskSpec, jobName, agent string) (map[string][]byte, error) {
+	names := spec.SecretRefs(t)
+	if len(names) == 0 {
+		return nil, nil
+	}
+	k := d.keyring.Load()
+	out := make(map[string][]byte, len(names))
+	for _, n := range names {
+		sec, ok := d.fsm.Secret(n)
+		if !ok {
+			return nil, fmt.Errorf("secret %q: %w", n, fsm.ErrNotFound)
+		}
+		if err := d.inScope(sec.GetScope(), t, jobName, agent); err != nil {
+			return nil, fmt.Errorf("secret %q: %w", n, err)
+		}
+		v, err := k.Open(sec.GetName(), sec.GetKeyId(), sec.GetCiphertext())
+		if err != nil {
+			return nil, err
+		}
+		out[n] = v
+	}
+	return out, nil
+}
+
+// inScope checks a secret's scope against the task and the agent it goes to.
+func (d *Dispatcher) inScope(scope string, t *gv1.TaskSpec, jobName, agent string) error {
+	kind, val, _ := strings.Cut(scope, ":")
+	switch kind {
+	case "":
+		return nil
+	case "app":
+		if t.GetDeploy().GetApp() == val {
+			return nil
+		}
+		return fmt.Errorf("scoped to application %q; this task is not its deploy", val)
+	case "job":
+		if jobName == val {
+			return nil
+		}
+		return fmt.Errorf("scoped to pipeline %q; this job is %q", val, jobName)
+	case "label":
+		lk, lv, _ := strings.Cut(val, "=")
+		if l, ok := d.fleet.labels(agent); ok && l[lk] == lv {
+			return nil
+		}
+		return fmt.Errorf("scoped to agents labelled %s; agent %s is not", val, agent)
+	}
+	return fmt.Errorf("unknown scope %q", scope)
+}
+
+// labels returns the labels agent announced in its latest heartbeat.
+func (f *Fleet) labels(agent string) (map[string]string, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	v, ok := f.agents[agent]
+	if !ok {
+		return nil, false
+	}
+	return v.info.GetLabels(), true
+}

@@ -1,0 +1,138 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gantryci/gantry/coordinator/secret"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// secretKeysFile is the keyring's default place in the data directory.
+const secretKeysFile = "secret-keys"
+
+// keyringPath is the keyring file this coordinator uses, "" for none.
+func (c Config) keyringPath() string {
+	if c.SecretKeys != "" {
+		return c.SecretKeys
+	}
+	p := filepath.Join(c.DataDir, secretKeysFile)
+	if c.GenerateSecretKeys {
+		return p
+	}
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	return ""
+}
+
+// loadKeyring reads (or, for gantry dev, creates) the keyring.
+func (s *Server) loadKeyring() error {
+	path := s.cfg.keyringPath()
+	if path == "" {
+		s.log.Warn("no secret keyring: secrets cannot be stored or used (--secret-keys)")
+		return nil
+	}
+	var (
+		k   *secret.Keyring
+		err error
+	)
+	if s.cfg.GenerateSecretKeys && s.cfg.SecretKeys == "" {
+		k, err = secret.Create(path, false)
+	} else {
+		k, err = secret.Load(path)
+	}
+	if err != nil {
+		return fmt.Errorf("secret keys: %w", err)
+	}
+	s.useKeyring(k, path)
+	return nil
+}
+
+func (s *Server) useKeyring(k *secret.Keyring, path string) {
+	s.keyring.Store(k)
+	s.disp.UseKeyring(k)
+	s.api.UseKeyring(k)
+	if st, err := os.Stat(path); err == nil {
+		s.keyringMod = st.ModTime()
+	}
+	s.log.Info("secret keyring loaded", zap.String("file", path), zap.String("primary", k.Primary()))
+}
+
+// rekeyLoop runs on the leader: it reloads the keyring file when it changes
+// and re-encrypts every secret not sealed with the primary key, so rotating
+// a key is "put a new key first in every coordinator's file".
+func (s *Server) rekeyLoop(ctx context.Context) {
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		s.reloadKeyring()
+		if err := s.rekey(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("re-encrypt secrets", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Server) reloadKeyring() {
+	path := s.cfg.keyringPath()
+	if path == "" {
+		return
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.ModTime().Equal(s.keyringMod) {
+		return
+	}
+	k, err := secret.Load(path)
+	if err != nil {
+		s.log.Warn("reload secret keyring", zap.Error(err))
+		return
+	}
+	s.useKeyring(k, path)
+}
+
+// rekey re-encrypts the secrets sealed with an older key.
+func (s *Server) rekey(ctx context.Context) error {
+	k := s.keyring.Load()
+	if k == nil {
+		return nil
+	}
+	var cmds []*gv1.Command
+	var errs []error
+	at := timestamppb.Now()
+	for _, sec := range s.fsm.Secrets() {
+		if sec.GetKeyId() == k.Primary() {
+			continue
+		}
+		v, err := k.Open(sec.GetName(), sec.GetKeyId(), sec.GetCiphertext())
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		id, ct, err := k.Seal(sec.GetName(), v)
+		if err != nil {
+			return err
+		}
+		cmds = append(cmds, &gv1.Command{At: at, Cmd: &gv1.Command_SetSecret{SetSecret: &gv1.SetSecretCommand{
+			Secret: &gv1.Secret{Name: sec.GetName(), Scope: sec.GetScope(), KeyId: id, Ciphertext: ct},
+		}}})
+	}
+	if len(cmds) > 0 {
+		if _, err := s.prop.Propose(ctx, cmds...); err != nil {
+			return err
+		}
+		s.log.Info("secrets re-encrypted", zap.Int("secrets", len(cmds)), zap.String("key", k.Primary()))
+	}
+	return errors.Join(errs...)
+}
