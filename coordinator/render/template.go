@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"text/template/parse"
-	"unicode/utf8"
 
 	"github.com/gantryci/gantry/internal/limit"
 )
@@ -189,17 +188,7 @@ func describe(n parse.Node) string {
 }
 
 // clip shortens s for an error message.
-func clip(s string) string {
-	const n = 40
-	if len(s) <= n {
-		return s
-	}
-	i := n
-	for i > 0 && !utf8.RuneStart(s[i]) {
-		i--
-	}
-	return s[:i] + "…"
-}
+func clip(s string) string { return limit.Prefix(s, 40) }
 
 // capped collects what a template renders and refuses to grow past max
 // bytes, so that execution stops as soon as the output is too long.

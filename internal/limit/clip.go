@@ -52,3 +52,12 @@ func runeEnd(s string, n int) string {
 	}
 	return s[i:]
 }
+
+// Prefix returns s, or its first n bytes (never splitting a rune) followed
+// by "…": for quoting a value in an error message.
+func Prefix(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return runeStart(s, n) + "…"
+}

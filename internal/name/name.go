@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/gantryci/gantry/internal/limit"
 )
 
 // MaxLen is the longest name.
@@ -63,9 +65,4 @@ func alnum(c byte) bool {
 }
 
 // clip shortens s for an error message.
-func clip(s string) string {
-	if len(s) > 40 {
-		return s[:40] + "…"
-	}
-	return s
-}
+func clip(s string) string { return limit.Prefix(s, 40) }
