@@ -115,17 +115,18 @@ func serveAs[Req any, PReq interface {
 // ListQueue, which needs the leader's dispatcher.
 func (s *Server) forwarded() map[string]forwardedCall {
 	return map[string]forwardedCall{
-		"SubmitJob":    serveAs(s.SubmitJob),
-		"CancelJob":    serveAs(s.CancelJob),
-		"AddNode":      serveAs(s.AddNode),
-		"RemoveNode":   serveAs(s.RemoveNode),
-		"ListQueue":    serveAs(s.ListQueue),
-		"CreateApp":    serveAs(s.CreateApp),
-		"SyncApp":      serveAs(s.SyncApp),
-		"RollbackApp":  serveAs(s.RollbackApp),
-		"UnpinApp":     serveAs(s.UnpinApp),
-		"DeleteApp":    serveAs(s.DeleteApp),
-		"SetSecret":    serveAs(s.SetSecret),
-		"DeleteSecret": serveAs(s.DeleteSecret),
+		"SubmitJob":   serveAs(s.SubmitJob),
+		"CancelJob":   serveAs(s.CancelJob),
+		"AddNode":     serveAs(s.AddNode),
+		"RemoveNode":  serveAs(s.RemoveNode),
+		"ListQueue":   serveAs(s.ListQueue),
+		"CreateApp":   serveAs(s.CreateApp),
+		"SyncApp":     serveAs(s.SyncApp),
+		"RollbackApp": serveAs(s.RollbackApp),
+		"UnpinApp":    serveAs(s.UnpinApp),
+		"DeleteApp":   serveAs(s.DeleteApp),
+		// Followers seal secrets themselves and forward the ciphertext.
+		"SetSealedSecret": serveAs(s.setSealedSecret),
+		"DeleteSecret":    serveAs(s.DeleteSecret),
 	}
 }

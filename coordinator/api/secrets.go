@@ -20,17 +20,11 @@ import (
 // UseKeyring sets the keyring SetSecret seals values with.
 func (s *Server) UseKeyring(k *secret.Keyring) { s.keyring.Store(k) }
 
-// SetSecret stores a secret, encrypted by the leader with the coordinators'
-// keyring. The value never leaves the state in clear except in the
-// assignment of a task that refers to it.
+// SetSecret stores a secret, encrypted with the coordinators' keyring by
+// the node that receives it: a follower forwards the sealed value, so the
+// value never crosses NATS in clear. It never leaves the state in clear
+// except in the assignment of a task that refers to it.
 func (s *Server) SetSecret(ctx context.Context, req *gv1.SetSecretRequest) (*gv1.SetSecretResponse, error) {
-	if !s.isLeader() {
-		resp := &gv1.SetSecretResponse{}
-		if err := s.forward(ctx, "SetSecret", req, resp); err != nil {
-			return nil, err
-		}
-		return resp, s.waitApplied(ctx, resp.GetSecret().GetVersion())
-	}
 	if err := name.Token(req.GetName()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "name: %v", err)
 	}
@@ -50,17 +44,43 @@ func (s *Server) SetSecret(ctx context.Context, req *gv1.SetSecretRequest) (*gv1
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "seal secret: %v", err)
 	}
-	_, err = s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_SetSecret{SetSecret: &gv1.SetSecretCommand{
-		Secret: &gv1.Secret{Name: req.GetName(), Scope: req.GetScope(), KeyId: keyID, Ciphertext: ct},
+	sealed := &gv1.SetSecretCommand{Secret: &gv1.Secret{Name: req.GetName(), Scope: req.GetScope(), KeyId: keyID, Ciphertext: ct}}
+	if !s.isLeader() {
+		resp := &gv1.SetSecretResponse{}
+		if err := s.forward(ctx, "SetSealedSecret", sealed, resp); err != nil {
+			return nil, err
+		}
+		return resp, s.waitApplied(ctx, resp.GetSecret().GetVersion())
+	}
+	return s.setSealedSecret(ctx, sealed)
+}
+
+// setSealedSecret commits a secret sealed by this node or by a follower
+// (forwarded as "SetSealedSecret"). The leader checks that the value opens
+// with its own keyring, so a follower with another keyring cannot store a
+// secret the leader could not hand to tasks.
+func (s *Server) setSealedSecret(ctx context.Context, c *gv1.SetSecretCommand) (*gv1.SetSecretResponse, error) {
+	sec := c.GetSecret()
+	if err := name.Token(sec.GetName()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "name: %v", err)
+	}
+	if err := ValidScope(sec.GetScope()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "scope: %v", err)
+	}
+	if _, err := s.keyring.Load().Open(sec.GetName(), sec.GetKeyId(), sec.GetCiphertext()); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "the leader cannot open the sealed value (%v): every coordinator needs the same --secret-keys file", err)
+	}
+	_, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_SetSecret{SetSecret: &gv1.SetSecretCommand{
+		Secret: &gv1.Secret{Name: sec.GetName(), Scope: sec.GetScope(), KeyId: sec.GetKeyId(), Ciphertext: sec.GetCiphertext()},
 	}}})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	sec, ok := s.d.FSM.Secret(req.GetName())
+	got, ok := s.d.FSM.Secret(sec.GetName())
 	if !ok {
-		return nil, status.Errorf(codes.Internal, "secret %s committed but not found", req.GetName())
+		return nil, status.Errorf(codes.Internal, "secret %s committed but not found", sec.GetName())
 	}
-	return &gv1.SetSecretResponse{Secret: SecretInfo(sec)}, nil
+	return &gv1.SetSecretResponse{Secret: SecretInfo(got)}, nil
 }
 
 // ListSecrets names the secrets; values are never returned.
