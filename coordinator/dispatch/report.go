@@ -90,12 +90,8 @@ func (d *Dispatcher) report(ctx context.Context, subj string, data []byte) (*gv1
 
 // holder returns the agent holding the current attempt of ref's task.
 func (d *Dispatcher) holder(ref *gv1.TaskRef) string {
-	for _, a := range d.fsm.Active() {
-		if a.Ref.JobId == ref.JobId && a.Ref.Task == ref.Task {
-			return a.Agent
-		}
-	}
-	return ""
+	agent, _ := d.fsm.Holder(ref)
+	return agent
 }
 
 // checkReport checks a report against the grammar of names and the bounds

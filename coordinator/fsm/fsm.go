@@ -248,6 +248,18 @@ func (f *FSM) IsCurrent(ref *gv1.TaskRef) bool {
 	return t.Attempt == ref.GetAttempt()
 }
 
+// Holder returns the agent holding ref's task while the task is leased
+// (assigned or running), whatever attempt ref names.
+func (f *FSM) Holder(ref *gv1.TaskRef) (agent string, ok bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	k := TaskKey{ref.GetJobId(), ref.GetTask()}
+	if _, ok := f.state.active[k]; !ok {
+		return "", false
+	}
+	return f.state.task(f.state.jobs[k.JobID], k.Task).Agent, true
+}
+
 // AttemptEnded reports whether ref names an attempt that ended with a
 // result (not a cancel); its agent may still be waiting for the
 // acknowledgement of that result.
