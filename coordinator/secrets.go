@@ -61,19 +61,39 @@ func (s *Server) useKeyring(k *secret.Keyring, path string) {
 	s.disp.UseKeyring(k)
 	s.api.UseKeyring(k)
 	if st, err := os.Stat(path); err == nil {
+		s.keyringMu.Lock()
 		s.keyringMod = st.ModTime()
+		s.keyringMu.Unlock()
 	}
 	s.log.Info("secret keyring loaded", zap.String("file", path), zap.String("primary", k.Primary()))
 }
 
-// rekeyLoop runs on the leader: it reloads the keyring file when it changes
-// and re-encrypts every secret not sealed with the primary key, so rotating
-// a key is "put a new key first in every coordinator's file".
-func (s *Server) rekeyLoop(ctx context.Context) {
-	tick := time.NewTicker(5 * time.Second)
+// keyringLoop runs on every node: it reloads the keyring file when it
+// changes, so that whichever node leads next opens secrets sealed with a
+// new key.
+func (s *Server) keyringLoop(ctx context.Context) {
+	tick := time.NewTicker(keyringPoll)
 	defer tick.Stop()
 	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
 		s.reloadKeyring()
+	}
+}
+
+// keyringPoll is how often the keyring file is checked for a change.
+const keyringPoll = 5 * time.Second
+
+// rekeyLoop runs on the leader: it re-encrypts every secret not sealed
+// with the primary key, so rotating a key is "put a new key first in every
+// coordinator's file".
+func (s *Server) rekeyLoop(ctx context.Context) {
+	tick := time.NewTicker(keyringPoll)
+	defer tick.Stop()
+	for {
 		if err := s.rekey(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("re-encrypt secrets", zap.Error(err))
 		}
@@ -91,7 +111,7 @@ func (s *Server) reloadKeyring() {
 		return
 	}
 	st, err := os.Stat(path)
-	if err != nil || st.ModTime().Equal(s.keyringMod) {
+	if err != nil || st.ModTime().Equal(s.keyringModTime()) {
 		return
 	}
 	k, err := secret.Load(path)
@@ -135,4 +155,10 @@ func (s *Server) rekey(ctx context.Context) error {
 		s.log.Info("secrets re-encrypted", zap.Int("secrets", len(cmds)), zap.String("key", k.Primary()))
 	}
 	return errors.Join(errs...)
+}
+
+func (s *Server) keyringModTime() time.Time {
+	s.keyringMu.Lock()
+	defer s.keyringMu.Unlock()
+	return s.keyringMod
 }

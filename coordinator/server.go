@@ -132,7 +132,8 @@ type Server struct {
 	started        time.Time
 	caughtUp       atomic.Bool // see catchup.go
 	leadReady      atomic.Bool // leader, and its barrier applied every committed entry
-	keyringMod     time.Time   // modification time of the loaded keyring file
+	keyringMu      sync.Mutex
+	keyringMod     time.Time // modification time of the loaded keyring file
 
 	grpc     *grpc.Server
 	grpcLis  net.Listener
@@ -246,6 +247,7 @@ func (s *Server) start(ctx context.Context) error {
 
 	s.run(ctx, func(ctx context.Context) { s.prop.Run(ctx) })
 	s.run(ctx, s.catchUp)
+	s.run(ctx, s.keyringLoop)
 	s.run(ctx, s.watchLeadership)
 	s.run(ctx, s.nodes.announce)
 	s.run(ctx, func(ctx context.Context) {

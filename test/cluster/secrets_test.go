@@ -86,4 +86,27 @@ func TestSecretThroughFollower(t *testing.T) {
 		j, ok := c.job(lead, job.GetJob().GetId())
 		return ok && j.GetState() == gv1.JobState_JOB_STATE_SUCCEEDED
 	})
+
+	// Rotate the key in the shared file: the leader re-encrypts, and after
+	// the leader dies the next one (which reloaded the file as a follower)
+	// still opens the secret for a task.
+	old := resp.GetSecret().GetKeyId()
+	k2, err := secret.Create(keys, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the secret re-encrypted under the new key", func() bool {
+		l, err := c.client(lead).ListSecrets(ctx, &gv1.ListSecretsRequest{})
+		return err == nil && len(l.GetSecrets()) == 1 && l.GetSecrets()[0].GetKeyId() == k2.Primary() && k2.Primary() != old
+	})
+	c.stop(lead)
+	next := c.leader()
+	job, err = c.client(next).SubmitJob(ctx, &gv1.SubmitJobRequest{Spec: shellSpec("uses-secret-after-rotation", task)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the job using the rotated secret to succeed on the next leader", func() bool {
+		j, ok := c.job(next, job.GetJob().GetId())
+		return ok && j.GetState() == gv1.JobState_JOB_STATE_SUCCEEDED
+	})
 }
