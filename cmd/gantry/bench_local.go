@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -23,15 +25,46 @@ type localCluster struct {
 type localNode struct {
 	id, grpc, http, nats, route, raft string
 	cmd                               *exec.Cmd
+	done                              chan struct{} // closed when cmd has exited
 }
 
-func freeLoopbackAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(fmt.Sprintf("no free loopback port: %v", err))
+// exited reports whether the node's process has ended.
+func (nd *localNode) exited() bool {
+	select {
+	case <-nd.done:
+		return true
+	default:
+		return false
 	}
-	defer l.Close()
-	return l.Addr().String()
+}
+
+var (
+	portsMu sync.Mutex
+	ports   = map[int]bool{}
+)
+
+// freeLoopbackAddr returns a loopback address with a port that was free a
+// moment ago and was not handed out before. The port is drawn below the
+// kernel's ephemeral range (32768 and up on Linux), where ":0" listeners
+// and every outgoing connection take theirs: a port found free there can be
+// taken by another connection before the coordinator binds it.
+func freeLoopbackAddr() string {
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		p := 20000 + mrand.IntN(12000)
+		if ports[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		ports[p] = true
+		return l.Addr().String()
+	}
+	panic("no free loopback port between 20000 and 32000")
 }
 
 func startLocalCluster(ctx context.Context, n int, keep bool) (*localCluster, error) {
@@ -73,6 +106,11 @@ func startLocalCluster(ctx context.Context, n int, keep bool) (*localCluster, er
 			lc.stop()
 			return nil, fmt.Errorf("start %s: %w", nd.id, err)
 		}
+		nd.done = make(chan struct{})
+		go func(c *exec.Cmd, done chan struct{}) {
+			_ = c.Wait()
+			close(done)
+		}(nd.cmd, nd.done)
 	}
 	deadline := time.Now().Add(90 * time.Second)
 	for _, nd := range lc.nodes {
@@ -84,7 +122,13 @@ func startLocalCluster(ctx context.Context, n int, keep bool) (*localCluster, er
 					break
 				}
 			}
+			if nd.exited() {
+				lc.keep = true
+				lc.stop()
+				return nil, fmt.Errorf("coordinator %s exited while starting (logs in %s)", nd.id, dir)
+			}
 			if time.Now().After(deadline) || ctx.Err() != nil {
+				lc.keep = true
 				lc.stop()
 				return nil, fmt.Errorf("coordinator %s not ready (logs in %s)", nd.id, dir)
 			}
@@ -106,7 +150,7 @@ func (lc *localCluster) natsURLs() string {
 func (lc *localCluster) kill(i int) {
 	if c := lc.nodes[i].cmd; c != nil && c.Process != nil {
 		_ = c.Process.Signal(syscall.SIGKILL)
-		_, _ = c.Process.Wait()
+		<-lc.nodes[i].done
 		lc.nodes[i].cmd = nil
 	}
 }
@@ -119,12 +163,11 @@ func (lc *localCluster) stop() {
 	}
 	for _, nd := range lc.nodes {
 		if nd.cmd != nil && nd.cmd.Process != nil {
-			done := make(chan struct{})
-			go func() { _, _ = nd.cmd.Process.Wait(); close(done) }()
 			select {
-			case <-done:
+			case <-nd.done:
 			case <-time.After(10 * time.Second):
 				_ = nd.cmd.Process.Kill()
+				<-nd.done
 			}
 		}
 	}

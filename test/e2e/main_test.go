@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -90,24 +91,27 @@ var (
 )
 
 // freeAddr returns a loopback address with a port that was free a moment
-// ago and that no other call has returned.
+// ago and that no other call has returned. Ports are drawn below the
+// kernel's ephemeral range (32768 and up), where outgoing connections take
+// theirs and could take a port found free before the process binds it.
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	portMu.Lock()
 	defer portMu.Unlock()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for range 1000 {
+		port := 20000 + mrand.IntN(12000)
+		if usedPorts[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
-			t.Fatalf("pick a free port: %v", err)
+			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
 		l.Close()
-		if !usedPorts[port] {
-			usedPorts[port] = true
-			return fmt.Sprintf("127.0.0.1:%d", port)
-		}
+		usedPorts[port] = true
+		return fmt.Sprintf("127.0.0.1:%d", port)
 	}
-	t.Fatal("no unused free port after 100 tries")
+	t.Fatal("no unused free port after 1000 tries")
 	return ""
 }
 
