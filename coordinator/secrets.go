@@ -131,10 +131,7 @@ func (s *Server) rekey(ctx context.Context) error {
 	var cmds []*gv1.Command
 	var errs []error
 	at := timestamppb.Now()
-	for _, sec := range s.fsm.Secrets() {
-		if sec.GetKeyId() == k.Primary() {
-			continue
-		}
+	for _, sec := range s.fsm.SecretsNotSealedWith(k.Primary()) {
 		v, err := k.Open(sec.GetName(), sec.GetKeyId(), sec.GetCiphertext())
 		if err != nil {
 			errs = append(errs, err)

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/gantryci/gantry/internal/gitsrc"
 )
 
 // maxBuildSecret is the largest build secret BuildKit takes (its
@@ -56,10 +58,10 @@ type registryCredential struct {
 }
 
 // TokenUser is the user name sent to a registry with a credential that is
-// a token alone. BuildKit's HTTP Basic needs a user name, and registries
-// that take a token alone (ghcr.io, GitLab and Gitea with a personal
-// access token) accept any; this is the name GitHub uses for tokens.
-const TokenUser = "x-access-token"
+// a token alone: the one Git clones use too (gitsrc.TokenUser). BuildKit's
+// HTTP Basic needs a user name, and registries that take a token alone
+// (ghcr.io, GitLab and Gitea with a personal access token) accept any.
+const TokenUser = gitsrc.TokenUser
 
 // registryCredentials reads registry_auth (registry host -> secret name) of
 // field. A secret holds "username:password", or a token alone, which is

@@ -3,8 +3,6 @@ package api
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -34,7 +32,7 @@ func (s *Server) SetSecret(ctx context.Context, req *gv1.SetSecretRequest) (*gv1
 	case n > limit.SecretValue:
 		return nil, status.Errorf(codes.InvalidArgument, "value: %d bytes, more than the limit of %d", n, limit.SecretValue)
 	}
-	if err := ValidScope(req.GetScope()); err != nil {
+	if _, err := secret.ParseScope(req.GetScope()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "scope: %v", err)
 	}
 	keyID, ct, err := s.keyring.Load().Seal(req.GetName(), req.GetValue())
@@ -64,7 +62,7 @@ func (s *Server) setSealedSecret(ctx context.Context, c *gv1.SetSecretCommand) (
 	if err := name.Token(sec.GetName()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "name: %v", err)
 	}
-	if err := ValidScope(sec.GetScope()); err != nil {
+	if _, err := secret.ParseScope(sec.GetScope()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "scope: %v", err)
 	}
 	if _, err := s.keyring.Load().Open(sec.GetName(), sec.GetKeyId(), sec.GetCiphertext()); err != nil {
@@ -115,35 +113,6 @@ func SecretInfo(sec *gv1.Secret) *gv1.SecretInfo {
 		Name: sec.GetName(), Scope: sec.GetScope(), KeyId: sec.GetKeyId(),
 		CreatedAt: sec.GetCreatedAt(), UpdatedAt: sec.GetUpdatedAt(), Version: sec.GetVersion(),
 	}
-}
-
-// ValidScope checks a secret's scope: empty (every pipeline), "app:NAME",
-// "job:NAME" (a pipeline's name) or "label:KEY=VALUE" (agents so labelled).
-func ValidScope(scope string) error {
-	if scope == "" {
-		return nil
-	}
-	kind, val, ok := strings.Cut(scope, ":")
-	if !ok {
-		return fmt.Errorf("%q: want app:NAME, job:NAME or label:KEY=VALUE", scope)
-	}
-	switch kind {
-	case "app", "job":
-		return name.Check(val)
-	case "label":
-		k, v, ok := strings.Cut(val, "=")
-		if !ok {
-			return fmt.Errorf("%q: want label:KEY=VALUE", scope)
-		}
-		if err := name.Check(k); err != nil {
-			return err
-		}
-		if len(v) > limit.LabelValue {
-			return fmt.Errorf("label value longer than %d bytes", limit.LabelValue)
-		}
-		return nil
-	}
-	return fmt.Errorf("%q: unknown kind %q; want app, job or label", scope, kind)
 }
 
 // checkSecrets refuses a pipeline that refers to a secret that does not

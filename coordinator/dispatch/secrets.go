@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/coordinator/secret"
@@ -31,7 +30,12 @@ func (d *Dispatcher) secrets(t *gv1.TaskSpec, jobName, agent string) (map[string
 		if !ok {
 			return nil, fmt.Errorf("secret %q: %w", n, fsm.ErrNotFound)
 		}
-		if err := d.inScope(sec.GetScope(), t, jobName, agent); err != nil {
+		sc, err := secret.ParseScope(sec.GetScope())
+		if err == nil {
+			labels, _ := d.fleet.labels(agent)
+			err = sc.Allows(t.GetDeploy().GetApp(), jobName, labels)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("secret %q: %w", n, err)
 		}
 		v, err := k.Open(sec.GetName(), sec.GetKeyId(), sec.GetCiphertext())
@@ -41,32 +45,6 @@ func (d *Dispatcher) secrets(t *gv1.TaskSpec, jobName, agent string) (map[string
 		out[n] = v
 	}
 	return out, nil
-}
-
-// inScope checks a secret's scope against the task and the agent it goes to.
-func (d *Dispatcher) inScope(scope string, t *gv1.TaskSpec, jobName, agent string) error {
-	kind, val, _ := strings.Cut(scope, ":")
-	switch kind {
-	case "":
-		return nil
-	case "app":
-		if t.GetDeploy().GetApp() == val {
-			return nil
-		}
-		return fmt.Errorf("scoped to application %q; this task is not its deploy", val)
-	case "job":
-		if jobName == val {
-			return nil
-		}
-		return fmt.Errorf("scoped to pipeline %q; this job is %q", val, jobName)
-	case "label":
-		lk, lv, _ := strings.Cut(val, "=")
-		if l, ok := d.fleet.labels(agent); ok && l[lk] == lv {
-			return nil
-		}
-		return fmt.Errorf("scoped to agents labelled %s; agent %s is not", val, agent)
-	}
-	return fmt.Errorf("unknown scope %q", scope)
 }
 
 // labels returns the labels agent announced in its latest heartbeat.

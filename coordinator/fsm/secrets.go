@@ -73,6 +73,21 @@ func (f *FSM) Secrets() []*gv1.Secret {
 	return f.state.sortedSecrets(true)
 }
 
+// SecretsNotSealedWith returns copies of the secrets sealed with another
+// key than keyID: what the leader re-encrypts after a key rotation. Only
+// those are copied.
+func (f *FSM) SecretsNotSealedWith(keyID string) []*gv1.Secret {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []*gv1.Secret
+	for _, sec := range f.state.secrets {
+		if sec.GetKeyId() != keyID {
+			out = append(out, proto.Clone(sec).(*gv1.Secret))
+		}
+	}
+	return out
+}
+
 // sortedSecrets lists the secrets by name, copied or not.
 func (s *state) sortedSecrets(clone bool) []*gv1.Secret {
 	names := make([]string, 0, len(s.secrets))

@@ -8,8 +8,9 @@
 package subject
 
 import (
-	"fmt"
 	"strings"
+
+	"github.com/gantryci/gantry/internal/name"
 )
 
 // Namespace builds subjects for one Gantry cluster.
@@ -126,20 +127,6 @@ func (n Namespace) AllNodeStatus() string { return n.prefix() + ".node.*" }
 // Changes is where the leader announces committed job changes (job IDs).
 func (n Namespace) Changes() string { return n.prefix() + ".changes" }
 
-// ValidToken reports whether s can be one subject token: non-empty, at most
-// 64 bytes of letters, digits, '-' and '_'.
-func ValidToken(s string) error {
-	if s == "" {
-		return fmt.Errorf("empty")
-	}
-	if len(s) > 64 {
-		return fmt.Errorf("%q is longer than 64 characters", s)
-	}
-	for _, r := range s {
-		ok := r == '-' || r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')
-		if !ok {
-			return fmt.Errorf("%q has %q; use letters, digits, '-' and '_'", s, r)
-		}
-	}
-	return nil
-}
+// ValidToken reports whether s can be one subject token: a name without
+// '.' in the grammar of package name.
+func ValidToken(s string) error { return name.Token(s) }
