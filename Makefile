@@ -59,7 +59,8 @@ verify: proto ## regenerate, then fail if anything generated differs from what i
 	$(GO) mod tidy
 	@git diff --exit-code -- proto go.mod go.sum || (echo "generated files or go.mod are stale: run make proto / go mod tidy and commit"; exit 1)
 
-breaking: ## buf breaking against main
-	PATH="$$(scripts/tools.sh):$$PATH" buf breaking --against '.git#branch=main'
+breaking: ## buf breaking: proto/ (API and Raft log) against the main this work started from (scripts/breaking-base.sh)
+	@base=$$(scripts/breaking-base.sh) && echo "buf breaking against $$base" && \
+	  PATH="$$(scripts/tools.sh):$$PATH" buf breaking --against ".git#ref=$$base,subdir=." 
 
 .PHONY: help build run test test-short test-race test-norace test-e2e bench chaos lint proto verify breaking

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -59,6 +60,9 @@ type Server struct {
 	// restoring allows one snapshot upload at a time (each may spool
 	// limit.Snapshot bytes to disk).
 	restoring sync.Mutex
+	// chain is the unary interceptor chain the gRPC server runs, kept so
+	// forwarded calls run through it too.
+	chain atomic.Pointer[grpc.UnaryServerInterceptor]
 }
 
 // New returns the API server.
@@ -70,14 +74,6 @@ func (s *Server) isLeader() bool { return s.d.Raft.Raft.State() == raft.Leader }
 
 // SubmitJob validates a pipeline and commits it as a job.
 func (s *Server) SubmitJob(ctx context.Context, req *gv1.SubmitJobRequest) (*gv1.SubmitJobResponse, error) {
-	if !s.isLeader() {
-		resp := &gv1.SubmitJobResponse{}
-		if err := s.forward(ctx, "SubmitJob", req, resp); err != nil {
-			return nil, err
-		}
-		// Read your writes: answer once this replica has the job too.
-		return resp, s.waitApplied(ctx, resp.GetJob().GetVersion())
-	}
 	js := req.GetSpec()
 	switch {
 	case req.GetSpecYaml() != "" && js != nil:
@@ -166,13 +162,6 @@ func (s *Server) WatchJob(req *gv1.WatchJobRequest, stream gv1.GantryService_Wat
 
 // CancelJob cancels a job and stops its running tasks.
 func (s *Server) CancelJob(ctx context.Context, req *gv1.CancelJobRequest) (*gv1.CancelJobResponse, error) {
-	if !s.isLeader() {
-		resp := &gv1.CancelJobResponse{}
-		if err := s.forward(ctx, "CancelJob", req, resp); err != nil {
-			return nil, err
-		}
-		return resp, s.waitApplied(ctx, resp.GetJob().GetVersion())
-	}
 	if req.GetJobId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "job_id: required")
 	}
@@ -227,10 +216,6 @@ func (s *Server) ClusterStatus(ctx context.Context, req *gv1.ClusterStatusReques
 
 // AddNode adds a voter.
 func (s *Server) AddNode(ctx context.Context, req *gv1.AddNodeRequest) (*gv1.AddNodeResponse, error) {
-	if !s.isLeader() {
-		resp := &gv1.AddNodeResponse{}
-		return resp, s.forward(ctx, "AddNode", req, resp)
-	}
 	if req.GetId() == "" || req.GetRaftAddr() == "" {
 		return nil, status.Error(codes.InvalidArgument, "id and raft_addr: required")
 	}
@@ -242,10 +227,6 @@ func (s *Server) AddNode(ctx context.Context, req *gv1.AddNodeRequest) (*gv1.Add
 
 // RemoveNode removes a node from the configuration.
 func (s *Server) RemoveNode(ctx context.Context, req *gv1.RemoveNodeRequest) (*gv1.RemoveNodeResponse, error) {
-	if !s.isLeader() {
-		resp := &gv1.RemoveNodeResponse{}
-		return resp, s.forward(ctx, "RemoveNode", req, resp)
-	}
 	if req.GetId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "id: required")
 	}

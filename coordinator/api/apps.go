@@ -8,7 +8,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gantryci/gantry/coordinator/fsm"
@@ -44,13 +43,6 @@ func (s *Server) CreateApp(ctx context.Context, req *gv1.CreateAppRequest) (*gv1
 	if err := validateApp(req.GetSpec()); err != nil {
 		return nil, err
 	}
-	if !s.isLeader() {
-		resp := &gv1.CreateAppResponse{}
-		if err := s.forward(ctx, "CreateApp", req, resp); err != nil {
-			return nil, err
-		}
-		return resp, s.waitFor(ctx, func() bool { a, ok := s.d.FSM.App(req.GetSpec().GetName()); return ok && a.GetSpec().GetRepo() != "" })
-	}
 	if _, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_CreateApp{CreateApp: &gv1.CreateAppCommand{Spec: req.GetSpec()}}}); err != nil {
 		return nil, toStatus(err)
 	}
@@ -79,10 +71,6 @@ func (s *Server) GetApp(ctx context.Context, req *gv1.GetAppRequest) (*gv1.GetAp
 // SyncApp deploys an application's target now: its pin, or the newest
 // commit of its branch (asked of the remote now, not at the last poll).
 func (s *Server) SyncApp(ctx context.Context, req *gv1.SyncAppRequest) (*gv1.SyncAppResponse, error) {
-	if !s.isLeader() {
-		resp := &gv1.SyncAppResponse{}
-		return resp, s.forwardAndWaitJob(ctx, "SyncApp", req, resp, func() string { return resp.GetJobId() })
-	}
 	a, err := s.app(req.GetName())
 	if err != nil {
 		return nil, err
@@ -109,10 +97,6 @@ func (s *Server) SyncApp(ctx context.Context, req *gv1.SyncAppRequest) (*gv1.Syn
 
 // RollbackApp pins an application to a revision it ran before and deploys it.
 func (s *Server) RollbackApp(ctx context.Context, req *gv1.RollbackAppRequest) (*gv1.RollbackAppResponse, error) {
-	if !s.isLeader() {
-		resp := &gv1.RollbackAppResponse{}
-		return resp, s.forwardAndWaitJob(ctx, "RollbackApp", req, resp, func() string { return resp.GetJobId() })
-	}
 	a, err := s.app(req.GetName())
 	if err != nil {
 		return nil, err
@@ -179,13 +163,6 @@ func (s *Server) deployNow(ctx context.Context, a *gv1.App, rev, trigger string)
 
 // UnpinApp lets an application follow its branch again.
 func (s *Server) UnpinApp(ctx context.Context, req *gv1.UnpinAppRequest) (*gv1.UnpinAppResponse, error) {
-	if !s.isLeader() {
-		resp := &gv1.UnpinAppResponse{}
-		if err := s.forward(ctx, "UnpinApp", req, resp); err != nil {
-			return nil, err
-		}
-		return resp, s.waitFor(ctx, func() bool { a, ok := s.d.FSM.App(req.GetName()); return ok && a.GetPinnedRevision() == "" })
-	}
 	if _, err := s.app(req.GetName()); err != nil {
 		return nil, err
 	}
@@ -197,13 +174,6 @@ func (s *Server) UnpinApp(ctx context.Context, req *gv1.UnpinAppRequest) (*gv1.U
 
 // DeleteApp forgets an application; its live objects are left alone.
 func (s *Server) DeleteApp(ctx context.Context, req *gv1.DeleteAppRequest) (*gv1.DeleteAppResponse, error) {
-	if !s.isLeader() {
-		resp := &gv1.DeleteAppResponse{}
-		if err := s.forward(ctx, "DeleteApp", req, resp); err != nil {
-			return nil, err
-		}
-		return resp, s.waitFor(ctx, func() bool { _, ok := s.d.FSM.App(req.GetName()); return !ok })
-	}
 	if _, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_DeleteApp{DeleteApp: &gv1.DeleteAppCommand{Name: req.GetName()}}}); err != nil {
 		return nil, toStatus(err)
 	}
@@ -226,19 +196,4 @@ func orHEAD(rev string) string {
 		return "HEAD"
 	}
 	return rev
-}
-
-// forwardAndWaitJob forwards a call answering with a job and waits until
-// this replica has the job (read your writes).
-func (s *Server) forwardAndWaitJob(ctx context.Context, method string, req, resp proto.Message, job func() string) error {
-	if err := s.forward(ctx, method, req, resp); err != nil {
-		return err
-	}
-	return s.waitFor(ctx, func() bool { _, ok := s.d.FSM.Job(job()); return ok })
-}
-
-// waitFor waits (a bounded while) until this replica shows a forwarded
-// write.
-func (s *Server) waitFor(ctx context.Context, done func() bool) error {
-	return s.waitUntil(ctx, done, "the write committed but this coordinator has not applied it yet")
 }

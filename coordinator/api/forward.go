@@ -9,22 +9,105 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
+// Forwarding. A write reaching a follower is sent to the leader over NATS
+// (subject Namespace.RPC(method)) by one interceptor, forwardUnary, for
+// the methods marked leader in the table methods (methods.go); no handler
+// checks leadership itself. The leader serves a forwarded call through the
+// same interceptor chain as a call of its own gRPC clients
+// (ServeForwarded), so whatever that chain enforces applies to both.
+
+// NATS headers of a forwarded call's answer.
 const (
 	hdrCode    = "Gantry-Code"
 	hdrMessage = "Gantry-Message"
+	// hdrIndex is the leader's applied index once it served the call: the
+	// follower answers its client after applying that far itself, so the
+	// client reads its write on the follower next.
+	hdrIndex = "Gantry-Index"
 )
 
-// forward sends a write to the leader over NATS and decodes its answer into
-// resp. While there is no leader (an election) it retries until ctx ends.
-func (s *Server) forward(ctx context.Context, method string, req, resp proto.Message) error {
+// sealedSecret is the forwarded form of SetSecret: the follower seals the
+// value with the shared keyring and forwards only the ciphertext.
+const sealedSecret = "SetSealedSecret"
+
+// forwardedKey marks the context of a call the leader serves for a
+// follower: if leadership moved meanwhile, it is not forwarded again.
+type forwardedKey struct{}
+
+// forwardUnary runs leader-only methods on the leader: on a follower it
+// forwards the call and answers once this replica applied the write.
+func (s *Server) forwardUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	name := methodName(info.FullMethod)
+	if !methods[name].leader || s.isLeader() {
+		return handler(ctx, req)
+	}
+	if ctx.Value(forwardedKey{}) != nil {
+		return nil, status.Errorf(codes.Unavailable, "%s: leadership changed while the call was forwarded; retry", name)
+	}
+	msg, _ := req.(proto.Message)
+	subjectName := name
+	if methods[name].sealed {
+		var err error
+		if msg, err = s.sealSecret(req.(*gv1.SetSecretRequest)); err != nil {
+			return nil, err
+		}
+		subjectName = sealedSecret
+	}
+	resp, err := newResponse(info.FullMethod)
+	if err != nil {
+		return nil, err
+	}
+	index, err := s.forward(ctx, subjectName, msg, resp)
+	if err != nil {
+		return nil, err
+	}
+	return resp, s.waitApplied(ctx, index)
+}
+
+// forwardStream refuses leader-only streams on a follower, naming the
+// leader.
+func (s *Server) forwardStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if methods[methodName(info.FullMethod)].leader && !s.isLeader() {
+		addr, id := s.d.Raft.Raft.LeaderWithID()
+		return status.Errorf(codes.FailedPrecondition, "%s runs on the leader (%s at %s); send it there", methodName(info.FullMethod), id, addr)
+	}
+	return handler(srv, ss)
+}
+
+// newResponse makes an empty response message of a method of the service.
+func newResponse(fullMethod string) (proto.Message, error) {
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName("gantry.v1.GantryService"))
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "service descriptor: %v", err)
+	}
+	m := d.(protoreflect.ServiceDescriptor).Methods().ByName(protoreflect.Name(methodName(fullMethod)))
+	if m == nil {
+		return nil, status.Errorf(codes.Unimplemented, "no method %s", fullMethod)
+	}
+	t, err := protoregistry.GlobalTypes.FindMessageByName(m.Output().FullName())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "response type of %s: %v", fullMethod, err)
+	}
+	return t.New().Interface(), nil
+}
+
+// forward sends a call to the leader over NATS, decodes its answer into
+// resp and returns the leader's applied index after serving it. While
+// there is no leader (an election) it retries until ctx ends.
+func (s *Server) forward(ctx context.Context, method string, req, resp proto.Message) (uint64, error) {
 	data, err := proto.Marshal(req)
 	if err != nil {
-		return status.Errorf(codes.Internal, "encode %s: %v", method, err)
+		return 0, status.Errorf(codes.Internal, "encode %s: %v", method, err)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -32,101 +115,128 @@ func (s *Server) forward(ctx context.Context, method string, req, resp proto.Mes
 		defer cancel()
 	}
 	wait := 20 * time.Millisecond
+	pause := func() error {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+			wait = min(2*wait, 500*time.Millisecond)
+			return nil
+		}
+	}
 	for {
 		msg, err := s.d.NATS.RequestWithContext(ctx, s.d.Namespace.RPC(method), data)
 		if errors.Is(err, nats.ErrNoResponders) {
-			select {
-			case <-ctx.Done():
-				return status.Errorf(codes.Unavailable, "%s: no leader elected", method)
-			case <-time.After(wait):
-				wait = min(2*wait, 500*time.Millisecond)
-				continue
+			if pause() != nil {
+				return 0, status.Errorf(codes.Unavailable, "%s: no leader elected", method)
 			}
+			continue
 		}
 		if err != nil {
-			return status.Errorf(codes.Unavailable, "forward %s to the leader: %v", method, err)
+			return 0, status.Errorf(codes.Unavailable, "forward %s to the leader: %v", method, err)
 		}
 		if c := msg.Header.Get(hdrCode); c != "" {
 			n, _ := strconv.Atoi(c)
-			if codes.Code(n) == codes.Unavailable && ctx.Err() == nil {
+			if codes.Code(n) == codes.Unavailable && pause() == nil {
 				// The leader stepped down between our request and its commit.
-				time.Sleep(wait)
 				continue
 			}
-			return status.Error(codes.Code(n), msg.Header.Get(hdrMessage))
+			return 0, status.Error(codes.Code(n), msg.Header.Get(hdrMessage))
 		}
 		if err := proto.Unmarshal(msg.Data, resp); err != nil {
-			return status.Errorf(codes.Internal, "decode %s answer: %v", method, err)
+			return 0, status.Errorf(codes.Internal, "decode %s answer: %v", method, err)
 		}
-		return nil
+		index, _ := strconv.ParseUint(msg.Header.Get(hdrIndex), 10, 64)
+		return index, nil
 	}
 }
 
-// ServeForwarded answers writes (and ListQueue, which needs the leader's
-// dispatcher) forwarded by followers; the leader
-// subscribes it to the namespace's RPC subjects while it leads.
+// ServeForwarded answers calls forwarded by followers; the leader
+// subscribes it to the namespace's RPC subjects while it leads. The call
+// runs through the same interceptor chain as the leader's own clients'.
 func (s *Server) ServeForwarded(ctx context.Context, m *nats.Msg) {
-	method := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-	var (
-		resp proto.Message
-		err  error
-	)
-	if h, ok := s.forwarded()[method]; ok {
-		resp, err = h(ctx, m.Data)
-	} else {
-		err = status.Errorf(codes.Unimplemented, "method %q is not forwarded", method)
-	}
+	name := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	ctx = context.WithValue(ctx, forwardedKey{}, true)
+	resp, err := s.serveForwarded(ctx, name, m.Data)
 	out := nats.NewMsg(m.Reply)
 	if err != nil && ctx.Err() != nil {
 		// Leadership ended while serving: the caller should try the new leader.
-		err = status.Errorf(codes.Unavailable, "%s: leadership changed: %v", method, err)
+		err = status.Errorf(codes.Unavailable, "%s: leadership changed: %v", name, err)
+	}
+	if err == nil {
+		out.Header.Set(hdrIndex, strconv.FormatUint(s.d.FSM.AppliedIndex(), 10))
+		var data []byte
+		if data, err = proto.Marshal(resp); err == nil {
+			out.Data = data
+		}
 	}
 	if err != nil {
 		st, _ := status.FromError(toStatus(err))
 		out.Header.Set(hdrCode, strconv.Itoa(int(st.Code())))
 		out.Header.Set(hdrMessage, st.Message())
-	} else if out.Data, err = proto.Marshal(resp); err != nil {
-		out.Header.Set(hdrCode, strconv.Itoa(int(codes.Internal)))
-		out.Header.Set(hdrMessage, err.Error())
 	}
 	if err := m.RespondMsg(out); err != nil {
-		s.log.Debug("answer forwarded call", zap.String("method", method), zap.Error(err))
+		s.log.Debug("answer forwarded call", zap.String("method", name), zap.Error(err))
 	}
 }
 
-// forwardedCall decodes a forwarded request and serves it.
-type forwardedCall func(ctx context.Context, data []byte) (proto.Message, error)
-
-// serveAs adapts a method of the API to a forwardedCall.
-func serveAs[Req any, PReq interface {
-	*Req
-	proto.Message
-}, Resp proto.Message](f func(context.Context, PReq) (Resp, error)) forwardedCall {
-	return func(ctx context.Context, data []byte) (proto.Message, error) {
-		req := PReq(new(Req))
-		if err := proto.Unmarshal(data, req); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "decode request: %v", err)
+func (s *Server) serveForwarded(ctx context.Context, name string, data []byte) (proto.Message, error) {
+	chain := s.chain.Load()
+	if chain == nil {
+		return nil, status.Error(codes.Unavailable, "the API is not serving yet")
+	}
+	decodeInto := func(m proto.Message) func(any) error {
+		return func(any) error {
+			if err := proto.Unmarshal(data, m); err != nil {
+				return status.Errorf(codes.InvalidArgument, "decode forwarded %s: %v", name, err)
+			}
+			return nil
 		}
-		return f(ctx, req)
 	}
+	if name == sealedSecret {
+		// Authorized as the SetSecret it stands for.
+		c := &gv1.SetSecretCommand{}
+		if err := decodeInto(c)(nil); err != nil {
+			return nil, err
+		}
+		info := &grpc.UnaryServerInfo{Server: s, FullMethod: servicePrefix + "SetSecret"}
+		resp, err := (*chain)(ctx, c, info, func(ctx context.Context, req any) (any, error) {
+			return s.setSealedSecret(ctx, req.(*gv1.SetSecretCommand))
+		})
+		return asMessage(resp, err)
+	}
+	if !methods[name].leader {
+		return nil, status.Errorf(codes.Unimplemented, "method %q is not forwarded", name)
+	}
+	for _, md := range gv1.GantryService_ServiceDesc.Methods {
+		if md.MethodName != name {
+			continue
+		}
+		resp, err := md.Handler(s, ctx, func(in any) error { return decodeInto(in.(proto.Message))(nil) }, *chain)
+		return asMessage(resp, err)
+	}
+	return nil, status.Errorf(codes.Unimplemented, "method %q is not forwarded", name)
 }
 
-// forwarded lists the calls the leader answers for followers: writes, and
-// ListQueue, which needs the leader's dispatcher.
-func (s *Server) forwarded() map[string]forwardedCall {
-	return map[string]forwardedCall{
-		"SubmitJob":   serveAs(s.SubmitJob),
-		"CancelJob":   serveAs(s.CancelJob),
-		"AddNode":     serveAs(s.AddNode),
-		"RemoveNode":  serveAs(s.RemoveNode),
-		"ListQueue":   serveAs(s.ListQueue),
-		"CreateApp":   serveAs(s.CreateApp),
-		"SyncApp":     serveAs(s.SyncApp),
-		"RollbackApp": serveAs(s.RollbackApp),
-		"UnpinApp":    serveAs(s.UnpinApp),
-		"DeleteApp":   serveAs(s.DeleteApp),
-		// Followers seal secrets themselves and forward the ciphertext.
-		"SetSealedSecret": serveAs(s.setSealedSecret),
-		"DeleteSecret":    serveAs(s.DeleteSecret),
+func asMessage(resp any, err error) (proto.Message, error) {
+	if err != nil {
+		return nil, err
+	}
+	m, ok := resp.(proto.Message)
+	if !ok {
+		return nil, status.Errorf(codes.Internal, "answer %T is not a message", resp)
+	}
+	return m, nil
+}
+
+// chainUnary composes interceptors, the first outermost.
+func chainUnary(ics ...grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		next := handler
+		for i := len(ics) - 1; i >= 0; i-- {
+			ic, inner := ics[i], next
+			next = func(ctx context.Context, req any) (any, error) { return ic(ctx, req, info, inner) }
+		}
+		return next(ctx, req)
 	}
 }

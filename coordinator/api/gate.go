@@ -9,6 +9,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/gantryci/gantry/internal/wire"
 )
 
 // Metadata keys of honest reads. Every answer carries the index of the
@@ -16,8 +18,8 @@ import (
 // index it has seen (MinIndexHeader) is never answered from an older state,
 // whichever coordinator it reaches.
 const (
-	IndexHeader    = "gantry-index"
-	MinIndexHeader = "gantry-min-index"
+	IndexHeader    = wire.IndexHeader
+	MinIndexHeader = wire.MinIndexHeader
 )
 
 // minIndexWait is how long a call waits for this replica to reach the
@@ -29,27 +31,10 @@ const minIndexWait = 2 * time.Second
 // coordinator.catchUp). The message explains a refusal.
 type Readiness func() (ready bool, why string)
 
-// stateReads are the calls answered from the local replica of the
-// replicated state: they wait for the node to catch up and for the client's
-// index. Writes need no gate: they commit through the leader, and a
-// follower answers them once it has applied the write itself. ListAgents
-// and ClusterStatus describe live processes, not the replicated state.
-var stateReads = map[string]bool{
-	"/gantry.v1.GantryService/GetJob":       true,
-	"/gantry.v1.GantryService/ListJobs":     true,
-	"/gantry.v1.GantryService/WatchJob":     true,
-	"/gantry.v1.GantryService/TaskLogs":     true,
-	"/gantry.v1.GantryService/ListQueue":    true,
-	"/gantry.v1.GantryService/ListApps":     true,
-	"/gantry.v1.GantryService/GetApp":       true,
-	"/gantry.v1.GantryService/SaveSnapshot": true,
-	"/gantry.v1.GantryService/ListSecrets":  true,
-}
-
 // gate refuses reads while the node catches up and waits for the client's
 // minimum index.
 func (s *Server) gate(ctx context.Context, method string, ready Readiness) error {
-	if !stateReads[method] {
+	if !methods[methodName(method)].read {
 		return nil
 	}
 	if ok, why := ready(); !ok {
@@ -87,9 +72,11 @@ func (s *Server) indexHeader() metadata.MD {
 	return metadata.Pairs(IndexHeader, strconv.FormatUint(s.d.FSM.AppliedIndex(), 10))
 }
 
-// UnaryInterceptor applies honest reads to unary calls.
+// UnaryInterceptor is the chain every unary call runs through, whether a
+// client of this node made it or a follower forwarded it: honest reads,
+// then forwarding of leader-only methods (forward.go).
 func (s *Server) UnaryInterceptor(ready Readiness) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	honest := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if err := s.gate(ctx, info.FullMethod, ready); err != nil {
 			return nil, err
 		}
@@ -97,15 +84,19 @@ func (s *Server) UnaryInterceptor(ready Readiness) grpc.UnaryServerInterceptor {
 		_ = grpc.SetHeader(ctx, s.indexHeader())
 		return resp, err
 	}
+	chain := chainUnary(honest, s.forwardUnary)
+	s.chain.Store(&chain)
+	return chain
 }
 
-// StreamInterceptor applies honest reads to streaming calls.
+// StreamInterceptor applies honest reads to streaming calls and keeps
+// leader-only streams on the leader.
 func (s *Server) StreamInterceptor(ready Readiness) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		if err := s.gate(ss.Context(), info.FullMethod, ready); err != nil {
 			return err
 		}
 		_ = ss.SetHeader(s.indexHeader())
-		return handler(srv, ss)
+		return s.forwardStream(srv, ss, info, handler)
 	}
 }

@@ -26,10 +26,6 @@ const (
 // schedule-to-start latency per label set. Only the leader's dispatcher
 // knows the reasons, so a follower forwards the call.
 func (s *Server) ListQueue(ctx context.Context, req *gv1.ListQueueRequest) (*gv1.ListQueueResponse, error) {
-	if !s.isLeader() {
-		resp := &gv1.ListQueueResponse{}
-		return resp, s.forward(ctx, "ListQueue", req, resp)
-	}
 	waiting := s.d.Dispatcher.Waiting()
 	resp := &gv1.ListQueueResponse{}
 	queues := map[string]*gv1.QueueStats{}

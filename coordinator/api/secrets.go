@@ -19,10 +19,20 @@ import (
 func (s *Server) UseKeyring(k *secret.Keyring) { s.keyring.Store(k) }
 
 // SetSecret stores a secret, encrypted with the coordinators' keyring by
-// the node that receives it: a follower forwards the sealed value, so the
-// value never crosses NATS in clear. It never leaves the state in clear
-// except in the assignment of a task that refers to it.
+// the node that receives it: a follower forwards the sealed value (see
+// leaderOnly), so the value never crosses NATS in clear. It never leaves
+// the state in clear except in the assignment of a task that refers to it.
 func (s *Server) SetSecret(ctx context.Context, req *gv1.SetSecretRequest) (*gv1.SetSecretResponse, error) {
+	sealed, err := s.sealSecret(req)
+	if err != nil {
+		return nil, err
+	}
+	return s.setSealedSecret(ctx, sealed)
+}
+
+// sealSecret checks a SetSecret request and seals its value with this
+// node's keyring.
+func (s *Server) sealSecret(req *gv1.SetSecretRequest) (*gv1.SetSecretCommand, error) {
 	if err := name.Token(req.GetName()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "name: %v", err)
 	}
@@ -42,19 +52,11 @@ func (s *Server) SetSecret(ctx context.Context, req *gv1.SetSecretRequest) (*gv1
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "seal secret: %v", err)
 	}
-	sealed := &gv1.SetSecretCommand{Secret: &gv1.Secret{Name: req.GetName(), Scope: req.GetScope(), KeyId: keyID, Ciphertext: ct}}
-	if !s.isLeader() {
-		resp := &gv1.SetSecretResponse{}
-		if err := s.forward(ctx, "SetSealedSecret", sealed, resp); err != nil {
-			return nil, err
-		}
-		return resp, s.waitApplied(ctx, resp.GetSecret().GetVersion())
-	}
-	return s.setSealedSecret(ctx, sealed)
+	return &gv1.SetSecretCommand{Secret: &gv1.Secret{Name: req.GetName(), Scope: req.GetScope(), KeyId: keyID, Ciphertext: ct}}, nil
 }
 
 // setSealedSecret commits a secret sealed by this node or by a follower
-// (forwarded as "SetSealedSecret"). The leader checks that the value opens
+// (forwarded as sealedSecret). The leader checks that the value opens
 // with its own keyring, so a follower with another keyring cannot store a
 // secret the leader could not hand to tasks.
 func (s *Server) setSealedSecret(ctx context.Context, c *gv1.SetSecretCommand) (*gv1.SetSecretResponse, error) {
@@ -93,10 +95,6 @@ func (s *Server) ListSecrets(ctx context.Context, req *gv1.ListSecretsRequest) (
 // DeleteSecret forgets a secret. Tasks already assigned keep the value they
 // were given; later assignments referring to it fail.
 func (s *Server) DeleteSecret(ctx context.Context, req *gv1.DeleteSecretRequest) (*gv1.DeleteSecretResponse, error) {
-	if !s.isLeader() {
-		resp := &gv1.DeleteSecretResponse{}
-		return resp, s.forward(ctx, "DeleteSecret", req, resp)
-	}
 	if err := name.Token(req.GetName()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "name: %v", err)
 	}

@@ -46,10 +46,6 @@ func (s *Server) SaveSnapshot(req *gv1.SaveSnapshotRequest, stream gv1.GantrySer
 // limit.Snapshot bytes), checked one element at a time, and handed to Raft
 // from the file: the upload is never held whole in memory.
 func (s *Server) RestoreSnapshot(stream gv1.GantryService_RestoreSnapshotServer) error {
-	if !s.isLeader() {
-		addr, id := s.d.Raft.Raft.LeaderWithID()
-		return status.Errorf(codes.FailedPrecondition, "restore runs on the leader (%s at %s); send it there", id, addr)
-	}
 	if !s.restoring.TryLock() {
 		return status.Error(codes.FailedPrecondition, "another snapshot restore is under way on this coordinator")
 	}

@@ -1,0 +1,37 @@
+package api
+
+import (
+	"testing"
+
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// TestEveryMethodHasARow fails when a method is added to the service
+// without deciding, in the methods table, how it is served.
+func TestEveryMethodHasARow(t *testing.T) {
+	seen := map[string]bool{}
+	for _, m := range gv1.GantryService_ServiceDesc.Methods {
+		seen[m.MethodName] = true
+	}
+	for _, m := range gv1.GantryService_ServiceDesc.Streams {
+		seen[m.StreamName] = true
+	}
+	for name := range seen {
+		if _, ok := methods[name]; !ok {
+			t.Errorf("method %s has no row in methods", name)
+		}
+	}
+	for name, w := range methods {
+		if !seen[name] {
+			t.Errorf("methods has a row for %s, which the service does not have", name)
+		}
+		if w.sealed && !w.leader {
+			t.Errorf("%s: sealed but not leader-only", name)
+		}
+	}
+	for _, m := range gv1.GantryService_ServiceDesc.Methods {
+		if _, err := newResponse(servicePrefix + m.MethodName); err != nil {
+			t.Errorf("%s: %v", m.MethodName, err)
+		}
+	}
+}
