@@ -22,7 +22,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
-	"github.com/gantryci/gantry/agent/buildkit"
 	"github.com/gantryci/gantry/agent/exec"
 	"github.com/gantryci/gantry/agent/kube"
 	"github.com/gantryci/gantry/internal/limit"
@@ -51,7 +50,7 @@ type Config struct {
 	ReportTimeout time.Duration
 	// BuildkitAddr is the address of a BuildKit daemon (e.g.
 	// unix:///run/buildkit/buildkitd.sock); when set the agent takes build
-	// and run tasks and advertises the "buildkit" capability.
+	// and run tasks and advertises capability.BuildKit.
 	BuildkitAddr string
 	// Kube lists the Kubernetes clusters the agent deploys to and watches.
 	Kube []KubeCluster
@@ -149,11 +148,12 @@ type Agent struct {
 	log     *zap.Logger
 	ns      subject.Namespace
 	session string
-	runner  *exec.Runner
-	// buildkit runs build and run tasks; nil without a BuildKit daemon.
-	buildkit *buildkit.Executor
-	spool    *spool
-	// clusters are the Kubernetes clusters reached, by name.
+	// executors run the tasks (executor.go); caps are their capabilities.
+	executors executors
+	caps      []string
+	spool     *spool
+	// clusters are the Kubernetes clusters reached, by name: the deploy
+	// executor's, and watched (agent_kube.go).
 	clusters map[string]*kube.Cluster
 
 	watchMu   sync.Mutex
@@ -198,18 +198,11 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	runner, err := exec.New(exec.Config{WorkRoot: filepath.Join(cfg.WorkDir, "work"), Grace: cfg.Grace, PassEnv: cfg.PassEnv}, log)
-	if err != nil {
-		return nil, fmt.Errorf("executor: %w", err)
-	}
-	var bk *buildkit.Executor
-	if cfg.BuildkitAddr != "" {
-		bk, err = buildkit.New(buildkit.Config{Addr: cfg.BuildkitAddr, WorkRoot: filepath.Join(cfg.WorkDir, "build")}, log)
-		if err != nil {
-			return nil, fmt.Errorf("buildkit executor: %w", err)
-		}
-	}
 	clusters, err := openClusters(cfg.Kube, log)
+	if err != nil {
+		return nil, err
+	}
+	execs, err := newExecutors(cfg, clusters, log)
 	if err != nil {
 		return nil, err
 	}
@@ -244,8 +237,8 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 		log:       log.Named("agent").With(zap.String("agent", cfg.Name)),
 		ns:        subject.New(cfg.Cluster),
 		session:   hex.EncodeToString(b[:]),
-		runner:    runner,
-		buildkit:  bk,
+		executors: execs,
+		caps:      execs.capabilities(),
 		spool:     sp,
 		running:   map[refKey]*task{},
 		drained:   make(chan struct{}),
@@ -289,7 +282,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer a.stopWatches()
 	}
 	a.log.Info("agent started", zap.String("nats", a.cfg.NATS), zap.Int("slots", a.cfg.Slots),
-		zap.Any("labels", a.cfg.Labels), zap.Strings("capabilities", a.capabilities()), zap.String("session", a.session))
+		zap.Any("labels", a.cfg.Labels), zap.Strings("capabilities", a.caps), zap.String("session", a.session))
 
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
@@ -411,15 +404,13 @@ func (a *Agent) heartbeat() *gv1.Heartbeat {
 			Name:         a.cfg.Name,
 			Labels:       a.cfg.Labels,
 			Slots:        int32(a.cfg.Slots),
-			Capabilities: a.capabilities(),
+			Capabilities: a.caps,
+			WarmCache:    a.executors.warm(),
 			Version:      Version,
 			Draining:     a.draining,
 			Session:      a.session,
 		},
 		SentAt: nowProto(),
-	}
-	if a.buildkit != nil {
-		hb.Agent.WarmCache = a.buildkit.Warm()
 	}
 	for _, t := range a.running {
 		hb.Running = append(hb.Running, t.ref)

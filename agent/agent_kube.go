@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -20,7 +18,7 @@ import (
 // KubeCluster is a Kubernetes cluster the agent deploys to.
 type KubeCluster struct {
 	// Name is how deploy tasks and applications name the cluster; the
-	// agent advertises the capability "cluster:NAME".
+	// agent advertises capability.Cluster(Name), "cluster:NAME".
 	Name string
 	// Kubeconfig is a kubeconfig file; empty means the in-cluster config of
 	// an agent running in a Pod.
@@ -57,50 +55,6 @@ func openClusters(cfg []KubeCluster, log *zap.Logger) (map[string]*kube.Cluster,
 		out[c.Name] = kc
 	}
 	return out, nil
-}
-
-func (a *Agent) clusterCapabilities() []string {
-	names := make([]string, 0, len(a.clusters))
-	for n := range a.clusters {
-		names = append(names, kube.CapabilityPrefix+n)
-	}
-	sort.Strings(names)
-	return names
-}
-
-// deploy runs a deploy task on the cluster it names.
-func (a *Agent) deploy(ctx context.Context, as *gv1.Assignment, workName string, sink *logSink) outcome {
-	spec := as.GetSpec().GetDeploy()
-	c := a.clusters[spec.GetCluster()]
-	if c == nil {
-		return outcome{exitCode: -1, class: gv1.FailureClass_FAILURE_CLASS_INFRA, err: fmt.Errorf("this agent does not reach cluster %q", spec.GetCluster())}
-	}
-	// workName is made of checked tokens (checkAssignment); the directory is
-	// a fresh one below the deploy root all the same.
-	root := filepath.Join(a.cfg.WorkDir, "deploy")
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return outcome{exitCode: -1, class: gv1.FailureClass_FAILURE_CLASS_INFRA, err: fmt.Errorf("deploy work directory: %w", err)}
-	}
-	dir, err := os.MkdirTemp(root, workName+"-")
-	if err != nil {
-		return outcome{exitCode: -1, class: gv1.FailureClass_FAILURE_CLASS_INFRA, err: fmt.Errorf("deploy work directory: %w", err)}
-	}
-	defer os.RemoveAll(dir)
-	ref := as.GetRef()
-	r := c.Deploy(ctx, kube.DeployRequest{
-		Spec:    spec,
-		Fence:   as.GetFence(),
-		JobID:   ref.GetJobId(),
-		Task:    ref.GetTask(),
-		Attempt: ref.GetAttempt(),
-		WorkDir: dir,
-		Secrets: as.GetSecrets(),
-	}, sink)
-	exit := 0
-	if r.Err != nil {
-		exit = -1
-	}
-	return outcome{exitCode: exit, class: r.Class, err: r.Err, outputs: r.Outputs}
 }
 
 // watcher is one application whose live objects this agent watches.

@@ -38,7 +38,7 @@ func (a *Agent) handleAssignment(m *nats.Msg) {
 		return
 	}
 	ref := as.GetRef()
-	if !a.canRun(as.GetSpec()) {
+	if a.executors.find(as.GetSpec()) == nil {
 		respond(false, "no executor for this task on this agent")
 		return
 	}

@@ -23,9 +23,6 @@ import (
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
-// Capability is what an agent with a BuildKit daemon advertises.
-const Capability = "buildkit"
-
 // Outputs a build records.
 const (
 	// OutputDigest is the manifest digest of the pushed image.

@@ -26,10 +26,6 @@ import (
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
-// CapabilityPrefix prefixes the capability of an agent that reaches a
-// cluster: an agent reaching cluster C advertises "cluster:C".
-const CapabilityPrefix = "cluster:"
-
 // FieldManager is the server-side apply field manager of Gantry's writes.
 const FieldManager = "gantry"
 
