@@ -12,12 +12,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gantryci/gantry/internal/limit"
 	"github.com/gantryci/gantry/internal/name"
+	"github.com/gantryci/gantry/internal/wire"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -176,17 +177,33 @@ func (t *nodeTable) member() bool {
 }
 
 // join asks a running coordinator to add this node, until it is a member.
+// joinToken is the admin token a joining node asks with: JoinToken, or
+// the cluster's bootstrap token.
+func (s *Server) joinToken() string {
+	if s.cfg.JoinToken != "" {
+		return s.cfg.JoinToken
+	}
+	return s.cfg.BootstrapToken
+}
+
 func (s *Server) join(ctx context.Context) {
 	wait := 200 * time.Millisecond
 	for !s.nodes.member() {
 		err := func() error {
-			conn, err := grpc.NewClient(s.cfg.Join, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			creds, err := s.cfg.TLS.apiCreds()
+			if err != nil {
+				return err
+			}
+			conn, err := grpc.NewClient(s.cfg.Join, grpc.WithTransportCredentials(creds))
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
 			cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 			defer cancel()
+			if t := s.joinToken(); t != "" {
+				cctx = metadata.AppendToOutgoingContext(cctx, wire.Authorization, "Bearer "+t)
+			}
 			_, err = gv1.NewGantryServiceClient(conn).AddNode(cctx, &gv1.AddNodeRequest{Id: s.cfg.NodeID, RaftAddr: s.node.Addr()})
 			return err
 		}()

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -63,11 +64,13 @@ type Server struct {
 	// chain is the unary interceptor chain the gRPC server runs, kept so
 	// forwarded calls run through it too.
 	chain atomic.Pointer[grpc.UnaryServerInterceptor]
+	// refusals bounds the refused calls recorded in the audit log.
+	refusals *rate.Limiter
 }
 
 // New returns the API server.
 func New(d Deps) *Server {
-	return &Server{d: d, log: d.Log.Named("api")}
+	return &Server{d: d, log: d.Log.Named("api"), refusals: newRefusalLimiter()}
 }
 
 func (s *Server) isLeader() bool { return s.d.Raft.Raft.State() == raft.Leader }
@@ -98,10 +101,13 @@ func (s *Server) SubmitJob(ctx context.Context, req *gv1.SubmitJobRequest) (*gv1
 		return nil, status.Error(codes.InvalidArgument, "idempotency_key: longer than 256 characters")
 	}
 	job := &gv1.Job{Id: NewJobID(), Spec: js, IdempotencyKey: req.GetIdempotencyKey()}
+	if c := CallerFrom(ctx); c != nil && c.Token != nil {
+		job.Owner = c.Token.GetId()
+	}
 	for _, t := range js.Tasks {
 		job.Tasks = append(job.Tasks, &gv1.Task{Name: t.Name, Spec: t})
 	}
-	res, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_SubmitJob{SubmitJob: &gv1.SubmitJobCommand{Job: job}}})
+	res, err := s.d.Proposer.ProposeOne(ctx, s.command(ctx, &gv1.Command{Cmd: &gv1.Command_SubmitJob{SubmitJob: &gv1.SubmitJobCommand{Job: job}}}))
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -165,7 +171,12 @@ func (s *Server) CancelJob(ctx context.Context, req *gv1.CancelJobRequest) (*gv1
 	if req.GetJobId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "job_id: required")
 	}
-	res, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_CancelJob{CancelJob: &gv1.CancelJobCommand{JobId: req.GetJobId(), Reason: req.GetReason()}}})
+	if c := CallerFrom(ctx); c != nil && c.Token != nil && c.Token.GetRole() < operator {
+		if j, ok := s.d.FSM.Job(req.GetJobId()); ok && j.GetOwner() != c.Token.GetId() {
+			return nil, status.Errorf(codes.PermissionDenied, "CancelJob: job %s was not submitted by token %s (%s); a developer cancels only its own jobs, an operator any", req.GetJobId(), c.Token.GetId(), c.Token.GetName())
+		}
+	}
+	res, err := s.d.Proposer.ProposeOne(ctx, s.command(ctx, &gv1.Command{Cmd: &gv1.Command_CancelJob{CancelJob: &gv1.CancelJobCommand{JobId: req.GetJobId(), Reason: req.GetReason()}}}))
 	if err != nil {
 		return nil, toStatus(err)
 	}

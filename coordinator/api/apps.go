@@ -43,7 +43,7 @@ func (s *Server) CreateApp(ctx context.Context, req *gv1.CreateAppRequest) (*gv1
 	if err := validateApp(req.GetSpec()); err != nil {
 		return nil, err
 	}
-	if _, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_CreateApp{CreateApp: &gv1.CreateAppCommand{Spec: req.GetSpec()}}}); err != nil {
+	if _, err := s.d.Proposer.ProposeOne(ctx, s.command(ctx, &gv1.Command{Cmd: &gv1.Command_CreateApp{CreateApp: &gv1.CreateAppCommand{Spec: req.GetSpec()}}})); err != nil {
 		return nil, toStatus(err)
 	}
 	a, _ := s.d.FSM.App(req.GetSpec().GetName())
@@ -105,9 +105,9 @@ func (s *Server) RollbackApp(ctx context.Context, req *gv1.RollbackAppRequest) (
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_PinApp{
+	if _, err := s.d.Proposer.ProposeOne(ctx, s.command(ctx, &gv1.Command{Cmd: &gv1.Command_PinApp{
 		PinApp: &gv1.PinAppCommand{Name: req.GetName(), Revision: rev},
-	}}); err != nil {
+	}})); err != nil {
 		return nil, toStatus(err)
 	}
 	a.PinnedRevision = rev
@@ -166,7 +166,7 @@ func (s *Server) UnpinApp(ctx context.Context, req *gv1.UnpinAppRequest) (*gv1.U
 	if _, err := s.app(req.GetName()); err != nil {
 		return nil, err
 	}
-	if _, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_PinApp{PinApp: &gv1.PinAppCommand{Name: req.GetName()}}}); err != nil {
+	if _, err := s.d.Proposer.ProposeOne(ctx, s.command(ctx, &gv1.Command{Cmd: &gv1.Command_PinApp{PinApp: &gv1.PinAppCommand{Name: req.GetName()}}})); err != nil {
 		return nil, toStatus(err)
 	}
 	return &gv1.UnpinAppResponse{}, nil
@@ -174,7 +174,7 @@ func (s *Server) UnpinApp(ctx context.Context, req *gv1.UnpinAppRequest) (*gv1.U
 
 // DeleteApp forgets an application; its live objects are left alone.
 func (s *Server) DeleteApp(ctx context.Context, req *gv1.DeleteAppRequest) (*gv1.DeleteAppResponse, error) {
-	if _, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_DeleteApp{DeleteApp: &gv1.DeleteAppCommand{Name: req.GetName()}}}); err != nil {
+	if _, err := s.d.Proposer.ProposeOne(ctx, s.command(ctx, &gv1.Command{Cmd: &gv1.Command_DeleteApp{DeleteApp: &gv1.DeleteAppCommand{Name: req.GetName()}}})); err != nil {
 		return nil, toStatus(err)
 	}
 	return &gv1.DeleteAppResponse{}, nil

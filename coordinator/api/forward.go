@@ -11,11 +11,14 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gantryci/gantry/internal/wire"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -34,6 +37,13 @@ const (
 	// follower answers its client after applying that far itself, so the
 	// client reads its write on the follower next.
 	hdrIndex = "Gantry-Index"
+)
+
+// NATS headers of a forwarded call: the caller's bearer token, which the
+// leader authenticates again, and the client's address.
+const (
+	hdrAuthorization = "Gantry-Authorization"
+	hdrPeer          = "Gantry-Peer"
 )
 
 // sealedSecret is the forwarded form of SetSecret: the follower seals the
@@ -66,6 +76,9 @@ func (s *Server) forwardUnary(ctx context.Context, req any, info *grpc.UnaryServ
 	resp, err := newResponse(info.FullMethod)
 	if err != nil {
 		return nil, err
+	}
+	if c := CallerFrom(ctx); c != nil {
+		c.forwarded.Store(true) // the leader records it
 	}
 	index, err := s.forward(ctx, subjectName, msg, resp)
 	if err != nil {
@@ -124,8 +137,16 @@ func (s *Server) forward(ctx context.Context, method string, req, resp proto.Mes
 			return nil
 		}
 	}
+	out := nats.NewMsg(s.d.Namespace.RPC(method))
+	out.Data = data
+	if c := CallerFrom(ctx); c != nil {
+		if c.bearer != "" {
+			out.Header.Set(hdrAuthorization, "Bearer "+c.bearer)
+		}
+		out.Header.Set(hdrPeer, c.Peer)
+	}
 	for {
-		msg, err := s.d.NATS.RequestWithContext(ctx, s.d.Namespace.RPC(method), data)
+		msg, err := s.d.NATS.RequestMsgWithContext(ctx, out)
 		if errors.Is(err, nats.ErrNoResponders) {
 			if pause() != nil {
 				return 0, status.Errorf(codes.Unavailable, "%s: no leader elected", method)
@@ -157,6 +178,11 @@ func (s *Server) forward(ctx context.Context, method string, req, resp proto.Mes
 func (s *Server) ServeForwarded(ctx context.Context, m *nats.Msg) {
 	name := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 	ctx = context.WithValue(ctx, forwardedKey{}, true)
+	ctx = context.WithValue(ctx, peerKey{}, m.Header.Get(hdrPeer))
+	ctx = context.WithValue(ctx, methodKey{}, name)
+	if a := m.Header.Get(hdrAuthorization); a != "" {
+		ctx = metadata.NewIncomingContext(ctx, metadata.Pairs(wire.Authorization, a))
+	}
 	resp, err := s.serveForwarded(ctx, name, m.Data)
 	out := nats.NewMsg(m.Reply)
 	if err != nil && ctx.Err() != nil {
@@ -193,6 +219,18 @@ func (s *Server) serveForwarded(ctx context.Context, name string, data []byte) (
 			return nil
 		}
 	}
+	if name == auditSubject {
+		// A follower records a call it refused.
+		c := &gv1.RecordAuditCommand{}
+		if err := decodeInto(c)(nil); err != nil {
+			return nil, err
+		}
+		if !s.isLeader() {
+			return nil, status.Error(codes.Unavailable, "not the leader")
+		}
+		_, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_RecordAudit{RecordAudit: c}})
+		return c, toStatus(err)
+	}
 	if name == sealedSecret {
 		// Authorized as the SetSecret it stands for.
 		c := &gv1.SetSecretCommand{}
@@ -200,6 +238,7 @@ func (s *Server) serveForwarded(ctx context.Context, name string, data []byte) (
 			return nil, err
 		}
 		info := &grpc.UnaryServerInfo{Server: s, FullMethod: servicePrefix + "SetSecret"}
+		ctx = context.WithValue(ctx, methodKey{}, "SetSecret")
 		resp, err := (*chain)(ctx, c, info, func(ctx context.Context, req any) (any, error) {
 			return s.setSealedSecret(ctx, req.(*gv1.SetSecretCommand))
 		})

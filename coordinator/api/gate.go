@@ -40,6 +40,12 @@ func (s *Server) gate(ctx context.Context, method string, ready Readiness) error
 	if ok, why := ready(); !ok {
 		return status.Error(codes.Unavailable, why)
 	}
+	return s.waitMinIndex(ctx)
+}
+
+// waitMinIndex waits up to minIndexWait for this replica to reach the
+// index the client has seen (MinIndexHeader).
+func (s *Server) waitMinIndex(ctx context.Context) error {
 	md, _ := metadata.FromIncomingContext(ctx)
 	v := md.Get(MinIndexHeader)
 	if len(v) == 0 {
@@ -73,8 +79,9 @@ func (s *Server) indexHeader() metadata.MD {
 }
 
 // UnaryInterceptor is the chain every unary call runs through, whether a
-// client of this node made it or a follower forwarded it: honest reads,
-// then forwarding of leader-only methods (forward.go).
+// client of this node made it or a follower forwarded it: authentication,
+// authorization and audit (auth.go), honest reads, then forwarding of
+// leader-only methods (forward.go).
 func (s *Server) UnaryInterceptor(ready Readiness) grpc.UnaryServerInterceptor {
 	honest := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if err := s.gate(ctx, info.FullMethod, ready); err != nil {
@@ -84,19 +91,23 @@ func (s *Server) UnaryInterceptor(ready Readiness) grpc.UnaryServerInterceptor {
 		_ = grpc.SetHeader(ctx, s.indexHeader())
 		return resp, err
 	}
-	chain := chainUnary(honest, s.forwardUnary)
+	chain := chainUnary(s.aclUnary, honest, s.forwardUnary)
 	s.chain.Store(&chain)
 	return chain
 }
 
-// StreamInterceptor applies honest reads to streaming calls and keeps
-// leader-only streams on the leader.
+// StreamInterceptor is the same chain for streaming calls: authentication,
+// authorization and audit, honest reads, and leader-only streams kept on
+// the leader.
 func (s *Server) StreamInterceptor(ready Readiness) grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	honest := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		if err := s.gate(ss.Context(), info.FullMethod, ready); err != nil {
 			return err
 		}
 		_ = ss.SetHeader(s.indexHeader())
 		return s.forwardStream(srv, ss, info, handler)
+	}
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		return s.aclStream(srv, ss, info, func(srv any, ss grpc.ServerStream) error { return honest(srv, ss, info, handler) })
 	}
 }

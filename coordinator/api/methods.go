@@ -1,11 +1,22 @@
 package api
 
-import "strings"
+import (
+	"strings"
+
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
 
 // where says how the API serves a method. Every method of GantryService
 // has one row in methods (TestEveryMethodHasARow): a new method is placed
 // here, in one table, and the interceptors do the rest.
 type where struct {
+	// role is the least role a caller's token needs (auth.go).
+	role gv1.Role
+	// open: answered without a token (BootstrapACL, while no token exists).
+	open bool
+	// audit: a mutating call; who made it, from where, on what, and its
+	// result are recorded in the replicated audit log.
+	audit bool
 	// read: answered from the local replica of the replicated state; it
 	// waits for the node to catch up after a restart and for the client's
 	// minimum index (gate.go).
@@ -19,34 +30,47 @@ type where struct {
 	sealed bool
 }
 
-// methods is the table of the API's methods, by short name. ListAgents,
-// DrainAgent and ClusterStatus describe or signal live processes, not the
-// replicated state, and are served by any node.
+const (
+	viewer    = gv1.Role_ROLE_VIEWER
+	developer = gv1.Role_ROLE_DEVELOPER
+	operator  = gv1.Role_ROLE_OPERATOR
+	admin     = gv1.Role_ROLE_ADMIN
+)
+
+// methods is the table of the API's methods, by short name. ListAgents and
+// ClusterStatus describe live processes, not the replicated state, and are
+// served by any node.
 var methods = map[string]where{
-	"SubmitJob":       {leader: true},
-	"GetJob":          {read: true},
-	"ListJobs":        {read: true},
-	"WatchJob":        {read: true},
-	"CancelJob":       {leader: true},
-	"TaskLogs":        {read: true},
-	"ListAgents":      {},
-	"DrainAgent":      {},
-	"ClusterStatus":   {},
-	"AddNode":         {leader: true},
-	"RemoveNode":      {leader: true},
-	"ListQueue":       {read: true, leader: true},
-	"CreateApp":       {leader: true},
-	"ListApps":        {read: true},
-	"GetApp":          {read: true},
-	"SyncApp":         {leader: true},
-	"RollbackApp":     {leader: true},
-	"UnpinApp":        {leader: true},
-	"DeleteApp":       {leader: true},
-	"SaveSnapshot":    {read: true},
-	"RestoreSnapshot": {leader: true},
-	"SetSecret":       {leader: true, sealed: true},
-	"ListSecrets":     {read: true},
-	"DeleteSecret":    {leader: true},
+	"SubmitJob":       {role: developer, audit: true, leader: true},
+	"GetJob":          {role: viewer, read: true},
+	"ListJobs":        {role: viewer, read: true},
+	"WatchJob":        {role: viewer, read: true},
+	"CancelJob":       {role: developer, audit: true, leader: true}, // a developer: only its own jobs
+	"TaskLogs":        {role: viewer, read: true},
+	"ListAgents":      {role: viewer},
+	"DrainAgent":      {role: operator, audit: true, leader: true},
+	"ClusterStatus":   {role: viewer},
+	"AddNode":         {role: admin, audit: true, leader: true},
+	"RemoveNode":      {role: admin, audit: true, leader: true},
+	"ListQueue":       {role: viewer, read: true, leader: true},
+	"CreateApp":       {role: operator, audit: true, leader: true},
+	"ListApps":        {role: viewer, read: true},
+	"GetApp":          {role: viewer, read: true},
+	"SyncApp":         {role: operator, audit: true, leader: true},
+	"RollbackApp":     {role: operator, audit: true, leader: true},
+	"UnpinApp":        {role: operator, audit: true, leader: true},
+	"DeleteApp":       {role: operator, audit: true, leader: true},
+	"SaveSnapshot":    {role: admin, read: true},
+	"RestoreSnapshot": {role: admin, audit: true, leader: true},
+	"SetSecret":       {role: operator, audit: true, leader: true, sealed: true},
+	"ListSecrets":     {role: operator, read: true},
+	"DeleteSecret":    {role: operator, audit: true, leader: true},
+	"CreateToken":     {role: admin, audit: true, leader: true},
+	"ListTokens":      {role: admin, read: true},
+	"RevokeToken":     {role: admin, audit: true, leader: true},
+	"BootstrapACL":    {open: true, audit: true, leader: true},
+	"WhoAmI":          {role: viewer},
+	"ListAudit":       {role: admin, read: true},
 }
 
 // methodName is the short name of a full gRPC method name
@@ -54,3 +78,20 @@ var methods = map[string]where{
 func methodName(full string) string { return full[strings.LastIndexByte(full, '/')+1:] }
 
 const servicePrefix = "/gantry.v1.GantryService/"
+
+// rowOf is the row of any gRPC method this server serves: the health
+// service answers without a token (load balancers probe it); anything else
+// outside GantryService (reflection) needs a viewer.
+func rowOf(full string) where {
+	if strings.HasPrefix(full, servicePrefix) {
+		w, ok := methods[methodName(full)]
+		if !ok {
+			return where{role: admin}
+		}
+		return w
+	}
+	if strings.HasPrefix(full, "/grpc.health.v1.Health/") {
+		return where{open: true}
+	}
+	return where{role: viewer}
+}

@@ -28,6 +28,12 @@ func TestEveryMethodHasARow(t *testing.T) {
 		if w.sealed && !w.leader {
 			t.Errorf("%s: sealed but not leader-only", name)
 		}
+		if w.open == (w.role != gv1.Role_ROLE_UNSPECIFIED) {
+			t.Errorf("%s: either open or a role, not both or neither", name)
+		}
+		if w.audit && w.read {
+			t.Errorf("%s: a read is not audited", name)
+		}
 	}
 	for _, m := range gv1.GantryService_ServiceDesc.Methods {
 		if _, err := newResponse(servicePrefix + m.MethodName); err != nil {

@@ -47,6 +47,7 @@ func (s *Server) ListQueue(ctx context.Context, req *gv1.ListQueueRequest) (*gv1
 			Priority:    p.Priority,
 			Labels:      p.Spec.GetLabels(),
 			QueuedAt:    timestamppb.New(time.Unix(0, p.QueuedAt)),
+			RunnableAt:  timestamppb.New(time.Unix(0, p.RunnableAt)),
 			Reason:      waiting[p.Key.JobID+"/"+p.Key.Task],
 			Attempt:     p.Attempt,
 			Concurrency: p.Spec.GetConcurrency(),

@@ -6,7 +6,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gantryci/gantry/coordinator/secret"
 	"github.com/gantryci/gantry/coordinator/spec"
@@ -70,9 +69,9 @@ func (s *Server) setSealedSecret(ctx context.Context, c *gv1.SetSecretCommand) (
 	if _, err := s.keyring.Load().Open(sec.GetName(), sec.GetKeyId(), sec.GetCiphertext()); err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "the leader cannot open the sealed value (%v): every coordinator needs the same --secret-keys file", err)
 	}
-	_, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_SetSecret{SetSecret: &gv1.SetSecretCommand{
+	_, err := s.d.Proposer.ProposeOne(ctx, s.command(ctx, &gv1.Command{Cmd: &gv1.Command_SetSecret{SetSecret: &gv1.SetSecretCommand{
 		Secret: &gv1.Secret{Name: sec.GetName(), Scope: sec.GetScope(), KeyId: sec.GetKeyId(), Ciphertext: sec.GetCiphertext()},
-	}}})
+	}}}))
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -98,7 +97,7 @@ func (s *Server) DeleteSecret(ctx context.Context, req *gv1.DeleteSecretRequest)
 	if err := name.Token(req.GetName()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "name: %v", err)
 	}
-	_, err := s.d.Proposer.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_DeleteSecret{DeleteSecret: &gv1.DeleteSecretCommand{Name: req.GetName()}}})
+	_, err := s.d.Proposer.ProposeOne(ctx, s.command(ctx, &gv1.Command{Cmd: &gv1.Command_DeleteSecret{DeleteSecret: &gv1.DeleteSecretCommand{Name: req.GetName()}}}))
 	if err != nil {
 		return nil, toStatus(err)
 	}

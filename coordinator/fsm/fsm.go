@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gantryci/gantry/internal/limit"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -132,60 +133,6 @@ func (f *FSM) Jobs(states []gv1.JobState, limit int) []*gv1.Job {
 		}
 		out = append(out, proto.Clone(j).(*gv1.Job))
 	}
-	return out
-}
-
-// PendingTask is a runnable task waiting for an agent.
-type PendingTask struct {
-	Key         TaskKey
-	JobName     string
-	Priority    int32
-	Spec        *gv1.TaskSpec
-	Attempt     int32 // current attempt; the next assignment is Attempt+1
-	QueuedAt    int64 // unix nanoseconds
-	NotBefore   int64 // unix nanoseconds; zero means now
-	AvoidAgents []string
-}
-
-// Pending returns the pending tasks, highest priority first, oldest first
-// within a priority.
-func (f *FSM) Pending() []PendingTask {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	out := make([]PendingTask, 0, len(f.state.pending))
-	for k := range f.state.pending {
-		j := f.state.jobs[k.JobID]
-		t := f.state.task(j, k.Task)
-		p := PendingTask{
-			Key:      k,
-			JobName:  j.Spec.GetName(),
-			Priority: j.Spec.GetPriority(),
-			Spec:     t.Spec,
-			Attempt:  t.Attempt,
-			QueuedAt: t.QueuedAt.AsTime().UnixNano(),
-		}
-		if t.NotBefore != nil {
-			p.NotBefore = t.NotBefore.AsTime().UnixNano()
-		}
-		for _, a := range t.Attempts {
-			if a.Failure == gv1.FailureClass_FAILURE_CLASS_INFRA {
-				p.AvoidAgents = append(p.AvoidAgents, a.Agent)
-			}
-		}
-		out = append(out, p)
-	}
-	sort.Slice(out, func(a, b int) bool {
-		if out[a].Priority != out[b].Priority {
-			return out[a].Priority > out[b].Priority
-		}
-		if out[a].QueuedAt != out[b].QueuedAt {
-			return out[a].QueuedAt < out[b].QueuedAt
-		}
-		if out[a].Key.JobID != out[b].Key.JobID {
-			return out[a].Key.JobID < out[b].Key.JobID
-		}
-		return out[a].Key.Task < out[b].Key.Task
-	})
 	return out
 }
 
@@ -324,6 +271,11 @@ func (f *FSM) Encode() ([]byte, error) {
 		snap.Apps = append(snap.Apps, f.state.apps[n])
 	}
 	snap.Secrets = f.state.sortedSecrets(false)
+	snap.Tokens = f.state.sortedTokens(false)
+	snap.Audit = f.state.audit
+	if n := len(snap.Audit); n > limit.AuditEvents {
+		snap.Audit = snap.Audit[n-limit.AuditEvents:]
+	}
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(snap)
 	f.mu.RUnlock()
 	if err != nil {
@@ -353,6 +305,11 @@ func Decode(data []byte) (*gv1.Snapshot, error) {
 			return nil, fmt.Errorf("decode snapshot: secret %d has no name or no value", i)
 		}
 	}
+	for i, t := range snap.Tokens {
+		if t.GetId() == "" || len(t.GetSecretSha256()) != 32 {
+			return nil, fmt.Errorf("decode snapshot: token %d has no id or no hash", i)
+		}
+	}
 	return &snap, nil
 }
 
@@ -369,6 +326,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	st := newState()
 	for _, j := range snap.Jobs {
+		fillRunnable(j)
 		st.insert(j)
 	}
 	st.applied = snap.AppliedIndex
@@ -379,6 +337,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	for _, sec := range snap.Secrets {
 		st.secrets[sec.GetName()] = sec
 	}
+	for _, t := range snap.Tokens {
+		st.tokens[t.GetId()] = t
+	}
+	st.audit = snap.Audit
 	f.mu.Lock()
 	f.state = st
 	ch := f.changed

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
@@ -27,6 +28,8 @@ type state struct {
 	apps    map[string]*gv1.App
 	fence   uint64 // last fencing token given to a deploy attempt
 	secrets map[string]*gv1.Secret
+	tokens  map[string]*gv1.Token // by id, hashed
+	audit   []*gv1.AuditEvent     // oldest first; see record
 }
 
 func newState() *state {
@@ -39,6 +42,7 @@ func newState() *state {
 		busy:    map[string]TaskKey{},
 		apps:    map[string]*gv1.App{},
 		secrets: map[string]*gv1.Secret{},
+		tokens:  map[string]*gv1.Token{},
 	}
 }
 
@@ -107,6 +111,12 @@ func (s *state) setState(j *gv1.Job, t *gv1.Task, st gv1.TaskState) {
 }
 
 func (s *state) apply(index uint64, c *gv1.Command) Result {
+	res := s.applyCmd(index, c)
+	s.audited(index, c, res)
+	return res
+}
+
+func (s *state) applyCmd(index uint64, c *gv1.Command) Result {
 	at := c.GetAt()
 	if at == nil {
 		return Result{Err: fmt.Errorf("command without time: %w", ErrInvalid)}
@@ -143,6 +153,16 @@ func (s *state) apply(index uint64, c *gv1.Command) Result {
 		return s.setSecret(index, at, x.SetSecret)
 	case *gv1.Command_DeleteSecret:
 		return s.deleteSecret(x.DeleteSecret)
+	case *gv1.Command_CreateToken:
+		return s.createToken(index, at, x.CreateToken)
+	case *gv1.Command_RevokeToken:
+		return s.revokeToken(x.RevokeToken)
+	case *gv1.Command_RecordAudit:
+		// The event is the command: the API decided its result.
+		e := proto.Clone(x.RecordAudit.GetEvent()).(*gv1.AuditEvent)
+		e.At = at
+		s.record(index, e)
+		return Result{}
 	default:
 		// A command type this version does not know: refuse it without
 		// changing state, so an old replica stays consistent with a newer one.
@@ -170,7 +190,7 @@ func (s *state) submit(index uint64, at *timestamppb.Timestamp, c *gv1.SubmitJob
 		t.Attempt = 0
 		if len(t.Spec.GetNeeds()) == 0 {
 			t.State = gv1.TaskState_TASK_STATE_PENDING
-			t.QueuedAt = at
+			queued(t, at, 0)
 		} else {
 			t.State = gv1.TaskState_TASK_STATE_BLOCKED
 		}
@@ -206,7 +226,7 @@ func (s *state) assign(index uint64, at *timestamppb.Timestamp, c *gv1.AssignTas
 	t.Attempt++
 	t.Agent = c.GetAgent()
 	t.NotBefore = nil
-	t.Attempts = append(t.Attempts, &gv1.Attempt{Number: t.Attempt, Agent: t.Agent, AssignedAt: at})
+	t.Attempts = append(t.Attempts, &gv1.Attempt{Number: t.Attempt, Agent: t.Agent, AssignedAt: at, RunnableAt: t.RunnableAt})
 	s.setState(j, t, gv1.TaskState_TASK_STATE_ASSIGNED)
 	s.recordAssign(j, t, at)
 	if j.State == gv1.JobState_JOB_STATE_PENDING {
@@ -305,11 +325,7 @@ func (s *state) finish(index uint64, at *timestamppb.Timestamp, r *gv1.Report) R
 		delay = JobBackoff(t.JobFailures)
 	}
 	if retry {
-		t.QueuedAt = at
-		t.NotBefore = nil
-		if delay > 0 {
-			t.NotBefore = timestamppb.New(at.AsTime().Add(delay))
-		}
+		queued(t, at, delay)
 		s.setState(j, t, gv1.TaskState_TASK_STATE_PENDING)
 		t.Agent = ""
 		return res
@@ -347,6 +363,20 @@ func InfraBackoff(n int32) time.Duration {
 	return min(d, 30*time.Second)
 }
 
+// queued records when a task that becomes pending at the command's time
+// at is runnable: after delay (a retry's backoff). It is the one place that
+// decides it; the scheduler, the queue view and the start latencies read
+// what it stored.
+func queued(t *gv1.Task, at *timestamppb.Timestamp, delay time.Duration) {
+	t.QueuedAt = at
+	t.NotBefore = nil
+	t.RunnableAt = at
+	if delay > 0 {
+		t.NotBefore = timestamppb.New(at.AsTime().Add(delay))
+		t.RunnableAt = t.NotBefore
+	}
+}
+
 // unblock makes blocked tasks whose needs all succeeded pending.
 func (s *state) unblock(j *gv1.Job, at *timestamppb.Timestamp) {
 	done := map[string]bool{}
@@ -364,7 +394,7 @@ func (s *state) unblock(j *gv1.Job, at *timestamppb.Timestamp) {
 			ready = ready && done[n]
 		}
 		if ready {
-			t.QueuedAt = at
+			queued(t, at, 0)
 			s.setState(j, t, gv1.TaskState_TASK_STATE_PENDING)
 		}
 	}

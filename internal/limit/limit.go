@@ -72,3 +72,12 @@ const (
 	// spooled to disk, never held whole in memory).
 	Snapshot = 1 << 30
 )
+
+// Tokens is the most API tokens the state keeps; AuditEvents the most
+// audit events (the oldest are dropped first); AuditField the longest
+// text kept in one audit field.
+const (
+	Tokens      = 10000
+	AuditEvents = 20000
+	AuditField  = 512
+)

@@ -1339,7 +1339,9 @@ type QueuedTask struct {
 	State    TaskState         `protobuf:"varint,4,opt,name=state,proto3,enum=gantry.v1.TaskState" json:"state,omitempty"`
 	Priority int32             `protobuf:"varint,5,opt,name=priority,proto3" json:"priority,omitempty"`
 	Labels   map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// When the task became runnable; for a blocked task, when its job was submitted.
+	// When the task was queued (it became pending: submitted, its needs
+	// met, or its previous attempt ended); for a blocked task, when its job
+	// was submitted.
 	QueuedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=queued_at,json=queuedAt,proto3" json:"queued_at,omitempty"`
 	// Why it waits, e.g. "no agent with labels os=mac", "concurrency group
 	// \"deploy\" busy", "retry backoff", "needs build, test". Empty while the
@@ -1348,8 +1350,12 @@ type QueuedTask struct {
 	// Attempts so far; the next assignment is attempt + 1.
 	Attempt int32 `protobuf:"varint,9,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// A retried task is not dispatched before this time.
-	NotBefore     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
-	Concurrency   string                 `protobuf:"bytes,11,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	NotBefore   *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	Concurrency string                 `protobuf:"bytes,11,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	// When a pending task is runnable from (Task.runnable_at): queued_at, or
+	// not_before for a retry. Pending tasks are listed, and taken, by
+	// priority then runnable_at.
+	RunnableAt    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=runnable_at,json=runnableAt,proto3" json:"runnable_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1459,6 +1465,13 @@ func (x *QueuedTask) GetConcurrency() string {
 		return x.Concurrency
 	}
 	return ""
+}
+
+func (x *QueuedTask) GetRunnableAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RunnableAt
+	}
+	return nil
 }
 
 // QueueStats describes one queue: the tasks selecting the same agent labels.
@@ -2880,7 +2893,7 @@ var File_gantry_v1_api_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_api_proto_rawDesc = "" +
 	"\n" +
-	"\x13gantry/v1/api.proto\x12\tgantry.v1\x1a\x15gantry/v1/agent.proto\x1a\x16gantry/v1/gitops.proto\x1a\x13gantry/v1/job.proto\x1a\x18gantry/v1/pipeline.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n" +
+	"\x13gantry/v1/api.proto\x12\tgantry.v1\x1a\x13gantry/v1/acl.proto\x1a\x15gantry/v1/agent.proto\x1a\x16gantry/v1/gitops.proto\x1a\x13gantry/v1/job.proto\x1a\x18gantry/v1/pipeline.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n" +
 	"\x10SubmitJobRequest\x12&\n" +
 	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.JobSpecR\x04spec\x12\x1b\n" +
 	"\tspec_yaml\x18\x02 \x01(\tR\bspecYaml\x12'\n" +
@@ -2951,7 +2964,7 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\x11RemoveNodeRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
 	"\x12RemoveNodeResponse\"\x12\n" +
-	"\x10ListQueueRequest\"\xd8\x03\n" +
+	"\x10ListQueueRequest\"\x95\x04\n" +
 	"\n" +
 	"QueuedTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
@@ -2966,7 +2979,9 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\n" +
 	"not_before\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x12 \n" +
-	"\vconcurrency\x18\v \x01(\tR\vconcurrency\x1a9\n" +
+	"\vconcurrency\x18\v \x01(\tR\vconcurrency\x12;\n" +
+	"\vrunnable_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"runnableAt\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc6\x02\n" +
@@ -3061,7 +3076,7 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\x17AGENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12AGENT_STATE_ACTIVE\x10\x01\x12\x18\n" +
 	"\x14AGENT_STATE_DRAINING\x10\x02\x12\x14\n" +
-	"\x10AGENT_STATE_LOST\x10\x032\xef\r\n" +
+	"\x10AGENT_STATE_LOST\x10\x032\xae\x11\n" +
 	"\rGantryService\x12F\n" +
 	"\tSubmitJob\x12\x1b.gantry.v1.SubmitJobRequest\x1a\x1c.gantry.v1.SubmitJobResponse\x12=\n" +
 	"\x06GetJob\x12\x18.gantry.v1.GetJobRequest\x1a\x19.gantry.v1.GetJobResponse\x12C\n" +
@@ -3089,7 +3104,14 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\x0fRestoreSnapshot\x12!.gantry.v1.RestoreSnapshotRequest\x1a\".gantry.v1.RestoreSnapshotResponse(\x01\x12F\n" +
 	"\tSetSecret\x12\x1b.gantry.v1.SetSecretRequest\x1a\x1c.gantry.v1.SetSecretResponse\x12L\n" +
 	"\vListSecrets\x12\x1d.gantry.v1.ListSecretsRequest\x1a\x1e.gantry.v1.ListSecretsResponse\x12O\n" +
-	"\fDeleteSecret\x12\x1e.gantry.v1.DeleteSecretRequest\x1a\x1f.gantry.v1.DeleteSecretResponseB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"\fDeleteSecret\x12\x1e.gantry.v1.DeleteSecretRequest\x1a\x1f.gantry.v1.DeleteSecretResponse\x12L\n" +
+	"\vCreateToken\x12\x1d.gantry.v1.CreateTokenRequest\x1a\x1e.gantry.v1.CreateTokenResponse\x12I\n" +
+	"\n" +
+	"ListTokens\x12\x1c.gantry.v1.ListTokensRequest\x1a\x1d.gantry.v1.ListTokensResponse\x12L\n" +
+	"\vRevokeToken\x12\x1d.gantry.v1.RevokeTokenRequest\x1a\x1e.gantry.v1.RevokeTokenResponse\x12O\n" +
+	"\fBootstrapACL\x12\x1e.gantry.v1.BootstrapACLRequest\x1a\x1f.gantry.v1.BootstrapACLResponse\x12=\n" +
+	"\x06WhoAmI\x12\x18.gantry.v1.WhoAmIRequest\x1a\x19.gantry.v1.WhoAmIResponse\x12F\n" +
+	"\tListAudit\x12\x1b.gantry.v1.ListAuditRequest\x1a\x1c.gantry.v1.ListAuditResponseB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_api_proto_rawDescOnce sync.Once
@@ -3178,6 +3200,18 @@ var file_gantry_v1_api_proto_goTypes = []any{
 	(HealthStatus)(0),               // 69: gantry.v1.HealthStatus
 	(*DeployRecord)(nil),            // 70: gantry.v1.DeployRecord
 	(*DriftReport)(nil),             // 71: gantry.v1.DriftReport
+	(*CreateTokenRequest)(nil),      // 72: gantry.v1.CreateTokenRequest
+	(*ListTokensRequest)(nil),       // 73: gantry.v1.ListTokensRequest
+	(*RevokeTokenRequest)(nil),      // 74: gantry.v1.RevokeTokenRequest
+	(*BootstrapACLRequest)(nil),     // 75: gantry.v1.BootstrapACLRequest
+	(*WhoAmIRequest)(nil),           // 76: gantry.v1.WhoAmIRequest
+	(*ListAuditRequest)(nil),        // 77: gantry.v1.ListAuditRequest
+	(*CreateTokenResponse)(nil),     // 78: gantry.v1.CreateTokenResponse
+	(*ListTokensResponse)(nil),      // 79: gantry.v1.ListTokensResponse
+	(*RevokeTokenResponse)(nil),     // 80: gantry.v1.RevokeTokenResponse
+	(*BootstrapACLResponse)(nil),    // 81: gantry.v1.BootstrapACLResponse
+	(*WhoAmIResponse)(nil),          // 82: gantry.v1.WhoAmIResponse
+	(*ListAuditResponse)(nil),       // 83: gantry.v1.ListAuditResponse
 }
 var file_gantry_v1_api_proto_depIdxs = []int32{
 	57, // 0: gantry.v1.SubmitJobRequest.spec:type_name -> gantry.v1.JobSpec
@@ -3199,78 +3233,91 @@ var file_gantry_v1_api_proto_depIdxs = []int32{
 	55, // 16: gantry.v1.QueuedTask.labels:type_name -> gantry.v1.QueuedTask.LabelsEntry
 	62, // 17: gantry.v1.QueuedTask.queued_at:type_name -> google.protobuf.Timestamp
 	62, // 18: gantry.v1.QueuedTask.not_before:type_name -> google.protobuf.Timestamp
-	56, // 19: gantry.v1.QueueStats.labels:type_name -> gantry.v1.QueueStats.LabelsEntry
-	65, // 20: gantry.v1.QueueStats.p50:type_name -> google.protobuf.Duration
-	65, // 21: gantry.v1.QueueStats.p95:type_name -> google.protobuf.Duration
-	26, // 22: gantry.v1.ListQueueResponse.tasks:type_name -> gantry.v1.QueuedTask
-	27, // 23: gantry.v1.ListQueueResponse.queues:type_name -> gantry.v1.QueueStats
-	66, // 24: gantry.v1.CreateAppRequest.spec:type_name -> gantry.v1.AppSpec
-	67, // 25: gantry.v1.CreateAppResponse.app:type_name -> gantry.v1.App
-	66, // 26: gantry.v1.AppSummary.spec:type_name -> gantry.v1.AppSpec
-	68, // 27: gantry.v1.AppSummary.sync:type_name -> gantry.v1.SyncStatus
-	69, // 28: gantry.v1.AppSummary.health:type_name -> gantry.v1.HealthStatus
-	70, // 29: gantry.v1.AppSummary.last_deploy:type_name -> gantry.v1.DeployRecord
-	32, // 30: gantry.v1.ListAppsResponse.apps:type_name -> gantry.v1.AppSummary
-	67, // 31: gantry.v1.GetAppResponse.app:type_name -> gantry.v1.App
-	32, // 32: gantry.v1.GetAppResponse.summary:type_name -> gantry.v1.AppSummary
-	71, // 33: gantry.v1.GetAppResponse.drift:type_name -> gantry.v1.DriftReport
-	50, // 34: gantry.v1.SetSecretResponse.secret:type_name -> gantry.v1.SecretInfo
-	62, // 35: gantry.v1.SecretInfo.created_at:type_name -> google.protobuf.Timestamp
-	62, // 36: gantry.v1.SecretInfo.updated_at:type_name -> google.protobuf.Timestamp
-	50, // 37: gantry.v1.ListSecretsResponse.secrets:type_name -> gantry.v1.SecretInfo
-	1,  // 38: gantry.v1.GantryService.SubmitJob:input_type -> gantry.v1.SubmitJobRequest
-	3,  // 39: gantry.v1.GantryService.GetJob:input_type -> gantry.v1.GetJobRequest
-	5,  // 40: gantry.v1.GantryService.ListJobs:input_type -> gantry.v1.ListJobsRequest
-	7,  // 41: gantry.v1.GantryService.WatchJob:input_type -> gantry.v1.WatchJobRequest
-	9,  // 42: gantry.v1.GantryService.CancelJob:input_type -> gantry.v1.CancelJobRequest
-	11, // 43: gantry.v1.GantryService.TaskLogs:input_type -> gantry.v1.TaskLogsRequest
-	13, // 44: gantry.v1.GantryService.ListAgents:input_type -> gantry.v1.ListAgentsRequest
-	16, // 45: gantry.v1.GantryService.DrainAgent:input_type -> gantry.v1.DrainAgentRequest
-	18, // 46: gantry.v1.GantryService.ClusterStatus:input_type -> gantry.v1.ClusterStatusRequest
-	21, // 47: gantry.v1.GantryService.AddNode:input_type -> gantry.v1.AddNodeRequest
-	23, // 48: gantry.v1.GantryService.RemoveNode:input_type -> gantry.v1.RemoveNodeRequest
-	25, // 49: gantry.v1.GantryService.ListQueue:input_type -> gantry.v1.ListQueueRequest
-	29, // 50: gantry.v1.GantryService.CreateApp:input_type -> gantry.v1.CreateAppRequest
-	31, // 51: gantry.v1.GantryService.ListApps:input_type -> gantry.v1.ListAppsRequest
-	34, // 52: gantry.v1.GantryService.GetApp:input_type -> gantry.v1.GetAppRequest
-	36, // 53: gantry.v1.GantryService.SyncApp:input_type -> gantry.v1.SyncAppRequest
-	38, // 54: gantry.v1.GantryService.RollbackApp:input_type -> gantry.v1.RollbackAppRequest
-	40, // 55: gantry.v1.GantryService.UnpinApp:input_type -> gantry.v1.UnpinAppRequest
-	42, // 56: gantry.v1.GantryService.DeleteApp:input_type -> gantry.v1.DeleteAppRequest
-	44, // 57: gantry.v1.GantryService.SaveSnapshot:input_type -> gantry.v1.SaveSnapshotRequest
-	46, // 58: gantry.v1.GantryService.RestoreSnapshot:input_type -> gantry.v1.RestoreSnapshotRequest
-	48, // 59: gantry.v1.GantryService.SetSecret:input_type -> gantry.v1.SetSecretRequest
-	51, // 60: gantry.v1.GantryService.ListSecrets:input_type -> gantry.v1.ListSecretsRequest
-	53, // 61: gantry.v1.GantryService.DeleteSecret:input_type -> gantry.v1.DeleteSecretRequest
-	2,  // 62: gantry.v1.GantryService.SubmitJob:output_type -> gantry.v1.SubmitJobResponse
-	4,  // 63: gantry.v1.GantryService.GetJob:output_type -> gantry.v1.GetJobResponse
-	6,  // 64: gantry.v1.GantryService.ListJobs:output_type -> gantry.v1.ListJobsResponse
-	8,  // 65: gantry.v1.GantryService.WatchJob:output_type -> gantry.v1.WatchJobResponse
-	10, // 66: gantry.v1.GantryService.CancelJob:output_type -> gantry.v1.CancelJobResponse
-	12, // 67: gantry.v1.GantryService.TaskLogs:output_type -> gantry.v1.TaskLogsResponse
-	15, // 68: gantry.v1.GantryService.ListAgents:output_type -> gantry.v1.ListAgentsResponse
-	17, // 69: gantry.v1.GantryService.DrainAgent:output_type -> gantry.v1.DrainAgentResponse
-	20, // 70: gantry.v1.GantryService.ClusterStatus:output_type -> gantry.v1.ClusterStatusResponse
-	22, // 71: gantry.v1.GantryService.AddNode:output_type -> gantry.v1.AddNodeResponse
-	24, // 72: gantry.v1.GantryService.RemoveNode:output_type -> gantry.v1.RemoveNodeResponse
-	28, // 73: gantry.v1.GantryService.ListQueue:output_type -> gantry.v1.ListQueueResponse
-	30, // 74: gantry.v1.GantryService.CreateApp:output_type -> gantry.v1.CreateAppResponse
-	33, // 75: gantry.v1.GantryService.ListApps:output_type -> gantry.v1.ListAppsResponse
-	35, // 76: gantry.v1.GantryService.GetApp:output_type -> gantry.v1.GetAppResponse
-	37, // 77: gantry.v1.GantryService.SyncApp:output_type -> gantry.v1.SyncAppResponse
-	39, // 78: gantry.v1.GantryService.RollbackApp:output_type -> gantry.v1.RollbackAppResponse
-	41, // 79: gantry.v1.GantryService.UnpinApp:output_type -> gantry.v1.UnpinAppResponse
-	43, // 80: gantry.v1.GantryService.DeleteApp:output_type -> gantry.v1.DeleteAppResponse
-	45, // 81: gantry.v1.GantryService.SaveSnapshot:output_type -> gantry.v1.SaveSnapshotResponse
-	47, // 82: gantry.v1.GantryService.RestoreSnapshot:output_type -> gantry.v1.RestoreSnapshotResponse
-	49, // 83: gantry.v1.GantryService.SetSecret:output_type -> gantry.v1.SetSecretResponse
-	52, // 84: gantry.v1.GantryService.ListSecrets:output_type -> gantry.v1.ListSecretsResponse
-	54, // 85: gantry.v1.GantryService.DeleteSecret:output_type -> gantry.v1.DeleteSecretResponse
-	62, // [62:86] is the sub-list for method output_type
-	38, // [38:62] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	62, // 19: gantry.v1.QueuedTask.runnable_at:type_name -> google.protobuf.Timestamp
+	56, // 20: gantry.v1.QueueStats.labels:type_name -> gantry.v1.QueueStats.LabelsEntry
+	65, // 21: gantry.v1.QueueStats.p50:type_name -> google.protobuf.Duration
+	65, // 22: gantry.v1.QueueStats.p95:type_name -> google.protobuf.Duration
+	26, // 23: gantry.v1.ListQueueResponse.tasks:type_name -> gantry.v1.QueuedTask
+	27, // 24: gantry.v1.ListQueueResponse.queues:type_name -> gantry.v1.QueueStats
+	66, // 25: gantry.v1.CreateAppRequest.spec:type_name -> gantry.v1.AppSpec
+	67, // 26: gantry.v1.CreateAppResponse.app:type_name -> gantry.v1.App
+	66, // 27: gantry.v1.AppSummary.spec:type_name -> gantry.v1.AppSpec
+	68, // 28: gantry.v1.AppSummary.sync:type_name -> gantry.v1.SyncStatus
+	69, // 29: gantry.v1.AppSummary.health:type_name -> gantry.v1.HealthStatus
+	70, // 30: gantry.v1.AppSummary.last_deploy:type_name -> gantry.v1.DeployRecord
+	32, // 31: gantry.v1.ListAppsResponse.apps:type_name -> gantry.v1.AppSummary
+	67, // 32: gantry.v1.GetAppResponse.app:type_name -> gantry.v1.App
+	32, // 33: gantry.v1.GetAppResponse.summary:type_name -> gantry.v1.AppSummary
+	71, // 34: gantry.v1.GetAppResponse.drift:type_name -> gantry.v1.DriftReport
+	50, // 35: gantry.v1.SetSecretResponse.secret:type_name -> gantry.v1.SecretInfo
+	62, // 36: gantry.v1.SecretInfo.created_at:type_name -> google.protobuf.Timestamp
+	62, // 37: gantry.v1.SecretInfo.updated_at:type_name -> google.protobuf.Timestamp
+	50, // 38: gantry.v1.ListSecretsResponse.secrets:type_name -> gantry.v1.SecretInfo
+	1,  // 39: gantry.v1.GantryService.SubmitJob:input_type -> gantry.v1.SubmitJobRequest
+	3,  // 40: gantry.v1.GantryService.GetJob:input_type -> gantry.v1.GetJobRequest
+	5,  // 41: gantry.v1.GantryService.ListJobs:input_type -> gantry.v1.ListJobsRequest
+	7,  // 42: gantry.v1.GantryService.WatchJob:input_type -> gantry.v1.WatchJobRequest
+	9,  // 43: gantry.v1.GantryService.CancelJob:input_type -> gantry.v1.CancelJobRequest
+	11, // 44: gantry.v1.GantryService.TaskLogs:input_type -> gantry.v1.TaskLogsRequest
+	13, // 45: gantry.v1.GantryService.ListAgents:input_type -> gantry.v1.ListAgentsRequest
+	16, // 46: gantry.v1.GantryService.DrainAgent:input_type -> gantry.v1.DrainAgentRequest
+	18, // 47: gantry.v1.GantryService.ClusterStatus:input_type -> gantry.v1.ClusterStatusRequest
+	21, // 48: gantry.v1.GantryService.AddNode:input_type -> gantry.v1.AddNodeRequest
+	23, // 49: gantry.v1.GantryService.RemoveNode:input_type -> gantry.v1.RemoveNodeRequest
+	25, // 50: gantry.v1.GantryService.ListQueue:input_type -> gantry.v1.ListQueueRequest
+	29, // 51: gantry.v1.GantryService.CreateApp:input_type -> gantry.v1.CreateAppRequest
+	31, // 52: gantry.v1.GantryService.ListApps:input_type -> gantry.v1.ListAppsRequest
+	34, // 53: gantry.v1.GantryService.GetApp:input_type -> gantry.v1.GetAppRequest
+	36, // 54: gantry.v1.GantryService.SyncApp:input_type -> gantry.v1.SyncAppRequest
+	38, // 55: gantry.v1.GantryService.RollbackApp:input_type -> gantry.v1.RollbackAppRequest
+	40, // 56: gantry.v1.GantryService.UnpinApp:input_type -> gantry.v1.UnpinAppRequest
+	42, // 57: gantry.v1.GantryService.DeleteApp:input_type -> gantry.v1.DeleteAppRequest
+	44, // 58: gantry.v1.GantryService.SaveSnapshot:input_type -> gantry.v1.SaveSnapshotRequest
+	46, // 59: gantry.v1.GantryService.RestoreSnapshot:input_type -> gantry.v1.RestoreSnapshotRequest
+	48, // 60: gantry.v1.GantryService.SetSecret:input_type -> gantry.v1.SetSecretRequest
+	51, // 61: gantry.v1.GantryService.ListSecrets:input_type -> gantry.v1.ListSecretsRequest
+	53, // 62: gantry.v1.GantryService.DeleteSecret:input_type -> gantry.v1.DeleteSecretRequest
+	72, // 63: gantry.v1.GantryService.CreateToken:input_type -> gantry.v1.CreateTokenRequest
+	73, // 64: gantry.v1.GantryService.ListTokens:input_type -> gantry.v1.ListTokensRequest
+	74, // 65: gantry.v1.GantryService.RevokeToken:input_type -> gantry.v1.RevokeTokenRequest
+	75, // 66: gantry.v1.GantryService.BootstrapACL:input_type -> gantry.v1.BootstrapACLRequest
+	76, // 67: gantry.v1.GantryService.WhoAmI:input_type -> gantry.v1.WhoAmIRequest
+	77, // 68: gantry.v1.GantryService.ListAudit:input_type -> gantry.v1.ListAuditRequest
+	2,  // 69: gantry.v1.GantryService.SubmitJob:output_type -> gantry.v1.SubmitJobResponse
+	4,  // 70: gantry.v1.GantryService.GetJob:output_type -> gantry.v1.GetJobResponse
+	6,  // 71: gantry.v1.GantryService.ListJobs:output_type -> gantry.v1.ListJobsResponse
+	8,  // 72: gantry.v1.GantryService.WatchJob:output_type -> gantry.v1.WatchJobResponse
+	10, // 73: gantry.v1.GantryService.CancelJob:output_type -> gantry.v1.CancelJobResponse
+	12, // 74: gantry.v1.GantryService.TaskLogs:output_type -> gantry.v1.TaskLogsResponse
+	15, // 75: gantry.v1.GantryService.ListAgents:output_type -> gantry.v1.ListAgentsResponse
+	17, // 76: gantry.v1.GantryService.DrainAgent:output_type -> gantry.v1.DrainAgentResponse
+	20, // 77: gantry.v1.GantryService.ClusterStatus:output_type -> gantry.v1.ClusterStatusResponse
+	22, // 78: gantry.v1.GantryService.AddNode:output_type -> gantry.v1.AddNodeResponse
+	24, // 79: gantry.v1.GantryService.RemoveNode:output_type -> gantry.v1.RemoveNodeResponse
+	28, // 80: gantry.v1.GantryService.ListQueue:output_type -> gantry.v1.ListQueueResponse
+	30, // 81: gantry.v1.GantryService.CreateApp:output_type -> gantry.v1.CreateAppResponse
+	33, // 82: gantry.v1.GantryService.ListApps:output_type -> gantry.v1.ListAppsResponse
+	35, // 83: gantry.v1.GantryService.GetApp:output_type -> gantry.v1.GetAppResponse
+	37, // 84: gantry.v1.GantryService.SyncApp:output_type -> gantry.v1.SyncAppResponse
+	39, // 85: gantry.v1.GantryService.RollbackApp:output_type -> gantry.v1.RollbackAppResponse
+	41, // 86: gantry.v1.GantryService.UnpinApp:output_type -> gantry.v1.UnpinAppResponse
+	43, // 87: gantry.v1.GantryService.DeleteApp:output_type -> gantry.v1.DeleteAppResponse
+	45, // 88: gantry.v1.GantryService.SaveSnapshot:output_type -> gantry.v1.SaveSnapshotResponse
+	47, // 89: gantry.v1.GantryService.RestoreSnapshot:output_type -> gantry.v1.RestoreSnapshotResponse
+	49, // 90: gantry.v1.GantryService.SetSecret:output_type -> gantry.v1.SetSecretResponse
+	52, // 91: gantry.v1.GantryService.ListSecrets:output_type -> gantry.v1.ListSecretsResponse
+	54, // 92: gantry.v1.GantryService.DeleteSecret:output_type -> gantry.v1.DeleteSecretResponse
+	78, // 93: gantry.v1.GantryService.CreateToken:output_type -> gantry.v1.CreateTokenResponse
+	79, // 94: gantry.v1.GantryService.ListTokens:output_type -> gantry.v1.ListTokensResponse
+	80, // 95: gantry.v1.GantryService.RevokeToken:output_type -> gantry.v1.RevokeTokenResponse
+	81, // 96: gantry.v1.GantryService.BootstrapACL:output_type -> gantry.v1.BootstrapACLResponse
+	82, // 97: gantry.v1.GantryService.WhoAmI:output_type -> gantry.v1.WhoAmIResponse
+	83, // 98: gantry.v1.GantryService.ListAudit:output_type -> gantry.v1.ListAuditResponse
+	69, // [69:99] is the sub-list for method output_type
+	39, // [39:69] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_api_proto_init() }
@@ -3278,6 +3325,7 @@ func file_gantry_v1_api_proto_init() {
 	if File_gantry_v1_api_proto != nil {
 		return
 	}
+	file_gantry_v1_acl_proto_init()
 	file_gantry_v1_agent_proto_init()
 	file_gantry_v1_gitops_proto_init()
 	file_gantry_v1_job_proto_init()

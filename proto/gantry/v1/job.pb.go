@@ -205,16 +205,19 @@ func (FailureClass) EnumDescriptor() ([]byte, []int) {
 
 // Attempt records one lease of a task to an agent.
 type Attempt struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Number        int32                  `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
-	Agent         string                 `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
-	AssignedAt    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=assigned_at,json=assignedAt,proto3" json:"assigned_at,omitempty"`
-	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
-	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
-	Result        TaskState              `protobuf:"varint,6,opt,name=result,proto3,enum=gantry.v1.TaskState" json:"result,omitempty"`
-	Failure       FailureClass           `protobuf:"varint,7,opt,name=failure,proto3,enum=gantry.v1.FailureClass" json:"failure,omitempty"`
-	ExitCode      int32                  `protobuf:"varint,8,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
-	Error         string                 `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Number     int32                  `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
+	Agent      string                 `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	AssignedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=assigned_at,json=assignedAt,proto3" json:"assigned_at,omitempty"`
+	StartedAt  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	Result     TaskState              `protobuf:"varint,6,opt,name=result,proto3,enum=gantry.v1.TaskState" json:"result,omitempty"`
+	Failure    FailureClass           `protobuf:"varint,7,opt,name=failure,proto3,enum=gantry.v1.FailureClass" json:"failure,omitempty"`
+	ExitCode   int32                  `protobuf:"varint,8,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	Error      string                 `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	// When the task became runnable for this attempt: the task's
+	// runnable_at when it was assigned.
+	RunnableAt    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=runnable_at,json=runnableAt,proto3" json:"runnable_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -312,6 +315,13 @@ func (x *Attempt) GetError() string {
 	return ""
 }
 
+func (x *Attempt) GetRunnableAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RunnableAt
+	}
+	return nil
+}
+
 type Task struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -333,7 +343,13 @@ type Task struct {
 	Outputs   map[string]string      `protobuf:"bytes,15,rep,name=outputs,proto3" json:"outputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Attempts  []*Attempt             `protobuf:"bytes,16,rep,name=attempts,proto3" json:"attempts,omitempty"`
 	// Fencing token of the current deploy attempt (deploy tasks only).
-	Fence         uint64 `protobuf:"varint,17,opt,name=fence,proto3" json:"fence,omitempty"`
+	Fence uint64 `protobuf:"varint,17,opt,name=fence,proto3" json:"fence,omitempty"`
+	// When the task is runnable from, as decided when it was queued: the
+	// command's time when it was submitted without needs or its last need
+	// succeeded, the end of the backoff (not_before) of a retry. Pending
+	// tasks are taken in this order within a priority, and the queue view
+	// shows it.
+	RunnableAt    *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=runnable_at,json=runnableAt,proto3" json:"runnable_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -487,6 +503,13 @@ func (x *Task) GetFence() uint64 {
 	return 0
 }
 
+func (x *Task) GetRunnableAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RunnableAt
+	}
+	return nil
+}
+
 type Job struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Id             string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -497,7 +520,10 @@ type Job struct {
 	FinishedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	Tasks          []*Task                `protobuf:"bytes,7,rep,name=tasks,proto3" json:"tasks,omitempty"`
 	// Raft index of the last change; increases with every change.
-	Version       uint64 `protobuf:"varint,8,opt,name=version,proto3" json:"version,omitempty"`
+	Version uint64 `protobuf:"varint,8,opt,name=version,proto3" json:"version,omitempty"`
+	// Id of the token that submitted it (a developer may cancel only its own
+	// jobs); empty for jobs the coordinators submitted themselves.
+	Owner         string `protobuf:"bytes,9,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -588,11 +614,18 @@ func (x *Job) GetVersion() uint64 {
 	return 0
 }
 
+func (x *Job) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
 var File_gantry_v1_job_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x13gantry/v1/job.proto\x12\tgantry.v1\x1a\x18gantry/v1/pipeline.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x03\n" +
+	"\x13gantry/v1/job.proto\x12\tgantry.v1\x1a\x18gantry/v1/pipeline.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x03\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x14\n" +
 	"\x05agent\x18\x02 \x01(\tR\x05agent\x12;\n" +
@@ -605,7 +638,10 @@ const file_gantry_v1_job_proto_rawDesc = "" +
 	"\x06result\x18\x06 \x01(\x0e2\x14.gantry.v1.TaskStateR\x06result\x121\n" +
 	"\afailure\x18\a \x01(\x0e2\x17.gantry.v1.FailureClassR\afailure\x12\x1b\n" +
 	"\texit_code\x18\b \x01(\x05R\bexitCode\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"\xf5\x05\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x12;\n" +
+	"\vrunnable_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"runnableAt\"\xb2\x06\n" +
 	"\x04Task\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x04spec\x18\x02 \x01(\v2\x13.gantry.v1.TaskSpecR\x04spec\x12*\n" +
@@ -627,10 +663,12 @@ const file_gantry_v1_job_proto_rawDesc = "" +
 	"\afailure\x18\x0e \x01(\x0e2\x17.gantry.v1.FailureClassR\afailure\x126\n" +
 	"\aoutputs\x18\x0f \x03(\v2\x1c.gantry.v1.Task.OutputsEntryR\aoutputs\x12.\n" +
 	"\battempts\x18\x10 \x03(\v2\x12.gantry.v1.AttemptR\battempts\x12\x14\n" +
-	"\x05fence\x18\x11 \x01(\x04R\x05fence\x1a:\n" +
+	"\x05fence\x18\x11 \x01(\x04R\x05fence\x12;\n" +
+	"\vrunnable_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"runnableAt\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xca\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe0\x02\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12&\n" +
 	"\x04spec\x18\x02 \x01(\v2\x12.gantry.v1.JobSpecR\x04spec\x12)\n" +
@@ -641,7 +679,8 @@ const file_gantry_v1_job_proto_rawDesc = "" +
 	"\vfinished_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12%\n" +
 	"\x05tasks\x18\a \x03(\v2\x0f.gantry.v1.TaskR\x05tasks\x12\x18\n" +
-	"\aversion\x18\b \x01(\x04R\aversion*\x9a\x01\n" +
+	"\aversion\x18\b \x01(\x04R\aversion\x12\x14\n" +
+	"\x05owner\x18\t \x01(\tR\x05owner*\x9a\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_PENDING\x10\x01\x12\x15\n" +
@@ -696,25 +735,27 @@ var file_gantry_v1_job_proto_depIdxs = []int32{
 	7,  // 2: gantry.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
 	1,  // 3: gantry.v1.Attempt.result:type_name -> gantry.v1.TaskState
 	2,  // 4: gantry.v1.Attempt.failure:type_name -> gantry.v1.FailureClass
-	8,  // 5: gantry.v1.Task.spec:type_name -> gantry.v1.TaskSpec
-	1,  // 6: gantry.v1.Task.state:type_name -> gantry.v1.TaskState
-	7,  // 7: gantry.v1.Task.queued_at:type_name -> google.protobuf.Timestamp
-	7,  // 8: gantry.v1.Task.started_at:type_name -> google.protobuf.Timestamp
-	7,  // 9: gantry.v1.Task.finished_at:type_name -> google.protobuf.Timestamp
-	7,  // 10: gantry.v1.Task.not_before:type_name -> google.protobuf.Timestamp
-	2,  // 11: gantry.v1.Task.failure:type_name -> gantry.v1.FailureClass
-	6,  // 12: gantry.v1.Task.outputs:type_name -> gantry.v1.Task.OutputsEntry
-	3,  // 13: gantry.v1.Task.attempts:type_name -> gantry.v1.Attempt
-	9,  // 14: gantry.v1.Job.spec:type_name -> gantry.v1.JobSpec
-	0,  // 15: gantry.v1.Job.state:type_name -> gantry.v1.JobState
-	7,  // 16: gantry.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	7,  // 17: gantry.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
-	4,  // 18: gantry.v1.Job.tasks:type_name -> gantry.v1.Task
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	7,  // 5: gantry.v1.Attempt.runnable_at:type_name -> google.protobuf.Timestamp
+	8,  // 6: gantry.v1.Task.spec:type_name -> gantry.v1.TaskSpec
+	1,  // 7: gantry.v1.Task.state:type_name -> gantry.v1.TaskState
+	7,  // 8: gantry.v1.Task.queued_at:type_name -> google.protobuf.Timestamp
+	7,  // 9: gantry.v1.Task.started_at:type_name -> google.protobuf.Timestamp
+	7,  // 10: gantry.v1.Task.finished_at:type_name -> google.protobuf.Timestamp
+	7,  // 11: gantry.v1.Task.not_before:type_name -> google.protobuf.Timestamp
+	2,  // 12: gantry.v1.Task.failure:type_name -> gantry.v1.FailureClass
+	6,  // 13: gantry.v1.Task.outputs:type_name -> gantry.v1.Task.OutputsEntry
+	3,  // 14: gantry.v1.Task.attempts:type_name -> gantry.v1.Attempt
+	7,  // 15: gantry.v1.Task.runnable_at:type_name -> google.protobuf.Timestamp
+	9,  // 16: gantry.v1.Job.spec:type_name -> gantry.v1.JobSpec
+	0,  // 17: gantry.v1.Job.state:type_name -> gantry.v1.JobState
+	7,  // 18: gantry.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	7,  // 19: gantry.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	4,  // 20: gantry.v1.Job.tasks:type_name -> gantry.v1.Task
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_job_proto_init() }

@@ -88,7 +88,16 @@ type Command struct {
 	//	*Command_PruneJobs
 	//	*Command_SetSecret
 	//	*Command_DeleteSecret
-	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
+	//	*Command_CreateToken
+	//	*Command_RevokeToken
+	//	*Command_RecordAudit
+	Cmd isCommand_Cmd `protobuf_oneof:"cmd"`
+	// Actor of the API call that proposed this command: Apply records the
+	// call and the command's result in the audit log. Unset for the
+	// coordinators' own commands (scheduling, leases, GitOps).
+	Actor *Actor `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	// The gRPC method of that call.
+	Method        string `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -254,6 +263,47 @@ func (x *Command) GetDeleteSecret() *DeleteSecretCommand {
 	return nil
 }
 
+func (x *Command) GetCreateToken() *CreateTokenCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_CreateToken); ok {
+			return x.CreateToken
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRevokeToken() *RevokeTokenCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_RevokeToken); ok {
+			return x.RevokeToken
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRecordAudit() *RecordAuditCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_RecordAudit); ok {
+			return x.RecordAudit
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetActor() *Actor {
+	if x != nil {
+		return x.Actor
+	}
+	return nil
+}
+
+func (x *Command) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -310,6 +360,18 @@ type Command_DeleteSecret struct {
 	DeleteSecret *DeleteSecretCommand `protobuf:"bytes,22,opt,name=delete_secret,json=deleteSecret,proto3,oneof"`
 }
 
+type Command_CreateToken struct {
+	CreateToken *CreateTokenCommand `protobuf:"bytes,23,opt,name=create_token,json=createToken,proto3,oneof"`
+}
+
+type Command_RevokeToken struct {
+	RevokeToken *RevokeTokenCommand `protobuf:"bytes,24,opt,name=revoke_token,json=revokeToken,proto3,oneof"`
+}
+
+type Command_RecordAudit struct {
+	RecordAudit *RecordAuditCommand `protobuf:"bytes,25,opt,name=record_audit,json=recordAudit,proto3,oneof"`
+}
+
 func (*Command_SubmitJob) isCommand_Cmd() {}
 
 func (*Command_AssignTask) isCommand_Cmd() {}
@@ -335,6 +397,12 @@ func (*Command_PruneJobs) isCommand_Cmd() {}
 func (*Command_SetSecret) isCommand_Cmd() {}
 
 func (*Command_DeleteSecret) isCommand_Cmd() {}
+
+func (*Command_CreateToken) isCommand_Cmd() {}
+
+func (*Command_RevokeToken) isCommand_Cmd() {}
+
+func (*Command_RecordAudit) isCommand_Cmd() {}
 
 type SubmitJobCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -639,7 +707,10 @@ type Snapshot struct {
 	// Last fencing token given to a deploy attempt.
 	Fence uint64 `protobuf:"varint,4,opt,name=fence,proto3" json:"fence,omitempty"`
 	// Secrets, encrypted.
-	Secrets       []*Secret `protobuf:"bytes,5,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	Secrets []*Secret `protobuf:"bytes,5,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	// API tokens (hashed) and the audit log, oldest first.
+	Tokens        []*Token      `protobuf:"bytes,6,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	Audit         []*AuditEvent `protobuf:"bytes,7,rep,name=audit,proto3" json:"audit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -705,6 +776,20 @@ func (x *Snapshot) GetFence() uint64 {
 func (x *Snapshot) GetSecrets() []*Secret {
 	if x != nil {
 		return x.Secrets
+	}
+	return nil
+}
+
+func (x *Snapshot) GetTokens() []*Token {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+func (x *Snapshot) GetAudit() []*AuditEvent {
+	if x != nil {
+		return x.Audit
 	}
 	return nil
 }
@@ -1143,9 +1228,9 @@ var File_gantry_v1_log_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_log_proto_rawDesc = "" +
 	"\n" +
-	"\x13gantry/v1/log.proto\x12\tgantry.v1\x1a\x15gantry/v1/agent.proto\x1a\x16gantry/v1/gitops.proto\x1a\x13gantry/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n" +
+	"\x13gantry/v1/log.proto\x12\tgantry.v1\x1a\x13gantry/v1/acl.proto\x1a\x15gantry/v1/agent.proto\x1a\x16gantry/v1/gitops.proto\x1a\x13gantry/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n" +
 	"\x05Batch\x12.\n" +
-	"\bcommands\x18\x01 \x03(\v2\x12.gantry.v1.CommandR\bcommands\"\x80\a\n" +
+	"\bcommands\x18\x01 \x03(\v2\x12.gantry.v1.CommandR\bcommands\"\x8c\t\n" +
 	"\aCommand\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12<\n" +
 	"\n" +
@@ -1170,7 +1255,12 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"prune_jobs\x18\x14 \x01(\v2\x1b.gantry.v1.PruneJobsCommandH\x00R\tpruneJobs\x12<\n" +
 	"\n" +
 	"set_secret\x18\x15 \x01(\v2\x1b.gantry.v1.SetSecretCommandH\x00R\tsetSecret\x12E\n" +
-	"\rdelete_secret\x18\x16 \x01(\v2\x1e.gantry.v1.DeleteSecretCommandH\x00R\fdeleteSecretB\x05\n" +
+	"\rdelete_secret\x18\x16 \x01(\v2\x1e.gantry.v1.DeleteSecretCommandH\x00R\fdeleteSecret\x12B\n" +
+	"\fcreate_token\x18\x17 \x01(\v2\x1d.gantry.v1.CreateTokenCommandH\x00R\vcreateToken\x12B\n" +
+	"\frevoke_token\x18\x18 \x01(\v2\x1d.gantry.v1.RevokeTokenCommandH\x00R\vrevokeToken\x12B\n" +
+	"\frecord_audit\x18\x19 \x01(\v2\x1d.gantry.v1.RecordAuditCommandH\x00R\vrecordAudit\x12&\n" +
+	"\x05actor\x18\x02 \x01(\v2\x10.gantry.v1.ActorR\x05actor\x12\x16\n" +
+	"\x06method\x18\x03 \x01(\tR\x06methodB\x05\n" +
 	"\x03cmd\"4\n" +
 	"\x10SubmitJobCommand\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.gantry.v1.JobR\x03job\"O\n" +
@@ -1186,13 +1276,15 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"A\n" +
 	"\x10CancelJobCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xba\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x91\x02\n" +
 	"\bSnapshot\x12\"\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x0e.gantry.v1.JobR\x04jobs\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\"\n" +
 	"\x04apps\x18\x03 \x03(\v2\x0e.gantry.v1.AppR\x04apps\x12\x14\n" +
 	"\x05fence\x18\x04 \x01(\x04R\x05fence\x12+\n" +
-	"\asecrets\x18\x05 \x03(\v2\x11.gantry.v1.SecretR\asecrets\"\xf9\x01\n" +
+	"\asecrets\x18\x05 \x03(\v2\x11.gantry.v1.SecretR\asecrets\x12(\n" +
+	"\x06tokens\x18\x06 \x03(\v2\x10.gantry.v1.TokenR\x06tokens\x12+\n" +
+	"\x05audit\x18\a \x03(\v2\x15.gantry.v1.AuditEventR\x05audit\"\xf9\x01\n" +
 	"\x06Secret\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05scope\x18\x02 \x01(\tR\x05scope\x12\x15\n" +
@@ -1254,11 +1346,17 @@ var file_gantry_v1_log_proto_goTypes = []any{
 	(*ObserveRevisionCommand)(nil), // 15: gantry.v1.ObserveRevisionCommand
 	(*PruneJobsCommand)(nil),       // 16: gantry.v1.PruneJobsCommand
 	(*timestamppb.Timestamp)(nil),  // 17: google.protobuf.Timestamp
-	(*Job)(nil),                    // 18: gantry.v1.Job
-	(*TaskRef)(nil),                // 19: gantry.v1.TaskRef
-	(*Report)(nil),                 // 20: gantry.v1.Report
-	(*App)(nil),                    // 21: gantry.v1.App
-	(*AppSpec)(nil),                // 22: gantry.v1.AppSpec
+	(*CreateTokenCommand)(nil),     // 18: gantry.v1.CreateTokenCommand
+	(*RevokeTokenCommand)(nil),     // 19: gantry.v1.RevokeTokenCommand
+	(*RecordAuditCommand)(nil),     // 20: gantry.v1.RecordAuditCommand
+	(*Actor)(nil),                  // 21: gantry.v1.Actor
+	(*Job)(nil),                    // 22: gantry.v1.Job
+	(*TaskRef)(nil),                // 23: gantry.v1.TaskRef
+	(*Report)(nil),                 // 24: gantry.v1.Report
+	(*App)(nil),                    // 25: gantry.v1.App
+	(*Token)(nil),                  // 26: gantry.v1.Token
+	(*AuditEvent)(nil),             // 27: gantry.v1.AuditEvent
+	(*AppSpec)(nil),                // 28: gantry.v1.AppSpec
 }
 var file_gantry_v1_log_proto_depIdxs = []int32{
 	1,  // 0: gantry.v1.Batch.commands:type_name -> gantry.v1.Command
@@ -1276,24 +1374,30 @@ var file_gantry_v1_log_proto_depIdxs = []int32{
 	16, // 12: gantry.v1.Command.prune_jobs:type_name -> gantry.v1.PruneJobsCommand
 	10, // 13: gantry.v1.Command.set_secret:type_name -> gantry.v1.SetSecretCommand
 	11, // 14: gantry.v1.Command.delete_secret:type_name -> gantry.v1.DeleteSecretCommand
-	18, // 15: gantry.v1.SubmitJobCommand.job:type_name -> gantry.v1.Job
-	19, // 16: gantry.v1.AssignTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	19, // 17: gantry.v1.StartTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	20, // 18: gantry.v1.FinishTaskCommand.report:type_name -> gantry.v1.Report
-	19, // 19: gantry.v1.RequeueTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	18, // 20: gantry.v1.Snapshot.jobs:type_name -> gantry.v1.Job
-	21, // 21: gantry.v1.Snapshot.apps:type_name -> gantry.v1.App
-	9,  // 22: gantry.v1.Snapshot.secrets:type_name -> gantry.v1.Secret
-	17, // 23: gantry.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
-	17, // 24: gantry.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
-	9,  // 25: gantry.v1.SetSecretCommand.secret:type_name -> gantry.v1.Secret
-	22, // 26: gantry.v1.CreateAppCommand.spec:type_name -> gantry.v1.AppSpec
-	17, // 27: gantry.v1.PruneJobsCommand.finished_before:type_name -> google.protobuf.Timestamp
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	18, // 15: gantry.v1.Command.create_token:type_name -> gantry.v1.CreateTokenCommand
+	19, // 16: gantry.v1.Command.revoke_token:type_name -> gantry.v1.RevokeTokenCommand
+	20, // 17: gantry.v1.Command.record_audit:type_name -> gantry.v1.RecordAuditCommand
+	21, // 18: gantry.v1.Command.actor:type_name -> gantry.v1.Actor
+	22, // 19: gantry.v1.SubmitJobCommand.job:type_name -> gantry.v1.Job
+	23, // 20: gantry.v1.AssignTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	23, // 21: gantry.v1.StartTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	24, // 22: gantry.v1.FinishTaskCommand.report:type_name -> gantry.v1.Report
+	23, // 23: gantry.v1.RequeueTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	22, // 24: gantry.v1.Snapshot.jobs:type_name -> gantry.v1.Job
+	25, // 25: gantry.v1.Snapshot.apps:type_name -> gantry.v1.App
+	9,  // 26: gantry.v1.Snapshot.secrets:type_name -> gantry.v1.Secret
+	26, // 27: gantry.v1.Snapshot.tokens:type_name -> gantry.v1.Token
+	27, // 28: gantry.v1.Snapshot.audit:type_name -> gantry.v1.AuditEvent
+	17, // 29: gantry.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	17, // 30: gantry.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
+	9,  // 31: gantry.v1.SetSecretCommand.secret:type_name -> gantry.v1.Secret
+	28, // 32: gantry.v1.CreateAppCommand.spec:type_name -> gantry.v1.AppSpec
+	17, // 33: gantry.v1.PruneJobsCommand.finished_before:type_name -> google.protobuf.Timestamp
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_log_proto_init() }
@@ -1301,6 +1405,7 @@ func file_gantry_v1_log_proto_init() {
 	if File_gantry_v1_log_proto != nil {
 		return
 	}
+	file_gantry_v1_acl_proto_init()
 	file_gantry_v1_agent_proto_init()
 	file_gantry_v1_gitops_proto_init()
 	file_gantry_v1_job_proto_init()
@@ -1318,6 +1423,9 @@ func file_gantry_v1_log_proto_init() {
 		(*Command_PruneJobs)(nil),
 		(*Command_SetSecret)(nil),
 		(*Command_DeleteSecret)(nil),
+		(*Command_CreateToken)(nil),
+		(*Command_RevokeToken)(nil),
+		(*Command_RecordAudit)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
