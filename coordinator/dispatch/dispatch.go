@@ -1,8 +1,8 @@
 // Package dispatch is the leader's side of the data plane: it places
 // pending tasks on agents, sends assignments over NATS, watches leases,
 // commits agent reports and tells agents to stop work that is no longer
-// theirs. Every node runs the heartbeat side (Fleet); only the leader runs
-// Lead.
+// theirs. Every node runs the heartbeat side (HandleHeartbeat, feeding the
+// fleet view); only the leader runs Lead.
 package dispatch
 
 import (
@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gantryci/gantry/coordinator/consensus"
+	"github.com/gantryci/gantry/coordinator/fleet"
 	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/coordinator/metrics"
 	"github.com/gantryci/gantry/coordinator/scheduler"
@@ -53,7 +54,7 @@ type Dispatcher struct {
 	ns      subject.Namespace
 	fsm     *fsm.FSM
 	prop    *consensus.Proposer
-	fleet   *Fleet
+	fleet   *fleet.View
 	metrics *metrics.Metrics
 
 	leading atomic.Bool
@@ -68,16 +69,16 @@ type Dispatcher struct {
 }
 
 // New returns a dispatcher.
-func New(cfg Config, log *zap.Logger, nc *nats.Conn, ns subject.Namespace, f *fsm.FSM, prop *consensus.Proposer, fleet *Fleet, m *metrics.Metrics) *Dispatcher {
+func New(cfg Config, log *zap.Logger, nc *nats.Conn, ns subject.Namespace, f *fsm.FSM, prop *consensus.Proposer, fl *fleet.View, m *metrics.Metrics) *Dispatcher {
 	return &Dispatcher{
-		cfg: cfg, log: log.Named("dispatch"), nc: nc, ns: ns, fsm: f, prop: prop, fleet: fleet, metrics: m,
+		cfg: cfg, log: log.Named("dispatch"), nc: nc, ns: ns, fsm: f, prop: prop, fleet: fl, metrics: m,
 		quiet:   quiet(log.Named("dispatch")),
 		waiting: map[string]string{},
 	}
 }
 
 // Fleet is the node's view of the agents.
-func (d *Dispatcher) Fleet() *Fleet { return d.fleet }
+func (d *Dispatcher) Fleet() *fleet.View { return d.fleet }
 
 // Waiting returns why each pending task waits, as of the last pass.
 func (d *Dispatcher) Waiting() map[string]string {
@@ -249,9 +250,9 @@ func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv
 		d.requeue(ctx, ref, fmt.Sprintf("agent %s did not take the task: %s", p.Agent, reason), "not_accepted")
 		return
 	}
-	if q := p.Task.QueuedAt; q > 0 {
+	if r := p.Task.RunnableAt; r > 0 {
 		d.metrics.DispatchLatency.WithLabelValues(scheduler.FormatLabels(p.Task.Spec.GetLabels())).
-			Observe(time.Since(time.Unix(0, max(q, p.Task.NotBefore))).Seconds())
+			Observe(time.Since(time.Unix(0, r)).Seconds())
 	}
 	_, err = d.prop.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_StartTask{StartTask: &gv1.StartTaskCommand{Ref: ref}}})
 	if err != nil && !errors.Is(err, fsm.ErrStaleAttempt) && ctx.Err() == nil {
@@ -273,6 +274,17 @@ func (d *Dispatcher) requeue(ctx context.Context, ref *gv1.TaskRef, reason, metr
 	}
 }
 
+// attemptKey names one attempt of a task.
+type attemptKey struct {
+	job     string
+	task    string
+	attempt int32
+}
+
+func attemptOf(r *gv1.TaskRef) attemptKey {
+	return attemptKey{r.GetJobId(), r.GetTask(), r.GetAttempt()}
+}
+
 // leaseLoop requeues attempts whose agents stopped renewing them. A lease
 // starts when the leader first sees the attempt, so a new leader gives every
 // agent one full TTL to be heard from.
@@ -280,7 +292,7 @@ func (d *Dispatcher) leaseLoop(ctx context.Context) {
 	every := max(d.cfg.LeaseTTL/5, 10*time.Millisecond)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	leases := map[refKey]time.Time{}
+	leases := map[attemptKey]time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -288,9 +300,9 @@ func (d *Dispatcher) leaseLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 		now := time.Now()
-		seen := map[refKey]bool{}
+		seen := map[attemptKey]bool{}
 		for _, a := range d.fsm.Active() {
-			k := keyOf(a.Ref)
+			k := attemptOf(a.Ref)
 			seen[k] = true
 			last, ok := leases[k]
 			if !ok {

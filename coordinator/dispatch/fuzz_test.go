@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gantryci/gantry/coordinator/fleet"
 	"github.com/gantryci/gantry/internal/limit"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -67,7 +68,8 @@ func FuzzReport(f *testing.F) {
 
 func FuzzHeartbeat(f *testing.F) {
 	x := newFixture(f, zap.NewNop())
-	x.d.fleet.max = 8
+	const maxAgents = 8
+	x.d.fleet = fleet.NewBounded(time.Second, maxAgents, limit.AgentForget)
 	f.Add("a1", marshal(f, validHeartbeat()))
 	f.Add("a2", marshal(f, validHeartbeat()))
 	hb := validHeartbeat()
@@ -87,14 +89,14 @@ func FuzzHeartbeat(f *testing.F) {
 				t.Fatalf("a dropped heartbeat (%v) changed the fleet", err)
 			}
 		}
-		if n := len(x.d.fleet.Agents(now, 0)); n > x.d.fleet.max {
-			t.Fatalf("fleet of %d agents, bound %d", n, x.d.fleet.max)
+		if n := len(x.d.fleet.Agents(now, 0)); n > maxAgents {
+			t.Fatalf("fleet of %d agents, bound %d", n, maxAgents)
 		}
 	})
 }
 
 // fleetState describes the fleet for comparing before and after.
-func fleetState(f *Fleet, now time.Time) string {
+func fleetState(f *fleet.View, now time.Time) string {
 	var b strings.Builder
 	for _, a := range f.Agents(now, 0) {
 		data, _ := proto.MarshalOptions{Deterministic: true}.Marshal(a.Info)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gantryci/gantry/coordinator/consensus"
+	"github.com/gantryci/gantry/coordinator/fleet"
 	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/coordinator/metrics"
 	"github.com/gantryci/gantry/internal/subject"
@@ -58,7 +59,7 @@ func newFixture(tb testing.TB, log *zap.Logger) *fixture {
 	prop := consensus.NewProposer(node.Raft)
 	go prop.Run(ctx)
 	ns := subject.New("t")
-	d := New(DefaultConfig(), log, nil, ns, f, prop, NewFleet(time.Second), metrics.New())
+	d := New(DefaultConfig(), log, nil, ns, f, prop, fleet.New(time.Second), metrics.New())
 	return &fixture{d: d, fsm: f, prop: prop, ns: ns, ctx: ctx}
 }
 

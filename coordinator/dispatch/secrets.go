@@ -32,7 +32,7 @@ func (d *Dispatcher) secrets(t *gv1.TaskSpec, jobName, agent string) (map[string
 		}
 		sc, err := secret.ParseScope(sec.GetScope())
 		if err == nil {
-			labels, _ := d.fleet.labels(agent)
+			labels, _ := d.fleet.Labels(agent)
 			err = sc.Allows(t.GetDeploy().GetApp(), jobName, labels)
 		}
 		if err != nil {
@@ -45,15 +45,4 @@ func (d *Dispatcher) secrets(t *gv1.TaskSpec, jobName, agent string) (map[string
 		out[n] = v
 	}
 	return out, nil
-}
-
-// labels returns the labels agent announced in its latest heartbeat.
-func (f *Fleet) labels(agent string) (map[string]string, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	v, ok := f.agents[agent]
-	if !ok {
-		return nil, false
-	}
-	return v.info.GetLabels(), true
 }

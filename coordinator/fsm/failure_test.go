@@ -27,6 +27,7 @@ func TestJobFailureRetries(t *testing.T) {
 
 	var wantAttempts []*gv1.Attempt
 	sec := 10
+	runnable := ts(1) // of the attempt about to be assigned
 	for n := int32(1); n <= 3; n++ {
 		agent := fmt.Sprintf("ag%d", n)
 		h.ok(assignCmd(sec, "j1", "a", n, agent))
@@ -38,12 +39,12 @@ func TestJobFailureRetries(t *testing.T) {
 		h.ok(reportCmd(sec+2, &gv1.Report{Ref: ref("j1", "a", n), ExitCode: 3, Error: "exit status 3", Agent: agent}))
 		wantAttempts = append(wantAttempts, &gv1.Attempt{
 			Number: n, Agent: agent, AssignedAt: ts(sec), StartedAt: ts(sec + 1), FinishedAt: ts(sec + 2),
-			Result: failed, Failure: jobFailure, ExitCode: 3, Error: "exit status 3",
+			Result: failed, Failure: jobFailure, ExitCode: 3, Error: "exit status 3", RunnableAt: runnable,
 		})
 		got := h.task("j1", "a")
 		want := &gv1.Task{
 			Name: "a", Spec: got.Spec, Attempt: n, JobFailures: n,
-			StartedAt: ts(sec + 1), FinishedAt: ts(sec + 2),
+			RunnableAt: runnable, StartedAt: ts(sec + 1), FinishedAt: ts(sec + 2),
 			ExitCode: 3, Error: "exit status 3", Failure: jobFailure,
 			Attempts: wantAttempts,
 		}
@@ -52,11 +53,13 @@ func TestJobFailureRetries(t *testing.T) {
 			want.QueuedAt = ts(sec + 2)
 			delay := []time.Duration{time.Second, 2 * time.Second}[n-1] // JobBackoff(n)
 			want.NotBefore = timestamppb.New(ts(sec + 2).AsTime().Add(delay))
+			want.RunnableAt = want.NotBefore
+			runnable = want.NotBefore
 			h.wantStates("j1", map[string]gv1.TaskState{"b": blocked})
 			h.wantJobState("j1", jobRunning)
 			p := h.f.Pending()
 			if len(p) != 2 || p[1].Key.Task != "a" || p[1].Attempt != n || p[1].NotBefore != want.NotBefore.AsTime().UnixNano() ||
-				p[1].QueuedAt != nanos(sec+2) || p[1].AvoidAgents != nil {
+				p[1].RunnableAt != p[1].NotBefore || p[1].QueuedAt != nanos(sec+2) || p[1].AvoidAgents != nil {
 				t.Errorf("attempt %d: Pending() = %+v", n, p)
 			}
 		} else {

@@ -52,6 +52,7 @@ func TestSubmit(t *testing.T) {
 		if len(tk.Spec.Needs) == 0 {
 			tk.State = pending
 			tk.QueuedAt = ts(10)
+			tk.RunnableAt = ts(10)
 		} else {
 			tk.State = blocked
 		}
@@ -71,7 +72,7 @@ func TestSubmit(t *testing.T) {
 	for i, name := range []string{"a", "d"} {
 		got := p[i]
 		if got.Key != (fsm.TaskKey{JobID: "j1", Task: name}) || got.JobName != "pipeline-j1" || got.Priority != 7 ||
-			got.Attempt != 0 || got.QueuedAt != nanos(10) || got.NotBefore != 0 || got.AvoidAgents != nil {
+			got.Attempt != 0 || got.QueuedAt != nanos(10) || got.RunnableAt != nanos(10) || got.NotBefore != 0 || got.AvoidAgents != nil {
 			t.Errorf("Pending()[%d] = %+v", i, got)
 		}
 		if !proto.Equal(got.Spec, j.Tasks[map[string]int{"a": 0, "d": 3}[name]].Spec) {
@@ -186,13 +187,14 @@ func TestAssign(t *testing.T) {
 	}
 	got := h.task("j1", "a")
 	want := &gv1.Task{
-		Name:     "a",
-		Spec:     got.Spec,
-		State:    assigned,
-		Attempt:  1,
-		Agent:    "ag1",
-		QueuedAt: ts(1),
-		Attempts: []*gv1.Attempt{{Number: 1, Agent: "ag1", AssignedAt: ts(5)}},
+		Name:       "a",
+		Spec:       got.Spec,
+		State:      assigned,
+		Attempt:    1,
+		Agent:      "ag1",
+		QueuedAt:   ts(1),
+		RunnableAt: ts(1),
+		Attempts:   []*gv1.Attempt{{Number: 1, Agent: "ag1", AssignedAt: ts(5), RunnableAt: ts(1)}},
 	}
 	assertProto(t, "assigned task", got, want)
 	h.wantJobState("j1", jobRunning)
@@ -281,14 +283,15 @@ func TestStart(t *testing.T) {
 	h.ok(startCmd(5, "j1", "a", 1))
 	got := h.task("j1", "a")
 	want := &gv1.Task{
-		Name:      "a",
-		Spec:      got.Spec,
-		State:     running,
-		Attempt:   1,
-		Agent:     "ag1",
-		QueuedAt:  ts(1),
-		StartedAt: ts(5),
-		Attempts:  []*gv1.Attempt{{Number: 1, Agent: "ag1", AssignedAt: ts(3), StartedAt: ts(5)}},
+		Name:       "a",
+		Spec:       got.Spec,
+		State:      running,
+		Attempt:    1,
+		Agent:      "ag1",
+		QueuedAt:   ts(1),
+		RunnableAt: ts(1),
+		StartedAt:  ts(5),
+		Attempts:   []*gv1.Attempt{{Number: 1, Agent: "ag1", AssignedAt: ts(3), StartedAt: ts(5), RunnableAt: ts(1)}},
 	}
 	assertProto(t, "started task", got, want)
 	if v, _ := h.f.JobVersion("j1"); v != h.index {
@@ -321,16 +324,16 @@ func TestFinishSuccessUnblocksDependents(t *testing.T) {
 	a := h.task("j1", "a")
 	wantA := &gv1.Task{
 		Name: "a", Spec: a.Spec, State: succeeded, Attempt: 1, Agent: "ag1",
-		QueuedAt: ts(1), StartedAt: ts(3), FinishedAt: ts(4),
+		QueuedAt: ts(1), RunnableAt: ts(1), StartedAt: ts(3), FinishedAt: ts(4),
 		Outputs: map[string]string{"sha": "abc"},
 		Attempts: []*gv1.Attempt{{
-			Number: 1, Agent: "ag1", AssignedAt: ts(2), StartedAt: ts(3), FinishedAt: ts(4), Result: succeeded,
+			Number: 1, Agent: "ag1", AssignedAt: ts(2), StartedAt: ts(3), FinishedAt: ts(4), Result: succeeded, RunnableAt: ts(1),
 		}},
 	}
 	assertProto(t, "succeeded task", a, wantA)
 	h.wantStates("j1", map[string]gv1.TaskState{"b": pending, "c": pending, "d": blocked})
-	if q := h.task("j1", "b").QueuedAt; !proto.Equal(q, ts(4)) {
-		t.Errorf("unblocked task queued at %v, want %v", q.AsTime(), ts(4).AsTime())
+	if b := h.task("j1", "b"); !proto.Equal(b.QueuedAt, ts(4)) || !proto.Equal(b.RunnableAt, ts(4)) {
+		t.Errorf("unblocked task queued at %v, runnable at %v; want both %v", b.QueuedAt.AsTime(), b.RunnableAt.AsTime(), ts(4).AsTime())
 	}
 	h.wantJobState("j1", jobRunning)
 

@@ -291,14 +291,15 @@ func restored(t testing.TB, data []byte) *fsm.FSM {
 
 // pendingView is a PendingTask in comparable form.
 type pendingView struct {
-	Key       fsm.TaskKey
-	JobName   string
-	Priority  int32
-	Spec      string
-	Attempt   int32
-	QueuedAt  int64
-	NotBefore int64
-	Avoid     string
+	Key        fsm.TaskKey
+	JobName    string
+	Priority   int32
+	Spec       string
+	Attempt    int32
+	QueuedAt   int64
+	RunnableAt int64
+	NotBefore  int64
+	Avoid      string
 }
 
 // activeView is an ActiveTask in comparable form.
@@ -325,7 +326,7 @@ func pendingViews(f *fsm.FSM) []pendingView {
 		if err != nil {
 			panic(err)
 		}
-		out = append(out, pendingView{p.Key, p.JobName, p.Priority, string(b), p.Attempt, p.QueuedAt, p.NotBefore, fmt.Sprint(p.AvoidAgents)})
+		out = append(out, pendingView{p.Key, p.JobName, p.Priority, string(b), p.Attempt, p.QueuedAt, p.RunnableAt, p.NotBefore, fmt.Sprint(p.AvoidAgents)})
 	}
 	return out
 }

@@ -60,6 +60,69 @@ func (f *FSM) Blocked() []BlockedTask {
 	return out
 }
 
+// PendingTask is a runnable task waiting for an agent.
+type PendingTask struct {
+	Key      TaskKey
+	JobName  string
+	Priority int32
+	Spec     *gv1.TaskSpec
+	Attempt  int32 // current attempt; the next assignment is Attempt+1
+	QueuedAt int64 // unix nanoseconds
+	// RunnableAt is when the task is runnable from (unix nanoseconds), as
+	// Apply decided when it queued the task (Task.runnable_at): the
+	// scheduler places it no earlier and takes tasks in this order.
+	RunnableAt int64
+	// NotBefore is the end of a retry's backoff (unix nanoseconds), zero
+	// when none; when set, RunnableAt is the same time.
+	NotBefore   int64
+	AvoidAgents []string
+}
+
+// Pending returns the pending tasks in the order the scheduler takes them,
+// which is the order the queue view lists them in: highest priority first,
+// then the longest runnable (RunnableAt; a task in its retry backoff is
+// runnable later), then by job and task.
+func (f *FSM) Pending() []PendingTask {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]PendingTask, 0, len(f.state.pending))
+	for k := range f.state.pending {
+		j := f.state.jobs[k.JobID]
+		t := f.state.task(j, k.Task)
+		p := PendingTask{
+			Key:        k,
+			JobName:    j.Spec.GetName(),
+			Priority:   j.Spec.GetPriority(),
+			Spec:       t.Spec,
+			Attempt:    t.Attempt,
+			QueuedAt:   t.QueuedAt.AsTime().UnixNano(),
+			RunnableAt: t.RunnableAt.AsTime().UnixNano(),
+		}
+		if t.NotBefore != nil {
+			p.NotBefore = t.NotBefore.AsTime().UnixNano()
+		}
+		for _, a := range t.Attempts {
+			if a.Failure == gv1.FailureClass_FAILURE_CLASS_INFRA {
+				p.AvoidAgents = append(p.AvoidAgents, a.Agent)
+			}
+		}
+		out = append(out, p)
+	}
+	sort.Slice(out, func(a, b int) bool {
+		if out[a].Priority != out[b].Priority {
+			return out[a].Priority > out[b].Priority
+		}
+		if out[a].RunnableAt != out[b].RunnableAt {
+			return out[a].RunnableAt < out[b].RunnableAt
+		}
+		if out[a].Key.JobID != out[b].Key.JobID {
+			return out[a].Key.JobID < out[b].Key.JobID
+		}
+		return out[a].Key.Task < out[b].Key.Task
+	})
+	return out
+}
+
 // StartSample is one attempt's schedule-to-start latency: from the moment
 // its task was runnable (queued, and past any retry backoff) to its start.
 type StartSample struct {
@@ -70,12 +133,9 @@ type StartSample struct {
 
 // RecentStarts returns the schedule-to-start latency of the attempts that
 // started at or after since, looking at the newest maxJobs jobs (all when
-// maxJobs is zero).
-//
-// The time a task became runnable is not stored per attempt; it is derived
-// the way Apply set it: the first attempt was queued when its job was
-// submitted (no needs) or when its last need succeeded, a retry when the
-// previous attempt ended, plus that retry's backoff.
+// maxJobs is zero). An attempt's wait starts at the runnable time Apply
+// recorded for it (Attempt.runnable_at); attempts assigned before that was
+// recorded have none and give no sample.
 func (f *FSM) RecentStarts(since time.Time, maxJobs int) []StartSample {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -83,68 +143,32 @@ func (f *FSM) RecentStarts(since time.Time, maxJobs int) []StartSample {
 	for i, seen := len(f.state.order)-1, 0; i >= 0 && (maxJobs <= 0 || seen < maxJobs); i, seen = i-1, seen+1 {
 		j := f.state.jobs[f.state.order[i]]
 		for _, t := range j.Tasks {
-			var jobFailures, infraFailures int32
-			for n, a := range t.Attempts {
-				if n > 0 {
-					switch t.Attempts[n-1].Failure {
-					case gv1.FailureClass_FAILURE_CLASS_INFRA:
-						infraFailures++
-					case gv1.FailureClass_FAILURE_CLASS_JOB:
-						jobFailures++
-					}
-				}
-				if a.StartedAt == nil {
+			for _, a := range t.Attempts {
+				if a.StartedAt == nil || a.RunnableAt == nil {
 					continue
 				}
 				started := a.StartedAt.AsTime()
 				if started.Before(since) {
 					continue
 				}
-				ready, ok := runnableAt(j, t, n, jobFailures, infraFailures)
-				if !ok {
-					continue
-				}
-				out = append(out, StartSample{Labels: t.Spec.GetLabels(), StartedAt: started, Wait: max(started.Sub(ready), 0)})
+				out = append(out, StartSample{Labels: t.Spec.GetLabels(), StartedAt: started, Wait: max(started.Sub(a.RunnableAt.AsTime()), 0)})
 			}
 		}
 	}
 	return out
 }
 
-// runnableAt derives when attempt n (0-based) of t became runnable; the
-// failure counts are those of the attempts before it.
-func runnableAt(j *gv1.Job, t *gv1.Task, n int, jobFailures, infraFailures int32) (time.Time, bool) {
-	if n > 0 {
-		prev := t.Attempts[n-1]
-		if prev.FinishedAt == nil {
-			return time.Time{}, false
+// fillRunnable gives the pending tasks of a job restored from a snapshot
+// written before Apply recorded runnable_at the time the scheduler then
+// used: the later of queued_at and not_before.
+func fillRunnable(j *gv1.Job) {
+	for _, t := range j.Tasks {
+		if t.State != gv1.TaskState_TASK_STATE_PENDING || t.RunnableAt != nil {
+			continue
 		}
-		at := prev.FinishedAt.AsTime()
-		if prev.Failure == gv1.FailureClass_FAILURE_CLASS_INFRA {
-			return at.Add(InfraBackoff(infraFailures)), true
-		}
-		return at.Add(JobBackoff(jobFailures)), true
-	}
-	if len(t.Spec.GetNeeds()) == 0 {
-		return j.CreatedAt.AsTime(), j.CreatedAt != nil
-	}
-	var last time.Time
-	for _, name := range t.Spec.GetNeeds() {
-		for _, d := range j.Tasks {
-			if d.Name == name {
-				if d.FinishedAt == nil {
-					return time.Time{}, false
-				}
-				last = maxTime(last, d.FinishedAt.AsTime())
-			}
+		t.RunnableAt = t.QueuedAt
+		if t.NotBefore != nil && t.NotBefore.AsTime().After(t.QueuedAt.AsTime()) {
+			t.RunnableAt = t.NotBefore
 		}
 	}
-	return last, !last.IsZero()
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }

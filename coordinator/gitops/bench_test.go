@@ -3,6 +3,7 @@ package gitops
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -11,7 +12,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/gantryci/gantry/coordinator/dispatch"
+	"github.com/gantryci/gantry/coordinator/fleet"
+	"github.com/gantryci/gantry/coordinator/follow"
 	"github.com/gantryci/gantry/coordinator/fsm"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -69,16 +71,14 @@ func loadApps(tb testing.TB, apps, deploys int) *fsm.FSM {
 func BenchmarkReconcilePass(b *testing.B) {
 	const apps = 5000
 	f := loadApps(b, apps, 20)
-	c := New(Deps{Log: zap.NewNop(), FSM: f, Fleet: dispatch.NewFleet(time.Second), NewJobID: func() string { return "x" }})
-	now := time.Now()
-	for _, a := range f.AppViews() {
-		c.polls[pollKey(a.Spec)] = now.Add(time.Hour) // no poll due
-	}
-	results := make(chan resolved, 1)
+	c := New(Deps{Log: zap.NewNop(), FSM: f, Fleet: fleet.New(time.Second), NewJobID: func() string { return "x" }})
+	// The first pass subscribes every application to its branch; the
+	// follower does not run, so nothing is polled.
+	c.reconcile(context.Background())
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		c.reconcile(context.Background(), results)
+		c.reconcile(context.Background())
 	}
 	b.StopTimer()
 	perPass := b.Elapsed() / time.Duration(b.N)
@@ -88,16 +88,15 @@ func BenchmarkReconcilePass(b *testing.B) {
 
 func TestReconcileInSteadyStateSubmitsNothing(t *testing.T) {
 	f := loadApps(t, 50, 3)
-	c := New(Deps{Log: zap.NewNop(), FSM: f, Fleet: dispatch.NewFleet(time.Second), NewJobID: func() string { return "x" }})
-	now := time.Now()
+	c := New(Deps{Log: zap.NewNop(), FSM: f, Fleet: fleet.New(time.Second), NewJobID: func() string { return "x" }})
 	for _, a := range f.AppViews() {
-		c.polls[pollKey(a.Spec)] = now
 		if Target(a) != a.Last.GetRevision() || a.DeployedRevision != a.Last.GetRevision() {
 			t.Fatalf("app %s not in steady state: %+v", a.Spec.GetName(), a)
 		}
 	}
-	// A nil proposer would panic if the pass tried to submit or cancel.
-	c.reconcile(context.Background(), make(chan resolved, 1))
+	// A nil proposer would panic if the pass tried to submit or cancel;
+	// the follower does not run, so nothing is polled.
+	c.reconcile(context.Background())
 	if got := len(f.ActiveDeploys()); got != 0 {
 		t.Errorf("%d deploys active after a steady-state pass", got)
 	}
@@ -118,35 +117,53 @@ func TestApplicationsOnOneBranchShareAPoll(t *testing.T) {
 		f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: data})
 	}
 	calls := make(chan string, 16)
-	c := New(Deps{Log: zap.NewNop(), FSM: f, Fleet: dispatch.NewFleet(time.Second), NewJobID: func() string { return "x" },
+	c := New(Deps{Log: zap.NewNop(), FSM: f, Fleet: fleet.New(time.Second), NewJobID: func() string { return "x" }, Tick: 5 * time.Millisecond,
 		Resolve: func(_ context.Context, url, rev string) (string, error) {
-			calls <- url + "@" + rev
+			calls <- follow.NormalizeURL(url) + "@" + rev
 			return fmt.Sprintf("%040d", 0), nil
 		}})
-	results := make(chan resolved, 16)
-	c.reconcile(context.Background(), results)
-	byKey := map[string][]string{}
+	c.reconcile(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.follower.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	polled := map[string]int{}
 	for range 4 { // app-00000 (+ same), other, app-00001, app-00002
-		r := <-results
-		byKey[r.key] = r.apps
+		select {
+		case call := <-calls:
+			polled[call]++
+		case <-time.After(10 * time.Second):
+			t.Fatalf("polled %v; want 4 branches", polled)
+		}
 	}
-	if len(calls) != 4 {
-		t.Errorf("%d polls for 4 branches", len(calls))
+	want := map[string]int{
+		"https://git.example/app-00000@": 1, "https://git.example/app-00000@release": 1,
+		"https://git.example/app-00001@": 1, "https://git.example/app-00002@": 1,
 	}
-	shared := byKey[pollKey(&gv1.AppSpec{Repo: "https://git.example/app-00000"})]
-	if len(shared) != 2 {
-		t.Errorf("branch main of app-00000 polled for %v, want app-00000 and same", shared)
+	if !reflect.DeepEqual(polled, want) {
+		t.Errorf("polls %v; want one per branch: %v", polled, want)
+	}
+	// The one poll of branch main of app-00000 answered app-00000 and same.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.seenMu.Lock()
+		n, shared := len(c.seen), c.seen["app-00000"].Commit != "" && c.seen["same"].Commit != ""
+		c.seenMu.Unlock()
+		if n == 5 && shared {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("answers for %d applications (app-00000 and same: %v); want 5", n, shared)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	// Nothing is due again until the interval passed.
-	c.mu.Lock()
-	for k := range c.polling {
-		delete(c.polling, k)
-	}
-	c.mu.Unlock()
-	c.reconcile(context.Background(), results)
 	select {
-	case r := <-results:
-		t.Errorf("polled again at once: %v", r)
+	case call := <-calls:
+		t.Errorf("polled again at once: %s", call)
 	case <-time.After(50 * time.Millisecond):
 	}
 }

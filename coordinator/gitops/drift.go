@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/internal/limit"
 	"github.com/gantryci/gantry/internal/name"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
@@ -120,4 +121,48 @@ func (c *Controller) Drift(app string) *gv1.DriftReport {
 		return proto.Clone(r).(*gv1.DriftReport)
 	}
 	return nil
+}
+
+// healState is the back-off of healing one application: a heal that
+// does not hold (the drift comes back) waits twice as long next time, up to
+// a minute, until a report says the application is in sync.
+type healState struct {
+	next    time.Time
+	backoff time.Duration
+}
+
+// healDue returns the commit to deploy again to heal an application's
+// drift: self-heal is on, its newest deploy succeeded, the newest drift
+// report is about that deploy (same fencing token) and says out of sync,
+// and the back-off allows it at now.
+func (c *Controller) healDue(a fsm.AppView, now time.Time) (string, bool) {
+	name, last := a.Spec.GetName(), a.Last
+	if !a.Spec.GetSelfHeal() || last == nil || last.GetResult() != gv1.DeployResult_DEPLOY_RESULT_SUCCEEDED {
+		return "", false
+	}
+	d := c.Drift(name)
+	if d == nil || d.GetSync() != gv1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC || d.GetFence() != last.GetFence() {
+		if d != nil && d.GetSync() == gv1.SyncStatus_SYNC_STATUS_SYNCED {
+			c.mu.Lock()
+			delete(c.heals, name)
+			c.mu.Unlock()
+		}
+		return "", false
+	}
+	c.mu.Lock()
+	h := c.heals[name]
+	switch {
+	case h == nil:
+		h = &healState{backoff: time.Second}
+		c.heals[name] = h
+	case now.Before(h.next):
+		c.mu.Unlock()
+		return "", false
+	default:
+		h.backoff = min(2*h.backoff, time.Minute)
+	}
+	h.next = now.Add(h.backoff)
+	c.mu.Unlock()
+	c.log.Info("healing drift", zap.String("app", name), zap.Int("fields", len(d.GetItems())))
+	return last.GetRevision(), true
 }

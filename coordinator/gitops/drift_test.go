@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/gantryci/gantry/coordinator/dispatch"
+	"github.com/gantryci/gantry/coordinator/fleet"
 	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/internal/limit"
 	"github.com/gantryci/gantry/internal/subject"
@@ -22,7 +22,7 @@ import (
 func driftFixture(tb testing.TB) (*Controller, *fsm.FSM) {
 	tb.Helper()
 	f := loadApps(tb, 2, 0)
-	c := New(Deps{Log: zap.NewNop(), FSM: f, Namespace: subject.New("t"), Fleet: dispatch.NewFleet(time.Second), NewJobID: func() string { return "x" }})
+	c := New(Deps{Log: zap.NewNop(), FSM: f, Namespace: subject.New("t"), Fleet: fleet.New(time.Second), NewJobID: func() string { return "x" }})
 	return c, f
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/coordinator/scheduler"
 	"github.com/gantryci/gantry/internal/buildkey"
+	"github.com/gantryci/gantry/internal/capability"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -28,7 +29,7 @@ func runTask(job, name string) fsm.PendingTask {
 
 func builder(name string, free int, warm ...string) scheduler.Candidate {
 	a := agent(name, free)
-	a.Capabilities = []string{"exec", "buildkit"}
+	a.Capabilities = []string{capability.Exec, capability.BuildKit}
 	a.Warm = warm
 	return a
 }

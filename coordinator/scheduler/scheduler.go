@@ -11,7 +11,7 @@ import (
 
 	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/internal/buildkey"
-	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+	"github.com/gantryci/gantry/internal/capability"
 )
 
 // Candidate is an agent that could take work.
@@ -20,26 +20,12 @@ type Candidate struct {
 	Labels map[string]string
 	// Free is the number of slots not holding a task.
 	Free int
-	// Capabilities are the executors the agent offers ("exec", "buildkit").
+	// Capabilities are what the agent offers (package capability).
 	Capabilities []string
 	// Warm are the build cache keys the agent's BuildKit holds
 	// (internal/buildkey); a build prefers an agent that has its key.
 	Warm []string
 }
-
-// Capability returns the agent capability a task's executor needs.
-func Capability(spec *gv1.TaskSpec) string {
-	switch spec.GetExecutor().(type) {
-	case *gv1.TaskSpec_Build, *gv1.TaskSpec_Run:
-		return "buildkit"
-	case *gv1.TaskSpec_Deploy:
-		return ClusterCapability(spec.GetDeploy().GetCluster())
-	}
-	return "exec"
-}
-
-// ClusterCapability is the capability of an agent that reaches cluster name.
-func ClusterCapability(name string) string { return "cluster:" + name }
 
 // Placement assigns the next attempt of a task to an agent.
 type Placement struct {
@@ -55,8 +41,9 @@ type Plan struct {
 	Waiting map[string]string
 }
 
-// Schedule places tasks (already ordered by priority, then age) on agents.
-// now is unix nanoseconds; tasks whose backoff has not passed wait.
+// Schedule places tasks, in the order given (fsm.Pending: by priority,
+// then runnable time), on agents. now is unix nanoseconds; a task not yet
+// runnable (RunnableAt after now: its retry backoff has not passed) waits.
 func Schedule(tasks []fsm.PendingTask, agents []Candidate, busy map[string]bool, now int64) Plan {
 	plan := Plan{Waiting: map[string]string{}}
 	free := make([]Candidate, len(agents))
@@ -69,7 +56,7 @@ func Schedule(tasks []fsm.PendingTask, agents []Candidate, busy map[string]bool,
 	}
 	for _, t := range tasks {
 		key := t.Key.JobID + "/" + t.Key.Task
-		if t.NotBefore > now {
+		if t.RunnableAt > now {
 			plan.Waiting[key] = "retry backoff"
 			continue
 		}
@@ -110,7 +97,7 @@ func less(a, b Candidate) bool {
 //
 // A build goes to a free agent whose cache is warm for it when there is one.
 func pick(t fsm.PendingTask, agents []Candidate) (int, string) {
-	capability := Capability(t.Spec)
+	need := capability.For(t.Spec)
 	var warmKey string
 	if b := t.Spec.GetBuild(); b != nil {
 		warmKey = buildkey.For(b)
@@ -123,7 +110,7 @@ func pick(t fsm.PendingTask, agents []Candidate) (int, string) {
 		if matching < 0 {
 			matching = i
 		}
-		if !slices.Contains(a.Capabilities, capability) {
+		if !slices.Contains(a.Capabilities, need) {
 			continue
 		}
 		capable = true
@@ -156,9 +143,9 @@ func pick(t fsm.PendingTask, agents []Candidate) (int, string) {
 	case matching < 0:
 		return -1, "no agent with labels " + FormatLabels(t.Spec.GetLabels())
 	case !capable && len(t.Spec.GetLabels()) == 0:
-		return -1, "no agent with capability " + capability
+		return -1, "no agent with capability " + need
 	case !capable:
-		return -1, "no agent with capability " + capability + " and labels " + FormatLabels(t.Spec.GetLabels())
+		return -1, "no agent with capability " + need + " and labels " + FormatLabels(t.Spec.GetLabels())
 	}
 	return -1, "all matching agents busy"
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/coordinator/scheduler"
+	"github.com/gantryci/gantry/internal/capability"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -34,10 +35,11 @@ func labels(kvs ...string) map[string]string {
 // task returns a pending task of job/name selecting labels ("k=v" pairs).
 func task(job, name string, selector ...string) fsm.PendingTask {
 	return fsm.PendingTask{
-		Key:      fsm.TaskKey{JobID: job, Task: name},
-		JobName:  job,
-		Spec:     &gv1.TaskSpec{Name: name, Labels: labels(selector...)},
-		QueuedAt: now - int64(time.Minute),
+		Key:        fsm.TaskKey{JobID: job, Task: name},
+		JobName:    job,
+		Spec:       &gv1.TaskSpec{Name: name, Labels: labels(selector...)},
+		QueuedAt:   now - int64(time.Minute),
+		RunnableAt: now - int64(time.Minute),
 	}
 }
 
@@ -48,7 +50,7 @@ func withKey(t fsm.PendingTask, key string) fsm.PendingTask {
 }
 
 func agent(name string, free int, kvs ...string) scheduler.Candidate {
-	return scheduler.Candidate{Name: name, Free: free, Labels: labels(kvs...), Capabilities: []string{"exec"}}
+	return scheduler.Candidate{Name: name, Free: free, Labels: labels(kvs...), Capabilities: []string{capability.Exec}}
 }
 
 // placed maps "job/task" to the agent it went to.
@@ -179,7 +181,10 @@ func TestScheduleWaitingReasons(t *testing.T) {
 	}
 }
 
-func withNotBefore(t fsm.PendingTask, nb int64) fsm.PendingTask { t.NotBefore = nb; return t }
+func withNotBefore(t fsm.PendingTask, nb int64) fsm.PendingTask {
+	t.NotBefore, t.RunnableAt = nb, nb
+	return t
+}
 
 func TestScheduleBackoff(t *testing.T) {
 	t.Parallel()

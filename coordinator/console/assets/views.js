@@ -278,11 +278,20 @@ export function queueView(root, ctx) {
   function reason(t) {
     if (short(t.state) === 'blocked') return h('span', { class: 'reason blocked' }, t.reason || 'needs not met');
     if (!t.reason) return h('span', { class: 'sub' }, 'being scheduled');
-    if (t.reason === 'retry backoff' && t.notBefore) {
-      const left = ms(t.notBefore) - Date.now();
+    const runnable = t.runnableAt || t.notBefore;
+    if (t.reason === 'retry backoff' && runnable) {
+      const left = ms(runnable) - Date.now();
       return h('span', { class: 'reason' }, left > 0 ? `retry backoff, ${dur(left)} left` : 'retry backoff');
     }
     return h('span', { class: 'reason' }, t.reason);
+  }
+  // since is when a task started waiting: a pending task since it became
+  // runnable (the time the scheduler orders it by; none while in retry
+  // backoff), a blocked one since its job was submitted.
+  function since(t) {
+    if (short(t.state) === 'blocked') return when(t.queuedAt);
+    const at = t.runnableAt || t.queuedAt;
+    return ms(at) > Date.now() ? h('span', { class: 'sub' }, '—') : when(at);
   }
   function update() {
     const data = ctx.state.queue;
@@ -302,7 +311,7 @@ export function queueView(root, ctx) {
         h('td', { class: 'num hide-narrow' }, String(q.samples || 0)))),
       'No queue has waiting tasks or recent starts.'));
     replace(tasks, table(
-      [['Priority', 'num'], ['Task'], ['Labels', 'hide-narrow'], ['State'], ['Waiting because'], ['Queued', 'hide-narrow']],
+      [['Priority', 'num'], ['Task'], ['Labels', 'hide-narrow'], ['State'], ['Waiting because'], ['Waiting since', 'hide-narrow']],
       ts.map((t) => h('tr', { 'data-task': `${t.jobId}/${t.task}` },
         h('td', { class: 'num' }, String(t.priority || 0)),
         h('td', {}, jobLink(t.jobId, t.jobName || t.jobId), h('span', { class: 'sub' }, ' / '), t.task,
@@ -310,7 +319,7 @@ export function queueView(root, ctx) {
         h('td', { class: 'hide-narrow' }, labels(t.labels)),
         h('td', {}, badge(short(t.state)))
         , h('td', {}, reason(t)),
-        h('td', { class: 'nowrap hide-narrow' }, when(t.queuedAt)))),
+        h('td', { class: 'nowrap hide-narrow' }, since(t)))),
       'Nothing waits: every runnable task has an agent.'));
   }
   update();

@@ -1,4 +1,4 @@
-package dispatch
+package fleet
 
 import (
 	"errors"
@@ -13,18 +13,17 @@ func hbOf(name string) *gv1.Heartbeat {
 	return &gv1.Heartbeat{Agent: &gv1.AgentInfo{Name: name, Slots: 1}}
 }
 
-func TestFleetIsBounded(t *testing.T) {
+func TestViewIsBounded(t *testing.T) {
 	t.Parallel()
-	f := NewFleet(time.Second)
-	f.max = 3
+	f := NewBounded(time.Second, 3, time.Hour)
 	now := time.Unix(1_800_000_000, 0)
 	for i := range 3 {
 		if _, err := f.Observe(hbOf(fmt.Sprint("a", i)), now); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := f.Observe(hbOf("new"), now); !errors.Is(err, ErrFleetFull) {
-		t.Fatalf("fourth agent in a fleet of 3 live agents: %v; want ErrFleetFull", err)
+	if _, err := f.Observe(hbOf("new"), now); !errors.Is(err, ErrFull) {
+		t.Fatalf("fourth agent in a fleet of 3 live agents: %v; want ErrFull", err)
 	}
 	// Known agents still renew.
 	if _, err := f.Observe(hbOf("a0"), now.Add(500*time.Millisecond)); err != nil {
@@ -44,10 +43,9 @@ func TestFleetIsBounded(t *testing.T) {
 	}
 }
 
-func TestFleetForgetsSilentAgents(t *testing.T) {
+func TestViewForgetsSilentAgents(t *testing.T) {
 	t.Parallel()
-	f := NewFleet(time.Second)
-	f.forget = time.Minute
+	f := NewBounded(time.Second, 10, time.Minute)
 	now := time.Unix(1_800_000_000, 0)
 	if _, err := f.Observe(hbOf("old"), now); err != nil {
 		t.Fatal(err)

@@ -1,4 +1,9 @@
-package dispatch
+// Package fleet is every coordinator's in-memory view of the agents, fed by
+// their heartbeats. Heartbeats never enter Raft; each node keeps its own
+// view, so a new leader starts with a warm one. The dispatcher reads it to
+// place tasks and renew leases, the GitOps controller to hand out watches,
+// the API and the console to list agents.
+package fleet
 
 import (
 	"errors"
@@ -11,12 +16,10 @@ import (
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
-// Fleet is every coordinator's in-memory view of the agents, fed by their
-// heartbeats. Heartbeats never enter Raft; each node keeps its own view so
-// that a new leader starts with a warm one. The view is bounded: it holds
-// at most limit.Agents agents and forgets those silent for
-// limit.AgentForget.
-type Fleet struct {
+// View is the agents heard from, with what each holds. It is bounded: it
+// holds at most a maximum of agents (limit.Agents) and forgets those silent
+// for the forget time (limit.AgentForget).
+type View struct {
 	ttl    time.Duration
 	max    int
 	forget time.Duration
@@ -43,22 +46,27 @@ type refKey struct {
 
 func keyOf(r *gv1.TaskRef) refKey { return refKey{r.GetJobId(), r.GetTask(), r.GetAttempt()} }
 
-// ErrFleetFull: the view holds limit.Agents agents and none of them is lost.
-var ErrFleetFull = errors.New("fleet view full")
+// ErrFull: the view holds its maximum of agents and none of them is lost.
+var ErrFull = errors.New("fleet view full")
 
 // sweepEvery is how often at most Observe looks for agents to forget.
 const sweepEvery = time.Second
 
-// NewFleet returns an empty fleet; an agent silent for ttl is lost.
-func NewFleet(ttl time.Duration) *Fleet {
-	return &Fleet{ttl: ttl, max: limit.Agents, forget: limit.AgentForget, agents: map[string]*agentView{}, changed: make(chan struct{})}
+// New returns an empty view bounded by package limit; an agent silent for
+// ttl is lost.
+func New(ttl time.Duration) *View { return NewBounded(ttl, limit.Agents, limit.AgentForget) }
+
+// NewBounded returns an empty view of at most maxAgents agents that forgets
+// an agent silent for forget; an agent silent for ttl is lost.
+func NewBounded(ttl time.Duration, maxAgents int, forget time.Duration) *View {
+	return &View{ttl: ttl, max: maxAgents, forget: forget, agents: map[string]*agentView{}, changed: make(chan struct{})}
 }
 
 // Observe records a heartbeat received at now. It reports whether the agent
 // is new, restarted or changed state, i.e. whether scheduling should rerun.
-// A new agent is refused (ErrFleetFull) while the view is full of agents
+// A new agent is refused (ErrFull) while the view is full of agents
 // that are not lost; lost ones make room.
-func (f *Fleet) Observe(hb *gv1.Heartbeat, now time.Time) (bool, error) {
+func (f *View) Observe(hb *gv1.Heartbeat, now time.Time) (bool, error) {
 	info := hb.GetAgent()
 	if info.GetName() == "" {
 		return false, nil
@@ -72,7 +80,7 @@ func (f *Fleet) Observe(hb *gv1.Heartbeat, now time.Time) (bool, error) {
 	old := f.agents[info.Name]
 	if old == nil && !f.roomLocked(now) {
 		f.mu.Unlock()
-		return false, fmt.Errorf("agent %s: %d agents known: %w", info.Name, f.max, ErrFleetFull)
+		return false, fmt.Errorf("agent %s: %d agents known: %w", info.Name, f.max, ErrFull)
 	}
 	f.agents[info.Name] = v
 	notable := old == nil || now.Sub(old.lastSeen) > f.ttl || old.info.GetSession() != info.GetSession() ||
@@ -91,7 +99,7 @@ func (f *Fleet) Observe(hb *gv1.Heartbeat, now time.Time) (bool, error) {
 
 // sweepLocked forgets agents silent for f.forget, at most once per
 // sweepEvery.
-func (f *Fleet) sweepLocked(now time.Time) {
+func (f *View) sweepLocked(now time.Time) {
 	if now.Sub(f.swept) < sweepEvery {
 		return
 	}
@@ -106,7 +114,7 @@ func (f *Fleet) sweepLocked(now time.Time) {
 // roomLocked makes room for a new agent in a full view by forgetting every
 // lost agent (at most once per sweepEvery, so a flood of new names costs
 // one pass a second); it reports whether there is room.
-func (f *Fleet) roomLocked(now time.Time) bool {
+func (f *View) roomLocked(now time.Time) bool {
 	if len(f.agents) < f.max {
 		return true
 	}
@@ -123,7 +131,7 @@ func (f *Fleet) roomLocked(now time.Time) bool {
 
 // Changed returns a channel closed when an agent appears, restarts, frees a
 // slot or changes state.
-func (f *Fleet) Changed() <-chan struct{} {
+func (f *View) Changed() <-chan struct{} {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.changed
@@ -131,7 +139,7 @@ func (f *Fleet) Changed() <-chan struct{} {
 
 // HeldAt returns when agent's latest heartbeat listing ref arrived; ok is
 // false when its latest heartbeat does not list ref.
-func (f *Fleet) HeldAt(agent string, ref *gv1.TaskRef) (at time.Time, ok bool) {
+func (f *View) HeldAt(agent string, ref *gv1.TaskRef) (at time.Time, ok bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	v, found := f.agents[agent]
@@ -142,7 +150,7 @@ func (f *Fleet) HeldAt(agent string, ref *gv1.TaskRef) (at time.Time, ok bool) {
 }
 
 // Alive reports whether agent sent a heartbeat within the TTL.
-func (f *Fleet) Alive(agent string, now time.Time) bool {
+func (f *View) Alive(agent string, now time.Time) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	v, ok := f.agents[agent]
@@ -150,7 +158,7 @@ func (f *Fleet) Alive(agent string, now time.Time) bool {
 }
 
 // LastSeen returns when agent was last heard from.
-func (f *Fleet) LastSeen(agent string) (time.Time, bool) {
+func (f *View) LastSeen(agent string) (time.Time, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	v, ok := f.agents[agent]
@@ -158,6 +166,17 @@ func (f *Fleet) LastSeen(agent string) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return v.lastSeen, true
+}
+
+// Labels returns the labels agent announced in its latest heartbeat.
+func (f *View) Labels(agent string) (map[string]string, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	v, ok := f.agents[agent]
+	if !ok {
+		return nil, false
+	}
+	return v.info.GetLabels(), true
 }
 
 // Agent is a snapshot of one agent.
@@ -172,7 +191,7 @@ type Agent struct {
 // forget are dropped from the view (zero keeps them). Info is shared, not
 // copied: a heartbeat replaces an agent's Info, it never changes one, so
 // callers must not modify it.
-func (f *Fleet) Agents(now time.Time, forget time.Duration) []Agent {
+func (f *View) Agents(now time.Time, forget time.Duration) []Agent {
 	if forget > 0 {
 		f.mu.Lock()
 		for name, v := range f.agents {
