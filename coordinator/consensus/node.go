@@ -1,9 +1,10 @@
 // Package consensus runs the coordinator's Raft node: the durable log store,
-// file snapshots, the TCP transport, bootstrap and membership, and the
-// proposer that batches commands into log entries.
+// file snapshots, the TCP or mutual TLS transport, bootstrap and
+// membership, and the proposer that batches commands into log entries.
 package consensus
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -85,6 +86,13 @@ type Config struct {
 	// AddressProvider, when set, resolves peers' addresses by server ID
 	// (tests route Raft traffic through proxies with it).
 	AddressProvider raft.ServerAddressProvider
+
+	// TLS, when set, makes the transport mutual TLS: it serves and dials
+	// with this configuration, which must require and verify client
+	// certificates against the cluster's CA (ClientCAs) and verify servers
+	// against it (RootCAs); see pki.PeerTLS. A dialed peer's certificate
+	// must name the host of its Raft address. Nil is plain TCP.
+	TLS *tls.Config
 }
 
 // DefaultConfig has timeouts tuned for sub-second failover on a LAN.
@@ -118,6 +126,9 @@ func (c Config) Validate() error {
 	}
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		return fmt.Errorf("raft: bind address %q: peers cannot reach a wildcard address; name the interface", c.BindAddr)
+	}
+	if c.TLS != nil {
+		return validateTLS(c.TLS)
 	}
 	return nil
 }
@@ -183,12 +194,18 @@ func Open(cfg Config, fsm raft.FSM, log *zap.Logger) (*Node, error) {
 		n.close()
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
-	tr, err := raft.NewTCPTransportWithConfig(cfg.BindAddr, nil, &raft.NetworkTransportConfig{
+	tc := &raft.NetworkTransportConfig{
 		ServerAddressProvider: cfg.AddressProvider,
 		Logger:                hl.Named("transport"),
 		MaxPool:               4,
 		Timeout:               10 * time.Second,
-	})
+	}
+	var tr *raft.NetworkTransport
+	if cfg.TLS == nil {
+		tr, err = raft.NewTCPTransportWithConfig(cfg.BindAddr, nil, tc)
+	} else {
+		tr, err = newTLSTransport(cfg.BindAddr, cfg.TLS, tc)
+	}
 	if err != nil {
 		n.close()
 		return nil, fmt.Errorf("raft transport on %s: %w", cfg.BindAddr, err)
