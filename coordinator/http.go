@@ -35,7 +35,7 @@ func (s *Server) httpHandler() http.Handler {
 	mux.Handle("GET /metrics", s.metricsHandler())
 	mux.HandleFunc("POST /hooks/git", s.handleGitHook)
 	mountPprof(mux)
-	mux.Handle("/", console.New(console.DefaultConfig(), gv1.NewGantryServiceClient(s.self), s.log))
+	mux.Handle("/", console.New(console.DefaultConfig(), s.self.Raw(), s.log))
 	return mux
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/gantryci/gantry/client"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -23,18 +25,6 @@ func newAppCmd(g *globals) *cobra.Command {
 	cmd.AddCommand(newAppCreateCmd(g), newAppListCmd(g), newAppStatusCmd(g), newAppDiffCmd(g),
 		newAppSyncCmd(g), newAppHistoryCmd(g), newAppRollbackCmd(g), newAppUnpinCmd(g), newAppDeleteCmd(g))
 	return cmd
-}
-
-// withClient runs fn with an API client and a context bounded to a minute.
-func (g *globals) withClient(cmd *cobra.Command, fn func(ctx context.Context, c gv1.GantryServiceClient) error) error {
-	c, done, err := g.client()
-	if err != nil {
-		return err
-	}
-	defer done()
-	ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
-	defer cancel()
-	return fn(ctx, c)
 }
 
 func newAppCreateCmd(g *globals) *cobra.Command {
@@ -54,14 +44,12 @@ func newAppCreateCmd(g *globals) *cobra.Command {
 			if healthT > 0 {
 				spec.HealthTimeout = durationpb.New(healthT)
 			}
-			return g.withClient(cmd, func(ctx context.Context, c gv1.GantryServiceClient) error {
-				resp, err := retry(ctx, func(ctx context.Context) (*gv1.CreateAppResponse, error) {
-					return c.CreateApp(ctx, &gv1.CreateAppRequest{Spec: &spec})
-				})
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				app, err := c.CreateApp(ctx, &spec)
 				if err != nil {
 					return err
 				}
-				return g.print(resp.App, func(w io.Writer) {
+				return g.print(app, func(w io.Writer) {
 					mode := "manual sync"
 					if spec.AutoSync {
 						mode = "auto-sync"
@@ -115,14 +103,14 @@ func newAppListCmd(g *globals) *cobra.Command {
 		Short: "List applications with their sync and health status",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withClient(cmd, func(ctx context.Context, c gv1.GantryServiceClient) error {
-				resp, err := c.ListApps(ctx, &gv1.ListAppsRequest{})
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				apps, err := c.Apps(ctx)
 				if err != nil {
 					return err
 				}
-				return g.print(resp, func(w io.Writer) {
+				return g.print(&gv1.ListAppsResponse{Apps: apps}, func(w io.Writer) {
 					fmt.Fprintln(w, "NAME\tCLUSTER\tNAMESPACE\tSYNC\tHEALTH\tDEPLOYED\tLATEST\tPINNED\tLAST DEPLOY")
-					for _, a := range resp.Apps {
+					for _, a := range apps {
 						last := "-"
 						if d := a.LastDeploy; d != nil {
 							last = fmt.Sprintf("#%d %s %s", d.Id, deployResult(d.Result), ago(d.StartedAt))
@@ -142,8 +130,8 @@ func newAppStatusCmd(g *globals) *cobra.Command {
 		Short: "Show an application: source, sync, health, pin, last deploy and drift",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withClient(cmd, func(ctx context.Context, c gv1.GantryServiceClient) error {
-				resp, err := c.GetApp(ctx, &gv1.GetAppRequest{Name: args[0]})
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.App(ctx, args[0])
 				if err != nil {
 					return err
 				}
@@ -199,8 +187,8 @@ func newAppDiffCmd(g *globals) *cobra.Command {
 		Short: "Show how the live objects differ from what Gantry applied; exit 1 when they differ",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withClient(cmd, func(ctx context.Context, c gv1.GantryServiceClient) error {
-				resp, err := c.GetApp(ctx, &gv1.GetAppRequest{Name: args[0]})
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.App(ctx, args[0])
 				if err != nil {
 					return err
 				}
@@ -241,10 +229,8 @@ func newAppSyncCmd(g *globals) *cobra.Command {
 		Short: "Deploy the newest commit of the application's branch (or its pinned commit) now",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.deployCall(cmd, wait, func(ctx context.Context, c gv1.GantryServiceClient) (string, string, error) {
-				resp, err := retry(ctx, func(ctx context.Context) (*gv1.SyncAppResponse, error) {
-					return c.SyncApp(ctx, &gv1.SyncAppRequest{Name: args[0]})
-				})
+			return g.deployCall(cmd, wait, func(ctx context.Context, c *client.Client) (string, string, error) {
+				resp, err := c.SyncApp(ctx, args[0])
 				return resp.GetJobId(), resp.GetRevision(), err
 			})
 		},
@@ -260,10 +246,8 @@ func newAppRollbackCmd(g *globals) *cobra.Command {
 		Short: "Deploy a revision the application ran before (commit or deploy id) and pin it there",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.deployCall(cmd, wait, func(ctx context.Context, c gv1.GantryServiceClient) (string, string, error) {
-				resp, err := retry(ctx, func(ctx context.Context) (*gv1.RollbackAppResponse, error) {
-					return c.RollbackApp(ctx, &gv1.RollbackAppRequest{Name: args[0], Revision: args[1]})
-				})
+			return g.deployCall(cmd, wait, func(ctx context.Context, c *client.Client) (string, string, error) {
+				resp, err := c.RollbackApp(ctx, args[0], args[1])
 				if err == nil {
 					fmt.Fprintf(os.Stderr, "%s pinned to %s; auto-sync resumes after gantry app unpin %s\n", args[0], shortRev(resp.GetRevision()), args[0])
 				}
@@ -276,32 +260,27 @@ func newAppRollbackCmd(g *globals) *cobra.Command {
 }
 
 // deployCall runs a call that starts a deploy job and, with wait, follows it.
-func (g *globals) deployCall(cmd *cobra.Command, wait bool, call func(ctx context.Context, c gv1.GantryServiceClient) (job, rev string, err error)) error {
-	c, done, err := g.client()
-	if err != nil {
-		return err
-	}
-	defer done()
-	ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
-	job, rev, err := call(ctx, c)
-	cancel()
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "deploying %s (job %s)\n", shortRev(rev), job)
-	if !wait {
-		fmt.Println(job)
+func (g *globals) deployCall(cmd *cobra.Command, wait bool, call func(ctx context.Context, c *client.Client) (job, rev string, err error)) error {
+	return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+		job, rev, err := call(ctx, c)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "deploying %s (job %s)\n", shortRev(rev), job)
+		if !wait {
+			fmt.Println(job)
+			return nil
+		}
+		final, err := follow(cmd.Context(), c, job)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "job %s %s\n", final.Id, jobState(final.State))
+		if final.State != gv1.JobState_JOB_STATE_SUCCEEDED {
+			return exitError{code: 1}
+		}
 		return nil
-	}
-	final, err := follow(cmd.Context(), c, job, os.Stdout, os.Stderr)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "job %s %s\n", final.Id, jobState(final.State))
-	if final.State != gv1.JobState_JOB_STATE_SUCCEEDED {
-		return exitError{code: 1}
-	}
-	return nil
+	})
 }
 
 func newAppHistoryCmd(g *globals) *cobra.Command {
@@ -310,14 +289,13 @@ func newAppHistoryCmd(g *globals) *cobra.Command {
 		Short: "List an application's deploys, newest first",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withClient(cmd, func(ctx context.Context, c gv1.GantryServiceClient) error {
-				resp, err := c.GetApp(ctx, &gv1.GetAppRequest{Name: args[0]})
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				h, err := c.AppHistory(ctx, args[0])
 				if err != nil {
 					return err
 				}
-				return g.print(&gv1.App{History: resp.App.History}, func(w io.Writer) {
+				return g.print(&gv1.App{History: h}, func(w io.Writer) {
 					fmt.Fprintln(w, "ID\tREVISION\tRESULT\tTRIGGER\tSTARTED\tDURATION\tJOB\tAGENT\tIMAGES\tMESSAGE")
-					h := resp.App.History
 					for i := len(h) - 1; i >= 0; i-- {
 						d := h[i]
 						imgs := make([]string, 0, len(d.Images))
@@ -335,31 +313,23 @@ func newAppHistoryCmd(g *globals) *cobra.Command {
 
 func newAppUnpinCmd(g *globals) *cobra.Command {
 	return appWriteCmd(g, "unpin NAME", "Let auto-sync follow the application's branch again after a rollback", "unpinned",
-		func(ctx context.Context, c gv1.GantryServiceClient, name string) error {
-			_, err := c.UnpinApp(ctx, &gv1.UnpinAppRequest{Name: name})
-			return err
-		})
+		func(ctx context.Context, c *client.Client, name string) error { return c.UnpinApp(ctx, name) })
 }
 
 func newAppDeleteCmd(g *globals) *cobra.Command {
 	return appWriteCmd(g, "delete NAME", "Forget an application and its history; its live objects are left running", "deleted",
-		func(ctx context.Context, c gv1.GantryServiceClient, name string) error {
-			_, err := c.DeleteApp(ctx, &gv1.DeleteAppRequest{Name: name})
-			return err
-		})
+		func(ctx context.Context, c *client.Client, name string) error { return c.DeleteApp(ctx, name) })
 }
 
 // appWriteCmd is a command that changes one application and says what it did.
-func appWriteCmd(g *globals, use, short, did string, call func(context.Context, gv1.GantryServiceClient, string) error) *cobra.Command {
+func appWriteCmd(g *globals, use, short, did string, call func(context.Context, *client.Client, string) error) *cobra.Command {
 	return &cobra.Command{
 		Use:   use,
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withClient(cmd, func(ctx context.Context, c gv1.GantryServiceClient) error {
-				if _, err := retry(ctx, func(ctx context.Context) (struct{}, error) {
-					return struct{}{}, call(ctx, c, args[0])
-				}); err != nil {
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				if err := call(ctx, c, args[0]); err != nil {
 					return err
 				}
 				fmt.Fprintf(os.Stderr, "%s %s\n", args[0], did)
@@ -369,18 +339,18 @@ func appWriteCmd(g *globals, use, short, did string, call func(context.Context, 
 	}
 }
 
-// savePrivate writes the pieces next returns, until io.EOF, to path with
-// mode 0600, atomically (a temporary file renamed into place): a snapshot
-// holds every job's outputs and the sealed secrets, so it is the owner's
-// alone. It returns the bytes written.
-func savePrivate(path string, next func() ([]byte, error)) (int, error) {
+// savePrivate writes what write writes to path with mode 0600, atomically
+// (a temporary file renamed into place): a snapshot holds every job's
+// outputs and the sealed secrets, so it is the owner's alone. It returns
+// the bytes written.
+func savePrivate(path string, write func(w io.Writer) error) (int64, error) {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return 0, err
 	}
 	defer os.Remove(tmp)
-	fail := func(err error) (int, error) {
+	fail := func(err error) (int64, error) {
 		f.Close()
 		return 0, err
 	}
@@ -388,20 +358,9 @@ func savePrivate(path string, next func() ([]byte, error)) (int, error) {
 	if err := f.Chmod(0o600); err != nil {
 		return fail(err)
 	}
-	n := 0
-	for {
-		data, err := next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return fail(err)
-		}
-		w, err := f.Write(data)
-		n += w
-		if err != nil {
-			return fail(err)
-		}
+	cw := &countingWriter{w: f}
+	if err := write(cw); err != nil {
+		return fail(err)
 	}
 	if err := f.Sync(); err != nil {
 		return fail(err)
@@ -412,7 +371,19 @@ func savePrivate(path string, next func() ([]byte, error)) (int, error) {
 	if err := os.Rename(tmp, path); err != nil {
 		return 0, err
 	}
-	return n, nil
+	return cw.n, nil
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func newSnapshotCmd(g *globals) *cobra.Command {
@@ -425,14 +396,10 @@ func newSnapshotCmd(g *globals) *cobra.Command {
 		Short: "Write jobs, applications and deploy history to FILE",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withClient(cmd, func(ctx context.Context, c gv1.GantryServiceClient) error {
-				stream, err := c.SaveSnapshot(ctx, &gv1.SaveSnapshotRequest{})
-				if err != nil {
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				n, err := savePrivate(args[0], func(w io.Writer) error {
+					_, err := c.SaveSnapshot(ctx, w)
 					return err
-				}
-				n, err := savePrivate(args[0], func() ([]byte, error) {
-					ch, err := stream.Recv()
-					return ch.GetData(), err
 				})
 				if err != nil {
 					return err
@@ -454,19 +421,8 @@ func newSnapshotCmd(g *globals) *cobra.Command {
 			if len(data) == 0 {
 				return errors.New(args[0] + ": empty file")
 			}
-			return g.withClient(cmd, func(ctx context.Context, c gv1.GantryServiceClient) error {
-				stream, err := c.RestoreSnapshot(ctx)
-				if err != nil {
-					return err
-				}
-				for len(data) > 0 {
-					n := min(len(data), 1<<20)
-					if err := stream.Send(&gv1.RestoreSnapshotRequest{Data: data[:n]}); err != nil {
-						break // the answer says why
-					}
-					data = data[n:]
-				}
-				resp, err := stream.CloseAndRecv()
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.RestoreSnapshot(ctx, bytes.NewReader(data))
 				if err != nil {
 					return err
 				}

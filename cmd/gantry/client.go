@@ -2,129 +2,51 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/gantryci/gantry/coordinator/api"
-	"github.com/gantryci/gantry/internal/limit"
-
+	"github.com/gantryci/gantry/client"
+	"github.com/gantryci/gantry/internal/pki"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
-func (g *globals) client() (gv1.GantryServiceClient, func(), error) {
-	idx := &readIndex{}
-	conn, err := grpc.NewClient(g.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit.Message), grpc.MaxCallSendMsgSize(limit.Message)),
-		grpc.WithChainUnaryInterceptor(idx.unary), grpc.WithChainStreamInterceptor(idx.stream))
+// callTimeout bounds the API calls of a command; following a job or a log
+// is bounded by the command's own flags instead.
+const callTimeout = time.Minute
+
+// dial returns a client of the coordinators named by --addr, sending the
+// token resolveToken finds, over TLS when --tls-ca (or a client
+// certificate) is given.
+func (g *globals) dial() (*client.Client, error) {
+	opts := []client.Option{client.WithToken(g.resolveToken())}
+	if g.tlsCA != "" || g.tlsCert != "" {
+		cfg, err := pki.ClientTLS(g.tlsCA, g.tlsCert, g.tlsKey)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-ca/--tls-cert: %w", err)
+		}
+		opts = append(opts, client.WithTLS(cfg))
+	}
+	return client.New([]string{g.addr}, opts...)
+}
+
+// withClient runs fn with a client and a context bounded to callTimeout.
+func (g *globals) withClient(cmd *cobra.Command, fn func(ctx context.Context, c *client.Client) error) error {
+	c, err := g.dial()
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect %s: %w", g.addr, err)
+		return err
 	}
-	return gv1.NewGantryServiceClient(conn), func() { conn.Close() }, nil
-}
-
-// readIndex makes one client's reads monotonic: it remembers the highest
-// state index any answer came from and asks every later call not to be
-// answered from an older one (api.MinIndexHeader). Unary calls refused
-// with Unavailable (no leader, a coordinator catching up after a restart,
-// a replica behind) are retried for up to unaryRetry.
-type readIndex struct{ max atomic.Uint64 }
-
-const unaryRetry = 30 * time.Second
-
-func (r *readIndex) outgoing(ctx context.Context) context.Context {
-	if n := r.max.Load(); n > 0 {
-		return metadata.AppendToOutgoingContext(ctx, api.MinIndexHeader, strconv.FormatUint(n, 10))
-	}
-	return ctx
-}
-
-func (r *readIndex) seen(md metadata.MD) {
-	for _, v := range md.Get(api.IndexHeader) {
-		n, err := strconv.ParseUint(v, 10, 64)
-		for err == nil {
-			old := r.max.Load()
-			if n <= old || r.max.CompareAndSwap(old, n) {
-				break
-			}
-		}
-	}
-}
-
-func (r *readIndex) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	deadline := time.Now().Add(unaryRetry)
-	wait := 50 * time.Millisecond
-	for {
-		var md metadata.MD
-		err := invoker(r.outgoing(ctx), method, req, reply, cc, append(opts, grpc.Header(&md))...)
-		r.seen(md)
-		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-			wait = min(2*wait, time.Second)
-		}
-	}
-}
-
-func (r *readIndex) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	cs, err := streamer(r.outgoing(ctx), desc, cc, method, opts...)
-	if err != nil {
-		return nil, err
-	}
-	return &indexedStream{ClientStream: cs, r: r}, nil
-}
-
-// indexedStream records the index header of a stream when it arrives.
-type indexedStream struct {
-	grpc.ClientStream
-	r    *readIndex
-	once sync.Once
-}
-
-func (s *indexedStream) RecvMsg(m any) error {
-	err := s.ClientStream.RecvMsg(m)
-	s.once.Do(func() {
-		if md, herr := s.Header(); herr == nil {
-			s.r.seen(md)
-		}
-	})
-	return err
-}
-
-// retry runs an idempotent call again while the cluster has no leader.
-func retry[T any](ctx context.Context, call func(context.Context) (T, error)) (T, error) {
-	wait := 100 * time.Millisecond
-	for {
-		v, err := call(ctx)
-		if status.Code(err) != codes.Unavailable {
-			return v, err
-		}
-		select {
-		case <-ctx.Done():
-			return v, err
-		case <-time.After(wait):
-			wait = min(2*wait, 2*time.Second)
-		}
-	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
+	defer cancel()
+	return fn(ctx, c)
 }
 
 func newSubmitCmd(g *globals) *cobra.Command {
@@ -151,54 +73,43 @@ func newSubmitCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("read pipeline: %w", err)
 			}
-			if key == "" {
-				// A key of our own makes retrying safe: a submit that did
-				// commit before a failover returns the same job.
-				var b [12]byte
-				_, _ = rand.Read(b[:])
-				key = "cli-" + hex.EncodeToString(b[:])
-			}
-			c, closeConn, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 60*time.Second)
-			resp, err := retry(ctx, func(ctx context.Context) (*gv1.SubmitJobResponse, error) {
-				return c.SubmitJob(ctx, &gv1.SubmitJobRequest{SpecYaml: string(data), IdempotencyKey: key})
-			})
-			cancel()
-			if err != nil {
-				if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
-					return fmt.Errorf("%s: %s", file, st.Message())
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				// Without --idempotency-key, Submit makes up a key: a
+				// submit that did commit before a failover returns the
+				// same job when retried.
+				resp, err := c.Submit(ctx, &gv1.SubmitJobRequest{SpecYaml: string(data), IdempotencyKey: key})
+				if err != nil {
+					if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
+						return fmt.Errorf("%s: %s", file, st.Message())
+					}
+					return fmt.Errorf("submit: %w", err)
 				}
-				return fmt.Errorf("submit: %w", err)
-			}
-			job := resp.Job
-			if !wait {
-				return g.print(job, func(w io.Writer) { fmt.Fprintln(w, job.Id) })
-			}
-			fmt.Fprintf(os.Stderr, "job %s submitted (%s)\n", job.Id, job.Spec.GetName())
-			wctx := cmd.Context()
-			if timeout > 0 {
-				var cancel context.CancelFunc
-				wctx, cancel = context.WithTimeout(wctx, timeout)
-				defer cancel()
-			}
-			final, err := follow(wctx, c, job.Id, os.Stdout, os.Stderr)
-			if err != nil {
-				return err
-			}
-			if g.output == "json" {
-				if err := g.print(final, nil); err != nil {
+				job := resp.Job
+				if !wait {
+					return g.print(job, func(w io.Writer) { fmt.Fprintln(w, job.Id) })
+				}
+				fmt.Fprintf(os.Stderr, "job %s submitted (%s)\n", job.Id, job.Spec.GetName())
+				wctx := cmd.Context()
+				if timeout > 0 {
+					var cancel context.CancelFunc
+					wctx, cancel = context.WithTimeout(wctx, timeout)
+					defer cancel()
+				}
+				final, err := follow(wctx, c, job.Id)
+				if err != nil {
 					return err
 				}
-			}
-			fmt.Fprintf(os.Stderr, "job %s %s\n", final.Id, jobState(final.State))
-			if final.State != gv1.JobState_JOB_STATE_SUCCEEDED {
-				return exitError{code: 1}
-			}
-			return nil
+				if g.output == "json" {
+					if err := g.print(final, nil); err != nil {
+						return err
+					}
+				}
+				fmt.Fprintf(os.Stderr, "job %s %s\n", final.Id, jobState(final.State))
+				if final.State != gv1.JobState_JOB_STATE_SUCCEEDED {
+					return exitError{code: 1}
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "pipeline YAML file (- for standard input)")
@@ -208,50 +119,30 @@ func newSubmitCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// follow streams a job's logs and state changes until it is final, riding
-// through coordinator failovers.
-func follow(ctx context.Context, c gv1.GantryServiceClient, jobID string, out, status io.Writer) (*gv1.Job, error) {
-	logsDone := make(chan struct{})
-	lctx, stopLogs := context.WithCancel(ctx)
-	defer stopLogs()
-	go func() {
-		defer close(logsDone)
-		streamLogs(lctx, c, jobID, "", true, true, out)
-	}()
+// follow prints a job's logs to standard output, each line prefixed with
+// its task, and its tasks' state changes to standard error until the job
+// is final.
+func follow(ctx context.Context, c *client.Client, jobID string) (*gv1.Job, error) {
+	p := newLogPrinter(os.Stdout, true)
 	seen := map[string]string{}
-	var last *gv1.Job
-	for {
-		stream, err := c.WatchJob(ctx, &gv1.WatchJobRequest{JobId: jobID})
-		if err == nil {
-			for {
-				resp, err := stream.Recv()
-				if err != nil {
-					break
-				}
-				last = resp.Job
-				for _, t := range last.Tasks {
-					st := taskState(t.State)
-					if seen[t.Name] != st {
-						seen[t.Name] = st
-						fmt.Fprintf(status, "  %-20s %s%s\n", t.Name, st, taskNote(t))
-					}
-				}
+	final, err := c.FollowJob(ctx, jobID, func(j *gv1.Job) error {
+		for _, t := range j.Tasks {
+			st := taskState(t.State)
+			if seen[t.Name] != st {
+				seen[t.Name] = st
+				fmt.Fprintf(os.Stderr, "  %-20s %s%s\n", t.Name, st, taskNote(t))
 			}
 		}
-		if last != nil && jobFinal(last.State) {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("wait for job %s: %w", jobID, ctx.Err())
-		}
-		time.Sleep(200 * time.Millisecond) // the coordinator went away: reconnect
+		return nil
+	}, func(ch *gv1.LogChunk) error {
+		p.chunk(ch)
+		return nil
+	})
+	p.flush()
+	if err != nil {
+		return nil, fmt.Errorf("wait for job %s: %w", jobID, err)
 	}
-	// The log stream ends by itself once every attempt's output is in.
-	select {
-	case <-logsDone:
-	case <-time.After(15 * time.Second):
-	}
-	return last, nil
+	return final, nil
 }
 
 func taskNote(t *gv1.Task) string {
@@ -272,23 +163,16 @@ func taskNote(t *gv1.Task) string {
 }
 
 // logPrinter prints log chunks as lines, each prefixed with its task name
-// when prefix is set. It remembers which chunks it printed, so a stream
-// opened again after a failover replays without repeating lines.
+// when prefix is set. The client passes each chunk once, also across
+// failovers.
 type logPrinter struct {
 	out     io.Writer
 	prefix  bool
-	printed map[chunkID]bool
 	partial map[string]string
 }
 
-type chunkID struct {
-	task    string
-	attempt int32
-	seq     uint64
-}
-
 func newLogPrinter(out io.Writer, prefix bool) *logPrinter {
-	return &logPrinter{out: out, prefix: prefix, printed: map[chunkID]bool{}, partial: map[string]string{}}
+	return &logPrinter{out: out, prefix: prefix, partial: map[string]string{}}
 }
 
 func (p *logPrinter) line(task, l string) {
@@ -300,12 +184,7 @@ func (p *logPrinter) line(task, l string) {
 }
 
 func (p *logPrinter) chunk(ch *gv1.LogChunk) {
-	id := chunkID{ch.GetRef().GetTask(), ch.GetRef().GetAttempt(), ch.GetSeq()}
-	if p.printed[id] {
-		return
-	}
-	p.printed[id] = true
-	name := id.task
+	name := ch.GetRef().GetTask()
 	lines := strings.Split(p.partial[name]+string(ch.GetData()), "\n")
 	p.partial[name] = lines[len(lines)-1]
 	for _, l := range lines[:len(lines)-1] {
@@ -323,44 +202,5 @@ func (p *logPrinter) flush() {
 			p.line(name, rest)
 		}
 		delete(p.partial, name)
-	}
-}
-
-// stream prints one TaskLogs stream to its end.
-func (p *logPrinter) stream(ctx context.Context, c gv1.GantryServiceClient, jobID, task string, follow bool) error {
-	stream, err := c.TaskLogs(ctx, &gv1.TaskLogsRequest{JobId: jobID, Task: task, Follow: follow})
-	if err != nil {
-		return err
-	}
-	for {
-		resp, err := stream.Recv()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		p.chunk(resp.Chunk)
-	}
-}
-
-// streamLogs prints a job's logs; with follow it rides through coordinator
-// failovers until the job ends.
-func streamLogs(ctx context.Context, c gv1.GantryServiceClient, jobID, task string, follow, prefix bool, out io.Writer) error {
-	p := newLogPrinter(out, prefix)
-	defer p.flush()
-	for {
-		err := p.stream(ctx, c, jobID, task, follow)
-		if err == nil || !follow || ctx.Err() != nil {
-			return err
-		}
-		if c := status.Code(err); c == codes.NotFound || c == codes.InvalidArgument {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(300 * time.Millisecond):
-		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gantryci/gantry/client"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -43,10 +45,6 @@ func trimEnum(s, prefix string) string { return strings.ToLower(strings.TrimPref
 func jobState(s gv1.JobState) string   { return trimEnum(s.String(), "JOB_STATE_") }
 func taskState(s gv1.TaskState) string { return trimEnum(s.String(), "TASK_STATE_") }
 
-func jobFinal(s gv1.JobState) bool {
-	return s == gv1.JobState_JOB_STATE_SUCCEEDED || s == gv1.JobState_JOB_STATE_FAILED || s == gv1.JobState_JOB_STATE_CANCELED
-}
-
 func ago(t *timestamppb.Timestamp) string {
 	if t == nil {
 		return "-"
@@ -73,34 +71,32 @@ func newJobsCmd(g *globals) *cobra.Command {
 		Short: "List the newest jobs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := &gv1.ListJobsRequest{Limit: limit}
+			var want []gv1.JobState
 			for _, s := range states {
 				v, ok := gv1.JobState_value["JOB_STATE_"+strings.ToUpper(s)]
 				if !ok {
 					return fmt.Errorf("--state %q: want pending, running, succeeded, failed or canceled", s)
 				}
-				req.States = append(req.States, gv1.JobState(v))
+				want = append(want, gv1.JobState(v))
 			}
-			c, done, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.ListJobs(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return g.print(resp, func(w io.Writer) {
-				fmt.Fprintln(w, "ID\tNAME\tSTATE\tTASKS\tCREATED\tDURATION")
-				for _, j := range resp.Jobs {
-					done := 0
-					for _, t := range j.Tasks {
-						if t.State == gv1.TaskState_TASK_STATE_SUCCEEDED {
-							done++
-						}
-					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.Id, j.Spec.GetName(), jobState(j.State), done, len(j.Tasks), ago(j.CreatedAt), duration(j.CreatedAt, j.FinishedAt))
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				jobs, err := c.Jobs(ctx, limit, want...)
+				if err != nil {
+					return err
 				}
+				resp := &gv1.ListJobsResponse{Jobs: jobs}
+				return g.print(resp, func(w io.Writer) {
+					fmt.Fprintln(w, "ID\tNAME\tSTATE\tTASKS\tCREATED\tDURATION")
+					for _, j := range resp.Jobs {
+						done := 0
+						for _, t := range j.Tasks {
+							if t.State == gv1.TaskState_TASK_STATE_SUCCEEDED {
+								done++
+							}
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.Id, j.Spec.GetName(), jobState(j.State), done, len(j.Tasks), ago(j.CreatedAt), duration(j.CreatedAt, j.FinishedAt))
+					}
+				})
 			})
 		},
 	}
@@ -115,32 +111,28 @@ func newJobCmd(g *globals) *cobra.Command {
 		Short: "Show a job and its tasks",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.GetJob(cmd.Context(), &gv1.GetJobRequest{JobId: args[0]})
-			if err != nil {
-				return err
-			}
-			j := resp.Job
-			return g.print(j, func(w io.Writer) {
-				fmt.Fprintf(w, "job %s (%s): %s, created %s, %s\n\n", j.Id, j.Spec.GetName(), jobState(j.State), ago(j.CreatedAt), duration(j.CreatedAt, j.FinishedAt))
-				fmt.Fprintln(w, "TASK\tSTATE\tATTEMPT\tAGENT\tNEEDS\tDURATION\tDETAIL")
-				for _, t := range j.Tasks {
-					detail := t.Error
-					if len(t.Outputs) > 0 {
-						keys := make([]string, 0, len(t.Outputs))
-						for k := range t.Outputs {
-							keys = append(keys, k+"="+t.Outputs[k])
-						}
-						sort.Strings(keys)
-						detail = strings.TrimSpace(detail + " " + strings.Join(keys, " "))
-					}
-					fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", t.Name, taskState(t.State), t.Attempt, dash(t.Agent),
-						dash(strings.Join(t.Spec.GetNeeds(), ",")), duration(t.StartedAt, t.FinishedAt), detail)
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				j, err := c.Job(ctx, args[0])
+				if err != nil {
+					return err
 				}
+				return g.print(j, func(w io.Writer) {
+					fmt.Fprintf(w, "job %s (%s): %s, created %s, %s\n\n", j.Id, j.Spec.GetName(), jobState(j.State), ago(j.CreatedAt), duration(j.CreatedAt, j.FinishedAt))
+					fmt.Fprintln(w, "TASK\tSTATE\tATTEMPT\tAGENT\tNEEDS\tDURATION\tDETAIL")
+					for _, t := range j.Tasks {
+						detail := t.Error
+						if len(t.Outputs) > 0 {
+							keys := make([]string, 0, len(t.Outputs))
+							for k := range t.Outputs {
+								keys = append(keys, k+"="+t.Outputs[k])
+							}
+							sort.Strings(keys)
+							detail = strings.TrimSpace(detail + " " + strings.Join(keys, " "))
+						}
+						fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", t.Name, taskState(t.State), t.Attempt, dash(t.Agent),
+							dash(strings.Join(t.Spec.GetNeeds(), ",")), duration(t.StartedAt, t.FinishedAt), detail)
+					}
+				})
 			})
 		},
 	}
@@ -160,16 +152,19 @@ func newLogsCmd(g *globals) *cobra.Command {
 		Short: "Print a job's logs (all tasks, or one); -f follows until the job ends",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer done()
 			task := ""
 			if len(args) == 2 {
 				task = args[1]
 			}
-			return streamLogs(cmd.Context(), c, args[0], task, followLogs, task == "", os.Stdout)
+			// A log is read to its end, however long it takes.
+			return g.withClient(cmd, func(_ context.Context, c *client.Client) error {
+				p := newLogPrinter(os.Stdout, task == "")
+				defer p.flush()
+				return c.Logs(cmd.Context(), args[0], task, followLogs, func(ch *gv1.LogChunk) error {
+					p.chunk(ch)
+					return nil
+				})
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&followLogs, "follow", "f", false, "keep streaming until the job ends")
@@ -183,17 +178,14 @@ func newCancelCmd(g *globals) *cobra.Command {
 		Short: "Cancel a job and stop its running tasks",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.CancelJob(cmd.Context(), &gv1.CancelJobRequest{JobId: args[0], Reason: reason})
-			if err != nil {
-				return err
-			}
-			return g.print(resp.Job, func(w io.Writer) {
-				fmt.Fprintf(w, "job %s %s\n", resp.Job.Id, jobState(resp.Job.State))
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				job, err := c.Cancel(ctx, args[0], reason)
+				if err != nil {
+					return err
+				}
+				return g.print(job, func(w io.Writer) {
+					fmt.Fprintf(w, "job %s %s\n", job.Id, jobState(job.State))
+				})
 			})
 		},
 	}
@@ -207,26 +199,23 @@ func newAgentsCmd(g *globals) *cobra.Command {
 		Short: "List agents with their labels, slots and state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.ListAgents(cmd.Context(), &gv1.ListAgentsRequest{})
-			if err != nil {
-				return err
-			}
-			return g.print(resp, func(w io.Writer) {
-				fmt.Fprintln(w, "NAME\tSTATE\tSLOTS\tLABELS\tCAPABILITIES\tLAST HEARTBEAT\tVERSION")
-				for _, a := range resp.Agents {
-					labels := make([]string, 0, len(a.Info.Labels))
-					for k, v := range a.Info.Labels {
-						labels = append(labels, k+"="+v)
-					}
-					sort.Strings(labels)
-					fmt.Fprintf(w, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\n", a.Info.Name, trimEnum(a.State.String(), "AGENT_STATE_"),
-						len(a.Running), a.Info.Slots, dash(strings.Join(labels, ",")), dash(strings.Join(a.Info.Capabilities, ",")), ago(a.LastHeartbeat), a.Info.Version)
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				agents, err := c.Agents(ctx)
+				if err != nil {
+					return err
 				}
+				return g.print(&gv1.ListAgentsResponse{Agents: agents}, func(w io.Writer) {
+					fmt.Fprintln(w, "NAME\tSTATE\tSLOTS\tLABELS\tCAPABILITIES\tLAST HEARTBEAT\tVERSION")
+					for _, a := range agents {
+						labels := make([]string, 0, len(a.Info.Labels))
+						for k, v := range a.Info.Labels {
+							labels = append(labels, k+"="+v)
+						}
+						sort.Strings(labels)
+						fmt.Fprintf(w, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\n", a.Info.Name, trimEnum(a.State.String(), "AGENT_STATE_"),
+							len(a.Running), a.Info.Slots, dash(strings.Join(labels, ",")), dash(strings.Join(a.Info.Capabilities, ",")), ago(a.LastHeartbeat), a.Info.Version)
+					}
+				})
 			})
 		},
 	}
@@ -238,16 +227,13 @@ func newDrainCmd(g *globals) *cobra.Command {
 		Short: "Tell an agent to take no new work, finish what it runs and exit",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			if _, err := c.DrainAgent(cmd.Context(), &gv1.DrainAgentRequest{Name: args[0]}); err != nil {
-				return err
-			}
-			fmt.Fprintf(os.Stderr, "agent %s draining\n", args[0])
-			return nil
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				if err := c.Drain(ctx, args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(os.Stderr, "agent %s draining\n", args[0])
+				return nil
+			})
 		},
 	}
 }
@@ -258,21 +244,18 @@ func newClusterCmd(g *globals) *cobra.Command {
 		Short: "Show the coordinators, the leader and Raft indexes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.ClusterStatus(cmd.Context(), &gv1.ClusterStatusRequest{})
-			if err != nil {
-				return err
-			}
-			return g.print(resp, func(w io.Writer) {
-				fmt.Fprintf(w, "cluster %s, leader %s, term %d\n\n", resp.Cluster, dash(resp.LeaderId), resp.Term)
-				fmt.Fprintln(w, "NODE\tSTATE\tVOTER\tRAFT\tGRPC\tHTTP\tCOMMIT\tAPPLIED")
-				for _, n := range resp.Nodes {
-					fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%s\t%s\t%d\t%d\n", n.Id, dash(n.RaftState), n.Voter, n.RaftAddr, dash(n.GrpcAddr), dash(n.HttpAddr), n.CommitIndex, n.AppliedIndex)
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.Cluster(ctx)
+				if err != nil {
+					return err
 				}
+				return g.print(resp, func(w io.Writer) {
+					fmt.Fprintf(w, "cluster %s, leader %s, term %d\n\n", resp.Cluster, dash(resp.LeaderId), resp.Term)
+					fmt.Fprintln(w, "NODE\tSTATE\tVOTER\tRAFT\tGRPC\tHTTP\tCOMMIT\tAPPLIED")
+					for _, n := range resp.Nodes {
+						fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%s\t%s\t%d\t%d\n", n.Id, dash(n.RaftState), n.Voter, n.RaftAddr, dash(n.GrpcAddr), dash(n.HttpAddr), n.CommitIndex, n.AppliedIndex)
+					}
+				})
 			})
 		},
 	}
@@ -281,13 +264,9 @@ func newClusterCmd(g *globals) *cobra.Command {
 		Short: "Add a coordinator as a voter (it must already be running)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			_, err = c.AddNode(cmd.Context(), &gv1.AddNodeRequest{Id: args[0], RaftAddr: args[1]})
-			return err
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				return c.AddNode(ctx, args[0], args[1])
+			})
 		},
 	})
 	cmd.AddCommand(&cobra.Command{
@@ -295,13 +274,9 @@ func newClusterCmd(g *globals) *cobra.Command {
 		Short: "Remove a coordinator from the Raft configuration",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			_, err = c.RemoveNode(cmd.Context(), &gv1.RemoveNodeRequest{Id: args[0]})
-			return err
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				return c.RemoveNode(ctx, args[0])
+			})
 		},
 	})
 	return cmd

@@ -7,10 +7,10 @@ import (
 	"io"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/gantryci/gantry/client"
 	"github.com/gantryci/gantry/coordinator/secret"
 	"github.com/gantryci/gantry/internal/limit"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
@@ -52,20 +52,13 @@ func newSecretSetCmd(g *globals) *cobra.Command {
 			if len(value) == 0 {
 				return errors.New("secret value is empty (give it on standard input or with --from-file)")
 			}
-			c, done, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			resp, err := retry(ctx, func(ctx context.Context) (*gv1.SetSecretResponse, error) {
-				return c.SetSecret(ctx, &gv1.SetSecretRequest{Name: args[0], Value: value, Scope: scope})
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				info, err := c.SetSecret(ctx, args[0], value, scope)
+				if err != nil {
+					return err
+				}
+				return g.print(info, func(w io.Writer) { fmt.Fprintf(w, "secret %s set\n", info.Name) })
 			})
-			if err != nil {
-				return err
-			}
-			return g.print(resp.Secret, func(w io.Writer) { fmt.Fprintf(w, "secret %s set\n", resp.Secret.Name) })
 		},
 	}
 	cmd.Flags().StringVar(&file, "from-file", "", "read the value from this file, as it is (- for standard input)")
@@ -79,20 +72,17 @@ func newSecretListCmd(g *globals) *cobra.Command {
 		Short: "List secrets by name (never their values)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.ListSecrets(cmd.Context(), &gv1.ListSecretsRequest{})
-			if err != nil {
-				return err
-			}
-			return g.print(resp, func(w io.Writer) {
-				fmt.Fprintln(w, "NAME\tSCOPE\tKEY\tUPDATED")
-				for _, s := range resp.Secrets {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.Name, dash(s.Scope), s.KeyId, ago(s.UpdatedAt))
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				secrets, err := c.Secrets(ctx)
+				if err != nil {
+					return err
 				}
+				return g.print(&gv1.ListSecretsResponse{Secrets: secrets}, func(w io.Writer) {
+					fmt.Fprintln(w, "NAME\tSCOPE\tKEY\tUPDATED")
+					for _, s := range secrets {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.Name, dash(s.Scope), s.KeyId, ago(s.UpdatedAt))
+					}
+				})
 			})
 		},
 	}
@@ -104,20 +94,13 @@ func newSecretDeleteCmd(g *globals) *cobra.Command {
 		Short: "Delete a secret; tasks referring to it fail from then on",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			if _, err := retry(ctx, func(ctx context.Context) (*gv1.DeleteSecretResponse, error) {
-				return c.DeleteSecret(ctx, &gv1.DeleteSecretRequest{Name: args[0]})
-			}); err != nil {
-				return err
-			}
-			fmt.Fprintf(os.Stderr, "secret %s deleted\n", args[0])
-			return nil
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				if err := c.DeleteSecret(ctx, args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(os.Stderr, "secret %s deleted\n", args[0])
+				return nil
+			})
 		},
 	}
 }

@@ -8,14 +8,14 @@ import (
 	"testing"
 )
 
-func pieces(p ...string) func() ([]byte, error) {
-	return func() ([]byte, error) {
-		if len(p) == 0 {
-			return nil, io.EOF
+func pieces(p ...string) func(io.Writer) error {
+	return func(w io.Writer) error {
+		for _, s := range p {
+			if _, err := io.WriteString(w, s); err != nil {
+				return err
+			}
 		}
-		s := p[0]
-		p = p[1:]
-		return []byte(s), nil
+		return nil
 	}
 }
 
@@ -55,13 +55,11 @@ func TestSavePrivateKeepsOldFileOnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	boom := errors.New("stream broke")
-	calls := 0
-	_, err := savePrivate(path, func() ([]byte, error) {
-		calls++
-		if calls > 1 {
-			return nil, boom
+	_, err := savePrivate(path, func(w io.Writer) error {
+		if _, err := io.WriteString(w, "partial"); err != nil {
+			return err
 		}
-		return []byte("partial"), nil
+		return boom
 	})
 	if !errors.Is(err, boom) {
 		t.Fatalf("savePrivate = %v, want the stream's error", err)

@@ -1,7 +1,8 @@
 // Package console serves the operator console: a single-page web UI embedded
 // in the binary (no network needed at run time), a small JSON API under
 // /api/ and Server-Sent Events that keep the page live. It reaches the
-// coordinator only through the public gRPC API, like any other client.
+// coordinator only through the public gRPC API, like any other client: the
+// coordinator hands it the API of a client (package client) of itself.
 package console
 
 import (
@@ -40,7 +41,9 @@ type Handler struct {
 	mux    *http.ServeMux
 }
 
-// New returns the console handler; mount it at "/".
+// New returns the console handler; mount it at "/". In a coordinator,
+// client is the Raw API of a client.Client, with its honest reads and
+// retries.
 func New(cfg Config, client gv1.GantryServiceClient, log *zap.Logger) *Handler {
 	h := &Handler{cfg: cfg, client: client, log: log.Named("console"), mux: http.NewServeMux()}
 	static, err := fs.Sub(assets, "assets")
