@@ -16,6 +16,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/gantryci/gantry/coordinator/fsm"
+	"github.com/gantryci/gantry/internal/testcluster"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -101,13 +102,13 @@ func runChaos(t *testing.T, seed int64, nFaults int) (faults, jobs int) {
 	newAgent := func() {
 		agentSeq++
 		name := fmt.Sprintf("ag%d", agentSeq)
-		c.startAgent(name, 4, nil)
+		c.StartAgent(name, 4, nil)
 		agents = append(agents, name)
 	}
 	newAgent()
 	newAgent()
 	newAgent()
-	clients := []gv1.GantryServiceClient{c.client(0), c.client(1), c.client(2)}
+	clients := []gv1.GantryServiceClient{c.Client(0), c.Client(1), c.Client(2)}
 
 	var (
 		mu      sync.Mutex
@@ -153,7 +154,7 @@ func runChaos(t *testing.T, seed int64, nFaults int) (faults, jobs int) {
 		switch op := rng.Intn(6); {
 		case op == 5:
 			k := rng.Intn(3)
-			if n := c.node(k); n != nil {
+			if n := c.Node(k); n != nil {
 				if err := n.RestartNATS(); err != nil {
 					t.Fatalf("restart nats of n%d: %v (goroutines in %s)", k+1, err, dumpGoroutines(seed))
 				}
@@ -163,28 +164,28 @@ func runChaos(t *testing.T, seed int64, nFaults int) (faults, jobs int) {
 		case op == 4 && down < 0:
 			k := rng.Intn(3)
 			hold := time.Duration(300+rng.Intn(1500)) * time.Millisecond
-			c.isolate(k, true)
+			c.Isolate(k, true)
 			time.Sleep(hold)
-			c.isolate(k, false)
+			c.Isolate(k, false)
 			injected = append(injected, fmt.Sprintf("partition n%d for %s", k+1, hold))
 			continue
 		case down >= 0 && (op == 0 || op == 1):
-			c.restart(down)
+			c.Restart(down)
 			injected = append(injected, fmt.Sprintf("restart n%d", down+1))
 			down = -1
 		case op == 0:
-			down = c.leader()
-			c.stop(down)
+			down = c.Leader()
+			c.Stop(down)
 			injected = append(injected, fmt.Sprintf("kill leader n%d", down+1))
 		case op == 1:
-			down = (c.leader() + 1 + rng.Intn(2)) % 3
-			c.stop(down)
+			down = (c.Leader() + 1 + rng.Intn(2)) % 3
+			c.Stop(down)
 			injected = append(injected, fmt.Sprintf("kill follower n%d", down+1))
 		case op == 4:
 			continue // no partition while a node is down: keep a quorum
 		default:
 			victim := rng.Intn(len(agents))
-			c.killAgent(agents[victim])
+			c.KillAgent(agents[victim])
 			injected = append(injected, "kill agent "+agents[victim])
 			agents = append(agents[:victim], agents[victim+1:]...)
 			newAgent()
@@ -193,15 +194,15 @@ func runChaos(t *testing.T, seed int64, nFaults int) (faults, jobs int) {
 	stop()
 	wg.Wait()
 	if down >= 0 {
-		c.restart(down)
+		c.Restart(down)
 		injected = append(injected, fmt.Sprintf("restart n%d", down+1))
 	}
 	t.Logf("seed %d faults: %v", seed, injected)
 
-	l := c.leader()
+	l := c.Leader()
 	waitFor(t, 90*time.Second, "every acknowledged job to succeed", func() bool {
 		for _, id := range acked {
-			j, ok := c.job(l, id)
+			j, ok := c.Job(l, id)
 			if !ok || j.State != gv1.JobState_JOB_STATE_SUCCEEDED {
 				return false
 			}
@@ -209,7 +210,7 @@ func runChaos(t *testing.T, seed int64, nFaults int) (faults, jobs int) {
 		return true
 	})
 	for key, id := range acked {
-		j, _ := c.job(l, id)
+		j, _ := c.Job(l, id)
 		for _, task := range j.Tasks {
 			if n := succeededAttempts(task); n != 1 {
 				t.Errorf("job %s (key %s) task %s: %d successful attempts", id, key, task.Name, n)
@@ -222,17 +223,17 @@ func runChaos(t *testing.T, seed int64, nFaults int) (faults, jobs int) {
 	// Jobs whose submit was not acknowledged may still have committed; let
 	// them finish too, so the state is quiet before replicas are compared.
 	waitFor(t, 90*time.Second, "every job to end", func() bool {
-		for _, j := range c.node(l).FSM().Jobs(nil, 0) {
+		for _, j := range c.Node(l).FSM().Jobs(nil, 0) {
 			if !fsm.JobFinal(j.State) {
 				return false
 			}
 		}
 		return true
 	})
-	want := c.node(l).FSM().AppliedIndex()
+	want := c.Node(l).FSM().AppliedIndex()
 	waitFor(t, 30*time.Second, "replicas to apply everything", func() bool {
 		for i := 0; i < 3; i++ {
-			if c.node(i).FSM().AppliedIndex() < want {
+			if c.Node(i).FSM().AppliedIndex() < want {
 				return false
 			}
 		}
@@ -258,9 +259,9 @@ func dumpGoroutines(seed int64) string {
 }
 
 // jobStates lists every job with its state, sorted, as one replica sees it.
-func jobStates(c *testCluster, i int) []string {
+func jobStates(c *testcluster.Cluster, i int) []string {
 	var out []string
-	for _, j := range c.node(i).FSM().Jobs(nil, 0) {
+	for _, j := range c.Node(i).FSM().Jobs(nil, 0) {
 		out = append(out, j.Id+"="+j.State.String())
 	}
 	sort.Strings(out)

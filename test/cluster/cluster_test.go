@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gantryci/gantry/coordinator"
 	"github.com/gantryci/gantry/coordinator/consensus"
 	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/internal/subject"
@@ -63,12 +64,12 @@ func TestLeaderKilledLosesNoAcknowledgedJob(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
 	c := newCluster(t, 3, nil)
-	c.startAgent("a1", 4, nil)
-	c.startAgent("a2", 4, nil)
-	c.waitAgents(0, "a1", "a2")
-	c.waitAgents(1, "a1", "a2")
-	c.waitAgents(2, "a1", "a2")
-	clients := []gv1.GantryServiceClient{c.client(0), c.client(1), c.client(2)}
+	c.StartAgent("a1", 4, nil)
+	c.StartAgent("a2", 4, nil)
+	c.WaitAgents(0, "a1", "a2")
+	c.WaitAgents(1, "a1", "a2")
+	c.WaitAgents(2, "a1", "a2")
+	clients := []gv1.GantryServiceClient{c.Client(0), c.Client(1), c.Client(2)}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -83,8 +84,8 @@ func TestLeaderKilledLosesNoAcknowledgedJob(t *testing.T) {
 		for i := 0; i < 15; i++ {
 			key := fmt.Sprintf("w%d-%d", w, i)
 			if i == 5 && w == 0 {
-				l := c.leader()
-				c.stop(l) // kill -9 the leader in the middle of the run
+				l := c.Leader()
+				c.Stop(l) // kill -9 the leader in the middle of the run
 				killed <- l
 			}
 			// Submit through the nodes in turn, starting at a different one
@@ -110,7 +111,7 @@ func TestLeaderKilledLosesNoAcknowledgedJob(t *testing.T) {
 	wg.Wait()
 	dead := <-killed
 	survivor := (dead + 1) % 3
-	newLeader := c.leader()
+	newLeader := c.Leader()
 	if newLeader == dead {
 		t.Fatalf("node %d is dead but leads", dead)
 	}
@@ -119,7 +120,7 @@ func TestLeaderKilledLosesNoAcknowledgedJob(t *testing.T) {
 	}
 	waitFor(t, 60*time.Second, "every acknowledged job to succeed", func() bool {
 		for _, id := range acked {
-			j, ok := c.job(survivor, id)
+			j, ok := c.Job(survivor, id)
 			if !ok || j.State != gv1.JobState_JOB_STATE_SUCCEEDED {
 				return false
 			}
@@ -127,7 +128,7 @@ func TestLeaderKilledLosesNoAcknowledgedJob(t *testing.T) {
 		return true
 	})
 	for key, id := range acked {
-		j, _ := c.job(survivor, id)
+		j, _ := c.Job(survivor, id)
 		for _, task := range j.Tasks {
 			if n := succeededAttempts(task); n != 1 {
 				t.Errorf("job %s (%s) task %s: %d successful attempts, want 1", id, key, task.Name, n)
@@ -135,13 +136,13 @@ func TestLeaderKilledLosesNoAcknowledgedJob(t *testing.T) {
 		}
 	}
 	// The dead node comes back and catches up.
-	c.restart(dead)
-	leaderApplied := c.node(newLeader).FSM().AppliedIndex()
+	c.Restart(dead)
+	leaderApplied := c.Node(newLeader).FSM().AppliedIndex()
 	waitFor(t, 20*time.Second, "restarted node to catch up", func() bool {
-		return c.node(dead).FSM().AppliedIndex() >= leaderApplied
+		return c.Node(dead).FSM().AppliedIndex() >= leaderApplied
 	})
 	for _, id := range acked {
-		if j, ok := c.job(dead, id); !ok || j.State != gv1.JobState_JOB_STATE_SUCCEEDED {
+		if j, ok := c.Job(dead, id); !ok || j.State != gv1.JobState_JOB_STATE_SUCCEEDED {
 			t.Fatalf("restarted node: job %s missing or not succeeded", id)
 		}
 	}
@@ -151,10 +152,10 @@ func TestLostAgentTaskRedispatchedAndStaleResultRefused(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
 	c := newCluster(t, 3, nil)
-	c.startAgent("doomed", 1, map[string]string{"pool": "x"})
-	l := c.leader()
-	c.waitAgents(l, "doomed")
-	cl := c.client(l)
+	c.StartAgent("doomed", 1, map[string]string{"pool": "x"})
+	l := c.Leader()
+	c.WaitAgents(l, "doomed")
+	cl := c.Client(l)
 	ctx := context.Background()
 	marker := filepath.Join(t.TempDir(), "ran")
 	spec := shellSpec("lost", &gv1.TaskSpec{
@@ -169,16 +170,16 @@ func TestLostAgentTaskRedispatchedAndStaleResultRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 15*time.Second, "task running on doomed", func() bool {
-		j, _ := c.job(l, job.Id)
+		j, _ := c.Job(l, job.Id)
 		return j.Tasks[0].State == gv1.TaskState_TASK_STATE_RUNNING && j.Tasks[0].Agent == "doomed"
 	})
-	c.killAgent("doomed")
+	c.KillAgent("doomed")
 	killedAt := time.Now()
-	c.startAgent("rescuer", 1, map[string]string{"pool": "x"})
+	c.StartAgent("rescuer", 1, map[string]string{"pool": "x"})
 
 	var final *gv1.Job
 	waitFor(t, 20*time.Second, "job to succeed on the rescuer", func() bool {
-		final, _ = c.job(l, job.Id)
+		final, _ = c.Job(l, job.Id)
 		return final.State == gv1.JobState_JOB_STATE_SUCCEEDED
 	})
 	t.Logf("re-dispatched and finished %s after the agent was killed", time.Since(killedAt).Round(time.Millisecond))
@@ -196,13 +197,13 @@ func TestLostAgentTaskRedispatchedAndStaleResultRefused(t *testing.T) {
 
 	// The dead agent's late result for attempt 1 arrives: it is refused and
 	// changes nothing.
-	nc, err := nats.Connect("nats://" + c.cfgs[l].NATS.Listen)
+	nc, err := nats.Connect(c.NATSURL(l))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	ns := subject.New("test")
-	before, _ := c.job(l, job.Id)
+	before, _ := c.Job(l, job.Id)
 	for _, rep := range []*gv1.Report{
 		{Ref: &gv1.TaskRef{JobId: job.Id, Task: "work", Attempt: 1}, Success: false, ExitCode: 9, Failure: gv1.FailureClass_FAILURE_CLASS_JOB},
 		// Even with the current attempt number, a report from an agent
@@ -231,7 +232,7 @@ func TestLostAgentTaskRedispatchedAndStaleResultRefused(t *testing.T) {
 	if err := proto.Unmarshal(msg.Data, &reply); err != nil || reply.Accepted || reply.Reason == "" {
 		t.Fatalf("malformed report: reply %v, %v", &reply, err)
 	}
-	after, _ := c.job(l, job.Id)
+	after, _ := c.Job(l, job.Id)
 	if !proto.Equal(before, after) {
 		t.Fatalf("stale reports changed the job:\nbefore %v\nafter  %v", before, after)
 	}
@@ -240,7 +241,7 @@ func TestLostAgentTaskRedispatchedAndStaleResultRefused(t *testing.T) {
 func TestFollowerCatchesUpFromSnapshot(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
-	c := newCluster(t, 3, func(cfg *coordinatorConfig) {
+	c := newCluster(t, 3, func(cfg *coordinator.Config) {
 		// raft-wal keeps serving compacted entries until their segment is
 		// sealed and dropped (64 MiB), so it would rarely need a snapshot
 		// here; raft-boltdb deletes them at once.
@@ -248,10 +249,10 @@ func TestFollowerCatchesUpFromSnapshot(t *testing.T) {
 		cfg.Raft.TrailingLogs = 16
 		cfg.Raft.SnapshotThreshold = 32
 	})
-	l := c.leader()
+	l := c.Leader()
 	follower := (l + 1) % 3
-	c.stop(follower)
-	cl := c.client(l)
+	c.Stop(follower)
+	cl := c.Client(l)
 	ctx := context.Background()
 	var ids []string
 	for i := 0; i < 80; i++ {
@@ -261,35 +262,35 @@ func TestFollowerCatchesUpFromSnapshot(t *testing.T) {
 		}
 		ids = append(ids, job.Id)
 	}
-	if err := c.node(l).Raft().Snapshot().Error(); err != nil {
+	if err := c.Node(l).Raft().Snapshot().Error(); err != nil {
 		t.Fatalf("snapshot: %v", err)
 	}
 	// The entries the follower missed are gone from the leader's log.
-	first, err := logFirstIndex(c.node(l))
+	first, err := logFirstIndex(c.Node(l))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if first <= 2 {
 		t.Fatalf("leader log still starts at %d after the snapshot", first)
 	}
-	c.restart(follower)
-	want := c.node(l).FSM().AppliedIndex()
+	c.Restart(follower)
+	want := c.Node(l).FSM().AppliedIndex()
 	waitFor(t, 20*time.Second, "follower to catch up", func() bool {
 		// Raft's own index moves after the restore has finished.
-		n := c.node(follower)
+		n := c.Node(follower)
 		return n.Raft().AppliedIndex() >= want && n.FSM().AppliedIndex() >= want
 	})
-	stats := c.node(follower).Raft().Stats()
+	stats := c.Node(follower).Raft().Stats()
 	if stats["last_snapshot_index"] == "0" {
 		t.Fatalf("follower caught up without installing a snapshot: %v", stats)
 	}
 	for _, id := range ids {
-		if _, ok := c.job(follower, id); !ok {
+		if _, ok := c.Job(follower, id); !ok {
 			t.Fatalf("follower is missing job %s", id)
 		}
 	}
 	// And it serves them: jobs from the snapshot are readable on the follower.
-	resp, err := c.client(follower).ListJobs(ctx, &gv1.ListJobsRequest{Limit: 1000})
+	resp, err := c.Client(follower).ListJobs(ctx, &gv1.ListJobsRequest{Limit: 1000})
 	if err != nil || len(resp.Jobs) != len(ids) {
 		t.Fatalf("follower lists %d jobs (%v), want %d", len(resp.GetJobs()), err, len(ids))
 	}
@@ -300,35 +301,35 @@ func TestPartitionedLeaderIsReplacedAndRejoins(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
 	c := newClusterWith(t, 3, true, nil)
-	c.startAgent("a1", 4, nil)
-	old := c.leader()
-	c.waitAgents(old, "a1")
+	c.StartAgent("a1", 4, nil)
+	old := c.Leader()
+	c.WaitAgents(old, "a1")
 	ctx := context.Background()
-	if _, err := submit(ctx, c.client(old), shellSpec("before", shellTask("t", "true")), "before"); err != nil {
+	if _, err := submit(ctx, c.Client(old), shellSpec("before", shellTask("t", "true")), "before"); err != nil {
 		t.Fatal(err)
 	}
 	cut := time.Now()
-	c.isolate(old, true)
-	others := []gv1.GantryServiceClient{c.client((old + 1) % 3), c.client((old + 2) % 3)}
+	c.Isolate(old, true)
+	others := []gv1.GantryServiceClient{c.Client((old + 1) % 3), c.Client((old + 2) % 3)}
 	job, err := submitAny(ctx, others, shellSpec("during", shellTask("t", "true")), "during")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("first write through the majority %s after the leader was cut off", time.Since(cut).Round(time.Millisecond))
-	waitFor(t, 10*time.Second, "the isolated node to step down", func() bool { return !c.node(old).IsLeader() })
-	newLeader := c.leader()
+	waitFor(t, 10*time.Second, "the isolated node to step down", func() bool { return !c.Node(old).IsLeader() })
+	newLeader := c.Leader()
 	t.Logf("new leader n%d %s after the cut", newLeader+1, time.Since(cut).Round(time.Millisecond))
 	if newLeader == old {
 		t.Fatalf("isolated node %d still leads", old)
 	}
 	waitFor(t, 20*time.Second, "the job to succeed on the majority", func() bool {
-		j, ok := c.job(newLeader, job.Id)
+		j, ok := c.Job(newLeader, job.Id)
 		return ok && j.State == gv1.JobState_JOB_STATE_SUCCEEDED
 	})
 	t.Logf("job succeeded on the majority %s after the cut", time.Since(cut).Round(time.Millisecond))
-	c.isolate(old, false)
+	c.Isolate(old, false)
 	waitFor(t, 20*time.Second, "the old leader to catch up", func() bool {
-		j, ok := c.job(old, job.Id)
+		j, ok := c.Job(old, job.Id)
 		return ok && j.State == gv1.JobState_JOB_STATE_SUCCEEDED
 	})
 }

@@ -79,14 +79,14 @@ func TestGitOpsAcrossLeaderFailover(t *testing.T) {
 
 	c := newCluster(t, 3, nil)
 	kube := []agent.KubeCluster{{Name: "local", Kubeconfig: kubeconfig}}
-	c.startAgentWith("k1", 2, nil, kube)
-	c.startAgentWith("k2", 2, nil, kube)
+	c.StartAgentWith("k1", 2, nil, kube)
+	c.StartAgentWith("k2", 2, nil, kube)
 	for i := range 3 {
-		c.waitAgents(i, "k1", "k2")
+		c.WaitAgents(i, "k1", "k2")
 	}
-	clients := []gv1.GantryServiceClient{c.client(0), c.client(1), c.client(2)}
+	clients := []gv1.GantryServiceClient{c.Client(0), c.Client(1), c.Client(2)}
 	ctx := context.Background()
-	if _, err := clients[c.leader()].CreateApp(ctx, &gv1.CreateAppRequest{Spec: &gv1.AppSpec{
+	if _, err := clients[c.Leader()].CreateApp(ctx, &gv1.CreateAppRequest{Spec: &gv1.AppSpec{
 		Name: "web", Repo: "file://" + dir, Cluster: "local", Namespace: ns, AutoSync: true, SelfHeal: true,
 		PollInterval: durationMs(200),
 	}}); err != nil {
@@ -113,8 +113,8 @@ func TestGitOpsAcrossLeaderFailover(t *testing.T) {
 	waitFor(t, 60*time.Second, "first commit deployed", func() bool { return deployed(0, rev1) && image() == "registry.invalid/web:v1" })
 
 	// Leader down; a commit lands meanwhile.
-	dead := c.leader()
-	c.stop(dead)
+	dead := c.Leader()
+	c.Stop(dead)
 	rev2 := commit("registry.invalid/web:v2")
 	survivor := (dead + 1) % 3
 	waitFor(t, 60*time.Second, "second commit deployed by the next leader", func() bool {
@@ -138,7 +138,7 @@ func TestGitOpsAcrossLeaderFailover(t *testing.T) {
 		watcher = r.GetDrift().GetAgent()
 		return watcher != "" && r.GetSummary().GetSync() == gv1.SyncStatus_SYNC_STATUS_SYNCED
 	})
-	c.killAgent(watcher)
+	c.KillAgent(watcher)
 	other := map[string]string{"k1": "k2", "k2": "k1"}[watcher]
 	waitFor(t, 30*time.Second, "the watch to move to "+other, func() bool {
 		r := app(survivor)

@@ -21,8 +21,8 @@ func TestRestartedMemberReadsNeverGoBack(t *testing.T) {
 		t.Skip("cluster test")
 	}
 	c := newCluster(t, 3, nil)
-	lead := c.leader()
-	cl := c.client(lead)
+	lead := c.Leader()
+	cl := c.Client(lead)
 	const jobs = 40
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -32,13 +32,13 @@ func TestRestartedMemberReadsNeverGoBack(t *testing.T) {
 		}
 	}
 	f := (lead + 1) % 3
-	fc := c.client(f)
+	fc := c.Client(f)
 	waitFor(t, 10*time.Second, "the follower has every job", func() bool {
 		resp, err := fc.ListJobs(ctx, &gv1.ListJobsRequest{Limit: 1000})
 		return err == nil && len(resp.GetJobs()) == jobs
 	})
-	c.stop(f)
-	c.restart(f)
+	c.Stop(f)
+	c.Restart(f)
 	var refused, served int
 	deadline := time.Now().Add(30 * time.Second)
 	for served < 20 {

@@ -28,10 +28,10 @@ func TestHostileAgentMessages(t *testing.T) {
 		t.Skip("cluster test")
 	}
 	c := newCluster(t, 3, nil)
-	c.startAgent("good", 2, nil)
-	lead := c.leader()
-	c.waitAgents(lead, "good")
-	cl := c.client(lead)
+	c.StartAgent("good", 2, nil)
+	lead := c.Leader()
+	c.WaitAgents(lead, "good")
+	cl := c.Client(lead)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	resp, err := cl.SubmitJob(ctx, &gv1.SubmitJobRequest{Spec: shellSpec("victim", shellTask("slow", "sleep 3; echo done"))})
@@ -40,11 +40,11 @@ func TestHostileAgentMessages(t *testing.T) {
 	}
 	victim := resp.GetJob().GetId()
 	waitFor(t, 15*time.Second, "the victim task running", func() bool {
-		j, ok := c.job(lead, victim)
+		j, ok := c.Job(lead, victim)
 		return ok && j.GetTasks()[0].GetState() == gv1.TaskState_TASK_STATE_RUNNING
 	})
 
-	nc, err := nats.Connect(c.natsURLs())
+	nc, err := nats.Connect(c.NATSURLs())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,11 +101,11 @@ func TestHostileAgentMessages(t *testing.T) {
 
 	// The victim job finishes as its real agent reports it.
 	waitFor(t, 30*time.Second, "the victim job to succeed", func() bool {
-		j, ok := c.job(lead, victim)
+		j, ok := c.Job(lead, victim)
 		return ok && j.GetState() == gv1.JobState_JOB_STATE_SUCCEEDED && len(j.GetTasks()[0].GetOutputs()) == 0
 	})
 	for i := range 3 {
-		a, err := c.client(i).ListAgents(ctx, &gv1.ListAgentsRequest{})
+		a, err := c.Client(i).ListAgents(ctx, &gv1.ListAgentsRequest{})
 		if err != nil {
 			t.Fatalf("node %d: %v", i+1, err)
 		}
@@ -117,9 +117,9 @@ func TestHostileAgentMessages(t *testing.T) {
 		if n := len(a.GetAgents()); n > limit.Agents {
 			t.Errorf("node %d: %d agents in its view, more than %d", i+1, n, limit.Agents)
 		}
-		if j, ok := c.job(i, victim); ok && j.GetState() != gv1.JobState_JOB_STATE_SUCCEEDED {
+		if j, ok := c.Job(i, victim); ok && j.GetState() != gv1.JobState_JOB_STATE_SUCCEEDED {
 			waitFor(t, 10*time.Second, fmt.Sprintf("node %d to apply the victim's end", i+1), func() bool {
-				j, _ := c.job(i, victim)
+				j, _ := c.Job(i, victim)
 				return j.GetState() == gv1.JobState_JOB_STATE_SUCCEEDED
 			})
 		}
@@ -130,7 +130,7 @@ func TestHostileAgentMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 30*time.Second, "a job after the flood", func() bool {
-		j, ok := c.job(lead, resp.GetJob().GetId())
+		j, ok := c.Job(lead, resp.GetJob().GetId())
 		return ok && j.GetState() == gv1.JobState_JOB_STATE_SUCCEEDED
 	})
 }

@@ -14,11 +14,11 @@ import (
 func TestListQueueOnFollowerHasLeaderReasons(t *testing.T) {
 	skipShort(t)
 	c := newCluster(t, 3, nil)
-	c.startAgent("linux-1", 1, map[string]string{"os": "linux"})
-	leader := c.leader()
+	c.StartAgent("linux-1", 1, map[string]string{"os": "linux"})
+	leader := c.Leader()
 	follower := (leader + 1) % 3
-	c.waitAgents(follower, "linux-1")
-	cl := c.client(follower)
+	c.WaitAgents(follower, "linux-1")
+	cl := c.Client(follower)
 
 	mac := &gv1.TaskSpec{Name: "sign", Labels: map[string]string{"os": "mac"}, Executor: &gv1.TaskSpec_Exec{Exec: &gv1.ExecSpec{Shell: "true"}}}
 	resp, err := cl.SubmitJob(context.Background(), &gv1.SubmitJobRequest{Spec: shellSpec("queue", mac, shellTask("ship", "true", "sign"))})

@@ -22,9 +22,9 @@ func TestSnapshotRestoreIntoNewCluster(t *testing.T) {
 	defer cancel()
 
 	old := newCluster(t, 3, nil)
-	old.startAgent("a1", 2, nil)
-	old.waitAgents(old.leader(), "a1")
-	oc := old.client(old.leader())
+	old.StartAgent("a1", 2, nil)
+	old.WaitAgents(old.Leader(), "a1")
+	oc := old.Client(old.Leader())
 	var jobIDs []string
 	for i := range 3 {
 		j, err := submit(ctx, oc, shellSpec("j", shellTask("a", "echo hi")), "k"+string(rune('0'+i)))
@@ -42,7 +42,7 @@ func TestSnapshotRestoreIntoNewCluster(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, "jobs to succeed", func() bool {
 		for _, id := range jobIDs {
-			if j, ok := old.job(old.leader(), id); !ok || j.State != gv1.JobState_JOB_STATE_SUCCEEDED {
+			if j, ok := old.Job(old.Leader(), id); !ok || j.State != gv1.JobState_JOB_STATE_SUCCEEDED {
 				return false
 			}
 		}
@@ -65,9 +65,9 @@ func TestSnapshotRestoreIntoNewCluster(t *testing.T) {
 	}
 
 	fresh := newCluster(t, 3, nil)
-	leader := fresh.leader()
+	leader := fresh.Leader()
 	restore := func(i int, data []byte) (*gv1.RestoreSnapshotResponse, error) {
-		up, err := fresh.client(i).RestoreSnapshot(ctx)
+		up, err := fresh.Client(i).RestoreSnapshot(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -91,13 +91,13 @@ func TestSnapshotRestoreIntoNewCluster(t *testing.T) {
 	}
 	for i := range 3 {
 		waitFor(t, 20*time.Second, "node to hold the restored state", func() bool {
-			apps, err := fresh.client(i).ListApps(ctx, &gv1.ListAppsRequest{})
+			apps, err := fresh.Client(i).ListApps(ctx, &gv1.ListAppsRequest{})
 			if err != nil || len(apps.Apps) != 2 {
 				return false
 			}
 			for _, id := range jobIDs {
-				j, ok := fresh.job(i, id)
-				want, _ := old.job(old.leader(), id)
+				j, ok := fresh.Job(i, id)
+				want, _ := old.Job(old.Leader(), id)
 				if !ok || !proto.Equal(j.GetSpec(), want.GetSpec()) || j.State != gv1.JobState_JOB_STATE_SUCCEEDED {
 					return false
 				}
@@ -107,7 +107,7 @@ func TestSnapshotRestoreIntoNewCluster(t *testing.T) {
 	}
 	// The restored cluster carries on: an old idempotency key still finds
 	// its job, a new application is added next to the restored ones.
-	fc := fresh.client(fresh.leader())
+	fc := fresh.Client(fresh.Leader())
 	again, err := submit(ctx, fc, shellSpec("j", shellTask("a", "echo hi")), "k0")
 	if err != nil || again.Id != jobIDs[0] {
 		t.Errorf("resubmit of key k0 after restore = %v, %v; want job %s", again.GetId(), err, jobIDs[0])
@@ -119,7 +119,7 @@ func TestSnapshotRestoreIntoNewCluster(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "three applications everywhere", func() bool {
 		for i := range 3 {
-			apps, err := fresh.client(i).ListApps(ctx, &gv1.ListAppsRequest{})
+			apps, err := fresh.Client(i).ListApps(ctx, &gv1.ListAppsRequest{})
 			if err != nil || len(apps.Apps) != 3 {
 				return false
 			}

@@ -29,11 +29,11 @@ func TestSecretThroughFollower(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := newCluster(t, 3, func(cfg *coordinator.Config) { cfg.SecretKeys = keys })
-	c.startAgent("a1", 2, nil)
-	lead := c.leader()
+	c.StartAgent("a1", 2, nil)
+	lead := c.Leader()
 	f := (lead + 1) % 3
 
-	nc, err := nats.Connect(c.natsURLs())
+	nc, err := nats.Connect(c.NATSURLs())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestSecretThroughFollower(t *testing.T) {
 	value := []byte("follower-sealed-7f3a9c")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	resp, err := c.client(f).SetSecret(ctx, &gv1.SetSecretRequest{Name: "token", Value: value})
+	resp, err := c.Client(f).SetSecret(ctx, &gv1.SetSecretRequest{Name: "token", Value: value})
 	if err != nil {
 		t.Fatalf("set secret through the follower: %v", err)
 	}
@@ -71,19 +71,19 @@ func TestSecretThroughFollower(t *testing.T) {
 	mu.Unlock()
 	for i := range 3 {
 		waitFor(t, 10*time.Second, "every node to list the secret", func() bool {
-			l, err := c.client(i).ListSecrets(ctx, &gv1.ListSecretsRequest{})
+			l, err := c.Client(i).ListSecrets(ctx, &gv1.ListSecretsRequest{})
 			return err == nil && len(l.GetSecrets()) == 1 && l.GetSecrets()[0].GetName() == "token"
 		})
 	}
 
 	task := shellTask("use", `test "$TOKEN" = follower-sealed-7f3a9c`)
 	task.GetExec().SecretEnv = map[string]string{"TOKEN": "token"}
-	job, err := c.client(f).SubmitJob(ctx, &gv1.SubmitJobRequest{Spec: shellSpec("uses-secret", task)})
+	job, err := c.Client(f).SubmitJob(ctx, &gv1.SubmitJobRequest{Spec: shellSpec("uses-secret", task)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 30*time.Second, "the job using the secret to succeed", func() bool {
-		j, ok := c.job(lead, job.GetJob().GetId())
+		j, ok := c.Job(lead, job.GetJob().GetId())
 		return ok && j.GetState() == gv1.JobState_JOB_STATE_SUCCEEDED
 	})
 
@@ -96,17 +96,17 @@ func TestSecretThroughFollower(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 30*time.Second, "the secret re-encrypted under the new key", func() bool {
-		l, err := c.client(lead).ListSecrets(ctx, &gv1.ListSecretsRequest{})
+		l, err := c.Client(lead).ListSecrets(ctx, &gv1.ListSecretsRequest{})
 		return err == nil && len(l.GetSecrets()) == 1 && l.GetSecrets()[0].GetKeyId() == k2.Primary() && k2.Primary() != old
 	})
-	c.stop(lead)
-	next := c.leader()
-	job, err = c.client(next).SubmitJob(ctx, &gv1.SubmitJobRequest{Spec: shellSpec("uses-secret-after-rotation", task)})
+	c.Stop(lead)
+	next := c.Leader()
+	job, err = c.Client(next).SubmitJob(ctx, &gv1.SubmitJobRequest{Spec: shellSpec("uses-secret-after-rotation", task)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 30*time.Second, "the job using the rotated secret to succeed on the next leader", func() bool {
-		j, ok := c.job(next, job.GetJob().GetId())
+		j, ok := c.Job(next, job.GetJob().GetId())
 		return ok && j.GetState() == gv1.JobState_JOB_STATE_SUCCEEDED
 	})
 }

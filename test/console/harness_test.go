@@ -1,59 +1,29 @@
 // Package console tests the operator console in a real browser: a real
 // single-node coordinator with its embedded NATS server, real agents
-// running real processes, and headless Chromium driven with chromedp.
+// running real processes (package testcluster starts them), and headless
+// Chromium driven with chromedp.
 package console
 
 import (
 	"context"
-	"net"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/gantryci/gantry/agent"
 	"github.com/gantryci/gantry/coordinator"
+	"github.com/gantryci/gantry/coordinator/dispatch"
+	"github.com/gantryci/gantry/internal/testcluster"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
 const chromium = "/usr/bin/chromium"
 
-// freePort returns a loopback address that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func testLogger(t *testing.T) *zap.Logger {
-	lvl := zap.WarnLevel
-	if v := os.Getenv("GANTRY_TEST_LOG"); v != "" {
-		_ = lvl.Set(v)
-	}
-	return zaptest.NewLogger(t, zaptest.Level(lvl))
-}
+var (
+	waitFor   = testcluster.WaitFor
+	shellTask = testcluster.ShellTask
+)
 
 // fixture is a single-node Gantry (like gantry dev) with named agents.
 type fixture struct {
@@ -65,73 +35,18 @@ type fixture struct {
 
 func newFixture(t *testing.T, agents map[string]map[string]string) *fixture {
 	t.Helper()
-	log := testLogger(t)
-	cfg := coordinator.DefaultConfig()
-	cfg.NodeID = "dev"
-	cfg.Cluster = "console"
-	cfg.DataDir = t.TempDir()
-	cfg.GRPCAddr = freePort(t)
-	cfg.HTTPAddr = freePort(t)
-	cfg.NATS.Listen = freePort(t)
-	cfg.Raft.BindAddr = freePort(t)
-	cfg.Raft.Bootstrap = true
-	cfg.Raft.HeartbeatTimeout = 200 * time.Millisecond
-	cfg.Raft.ElectionTimeout = 200 * time.Millisecond
-	cfg.Raft.LeaderLeaseTimeout = 100 * time.Millisecond
-	cfg.Dispatch.LeaseTTL = time.Second
-	srv, err := coordinator.Start(cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	waitFor(t, 15*time.Second, "leadership", srv.IsLeader)
-
+	c := testcluster.Start(t, testcluster.Options{Name: "console", Configure: func(cfg *coordinator.Config) {
+		cfg.NodeID = "dev"
+		cfg.Dispatch.AssignTimeout = dispatch.DefaultConfig().AssignTimeout
+	}})
+	var names []string
 	for name, labels := range agents {
-		acfg := agent.DefaultConfig()
-		acfg.Name = name
-		acfg.Cluster = cfg.Cluster
-		acfg.NATS = srv.NATSURL()
-		acfg.Slots = 2
-		acfg.Labels = labels
-		acfg.WorkDir = filepath.Join(t.TempDir(), name)
-		acfg.HeartbeatInterval = 100 * time.Millisecond
-		acfg.Grace = time.Second
-		acfg.ReportTimeout = time.Second
-		a, err := agent.New(acfg, log.With(zap.String("test_agent", name)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, stop := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- a.Run(ctx) }()
-		// Registered after the coordinator's cleanup, so it runs before it.
-		t.Cleanup(func() {
-			a.Kill()
-			stop()
-			<-done
-		})
+		c.StartAgent(name, 2, labels)
+		names = append(names, name)
 	}
-
-	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	f := &fixture{t: t, srv: srv, client: gv1.NewGantryServiceClient(conn), base: "http://" + srv.HTTPAddr()}
-	waitFor(t, 15*time.Second, "agents active", func() bool {
-		resp, err := f.client.ListAgents(context.Background(), &gv1.ListAgentsRequest{})
-		if err != nil {
-			return false
-		}
-		active := 0
-		for _, a := range resp.Agents {
-			if a.State == gv1.AgentState_AGENT_STATE_ACTIVE {
-				active++
-			}
-		}
-		return active == len(agents)
-	})
-	return f
+	c.WaitAgents(0, names...)
+	srv := c.Node(0)
+	return &fixture{t: t, srv: srv, client: c.Client(0), base: "http://" + srv.HTTPAddr()}
 }
 
 func (f *fixture) submit(spec *gv1.JobSpec) string {
@@ -187,10 +102,6 @@ func (f *fixture) waitTask(id, task string, st gv1.TaskState) {
 		}
 		return false
 	})
-}
-
-func shellTask(name, script string, needs ...string) *gv1.TaskSpec {
-	return &gv1.TaskSpec{Name: name, Needs: needs, Executor: &gv1.TaskSpec_Exec{Exec: &gv1.ExecSpec{Shell: script}}}
 }
 
 // browser starts headless Chromium; it skips the test when there is none.

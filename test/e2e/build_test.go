@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -322,17 +321,9 @@ tasks:
 // benchDev starts `gantry dev` for a benchmark and returns its gRPC address.
 func benchDev(b *testing.B, extra ...string) string {
 	b.Helper()
-	addrs := make([]string, 4)
-	for i := range addrs {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		addrs[i] = l.Addr().String()
-		l.Close()
-	}
-	cmd := exec.Command(gantryBin, append([]string{"dev", "--data-dir", filepath.Join(b.TempDir(), "data"),
-		"--grpc-addr", addrs[0], "--http-addr", addrs[1], "--raft-addr", addrs[2], "--nats-listen", addrs[3]}, extra...)...)
+	addrFile := filepath.Join(b.TempDir(), "addrs.json")
+	cmd := exec.Command(gantryBin, append([]string{"dev", "--data-dir", filepath.Join(b.TempDir(), "data"), "--addr-file", addrFile,
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0"}, extra...)...)
 	cmd.Env = append(os.Environ(), "GANTRY_ADDR=")
 	logPath := filepath.Join(b.TempDir(), "dev.log")
 	f, err := os.Create(logPath)
@@ -354,10 +345,19 @@ func benchDev(b *testing.B, extra ...string) string {
 			<-done
 		}
 	})
+	exited := func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	}
+	addrs := readAddrs(b, exited, addrFile)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if code, _, err := httpGet("http://" + addrs[1] + "/readyz"); err == nil && code == 200 {
-			return addrs[0]
+		if code, _, err := httpGet("http://" + addrs.HTTP + "/readyz"); err == nil && code == 200 {
+			return addrs.GRPC
 		}
 		select {
 		case <-done:

@@ -2,18 +2,22 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/gantryci/gantry/coordinator/api"
+	"github.com/gantryci/gantry/internal/relay"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
 // coordNode is one `gantry coordinator` process of a test cluster.
 type coordNode struct {
 	id                           string
-	dataDir                      string
+	dataDir, addrFile            string
 	grpcAddr, httpAddr, raftAddr string
 	natsAddr, natsRouteAddr      string
 	proc                         *proc
@@ -24,51 +28,79 @@ type cluster struct {
 	nodes []*coordNode
 	byID  map[string]*coordNode
 	agent *proc
+
+	// token is the cluster's admin token: every node's bootstrap token,
+	// which n2 and n3 also join with.
+	token string
+
+	mu          sync.Mutex
+	secondRoute string // n2's NATS route address, once it listens
 }
 
-// startCluster starts three bootstrapping coordinators, their NATS servers
-// routed to each other, and an agent connected to all three, and waits until
-// every node sees the same leader and is ready.
+// startCluster starts three coordinators on ports of their choosing: n1
+// bootstraps the cluster, n2 and n3 join it, each NATS server routed to
+// those already running; then an agent connected to all three. It waits
+// until every node sees the same leader and is ready.
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
 	c := &cluster{byID: map[string]*coordNode{}}
+	// n1's NATS server needs a configured route at start (clustered
+	// JetStream refuses to start without one), before any other server has
+	// chosen its port: a relay that reaches n2's once it listens.
+	seed, err := relay.New(func() string {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.secondRoute
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(seed.Close)
+	_, c.token, _ = api.NewToken()
+	tokenFile := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(tokenFile, []byte(c.token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 3 {
-		n := &coordNode{
-			id:            fmt.Sprintf("n%d", i+1),
-			dataDir:       filepath.Join(t.TempDir(), "data"),
-			grpcAddr:      freeAddr(t),
-			httpAddr:      freeAddr(t),
-			raftAddr:      freeAddr(t),
-			natsAddr:      freeAddr(t),
-			natsRouteAddr: freeAddr(t),
+		dir := t.TempDir()
+		n := &coordNode{id: fmt.Sprintf("n%d", i+1), dataDir: filepath.Join(dir, "data"), addrFile: filepath.Join(dir, "addrs.json")}
+		args := []string{"coordinator",
+			"--node-id", n.id,
+			"--data-dir", n.dataDir,
+			"--addr-file", n.addrFile,
+			"--bootstrap-token-file", tokenFile,
+			"--grpc-addr", "127.0.0.1:0",
+			"--http-addr", "127.0.0.1:0",
+			"--raft-addr", "127.0.0.1:0",
+			"--nats-listen", "127.0.0.1:0",
+			"--nats-cluster-listen", "127.0.0.1:0",
+			"--log-replicas", "3",
+		}
+		routes := []string{}
+		if i == 0 {
+			args = append(args, "--bootstrap")
+			routes = append(routes, "nats://"+seed.Addr())
+		} else {
+			args = append(args, "--join", c.nodes[0].grpcAddr)
+		}
+		for _, o := range c.nodes {
+			routes = append(routes, "nats://"+o.natsRouteAddr)
+		}
+		args = append(args, "--nats-routes", strings.Join(routes, ","))
+		n.proc = startProc(t, "coordinator-"+n.id, args...)
+		a := readAddrs(t, n.proc.exited, n.addrFile)
+		n.grpcAddr, n.httpAddr, n.raftAddr, n.natsAddr, n.natsRouteAddr = a.GRPC, a.HTTP, a.Raft, a.NATS, a.NATSRoute
+		if i == 1 {
+			c.mu.Lock()
+			c.secondRoute = n.natsRouteAddr
+			c.mu.Unlock()
 		}
 		c.nodes = append(c.nodes, n)
 		c.byID[n.id] = n
 	}
-	var peers, natsURLs []string
+	var natsURLs []string
 	for _, n := range c.nodes {
-		peers = append(peers, n.id+"="+n.raftAddr)
 		natsURLs = append(natsURLs, "nats://"+n.natsAddr)
-	}
-	for _, n := range c.nodes {
-		var routes []string
-		for _, o := range c.nodes {
-			if o != n {
-				routes = append(routes, "nats://"+o.natsRouteAddr)
-			}
-		}
-		n.proc = startProc(t, "coordinator-"+n.id, "coordinator",
-			"--node-id", n.id,
-			"--data-dir", n.dataDir,
-			"--grpc-addr", n.grpcAddr,
-			"--http-addr", n.httpAddr,
-			"--raft-addr", n.raftAddr,
-			"--nats-listen", n.natsAddr,
-			"--nats-cluster-listen", n.natsRouteAddr,
-			"--nats-routes", strings.Join(routes, ","),
-			"--bootstrap",
-			"--peers", strings.Join(peers, ","),
-		)
 	}
 	c.agent = startProc(t, "agent-a1", "agent",
 		"--name", "a1",

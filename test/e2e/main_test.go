@@ -9,14 +9,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +21,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gantryci/gantry/coordinator"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -85,34 +83,24 @@ func skipShort(t *testing.T) {
 	}
 }
 
-var (
-	portMu    sync.Mutex
-	usedPorts = map[int]bool{}
-)
-
-// freeAddr returns a loopback address with a port that was free a moment
-// ago and that no other call has returned. Ports are drawn below the
-// kernel's ephemeral range (32768 and up), where outgoing connections take
-// theirs and could take a port found free before the process binds it.
-func freeAddr(t *testing.T) string {
+// readAddrs waits for the addresses a gantry server process writes to
+// path (--addr-file) once it listens on the ports it chose.
+func readAddrs(t testing.TB, exited func() bool, path string) coordinator.Addrs {
 	t.Helper()
-	portMu.Lock()
-	defer portMu.Unlock()
-	for range 1000 {
-		port := 20000 + mrand.IntN(12000)
-		if usedPorts[port] {
-			continue
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		a, err := coordinator.ReadAddrs(path)
+		if err == nil {
+			return a
 		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
+		if exited() {
+			t.Fatalf("server exited before it wrote %s", path)
 		}
-		l.Close()
-		usedPorts[port] = true
-		return fmt.Sprintf("127.0.0.1:%d", port)
+		if time.Now().After(deadline) {
+			t.Fatalf("no addresses after 60s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatal("no unused free port after 1000 tries")
-	return ""
 }
 
 // waitFor polls cond until it reports true, failing the test after timeout
@@ -412,10 +400,12 @@ func waitReady(t *testing.T, p *proc, httpAddr string, timeout time.Duration) {
 	})
 }
 
-// devNode is one `gantry dev` process and its addresses, kept across restarts.
+// devNode is one `gantry dev` process and its addresses: port 0 until the
+// first start, then the ports it bound, kept across restarts.
 type devNode struct {
-	dataDir                                string
+	dataDir, addrFile                      string
 	grpcAddr, httpAddr, raftAddr, natsAddr string
+	bound                                  bool
 	proc                                   *proc
 	starts                                 int
 	// extra are more flags of gantry dev.
@@ -424,12 +414,12 @@ type devNode struct {
 
 func newDevNode(t *testing.T) *devNode {
 	t.Helper()
+	dir := t.TempDir()
+	const port0 = "127.0.0.1:0"
 	return &devNode{
-		dataDir:  filepath.Join(t.TempDir(), "data"),
-		grpcAddr: freeAddr(t),
-		httpAddr: freeAddr(t),
-		raftAddr: freeAddr(t),
-		natsAddr: freeAddr(t),
+		dataDir:  filepath.Join(dir, "data"),
+		addrFile: filepath.Join(dir, "addrs.json"),
+		grpcAddr: port0, httpAddr: port0, raftAddr: port0, natsAddr: port0,
 	}
 }
 
@@ -440,17 +430,24 @@ func (d *devNode) start(t *testing.T) {
 	waitReady(t, d.proc, d.httpAddr, 60*time.Second)
 }
 
-// launch starts (or restarts) the dev process without waiting for it.
+// launch starts (or restarts) the dev process without waiting for it to
+// be ready; the first start waits for the ports it chose.
 func (d *devNode) launch(t *testing.T) {
 	t.Helper()
 	d.starts++
 	d.proc = startProc(t, fmt.Sprintf("dev-%d", d.starts), append([]string{"dev",
 		"--data-dir", d.dataDir,
+		"--addr-file", d.addrFile,
 		"--grpc-addr", d.grpcAddr,
 		"--http-addr", d.httpAddr,
 		"--raft-addr", d.raftAddr,
 		"--nats-listen", d.natsAddr,
 	}, d.extra...)...)
+	if !d.bound {
+		a := readAddrs(t, d.proc.exited, d.addrFile)
+		d.grpcAddr, d.httpAddr, d.raftAddr, d.natsAddr = a.GRPC, a.HTTP, a.Raft, a.NATS
+		d.bound = true
+	}
 }
 
 // startDev starts a fresh dev process.

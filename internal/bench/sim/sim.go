@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gantryci/gantry/internal/capability"
 	"github.com/gantryci/gantry/internal/subject"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -265,7 +266,7 @@ func (f *Fleet) beat(a *simAgent) {
 	hb := &gv1.Heartbeat{
 		Agent: &gv1.AgentInfo{
 			Name: a.name, Labels: f.cfg.Labels, Slots: int32(f.cfg.Slots),
-			Capabilities: []string{"exec"}, Version: "sim", Session: a.session,
+			Capabilities: []string{capability.Exec}, Version: "sim", Session: a.session,
 		},
 		SentAt: timestamppb.Now(),
 	}

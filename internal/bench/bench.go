@@ -1,0 +1,263 @@
+// Package bench measures a Gantry cluster: throughput, dispatch latency,
+// leader failover and lost-agent re-dispatch, next to the physical floor
+// of a bare Raft commit and a NATS round trip. It drives a running cluster
+// or starts one of coordinator processes, and loads it with simulated
+// agents (package sim). gantry bench is its command line.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gantryci/gantry/client"
+	"github.com/gantryci/gantry/internal/bench/sim"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// Scenarios are the scenarios Run knows, in the order it runs them.
+var Scenarios = []string{"floor", "fleet", "throughput", "latency", "lost-agent", "failover"}
+
+// Config says what to measure and against which cluster.
+type Config struct {
+	// Local starts this many coordinators as processes of Binary (the
+	// gantry binary); 0 measures the cluster at Addr and NATS.
+	Local  int
+	Binary string
+	// Keep leaves a local cluster's data directory behind.
+	Keep bool
+	// Client reaches the cluster under test, NATS are its NATS URLs and
+	// Cluster its name (without Local).
+	Client  *client.Client
+	NATS    string
+	Cluster string
+
+	Scenarios []string
+	// Duration is the length of the throughput and latency runs; Rate the
+	// submissions per second of the latency run.
+	Duration time.Duration
+	Rate     int
+	// SimAgents simulated agents of Slots slots each are connected during
+	// the run.
+	SimAgents int
+	Slots     int
+	// Progress receives a line as each step starts; nil discards them.
+	Progress io.Writer
+}
+
+// Result holds the figures; a figure not measured is nil. It is the
+// document of gantry bench -o json.
+type Result struct {
+	Scenarios             []string `json:"scenarios"`
+	Nodes                 int      `json:"nodes"`
+	ThroughputTasksPerS   *float64 `json:"throughput_tasks_per_s"`
+	DispatchP50Ms         *float64 `json:"dispatch_p50_ms"`
+	DispatchP99Ms         *float64 `json:"dispatch_p99_ms"`
+	DispatchMaxMs         *float64 `json:"dispatch_max_ms"`
+	FinishP50Ms           *float64 `json:"finish_p50_ms"`
+	FinishP99Ms           *float64 `json:"finish_p99_ms"`
+	LatencyRatePerS       int      `json:"latency_rate_per_s"`
+	FailoverMs            *float64 `json:"failover_ms"`
+	LostAgentRedispatchMs *float64 `json:"lost_agent_redispatch_ms"`
+	SimAgents             int      `json:"sim_agents"`
+	FloorRaftCommitP50Ms  *float64 `json:"floor_raft_commit_p50_ms"`
+	FloorRaftCommitP99Ms  *float64 `json:"floor_raft_commit_p99_ms"`
+	FloorNATSRTTP50Ms     *float64 `json:"floor_nats_rtt_p50_ms"`
+	Notes                 []string `json:"notes,omitempty"`
+}
+
+func ms(d time.Duration) *float64 {
+	v := float64(d.Microseconds()) / 1000
+	return &v
+}
+
+func quantile(d []time.Duration, q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[int(q*float64(len(s)-1))]
+}
+
+// target is the cluster under test.
+type target struct {
+	clients []gv1.GantryServiceClient
+	nats    string
+	cluster string
+	local   *localCluster
+}
+
+func (t *target) client(i int) gv1.GantryServiceClient { return t.clients[i%len(t.clients)] }
+
+// Run runs the scenarios of cfg.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	for _, s := range cfg.Scenarios {
+		if !slices.Contains(Scenarios, s) {
+			return nil, fmt.Errorf("scenario %q is not one of %s", s, strings.Join(Scenarios, ", "))
+		}
+	}
+	progress := cfg.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	res := &Result{Scenarios: cfg.Scenarios, LatencyRatePerS: cfg.Rate}
+	want := func(s string) bool { return slices.Contains(cfg.Scenarios, s) }
+	if want("floor") {
+		fmt.Fprintln(progress, "bench: floor (raw 3-node Raft commit, raw NATS request/reply)")
+		if err := floor(res); err != nil {
+			return nil, fmt.Errorf("floor: %w", err)
+		}
+	}
+	rest := slices.DeleteFunc(slices.Clone(cfg.Scenarios), func(s string) bool { return s == "floor" })
+	if len(rest) == 0 {
+		return res, nil
+	}
+	t := &target{nats: cfg.NATS, cluster: cfg.Cluster}
+	if cfg.Local > 0 {
+		fmt.Fprintf(progress, "bench: starting %d coordinators\n", cfg.Local)
+		lc, err := startLocalCluster(ctx, cfg.Binary, cfg.Local, cfg.Keep)
+		if err != nil {
+			return nil, err
+		}
+		defer lc.stop()
+		t.local, t.nats, t.cluster = lc, lc.natsURLs(), localClusterName
+		for _, n := range lc.nodes {
+			// One client per node, without retries: the scenarios choose
+			// the node and time each call.
+			c, err := client.New([]string{n.addrs.GRPC}, client.WithRetryTimeout(0), client.WithToken(lc.token))
+			if err != nil {
+				return nil, err
+			}
+			defer c.Close()
+			t.clients = append(t.clients, c.Raw())
+		}
+	} else {
+		if cfg.Client == nil {
+			return nil, errors.New("no cluster to measure: want Local or Client")
+		}
+		t.clients = []gv1.GantryServiceClient{cfg.Client.Raw()}
+	}
+	st, err := t.client(0).ClusterStatus(ctx, &gv1.ClusterStatusRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("cluster status: %w", err)
+	}
+	res.Nodes = len(st.Nodes)
+
+	lat := newLatencyProbe()
+	fleet, err := sim.Start(sim.Config{
+		Cluster: t.cluster, NATS: t.nats, Prefix: "bench", Count: max(cfg.SimAgents, 1), Slots: cfg.Slots,
+		Labels: map[string]string{"bench": "fleet"}, Heartbeat: time.Second,
+		OnStart: lat.started, OnFinish: lat.finished,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer fleet.Close()
+	fmt.Fprintf(progress, "bench: fleet of %d simulated agents connecting\n", cfg.SimAgents)
+	res.SimAgents = waitAgents(ctx, t.client(0), "bench-", cfg.SimAgents, 60*time.Second)
+	if res.SimAgents < cfg.SimAgents {
+		res.Notes = append(res.Notes, fmt.Sprintf("only %d of %d simulated agents were seen active", res.SimAgents, cfg.SimAgents))
+	}
+	if want("throughput") {
+		fmt.Fprintf(progress, "bench: throughput for %s\n", cfg.Duration)
+		v := throughput(ctx, t, fleet, cfg.Duration)
+		res.ThroughputTasksPerS = &v
+	}
+	if want("latency") {
+		fmt.Fprintf(progress, "bench: latency at %d/s for %s\n", cfg.Rate, cfg.Duration)
+		latency(ctx, t, lat, cfg.Rate, cfg.Duration, res)
+	}
+	if want("lost-agent") {
+		fmt.Fprintln(progress, "bench: lost agent")
+		d, err := lostAgent(ctx, t)
+		if err != nil {
+			res.Notes = append(res.Notes, "lost-agent: "+err.Error())
+		} else {
+			res.LostAgentRedispatchMs = ms(d)
+		}
+	}
+	if want("failover") {
+		if t.local == nil {
+			res.Notes = append(res.Notes, "failover: needs --local (it kills the leader)")
+		} else {
+			fmt.Fprintln(progress, "bench: failover (SIGKILL the leader)")
+			d, err := failover(ctx, t)
+			if err != nil {
+				res.Notes = append(res.Notes, "failover: "+err.Error())
+			} else {
+				res.FailoverMs = ms(d)
+			}
+		}
+	}
+	return res, nil
+}
+
+func waitAgents(ctx context.Context, c gv1.GantryServiceClient, prefix string, want int, timeout time.Duration) int {
+	deadline := time.Now().Add(timeout)
+	seen := 0
+	for time.Now().Before(deadline) {
+		resp, err := c.ListAgents(ctx, &gv1.ListAgentsRequest{})
+		if err == nil {
+			seen = 0
+			for _, a := range resp.Agents {
+				if strings.HasPrefix(a.Info.Name, prefix) && a.State == gv1.AgentState_AGENT_STATE_ACTIVE {
+					seen++
+				}
+			}
+			if seen >= want {
+				return seen
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return seen
+}
+
+func noopTask(name string, labels map[string]string) *gv1.TaskSpec {
+	return &gv1.TaskSpec{Name: name, Labels: labels, Executor: &gv1.TaskSpec_Exec{Exec: &gv1.ExecSpec{Command: []string{"true"}}}}
+}
+
+// throughput keeps the fleet saturated with 20-task jobs and counts
+// finished tasks per second over the duration.
+func throughput(ctx context.Context, t *target, fleet *sim.Fleet, d time.Duration) float64 {
+	labels := map[string]string{"bench": "fleet"}
+	tasks := make([]*gv1.TaskSpec, 20)
+	for i := range tasks {
+		tasks[i] = noopTask(fmt.Sprintf("t%d", i), labels)
+	}
+	spec := &gv1.JobSpec{Name: "throughput", Tasks: tasks}
+	start := fleet.Finished.Load()
+	began := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var wg sync.WaitGroup
+	var submitted atomic.Int64
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				// Keep the backlog bounded so the run measures flow, not a queue.
+				for ctx.Err() == nil && submitted.Load()*20-(fleet.Finished.Load()-start) > 4000 {
+					time.Sleep(2 * time.Millisecond)
+				}
+				cctx, c := context.WithTimeout(ctx, 5*time.Second)
+				_, err := t.client(w+i).SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec})
+				c()
+				if err == nil {
+					submitted.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	done := fleet.Finished.Load() - start
+	return float64(done) / time.Since(began).Seconds()
+}

@@ -1,0 +1,93 @@
+package testcluster
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gantryci/gantry/agent"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
+)
+
+// runningAgent is an agent started by the cluster.
+type runningAgent struct {
+	a    *agent.Agent
+	stop context.CancelFunc
+	done chan error
+}
+
+// kill crashes the agent and waits until it has stopped.
+func (ra *runningAgent) kill() {
+	ra.a.Kill()
+	ra.stop()
+	<-ra.done
+}
+
+// StartAgent starts an agent connected to every node's NATS server.
+func (c *Cluster) StartAgent(name string, slots int, labels map[string]string) *agent.Agent {
+	c.t.Helper()
+	return c.StartAgentWith(name, slots, labels, nil)
+}
+
+// StartAgentWith starts an agent that also reaches Kubernetes clusters.
+func (c *Cluster) StartAgentWith(name string, slots int, labels map[string]string, kube []agent.KubeCluster) *agent.Agent {
+	c.t.Helper()
+	cfg := agent.DefaultConfig()
+	cfg.Kube = kube
+	cfg.Name = name
+	cfg.Cluster = c.name
+	cfg.NATS = c.NATSURLs()
+	cfg.Slots = slots
+	cfg.Labels = labels
+	cfg.WorkDir = filepath.Join(c.t.TempDir(), name)
+	cfg.HeartbeatInterval = 100 * time.Millisecond
+	cfg.Grace = time.Second
+	cfg.ReportTimeout = time.Second
+	a, err := agent.New(cfg, c.log.With(zap.String("test_agent", name)))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ra := &runningAgent{a: a, stop: cancel, done: make(chan error, 1)}
+	go func() { ra.done <- a.Run(ctx) }()
+	c.mu.Lock()
+	c.agents[name] = ra
+	c.mu.Unlock()
+	return a
+}
+
+// KillAgent crashes an agent: no drain, no more heartbeats or reports.
+func (c *Cluster) KillAgent(name string) {
+	c.mu.Lock()
+	ra := c.agents[name]
+	delete(c.agents, name)
+	c.mu.Unlock()
+	if ra != nil {
+		ra.kill()
+	}
+}
+
+// WaitAgents waits until node i sees the named agents active.
+func (c *Cluster) WaitAgents(i int, names ...string) {
+	c.t.Helper()
+	cl := c.API(i)
+	WaitFor(c.t, 15*time.Second, fmt.Sprintf("agents %v", names), func() bool {
+		agents, err := cl.Agents(context.Background())
+		if err != nil {
+			return false
+		}
+		active := map[string]bool{}
+		for _, a := range agents {
+			active[a.GetInfo().GetName()] = a.GetState() == gv1.AgentState_AGENT_STATE_ACTIVE
+		}
+		for _, n := range names {
+			if !active[n] {
+				return false
+			}
+		}
+		return true
+	})
+}
