@@ -19,14 +19,15 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/gantryci/gantry/client"
 	"github.com/gantryci/gantry/coordinator/api"
 	"github.com/gantryci/gantry/coordinator/consensus"
 	"github.com/gantryci/gantry/coordinator/dispatch"
+	"github.com/gantryci/gantry/coordinator/fleet"
 	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/coordinator/gitops"
 	"github.com/gantryci/gantry/coordinator/metrics"
@@ -52,6 +53,8 @@ type Config struct {
 	Raft     consensus.Config
 	NATS     NATSConfig
 	Dispatch dispatch.Config
+	// TLS secures the API, HTTP and Raft; see TLSConfig. Empty: plain text.
+	TLS TLSConfig
 	// WebhookSecret, when set, is the secret pushes to /hooks/git are
 	// signed with (X-Hub-Signature-256, as GitHub sends it).
 	WebhookSecret string
@@ -63,6 +66,17 @@ type Config struct {
 	// GenerateSecretKeys creates DataDir/secret-keys when SecretKeys is
 	// empty and the file does not exist (gantry dev).
 	GenerateSecretKeys bool
+	// BootstrapToken, when set, is committed by the leader as the first
+	// admin token if the cluster has none (`gantry dev`, or
+	// --bootstrap-token-file). Without it, `gantry acl bootstrap` makes one.
+	BootstrapToken string
+	// JoinToken is the admin token a node without Raft state sends when it
+	// asks Join to add it; empty means BootstrapToken.
+	JoinToken string
+	// Insecure answers API calls without a token (roles are not checked)
+	// and lets `gantry coordinator` run without TLS: for a trusted network
+	// or a test only. It is logged as a warning at every start.
+	Insecure bool
 }
 
 // DefaultConfig is a single node on loopback.
@@ -90,6 +104,11 @@ func (c Config) Validate() error {
 	if err := subject.ValidToken(c.Cluster); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
+	if c.BootstrapToken != "" {
+		if _, _, err := api.ParseToken(c.BootstrapToken); err != nil {
+			return fmt.Errorf("bootstrap token: %w", err)
+		}
+	}
 	if c.DataDir == "" {
 		return errors.New("data dir: required")
 	}
@@ -105,6 +124,9 @@ func (c Config) Validate() error {
 	}
 	if c.Dispatch.LeaseTTL <= 0 || c.Dispatch.AssignTimeout <= 0 || c.Dispatch.Tick <= 0 {
 		return errors.New("dispatch: lease ttl, assign timeout and tick must be positive")
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return err
 	}
 	rc := c.Raft
 	rc.ID, rc.Dir = c.NodeID, filepath.Join(c.DataDir, "raft")
@@ -137,7 +159,7 @@ type Server struct {
 
 	grpc     *grpc.Server
 	grpcLis  net.Listener
-	self     *grpc.ClientConn // the console's client of this node's API
+	self     *client.Client // the console's client of this node's API
 	http     *http.Server
 	httpLis  net.Listener
 	cancel   context.CancelFunc
@@ -185,6 +207,9 @@ func (s *Server) start(ctx context.Context) error {
 
 	rc := cfg.Raft
 	rc.ID, rc.Dir = cfg.NodeID, filepath.Join(cfg.DataDir, "raft")
+	if rc.TLS, err = cfg.TLS.raft(); err != nil {
+		return err
+	}
 	node, err := consensus.Open(rc, s.fsm, s.log)
 	if err != nil {
 		return err
@@ -195,16 +220,19 @@ func (s *Server) start(ctx context.Context) error {
 		s.metrics.RaftApply.Observe(took.Seconds())
 		s.metrics.BatchSize.Observe(float64(n))
 	}
-	fleet := dispatch.NewFleet(cfg.Dispatch.LeaseTTL)
-	s.disp = dispatch.New(cfg.Dispatch, s.log, nc, s.ns, s.fsm, s.prop, fleet, s.metrics)
+	agents := fleet.New(cfg.Dispatch.LeaseTTL)
+	s.disp = dispatch.New(cfg.Dispatch, s.log, nc, s.ns, s.fsm, s.prop, agents, s.metrics)
 	s.nodes = newNodeTable(s)
 	s.gitops = gitops.New(gitops.Deps{
-		Log: s.log, FSM: s.fsm, Proposer: s.prop, NATS: nc, Namespace: s.ns, Fleet: fleet, NewJobID: api.NewJobID,
+		Log: s.log, FSM: s.fsm, Proposer: s.prop, NATS: nc, Namespace: s.ns, Fleet: agents, NewJobID: api.NewJobID,
 	})
 	s.api = api.New(api.Deps{
 		Log: s.log, NATS: nc, Namespace: s.ns, FSM: s.fsm, Raft: node, Proposer: s.prop,
-		Dispatcher: s.disp, Cluster: s.nodes, GitOps: s.gitops,
+		Dispatcher: s.disp, Cluster: s.nodes, GitOps: s.gitops, Insecure: cfg.Insecure,
 	})
+	if cfg.Insecure {
+		s.log.Warn("insecure: the API answers calls without a token and checks no role (--insecure)")
+	}
 	if err := s.loadKeyring(); err != nil {
 		return err
 	}
@@ -227,7 +255,12 @@ func (s *Server) start(ctx context.Context) error {
 	if s.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return fmt.Errorf("http listen: %w", err)
 	}
+	creds, selfTLS, err := s.serveTLS()
+	if err != nil {
+		return err
+	}
 	s.grpc = grpc.NewServer(
+		creds,
 		grpc.MaxRecvMsgSize(limit.Message),
 		grpc.MaxSendMsgSize(limit.Message),
 		grpc.ChainUnaryInterceptor(s.api.UnaryInterceptor(s.ready)),
@@ -238,9 +271,9 @@ func (s *Server) start(ctx context.Context) error {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, hs)
 	reflection.Register(s.grpc)
-	// The console is an API client like any other: it dials this node.
-	if s.self, err = grpc.NewClient(loopback(s.GRPCAddr()), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit.Message), grpc.MaxCallSendMsgSize(limit.Message))); err != nil {
+	// The console is an API client like any other: it dials this node
+	// with the public client.
+	if s.self, err = client.New([]string{loopback(s.GRPCAddr())}, selfTLS...); err != nil {
 		return fmt.Errorf("console api client: %w", err)
 	}
 	s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
@@ -318,7 +351,8 @@ func (s *Server) watchLeadership(ctx context.Context) {
 		go func() {
 			defer close(done)
 			var wg sync.WaitGroup
-			wg.Add(3)
+			wg.Add(4)
+			go func() { defer wg.Done(); s.bootstrapACL(lctx) }()
 			go func() { defer wg.Done(); s.gitops.Lead(lctx) }()
 			go func() { defer wg.Done(); s.pruneLoop(lctx) }()
 			go func() { defer wg.Done(); s.rekeyLoop(lctx) }()
@@ -349,31 +383,6 @@ func (s *Server) watchLeadership(ctx context.Context) {
 
 // IsLeader reports whether this node leads.
 func (s *Server) IsLeader() bool { return s.node.Raft.State() == raft.Leader }
-
-// GRPCAddr is the API's address.
-func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }
-
-// HTTPAddr is the health, metrics and hooks address.
-func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
-
-// RaftAddr is the Raft transport's address.
-func (s *Server) RaftAddr() string { return s.node.Addr() }
-
-// NATSURL is the client URL of the embedded NATS server, or the configured one.
-func (s *Server) NATSURL() string {
-	if s.natsd != nil {
-		return s.natsd.ClientURL()
-	}
-	return s.cfg.NATS.URL
-}
-
-// NATSRouteURL is the embedded server's route URL, for other coordinators.
-func (s *Server) NATSRouteURL() string {
-	if s.natsd == nil || s.natsd.ClusterAddr() == nil {
-		return ""
-	}
-	return "nats://" + s.natsd.ClusterAddr().String()
-}
 
 // FSM is the local replica of the state.
 func (s *Server) FSM() *fsm.FSM { return s.fsm }

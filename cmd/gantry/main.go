@@ -31,9 +31,13 @@ func main() {
 
 type globals struct {
 	addr      string
+	token     string
 	output    string
 	logLevel  string
 	logFormat string
+	// TLS of client commands: the CA that signed the coordinators'
+	// certificates, and an optional client certificate.
+	tlsCA, tlsCert, tlsKey string
 }
 
 func newRoot() *cobra.Command {
@@ -48,7 +52,13 @@ func newRoot() *cobra.Command {
 	if addr == "" {
 		addr = "127.0.0.1:7420"
 	}
-	root.PersistentFlags().StringVar(&g.addr, "addr", addr, "coordinator gRPC address (env GANTRY_ADDR)")
+	root.PersistentFlags().StringVar(&g.addr, "addr", addr, "coordinator gRPC address, or several separated by commas (env GANTRY_ADDR)")
+	// Read from the environment when used (resolveToken), so that help
+	// never shows it.
+	root.PersistentFlags().StringVar(&g.token, "token", "", "API token sent to the coordinators (default $GANTRY_TOKEN, else ~/.config/gantry/token)")
+	root.PersistentFlags().StringVar(&g.tlsCA, "tls-ca", os.Getenv("GANTRY_TLS_CA"), "client commands: CA certificate the coordinators' certificates are checked against; connects with TLS (env GANTRY_TLS_CA)")
+	root.PersistentFlags().StringVar(&g.tlsCert, "tls-client-cert", os.Getenv("GANTRY_TLS_CLIENT_CERT"), "client commands: client certificate to present (env GANTRY_TLS_CLIENT_CERT)")
+	root.PersistentFlags().StringVar(&g.tlsKey, "tls-client-key", os.Getenv("GANTRY_TLS_CLIENT_KEY"), "client commands: key of --tls-client-cert (env GANTRY_TLS_CLIENT_KEY)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format of client commands: table or json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level of servers: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "console", "log format of servers: console or json")
@@ -57,6 +67,7 @@ func newRoot() *cobra.Command {
 		newSubmitCmd(g), newJobsCmd(g), newJobCmd(g), newLogsCmd(g), newCancelCmd(g),
 		newAgentsCmd(g), newDrainCmd(g), newClusterCmd(g), newBenchCmd(g),
 		newAppCmd(g), newSnapshotCmd(g), newSecretCmd(g),
+		newTLSCmd(), newTokenCmd(g), newACLCmd(g), newAuditCmd(g),
 	)
 	return root
 }

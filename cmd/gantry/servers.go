@@ -54,6 +54,9 @@ type coordinatorFlags struct {
 	peers     string
 	natsRoute string
 	store     string
+	addrFile  string
+	// ACL token files (acl.go).
+	bootstrapTokenFile, joinTokenFile string
 }
 
 func (f *coordinatorFlags) register(cmd *cobra.Command, full bool) {
@@ -71,6 +74,7 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, full bool) {
 		"keyring file that seals secrets (gantry secret keygen; default $GANTRY_SECRET_KEYS, else DATA-DIR/secret-keys if it exists)")
 	fl.StringVar(&c.WebhookSecret, "webhook-secret", os.Getenv("GANTRY_WEBHOOK_SECRET"),
 		"secret that pushes to /hooks/git are signed with (X-Hub-Signature-256; default $GANTRY_WEBHOOK_SECRET; empty: unsigned pushes accepted)")
+	fl.StringVar(&f.addrFile, "addr-file", "", "once listening, write the bound addresses to this file as JSON (grpc, http, raft, nats, nats_route): start on port 0 and read the ports back")
 	if !full {
 		return
 	}
@@ -83,10 +87,28 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, full bool) {
 	fl.StringVar(&f.natsRoute, "nats-routes", "", "other coordinators' NATS route URLs, comma-separated (nats://host:port)")
 	fl.IntVar(&c.NATS.LogReplicas, "log-replicas", 0, "replicas of the log stream (default: 3 with 3+ peers, else 1)")
 	fl.DurationVar(&c.Dispatch.LeaseTTL, "lease-ttl", c.Dispatch.LeaseTTL, "requeue a task whose agent has not renewed its lease for this long")
+	registerTLSFlags(fl, &c.TLS)
+	fl.BoolVar(&c.Insecure, "insecure", false, "run without TLS and answer API calls without a token: for a trusted network or a test only (warned at every start)")
+	fl.StringVar(&f.bootstrapTokenFile, "bootstrap-token-file", "", "file holding the cluster's first admin token (gantry token generate); committed by the first leader if the cluster has no token. Without it, run `gantry acl bootstrap` once")
+	fl.StringVar(&f.joinTokenFile, "join-token-file", "", "file holding an admin token this node sends with --join (default: the bootstrap token)")
+}
+
+// writeAddrs writes srv's bound addresses to --addr-file, if given.
+func (f *coordinatorFlags) writeAddrs(srv *coordinator.Server) error {
+	if f.addrFile == "" {
+		return nil
+	}
+	if err := srv.Addrs().WriteFile(f.addrFile); err != nil {
+		return fmt.Errorf("--addr-file: %w", err)
+	}
+	return nil
 }
 
 func (f *coordinatorFlags) finish() error {
 	c := &f.cfg
+	if err := f.readTokenFiles(); err != nil {
+		return err
+	}
 	if f.peers != "" {
 		peers, err := consensus.ParsePeers(f.peers)
 		if err != nil {
@@ -131,8 +153,15 @@ Each coordinator embeds a NATS server; give them --nats-cluster-listen and
 				return err
 			}
 			defer log.Sync()
+			if err := requireSecure(log, f.cfg); err != nil {
+				return err
+			}
 			srv, err := coordinator.Start(f.cfg, log)
 			if err != nil {
+				return err
+			}
+			if err := f.writeAddrs(srv); err != nil {
+				srv.Close()
 				return err
 			}
 			ctx, cancel := signalContext(log, nil)
@@ -243,6 +272,13 @@ func newDevCmd(g *globals) *cobra.Command {
 			if kubeconfig != "" {
 				af.cfg.Kube = append(af.cfg.Kube, agent.KubeCluster{Name: "local", Kubeconfig: kubeconfig})
 			}
+			token, savedTo, err := devToken(cf.cfg.DataDir)
+			if err != nil {
+				return fmt.Errorf("admin token: %w", err)
+			}
+			if cf.cfg.BootstrapToken == "" {
+				cf.cfg.BootstrapToken = token
+			}
 			log, err := g.logger()
 			if err != nil {
 				return err
@@ -250,6 +286,10 @@ func newDevCmd(g *globals) *cobra.Command {
 			defer log.Sync()
 			srv, err := coordinator.Start(cf.cfg, log)
 			if err != nil {
+				return err
+			}
+			if err := cf.writeAddrs(srv); err != nil {
+				srv.Close()
 				return err
 			}
 			af.cfg.NATS = srv.NATSURL()
@@ -268,7 +308,10 @@ func newDevCmd(g *globals) *cobra.Command {
   data        %s
   agent       %s (%d slots)
   kubernetes  %s
-`, srv.GRPCAddr(), srv.GRPCAddr(), srv.HTTPAddr(), srv.NATSURL(), srv.RaftAddr(), cf.cfg.DataDir, af.cfg.Name, af.cfg.Slots, kubeSummary(kubeconfig))
+  admin token %s
+              %s
+`, srv.GRPCAddr(), srv.GRPCAddr(), srv.HTTPAddr(), srv.NATSURL(), srv.RaftAddr(), cf.cfg.DataDir, af.cfg.Name, af.cfg.Slots, kubeSummary(kubeconfig),
+				token, tokenHint(savedTo, cf.cfg.DataDir))
 			ctx, cancel := signalContext(log, a.Kill)
 			defer cancel()
 			agentDone := make(chan error, 1)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -177,4 +178,18 @@ func warnPlaintext(log *zap.Logger, c coordinator.TLSConfig) {
 	if !c.Enabled() {
 		log.Warn("TLS is off: API tokens, secrets and Raft traffic cross the network in plain text; see gantry tls --help and --tls-cert")
 	}
+}
+
+// requireSecure refuses to start a production coordinator without TLS
+// material unless --insecure says so, and warns at every insecure start.
+func requireSecure(log *zap.Logger, c coordinator.Config) error {
+	if c.Insecure {
+		log.Warn("--insecure: no TLS required and no token checked; anyone who reaches this coordinator's ports controls it")
+		warnPlaintext(log, c.TLS)
+		return nil
+	}
+	if !c.TLS.Enabled() {
+		return errors.New("no TLS material: give --tls-cert, --tls-key and --tls-ca (make them with `gantry tls ca create` and `gantry tls cert create --server NAME`), or run with --insecure on a trusted network")
+	}
+	return nil
 }

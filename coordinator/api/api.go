@@ -50,6 +50,9 @@ type Deps struct {
 	Dispatcher *dispatch.Dispatcher
 	Cluster    Cluster
 	GitOps     *gitops.Controller
+	// Insecure: calls without a token are answered and roles are not
+	// checked (coordinator.Config.Insecure).
+	Insecure bool
 }
 
 // Server implements gv1.GantryServiceServer.

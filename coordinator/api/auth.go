@@ -155,12 +155,14 @@ func (s *Server) authenticate(ctx context.Context) (*Caller, error) {
 	return c, nil
 }
 
-// authorize checks the caller against the method's row. A cluster
-// without any token (never bootstrapped: a coordinator started with
-// --insecure and no bootstrap token) answers every call.
+// authorize checks the caller against the method's row. An insecure
+// coordinator answers every call.
 func (s *Server) authorize(c *Caller, full string, w where) error {
-	if w.open || (c.Token == nil && s.d.FSM.TokenCount() == 0) {
+	if w.open || s.d.Insecure {
 		return nil
+	}
+	if c.Token == nil && s.d.FSM.TokenCount() == 0 {
+		return status.Errorf(codes.Unauthenticated, "%s: this cluster has no token yet: make the first admin token with `gantry acl bootstrap` (or start the coordinators with --bootstrap-token-file)", methodName(full))
 	}
 	if c.Token == nil {
 		return status.Errorf(codes.Unauthenticated, "%s needs a token with role %s or above: pass --token, set $GANTRY_TOKEN, or write it to ~/.config/gantry/token", methodName(full), RoleName(w.role))
