@@ -62,6 +62,7 @@ leader with SIGKILL).`,
 	}
 	fl := cmd.Flags()
 	fl.IntVar(&cfg.Local, "local", 0, "start this many coordinators as local processes (0: use --addr and --nats)")
+	fl.BoolVar(&cfg.Insecure, "insecure", false, "with --local: run the coordinators without TLS and token checks, to compare with the default (TLS on the API and Raft, tokens)")
 	fl.StringSliceVar(&cfg.Scenarios, "scenarios", bench.Scenarios, "scenarios to run: "+strings.Join(bench.Scenarios, ","))
 	fl.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of the throughput and latency runs")
 	fl.IntVar(&cfg.Rate, "rate", 200, "submissions per second in the latency run")

@@ -32,6 +32,9 @@ type Config struct {
 	Binary string
 	// Keep leaves a local cluster's data directory behind.
 	Keep bool
+	// Insecure runs a local cluster without TLS and without token checks
+	// (--insecure), to measure what security costs.
+	Insecure bool
 	// Client reaches the cluster under test, NATS are its NATS URLs and
 	// Cluster its name (without Local).
 	Client  *client.Client
@@ -122,7 +125,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	t := &target{nats: cfg.NATS, cluster: cfg.Cluster}
 	if cfg.Local > 0 {
 		fmt.Fprintf(progress, "bench: starting %d coordinators\n", cfg.Local)
-		lc, err := startLocalCluster(ctx, cfg.Binary, cfg.Local, cfg.Keep)
+		lc, err := startLocalCluster(ctx, cfg.Binary, cfg.Local, cfg.Keep, cfg.Insecure)
 		if err != nil {
 			return nil, err
 		}
@@ -131,7 +134,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		for _, n := range lc.nodes {
 			// One client per node, without retries: the scenarios choose
 			// the node and time each call.
-			c, err := client.New([]string{n.addrs.GRPC}, client.WithRetryTimeout(0), client.WithToken(lc.token))
+			c, err := lc.client(n)
 			if err != nil {
 				return nil, err
 			}

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"github.com/gantryci/gantry/client"
 	"github.com/gantryci/gantry/coordinator"
 	"github.com/gantryci/gantry/coordinator/api"
+	"github.com/gantryci/gantry/internal/pki"
 	"github.com/gantryci/gantry/internal/relay"
 )
 
@@ -36,6 +38,9 @@ type localCluster struct {
 	// bootstrap token (a joining node asks with it too), and bench's
 	// clients present it.
 	token string
+	// tls is the cluster's CA and node certificates; nil when insecure.
+	tls       *pki.Local
+	clientTLS *tls.Config
 	// seed relays the first NATS server's route to the second one's
 	// route port: clustered JetStream wants a configured route at start,
 	// before any other server has bound its port.
@@ -69,7 +74,7 @@ func (nd *localNode) route() string {
 	return nd.addrs.NATSRoute
 }
 
-func startLocalCluster(ctx context.Context, binary string, n int, keep bool) (*localCluster, error) {
+func startLocalCluster(ctx context.Context, binary string, n int, keep, insecure bool) (*localCluster, error) {
 	if binary == "" {
 		return nil, errors.New("local cluster: no gantry binary")
 	}
@@ -89,10 +94,23 @@ func startLocalCluster(ctx context.Context, binary string, n int, keep bool) (*l
 		lc.stop()
 		return nil, fmt.Errorf("%w (logs in %s)", err, dir)
 	}
+	var ids []string
 	for i := range n {
 		nd := &localNode{id: fmt.Sprintf("n%d", i+1)}
 		nd.addrFile = filepath.Join(dir, nd.id+".addrs")
 		lc.nodes = append(lc.nodes, nd)
+		ids = append(ids, nd.id)
+	}
+	if !insecure {
+		// Secure as in production: TLS on the API, HTTP and Raft, tokens.
+		l, err := pki.EnsureLocal(filepath.Join(dir, "tls"), ids...)
+		if err != nil {
+			return fail(err)
+		}
+		lc.tls = &l
+		if lc.clientTLS, err = pki.ClientTLS(l.CAFile(), "", ""); err != nil {
+			return fail(err)
+		}
 	}
 	if n > 1 {
 		second := lc.nodes[1]
@@ -107,6 +125,12 @@ func startLocalCluster(ctx context.Context, binary string, n int, keep bool) (*l
 			"--data-dir", filepath.Join(dir, nd.id), "--addr-file", nd.addrFile, "--bootstrap-token-file", tokenFile,
 			"--raft-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
 			"--nats-listen", "127.0.0.1:0", "--log-level", "warn", "--log-format", "json"}
+		if lc.tls != nil {
+			cert, key := lc.tls.CertFiles(nd.id)
+			args = append(args, "--tls-cert", cert, "--tls-key", key, "--tls-ca", lc.tls.CAFile())
+		} else {
+			args = append(args, "--insecure")
+		}
 		if i == 0 {
 			args = append(args, "--bootstrap")
 		} else {
@@ -136,7 +160,7 @@ func startLocalCluster(ctx context.Context, binary string, n int, keep bool) (*l
 		}
 	}
 	for _, nd := range lc.nodes {
-		if err := nd.waitReady(ctx, deadline); err != nil {
+		if err := lc.waitReady(ctx, nd, deadline); err != nil {
 			return fail(err)
 		}
 	}
@@ -185,9 +209,9 @@ func (nd *localNode) waitAddrs(ctx context.Context, deadline time.Time) error {
 }
 
 // waitReady waits for the node's /readyz to answer 200.
-func (nd *localNode) waitReady(ctx context.Context, deadline time.Time) error {
+func (lc *localCluster) waitReady(ctx context.Context, nd *localNode, deadline time.Time) error {
 	for {
-		resp, err := http.Get("http://" + nd.addrs.HTTP + "/readyz")
+		resp, err := lc.httpClient().Get(lc.scheme() + nd.addrs.HTTP + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -216,7 +240,7 @@ func (nd *localNode) check(ctx context.Context, deadline time.Time) error {
 
 // waitVoters waits until the first node counts every node as a voter.
 func (lc *localCluster) waitVoters(ctx context.Context, deadline time.Time) error {
-	c, err := client.New([]string{lc.nodes[0].addrs.GRPC}, client.WithRetryTimeout(0), client.WithToken(lc.token))
+	c, err := lc.client(lc.nodes[0])
 	if err != nil {
 		return err
 	}
@@ -278,4 +302,29 @@ func (lc *localCluster) stop() {
 	if !lc.keep {
 		os.RemoveAll(lc.dir)
 	}
+}
+
+// client is a client of nd's API with the admin token, over TLS unless the
+// cluster is insecure, without retries: the scenarios choose the node and
+// time each call.
+func (lc *localCluster) client(nd *localNode) (*client.Client, error) {
+	opts := []client.Option{client.WithRetryTimeout(0), client.WithToken(lc.token)}
+	if lc.clientTLS != nil {
+		opts = append(opts, client.WithTLS(lc.clientTLS))
+	}
+	return client.New([]string{nd.addrs.GRPC}, opts...)
+}
+
+func (lc *localCluster) scheme() string {
+	if lc.tls != nil {
+		return "https://"
+	}
+	return "http://"
+}
+
+func (lc *localCluster) httpClient() *http.Client {
+	if lc.clientTLS == nil {
+		return http.DefaultClient
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: lc.clientTLS}, Timeout: 5 * time.Second}
 }

@@ -450,3 +450,29 @@ func TestReloaderReload(t *testing.T) {
 		t.Fatal("a failed reload dropped the certificate")
 	}
 }
+
+func TestEnsureLocalKeepsWhatExists(t *testing.T) {
+	dir := t.TempDir()
+	l, err := pki.EnsureLocal(dir, "n1", "n2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key := l.CertFiles("n1")
+	before, err := os.ReadFile(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pki.ServerTLS(cert, key, l.CAFile()); err != nil {
+		t.Fatalf("the node's material does not load: %v", err)
+	}
+	if _, err := pki.EnsureLocal(dir, "n1", "n3"); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadFile(cert)
+	if string(before) != string(after) {
+		t.Fatal("EnsureLocal replaced an existing certificate")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "n3.pem")); err != nil {
+		t.Fatalf("n3's certificate not made: %v", err)
+	}
+}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gantryci/gantry/coordinator/api"
+	"github.com/gantryci/gantry/internal/pki"
 	"github.com/gantryci/gantry/internal/relay"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -56,8 +56,13 @@ func startCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(seed.Close)
-	_, c.token, _ = api.NewToken()
+	c.token = adminToken
 	tokenFile := filepath.Join(t.TempDir(), "admin-token")
+	// TLS as in production: the API, HTTP and Raft of every node.
+	material, err := pki.EnsureLocal(filepath.Join(t.TempDir(), "tls"), "n1", "n2", "n3")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(tokenFile, []byte(c.token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +74,9 @@ func startCluster(t *testing.T) *cluster {
 			"--data-dir", n.dataDir,
 			"--addr-file", n.addrFile,
 			"--bootstrap-token-file", tokenFile,
+			"--tls-cert", filepath.Join(material.Dir, fmt.Sprintf("n%d.pem", i+1)),
+			"--tls-key", filepath.Join(material.Dir, fmt.Sprintf("n%d-key.pem", i+1)),
+			"--tls-ca", material.CAFile(),
 			"--grpc-addr", "127.0.0.1:0",
 			"--http-addr", "127.0.0.1:0",
 			"--raft-addr", "127.0.0.1:0",
@@ -90,6 +98,8 @@ func startCluster(t *testing.T) *cluster {
 		n.proc = startProc(t, "coordinator-"+n.id, args...)
 		a := readAddrs(t, n.proc.exited, n.addrFile)
 		n.grpcAddr, n.httpAddr, n.raftAddr, n.natsAddr, n.natsRouteAddr = a.GRPC, a.HTTP, a.Raft, a.NATS, a.NATSRoute
+		tlsCAs.Store(n.grpcAddr, material.CAFile())
+		tlsCAs.Store(n.httpAddr, material.CAFile())
 		if i == 1 {
 			c.mu.Lock()
 			c.secondRoute = n.natsRouteAddr

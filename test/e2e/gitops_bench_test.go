@@ -38,7 +38,7 @@ func BenchmarkGitOpsDrift(b *testing.B) {
 	}
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	addr := benchDev(b, "--kubeconfig", path)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(bearer(adminToken)))
 	if err != nil {
 		b.Fatal(err)
 	}

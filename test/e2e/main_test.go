@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,11 +23,21 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gantryci/gantry/coordinator"
+	"github.com/gantryci/gantry/coordinator/api"
+	"github.com/gantryci/gantry/internal/pki"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
 // gantryBin is the binary built once by TestMain.
 var gantryBin string
+
+// adminToken is the admin token of every dev process and cluster of the
+// suite (TestMain writes it where the CLI finds it).
+var adminToken string
+
+// tlsCAs maps the gRPC and HTTP addresses of coordinators that serve TLS to
+// the CA file to trust: the CLI gets --tls-ca, HTTP calls use https.
+var tlsCAs sync.Map
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -49,6 +60,20 @@ func buildAndRun(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	gantryBin = filepath.Join(dir, "gantry")
+	// Every process this suite starts finds its token in a config dir of
+	// its own, never the user's: gantry dev bootstraps with the token there
+	// (a fresh data dir reuses it) and the CLI sends it.
+	cfgHome := filepath.Join(dir, "config")
+	_, adminToken, _ = api.NewToken()
+	if err := os.MkdirAll(filepath.Join(cfgHome, "gantry"), 0o700); err == nil {
+		err = os.WriteFile(filepath.Join(cfgHome, "gantry", "token"), []byte(adminToken+"\n"), 0o600)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: token:", err)
+		return 1
+	}
+	os.Setenv("XDG_CONFIG_HOME", cfgHome)
+	os.Unsetenv("GANTRY_TOKEN")
 	build := exec.Command("go", "build", "-o", gantryBin, "./cmd/gantry")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
@@ -261,6 +286,9 @@ func gantryStdin(t *testing.T, addr, stdin string, args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	full := append([]string{"--addr", addr}, args...)
+	if ca, ok := tlsCAs.Load(strings.Split(addr, ",")[0]); ok {
+		full = append([]string{"--tls-ca", ca.(string)}, full...)
+	}
 	cmd := exec.CommandContext(ctx, gantryBin, full...)
 	cmd.WaitDelay = 5 * time.Second
 	cmd.Env = append(os.Environ(), "GANTRY_ADDR=")
@@ -373,9 +401,31 @@ func writePipeline(t *testing.T, yaml string) string {
 
 var httpClient = &http.Client{Timeout: 5 * time.Second}
 
+// baseURL is the URL of the HTTP server at addr: https for a coordinator
+// serving TLS.
+func baseURL(addr string) string {
+	if _, ok := tlsCAs.Load(addr); ok {
+		return "https://" + addr
+	}
+	return "http://" + addr
+}
+
 // httpGet returns the status code and body of a GET, or an error.
 func httpGet(url string) (int, string, error) {
-	resp, err := httpClient.Get(url)
+	c := httpClient
+	host := strings.TrimPrefix(url, "https://")
+	if host != url {
+		ca, ok := tlsCAs.Load(strings.SplitN(host, "/", 2)[0])
+		if !ok {
+			return 0, "", fmt.Errorf("no CA for %s", url)
+		}
+		cfg, err := pki.ClientTLS(ca.(string), "", "")
+		if err != nil {
+			return 0, "", err
+		}
+		c = &http.Client{Timeout: httpClient.Timeout, Transport: &http.Transport{TLSClientConfig: cfg}}
+	}
+	resp, err := c.Get(url)
 	if err != nil {
 		return 0, "", err
 	}
@@ -392,7 +442,7 @@ func waitReady(t *testing.T, p *proc, httpAddr string, timeout time.Duration) {
 		if p.exited() {
 			t.Fatalf("%s exited while starting: %v", p.name, p.err)
 		}
-		code, body, err := httpGet("http://" + httpAddr + "/readyz")
+		code, body, err := httpGet(baseURL(httpAddr) + "/readyz")
 		if err != nil {
 			return false, "readyz: " + err.Error()
 		}
