@@ -66,6 +66,11 @@ func startNATS(cfg Config, log *zap.Logger) (*server.Server, error) {
 		// Set, not left to the default (1 MiB), so the bound is the one
 		// agents and the API are told: limit.Message.
 		MaxPayload: limit.Message,
+		// JetStream holds only the log stream (logMaxBytes); the server's
+		// own bounds keep any other stream someone creates from filling
+		// the disk or the memory.
+		JetStreamMaxStore:  2 * logMaxBytes,
+		JetStreamMaxMemory: 256 << 20,
 	}
 	if cfg.NATS.ClusterListen != "" {
 		ch, cp, err := splitHostPort(cfg.NATS.ClusterListen)

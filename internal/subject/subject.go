@@ -124,9 +124,6 @@ func (n Namespace) NodeStatus(id string) string { return n.prefix() + ".node." +
 // AllNodeStatus subscribes to every coordinator's announcements.
 func (n Namespace) AllNodeStatus() string { return n.prefix() + ".node.*" }
 
-// Changes is where the leader announces committed job changes (job IDs).
-func (n Namespace) Changes() string { return n.prefix() + ".changes" }
-
 // ValidToken reports whether s can be one subject token: a name without
 // '.' in the grammar of package name.
 func ValidToken(s string) error { return name.Token(s) }
