@@ -32,7 +32,13 @@ type pushEvent struct {
 // handleGitHook takes a push announcement: the applications following the
 // pushed repository are polled at once. The payload only says where to
 // look; the commit deployed is always the one the repository itself names.
+// Without a webhook secret only gantry dev (Config.UnsignedHooks) takes
+// pushes.
 func (s *Server) handleGitHook(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.WebhookSecret == "" && !s.cfg.UnsignedHooks {
+		http.Error(w, "webhooks need --webhook-secret: this coordinator takes no unsigned pushes", http.StatusForbidden)
+		return
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 5<<20))
 	if err != nil {
 		http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)

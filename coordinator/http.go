@@ -1,8 +1,11 @@
 package coordinator
 
 import (
+	"fmt"
 	"net"
 	"net/http"
+	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -34,9 +37,44 @@ func (s *Server) httpHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", s.metricsHandler())
 	mux.HandleFunc("POST /hooks/git", s.handleGitHook)
-	mountPprof(mux)
-	mux.Handle("/", console.New(console.DefaultConfig(), s.self.Raw(), s.log))
+	ccfg := console.DefaultConfig()
+	ccfg.Hosts = s.httpHosts()
+	con := console.New(ccfg, s.self.Raw(), s.log)
+	mountPprof(mux, con.Admin)
+	mux.Handle("/", con)
 	return mux
+}
+
+// httpHosts are the names the console and the profiles answer to:
+// localhost, the HTTP address's host (IP addresses always pass) and
+// Config.HTTPHosts.
+func (s *Server) httpHosts() []string {
+	hosts := []string{"localhost"}
+	if h, _, err := net.SplitHostPort(s.cfg.HTTPAddr); err == nil && h != "" {
+		hosts = append(hosts, h)
+	}
+	return append(hosts, s.cfg.HTTPHosts...)
+}
+
+// hostName matches a DNS name.
+var hostName = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*\.?$`)
+
+// validHTTPHosts checks Config.HTTPHosts: DNS names, each with an optional
+// port (which the check ignores).
+func validHTTPHosts(hosts []string) error {
+	for _, h := range hosts {
+		name := h
+		if n, port, err := net.SplitHostPort(h); err == nil {
+			if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+				return fmt.Errorf("http hosts: %q: bad port", h)
+			}
+			name = n
+		}
+		if len(name) > 253 || !hostName.MatchString(name) {
+			return fmt.Errorf("http hosts: %q: want a host name such as console.example.com (no scheme, path or wildcard)", h)
+		}
+	}
+	return nil
 }
 
 func (s *Server) metricsHandler() http.Handler {

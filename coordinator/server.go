@@ -55,9 +55,19 @@ type Config struct {
 	Dispatch dispatch.Config
 	// TLS secures the API, HTTP and Raft; see TLSConfig. Empty: plain text.
 	TLS TLSConfig
-	// WebhookSecret, when set, is the secret pushes to /hooks/git are
-	// signed with (X-Hub-Signature-256, as GitHub sends it).
+	// WebhookSecret is the secret pushes to /hooks/git are signed with
+	// (X-Hub-Signature-256, as GitHub sends it). Without it the hook
+	// refuses every push (403), unless UnsignedHooks.
 	WebhookSecret string
+	// UnsignedHooks lets /hooks/git take unsigned pushes when there is no
+	// WebhookSecret (gantry dev): anyone who reaches the HTTP address can
+	// then make the GitOps controller poll a repository early.
+	UnsignedHooks bool
+	// HTTPHosts are host names, besides localhost and the HTTP address's
+	// own, that the console and /debug/pprof/ answer to (the names users
+	// and proxies reach them by); IP addresses always are. A guard against
+	// DNS rebinding (coordinator/DESIGN.md, "The HTTP address").
+	HTTPHosts []string
 	// JobRetention is how long ended jobs are kept; zero keeps them forever.
 	JobRetention time.Duration
 	// SecretKeys is the keyring file (package secret) that seals secrets;
@@ -126,6 +136,9 @@ func (c Config) Validate() error {
 		return errors.New("dispatch: lease ttl, assign timeout and tick must be positive")
 	}
 	if err := c.TLS.Validate(); err != nil {
+		return err
+	}
+	if err := validHTTPHosts(c.HTTPHosts); err != nil {
 		return err
 	}
 	rc := c.Raft

@@ -64,7 +64,8 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, full bool) {
 	fl := cmd.Flags()
 	fl.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for Raft state, snapshots and the embedded NATS store")
 	fl.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "gRPC API listen address")
-	fl.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP listen address: /healthz, /readyz, /metrics")
+	fl.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP listen address: the console, /healthz, /readyz, /metrics, /hooks/git")
+	fl.StringSliceVar(&c.HTTPHosts, "http-hosts", nil, "more host names the console answers to, comma-separated (besides localhost, the --http-addr host and IP addresses; a guard against DNS rebinding)")
 	fl.StringVar(&c.Raft.BindAddr, "raft-addr", c.Raft.BindAddr, "Raft transport address (also the address peers use)")
 	fl.StringVar(&c.NATS.Listen, "nats-listen", c.NATS.Listen, "embedded NATS client listen address")
 	fl.StringVar(&c.NATS.URL, "nats-url", "", "use this existing NATS cluster instead of the embedded server")
@@ -73,7 +74,7 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, full bool) {
 	fl.StringVar(&c.SecretKeys, "secret-keys", os.Getenv("GANTRY_SECRET_KEYS"),
 		"keyring file that seals secrets (gantry secret keygen; default $GANTRY_SECRET_KEYS, else DATA-DIR/secret-keys if it exists)")
 	fl.StringVar(&c.WebhookSecret, "webhook-secret", os.Getenv("GANTRY_WEBHOOK_SECRET"),
-		"secret that pushes to /hooks/git are signed with (X-Hub-Signature-256; default $GANTRY_WEBHOOK_SECRET; empty: unsigned pushes accepted)")
+		"secret that pushes to /hooks/git are signed with (X-Hub-Signature-256; default $GANTRY_WEBHOOK_SECRET); without it the hook refuses pushes, except under gantry dev")
 	fl.StringVar(&f.addrFile, "addr-file", "", "once listening, write the bound addresses to this file as JSON (grpc, http, raft, nats, nats_route): start on port 0 and read the ports back")
 	if !full {
 		return
@@ -255,6 +256,7 @@ func newDevCmd(g *globals) *cobra.Command {
 	cf.cfg.NodeID = "dev"
 	cf.cfg.Raft.Bootstrap = true
 	cf.cfg.GenerateSecretKeys = true
+	cf.cfg.UnsignedHooks = true
 	af := &agentFlags{cfg: agent.DefaultConfig()}
 	af.cfg.Name = "local"
 	var kubeconfig string
@@ -302,7 +304,7 @@ func newDevCmd(g *globals) *cobra.Command {
 			}
 			fmt.Fprintf(os.Stderr, `Gantry dev is running.
   gRPC API    %s   (gantry --addr %s ...)
-  HTTP        http://%s   (/healthz /readyz /metrics)
+  HTTP        http://%s   (the console: log in with the admin token; /healthz /readyz /metrics)
   NATS        %s
   Raft        %s
   data        %s

@@ -186,25 +186,6 @@ func (h *Handler) unpinApp(w http.ResponseWriter, r *http.Request) {
 	h.reply(w, resp, err)
 }
 
-// writeHeader is required on every write: a page of another origin cannot
-// send it without a CORS preflight, which the console never grants.
-const writeHeader = "X-Gantry-Console"
-
-// checkWrite refuses cross-site writes (CSRF).
-func (h *Handler) checkWrite(w http.ResponseWriter, r *http.Request) bool {
-	if r.Header.Get(writeHeader) == "" {
-		writeError(w, http.StatusForbidden, "writes need the "+writeHeader+" header")
-		return false
-	}
-	if o := r.Header.Get("Origin"); o != "" {
-		if u, err := url.Parse(o); err != nil || u.Host != r.Host {
-			writeError(w, http.StatusForbidden, "cross-origin write refused")
-			return false
-		}
-	}
-	return true
-}
-
 // reply writes a message, or the error with the HTTP status matching its
 // gRPC code.
 func (h *Handler) reply(w http.ResponseWriter, m proto.Message, err error) {

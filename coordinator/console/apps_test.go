@@ -5,13 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -29,11 +27,11 @@ func fakeWebSummary() *gv1.AppSummary {
 	}
 }
 
-func (f *fakeAPI) ListApps(context.Context, *gv1.ListAppsRequest, ...grpc.CallOption) (*gv1.ListAppsResponse, error) {
+func (f *fakeAPI) ListApps(context.Context, *gv1.ListAppsRequest) (*gv1.ListAppsResponse, error) {
 	return &gv1.ListAppsResponse{Apps: []*gv1.AppSummary{fakeWebSummary()}}, nil
 }
 
-func (f *fakeAPI) GetApp(ctx context.Context, in *gv1.GetAppRequest, _ ...grpc.CallOption) (*gv1.GetAppResponse, error) {
+func (f *fakeAPI) GetApp(ctx context.Context, in *gv1.GetAppRequest) (*gv1.GetAppResponse, error) {
 	if in.Name != "web" {
 		return nil, status.Errorf(codes.NotFound, "name: no application %q", in.Name)
 	}
@@ -47,7 +45,7 @@ func (f *fakeAPI) GetApp(ctx context.Context, in *gv1.GetAppRequest, _ ...grpc.C
 	}, nil
 }
 
-func (f *fakeAPI) SyncApp(ctx context.Context, in *gv1.SyncAppRequest, _ ...grpc.CallOption) (*gv1.SyncAppResponse, error) {
+func (f *fakeAPI) SyncApp(ctx context.Context, in *gv1.SyncAppRequest) (*gv1.SyncAppResponse, error) {
 	if in.Name == "pipeline" {
 		return nil, status.Error(codes.FailedPrecondition, "name: \"pipeline\" is deployed by pipelines, not followed in Git")
 	}
@@ -55,7 +53,7 @@ func (f *fakeAPI) SyncApp(ctx context.Context, in *gv1.SyncAppRequest, _ ...grpc
 	return &gv1.SyncAppResponse{JobId: "j9", Revision: "ccc"}, nil
 }
 
-func (f *fakeAPI) RollbackApp(ctx context.Context, in *gv1.RollbackAppRequest, _ ...grpc.CallOption) (*gv1.RollbackAppResponse, error) {
+func (f *fakeAPI) RollbackApp(ctx context.Context, in *gv1.RollbackAppRequest) (*gv1.RollbackAppResponse, error) {
 	if in.Revision != "aaa" {
 		return nil, status.Errorf(codes.NotFound, "revision: %q was never deployed to %s", in.Revision, in.Name)
 	}
@@ -63,14 +61,15 @@ func (f *fakeAPI) RollbackApp(ctx context.Context, in *gv1.RollbackAppRequest, _
 	return &gv1.RollbackAppResponse{JobId: "j10", Revision: in.Revision}, nil
 }
 
-func (f *fakeAPI) UnpinApp(ctx context.Context, in *gv1.UnpinAppRequest, _ ...grpc.CallOption) (*gv1.UnpinAppResponse, error) {
+func (f *fakeAPI) UnpinApp(ctx context.Context, in *gv1.UnpinAppRequest) (*gv1.UnpinAppResponse, error) {
 	f.writes <- "unpin " + in.Name
 	return &gv1.UnpinAppResponse{}, nil
 }
 
 func TestAppsAPI(t *testing.T) {
 	t.Parallel()
-	srv, _ := newTestServer(t)
+	tc := newTestServer(t)
+	c := tc.login(adminToken)
 	for path, want := range map[string]struct {
 		code int
 		body string
@@ -79,13 +78,8 @@ func TestAppsAPI(t *testing.T) {
 		"/api/apps/web":     {http.StatusOK, `"field":"spec.replicas"`},
 		"/api/apps/missing": {http.StatusNotFound, `no application \"missing\"`},
 	} {
-		resp, err := http.Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != want.code || !strings.Contains(string(body), want.body) {
+		resp, body := tc.get(c, path)
+		if resp.StatusCode != want.code || !strings.Contains(body, want.body) {
 			t.Errorf("GET %s: %d %s, want %d with %s", path, resp.StatusCode, body, want.code, want.body)
 		}
 	}
@@ -93,59 +87,51 @@ func TestAppsAPI(t *testing.T) {
 
 func TestAppWrites(t *testing.T) {
 	t.Parallel()
-	srv, api := newTestServer(t)
-	for _, tc := range []struct {
+	tc := newTestServer(t)
+	c := tc.login(adminToken)
+	for _, w := range []struct {
 		path   string
 		header map[string]string
 		code   int
 		body   string // in the response
 		write  string // seen by the API, "" for none
 	}{
-		{"/api/apps/web/sync", nil, http.StatusForbidden, writeHeader, ""},
-		{"/api/apps/web/sync", map[string]string{writeHeader: "1", "Origin": "https://evil.example"}, http.StatusForbidden, "cross-origin", ""},
-		{"/api/apps/web/rollback?revision=aaa", map[string]string{"Origin": srv.URL}, http.StatusForbidden, writeHeader, ""},
-		{"/api/apps/web/unpin", map[string]string{writeHeader: "1", "Origin": "http://127.0.0.1:1"}, http.StatusForbidden, "cross-origin", ""},
-		{"/api/apps/web/sync", map[string]string{writeHeader: "1", "Origin": srv.URL}, http.StatusOK, `"jobId":"j9"`, "sync web"},
-		{"/api/apps/pipeline/sync", map[string]string{writeHeader: "1"}, http.StatusConflict, "deployed by pipelines", ""},
-		{"/api/apps/web/rollback", map[string]string{writeHeader: "1"}, http.StatusBadRequest, "revision: required", ""},
-		{"/api/apps/web/rollback?revision=zzz", map[string]string{writeHeader: "1"}, http.StatusNotFound, "never deployed", ""},
-		{"/api/apps/web/rollback?revision=aaa", map[string]string{writeHeader: "1", "Origin": srv.URL}, http.StatusOK, `"revision":"aaa"`, "rollback web aaa"},
-		{"/api/apps/web/unpin", map[string]string{writeHeader: "1"}, http.StatusOK, `{}`, "unpin web"},
+		{"/api/apps/web/sync", map[string]string{writeHeader: ""}, http.StatusForbidden, writeHeader, ""},
+		{"/api/apps/web/sync", map[string]string{"Origin": "https://evil.example"}, http.StatusForbidden, "cross-origin", ""},
+		{"/api/apps/web/rollback?revision=aaa", map[string]string{writeHeader: ""}, http.StatusForbidden, writeHeader, ""},
+		{"/api/apps/web/unpin", map[string]string{"Origin": "http://127.0.0.1:1"}, http.StatusForbidden, "cross-origin", ""},
+		{"/api/apps/web/sync", nil, http.StatusOK, `"jobId":"j9"`, "sync web"},
+		{"/api/apps/pipeline/sync", nil, http.StatusConflict, "deployed by pipelines", ""},
+		{"/api/apps/web/rollback", nil, http.StatusBadRequest, "revision: required", ""},
+		{"/api/apps/web/rollback?revision=zzz", nil, http.StatusNotFound, "never deployed", ""},
+		{"/api/apps/web/rollback?revision=aaa", nil, http.StatusOK, `"revision":"aaa"`, "rollback web aaa"},
+		{"/api/apps/web/unpin", nil, http.StatusOK, `{}`, "unpin web"},
 	} {
-		req, _ := http.NewRequest(http.MethodPost, srv.URL+tc.path, nil)
-		for k, v := range tc.header {
-			req.Header.Set(k, v)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != tc.code || !strings.Contains(string(body), tc.body) {
-			t.Errorf("POST %s %v: %d %s, want %d with %s", tc.path, tc.header, resp.StatusCode, body, tc.code, tc.body)
+		resp, body := tc.do(c, http.MethodPost, w.path, "", w.header)
+		if resp.StatusCode != w.code || !strings.Contains(body, w.body) {
+			t.Errorf("POST %s %v: %d %s, want %d with %s", w.path, w.header, resp.StatusCode, body, w.code, w.body)
 		}
 		var got string
 		select {
-		case got = <-api.writes:
+		case got = <-tc.api.writes:
 		default:
 		}
-		if got != tc.write {
-			t.Errorf("POST %s %v: API saw %q, want %q", tc.path, tc.header, got, tc.write)
+		if got != w.write {
+			t.Errorf("POST %s %v: API saw %q, want %q", w.path, w.header, got, w.write)
 		}
 	}
-	if resp, err := http.Get(srv.URL + "/api/apps/web/sync"); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
-		t.Errorf("GET sync: %v %v, want 405", resp.StatusCode, err)
+	if resp, _ := tc.get(c, "/api/apps/web/sync"); resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET sync: %d, want 405", resp.StatusCode)
 	}
 }
 
 // firstEvent reads an event stream until its first event.
-func firstEvent(t *testing.T, url string) (event string, data map[string]any) {
+func firstEvent(t *testing.T, c *http.Client, url string) (event string, data map[string]any) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,12 +158,13 @@ func firstEvent(t *testing.T, url string) (event string, data map[string]any) {
 
 func TestAppEvents(t *testing.T) {
 	t.Parallel()
-	srv, _ := newTestServer(t)
-	ev, data := firstEvent(t, srv.URL+"/api/apps/web/events")
+	tc := newTestServer(t)
+	c := tc.login(viewerToken)
+	ev, data := firstEvent(t, c, tc.srv.URL+"/api/apps/web/events")
 	if ev != "app" || data["app"] == nil || data["drift"] == nil {
 		t.Errorf("first event of web: %s %v, want app with the app and its drift", ev, data)
 	}
-	ev, data = firstEvent(t, srv.URL+"/api/apps/missing/events")
+	ev, data = firstEvent(t, c, tc.srv.URL+"/api/apps/missing/events")
 	if ev != "app" || data["code"] != "5" || !strings.Contains(fmt.Sprint(data["error"]), "no application") {
 		t.Errorf("first event of a missing app: %s %v, want app with error code 5 (NotFound)", ev, data)
 	}

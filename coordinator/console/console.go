@@ -3,12 +3,16 @@
 // /api/ and Server-Sent Events that keep the page live. It reaches the
 // coordinator only through the public gRPC API, like any other client: the
 // coordinator hands it the API of a client (package client) of itself.
+// Users log in with an API token and every call sends it, so the API's
+// roles decide what they may do (auth.go); the console answers only to the
+// host names it knows (host.go).
 package console
 
 import (
 	"embed"
 	"io/fs"
 	"net/http"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -26,26 +30,48 @@ type Config struct {
 	Interval time.Duration
 	// CallTimeout bounds each unary API call.
 	CallTimeout time.Duration
+	// Hosts are the host names (a port, if given, is ignored) the console
+	// answers to; IP literals always are (host.go).
+	Hosts []string
+	// SessionTTL is how long a login lasts (less if its token expires
+	// sooner); MaxSessions bounds the sessions kept.
+	SessionTTL  time.Duration
+	MaxSessions int
 }
 
-// DefaultConfig refreshes the overview twice a second.
+// DefaultConfig refreshes the overview twice a second, answers to
+// localhost, and keeps up to 1024 logins for 12 hours each.
 func DefaultConfig() Config {
-	return Config{Interval: 500 * time.Millisecond, CallTimeout: 5 * time.Second}
+	return Config{
+		Interval: 500 * time.Millisecond, CallTimeout: 5 * time.Second,
+		Hosts:      []string{"localhost"},
+		SessionTTL: 12 * time.Hour, MaxSessions: 1024,
+	}
 }
 
 // Handler serves the console.
 type Handler struct {
-	cfg    Config
-	client gv1.GantryServiceClient
-	log    *zap.Logger
-	mux    *http.ServeMux
+	cfg      Config
+	client   gv1.GantryServiceClient
+	log      *zap.Logger
+	mux      *http.ServeMux
+	hosts    hostSet
+	sessions *sessions
+
+	probeMu  sync.Mutex
+	probedAt time.Time // when loginRequired last asked the API
+	required bool
 }
 
-// New returns the console handler; mount it at "/". In a coordinator,
-// client is the Raw API of a client.Client, with its honest reads and
-// retries.
+// New returns the console handler; mount it at "/". client is the Raw API
+// of a client.Client (in a coordinator, of itself, with its honest reads
+// and retries) without a token of its own: each call sends the token of
+// the user's session (client.WithCallToken).
 func New(cfg Config, client gv1.GantryServiceClient, log *zap.Logger) *Handler {
-	h := &Handler{cfg: cfg, client: client, log: log.Named("console"), mux: http.NewServeMux()}
+	h := &Handler{
+		cfg: cfg, client: client, log: log.Named("console"), mux: http.NewServeMux(),
+		hosts: newHostSet(cfg.Hosts), sessions: newSessions(cfg.SessionTTL, cfg.MaxSessions),
+	}
 	static, err := fs.Sub(assets, "assets")
 	if err != nil {
 		panic(err) // the embedded tree is fixed at build time
@@ -53,38 +79,48 @@ func New(cfg Config, client gv1.GantryServiceClient, log *zap.Logger) *Handler {
 	files := http.FileServerFS(static)
 	h.mux.Handle("GET /assets/", http.StripPrefix("/assets/", noCache(files)))
 	for _, page := range []string{"/{$}", "/jobs", "/jobs/{id}", "/apps", "/apps/{name}", "/queue", "/agents", "/cluster"} {
-		h.mux.HandleFunc("GET "+page, func(w http.ResponseWriter, r *http.Request) {
-			http.ServeFileFS(noCacheWriter(w), r, static, "index.html")
-		})
+		h.mux.HandleFunc("GET "+page, h.page(static))
 	}
+	h.mux.HandleFunc("GET /login", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFileFS(noCacheWriter(w), r, static, "login.html")
+	})
+	h.mux.HandleFunc("GET /api/session", h.getSession)
+	h.mux.HandleFunc("POST /api/login", h.login)
+	h.mux.HandleFunc("POST /api/logout", h.logout)
 
-	h.mux.HandleFunc("GET /api/cluster", h.getCluster)
-	h.mux.HandleFunc("GET /api/agents", h.getAgents)
-	h.mux.HandleFunc("GET /api/queue", h.getQueue)
-	h.mux.HandleFunc("GET /api/jobs", h.getJobs)
-	h.mux.HandleFunc("GET /api/jobs/{id}", h.getJob)
-	h.mux.HandleFunc("POST /api/jobs/{id}/cancel", h.cancelJob)
-	h.mux.HandleFunc("POST /api/agents/{name}/drain", h.drainAgent)
-	h.mux.HandleFunc("GET /api/apps", h.getApps)
-	h.mux.HandleFunc("GET /api/apps/{name}", h.getApp)
-	h.mux.HandleFunc("POST /api/apps/{name}/sync", h.syncApp)
-	h.mux.HandleFunc("POST /api/apps/{name}/rollback", h.rollbackApp)
-	h.mux.HandleFunc("POST /api/apps/{name}/unpin", h.unpinApp)
+	// Everything else under /api/ needs a session (auth.go).
+	api := func(pattern string, handler http.HandlerFunc) { h.mux.HandleFunc(pattern, h.authed(handler)) }
+	api("GET /api/cluster", h.getCluster)
+	api("GET /api/agents", h.getAgents)
+	api("GET /api/queue", h.getQueue)
+	api("GET /api/jobs", h.getJobs)
+	api("GET /api/jobs/{id}", h.getJob)
+	api("POST /api/jobs/{id}/cancel", h.cancelJob)
+	api("POST /api/agents/{name}/drain", h.drainAgent)
+	api("GET /api/apps", h.getApps)
+	api("GET /api/apps/{name}", h.getApp)
+	api("POST /api/apps/{name}/sync", h.syncApp)
+	api("POST /api/apps/{name}/rollback", h.rollbackApp)
+	api("POST /api/apps/{name}/unpin", h.unpinApp)
 
-	h.mux.HandleFunc("GET /api/events", h.overviewEvents)
-	h.mux.HandleFunc("GET /api/jobs/{id}/events", h.jobEvents)
-	h.mux.HandleFunc("GET /api/jobs/{id}/logs", h.logEvents)
-	h.mux.HandleFunc("GET /api/apps/{name}/events", h.appEvents)
+	api("GET /api/events", h.overviewEvents)
+	api("GET /api/jobs/{id}/events", h.jobEvents)
+	api("GET /api/jobs/{id}/logs", h.logEvents)
+	api("GET /api/apps/{name}/events", h.appEvents)
 	return h
 }
 
-// ServeHTTP serves the UI, the JSON API and the event streams.
+// ServeHTTP serves the UI, the JSON API and the event streams, to Host
+// headers the console answers to only.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd := w.Header()
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Referrer-Policy", "no-referrer")
 	hd.Set("X-Frame-Options", "DENY")
-	hd.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'")
+	hd.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'")
+	if !h.checkHost(w, r) {
+		return
+	}
 	h.mux.ServeHTTP(w, r)
 }
 

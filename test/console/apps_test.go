@@ -7,6 +7,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/gantryci/gantry/internal/testcluster"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -21,6 +22,7 @@ func TestConsoleApps(t *testing.T) {
 	}
 	ctx := browser(t, 1280, 900)
 	f := newFixture(t, nil)
+	f.login(ctx, testcluster.AdminToken(), "bootstrap")
 
 	run(t, ctx, 20*time.Second, "open the apps page",
 		chromedp.Navigate(f.base+"/apps"),

@@ -11,6 +11,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
+	"github.com/gantryci/gantry/internal/testcluster"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -26,6 +27,7 @@ func TestConsole(t *testing.T) {
 		"builder-1": {"pool": "general"},
 		"deployer":  {"pool": "deploy"},
 	})
+	f.login(ctx, testcluster.AdminToken(), "bootstrap")
 
 	// The jobs page is open before the job exists; it must appear and
 	// finish without a reload (the marker survives only without one).

@@ -6,12 +6,14 @@ package console
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/gantryci/gantry/client"
 	"github.com/gantryci/gantry/coordinator"
 	"github.com/gantryci/gantry/coordinator/dispatch"
 	"github.com/gantryci/gantry/internal/testcluster"
@@ -25,10 +27,12 @@ var (
 	shellTask = testcluster.ShellTask
 )
 
-// fixture is a single-node Gantry (like gantry dev) with named agents.
+// fixture is a single-node Gantry (like gantry dev, with its admin token)
+// with named agents.
 type fixture struct {
 	t      *testing.T
 	srv    *coordinator.Server
+	api    *client.Client // with the admin token
 	client gv1.GantryServiceClient
 	base   string // the console's URL
 }
@@ -46,7 +50,32 @@ func newFixture(t *testing.T, agents map[string]map[string]string) *fixture {
 	}
 	c.WaitAgents(0, names...)
 	srv := c.Node(0)
-	return &fixture{t: t, srv: srv, client: c.Client(0), base: "http://" + srv.HTTPAddr()}
+	api := c.API(0)
+	return &fixture{t: t, srv: srv, api: api, client: api.Raw(), base: "http://" + srv.HTTPAddr()}
+}
+
+// login logs the browser in through the login page, as a user would, and
+// waits until the console's header names the token.
+func (f *fixture) login(ctx context.Context, token, name string) {
+	f.t.Helper()
+	run(f.t, ctx, 20*time.Second, "open the login page",
+		chromedp.Navigate(f.base+"/login"),
+		chromedp.WaitVisible(chromedp.CSS(`#token`)),
+		chromedp.SendKeys(chromedp.CSS(`#token`), token),
+		chromedp.Click(chromedp.CSS(`#login-submit`)))
+	until(f.t, ctx, 15*time.Second, "logged in as "+name, fmt.Sprintf(`document.querySelector('#user-name')?.textContent === %q`, name))
+}
+
+// token makes an API token with a role; it returns the bearer string.
+func (f *fixture) token(name string, role gv1.Role) string {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := f.api.CreateToken(ctx, name, role, 0)
+	if err != nil {
+		f.t.Fatalf("create token %s: %v", name, err)
+	}
+	return resp.GetSecret()
 }
 
 func (f *fixture) submit(spec *gv1.JobSpec) string {
@@ -104,8 +133,9 @@ func (f *fixture) waitTask(id, task string, st gv1.TaskState) {
 	})
 }
 
-// browser starts headless Chromium; it skips the test when there is none.
-func browser(t *testing.T, width, height int) context.Context {
+// browser starts headless Chromium, with more options if given; it skips
+// the test when there is none.
+func browser(t *testing.T, width, height int, more ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	if _, err := os.Stat(chromium); err != nil {
 		t.Skipf("no Chromium at %s (apt-get install chromium)", chromium)
@@ -124,6 +154,7 @@ func browser(t *testing.T, width, height int) context.Context {
 		chromedp.WindowSize(width, height),
 		chromedp.UserDataDir(t.TempDir()),
 	)
+	opts = append(opts, more...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelCtx := chromedp.NewContext(actx)
 	t.Cleanup(func() {
@@ -147,11 +178,26 @@ func run(t *testing.T, ctx context.Context, timeout time.Duration, what string, 
 }
 
 // until waits, in the page, for a JavaScript expression to be true.
+// A page that navigates meanwhile (a login, a redirect) is polled again
+// in the page it went to.
 func until(t *testing.T, ctx context.Context, timeout time.Duration, what, expr string) {
 	t.Helper()
-	pctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
-	defer cancel()
-	_, err := chromedp.Run(pctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(timeout), chromedp.WithPollingInterval(50*time.Millisecond)))
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Until(deadline)+5*time.Second)
+		_, err = chromedp.Run(pctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(time.Until(deadline)), chromedp.WithPollingInterval(50*time.Millisecond)))
+		cancel()
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		// The page went away under the poll ("navigated or closed",
+		// "cannot find context"): poll the next one, at the same pace.
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 	if err != nil {
 		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()

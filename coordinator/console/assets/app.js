@@ -23,6 +23,7 @@ async function post(path) {
   try {
     const r = await fetch(path, { method: 'POST', headers: { 'X-Gantry-Console': '1' } });
     const body = await r.json().catch(() => ({}));
+    if (r.status === 401) checkSession();
     if (!r.ok) throw new Error(body.error || `${r.status} ${r.statusText}`);
     return body;
   } catch (err) {
@@ -50,6 +51,41 @@ function confirm(title, body, action) {
 }
 
 const ctx = { state, post, confirm, notify };
+
+// ---- Session ----------------------------------------------------------------
+
+// The console acts with the API token of the user's session; the API's
+// role decides what the buttons may do.
+function toLogin() {
+  location.replace(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
+}
+
+// checkSession shows who is logged in, or sends the browser to the login
+// page when the console needs a login and has none. It resolves false
+// then.
+async function checkSession() {
+  let s;
+  try {
+    const r = await fetch('/api/session', { cache: 'no-store' });
+    if (!r.ok) return true; // the coordinator cannot tell now; the page shows its errors
+    s = await r.json();
+  } catch {
+    return true;
+  }
+  if (s.required && !s.name) {
+    toLogin();
+    return false;
+  }
+  document.getElementById('user-name').textContent = s.name || '';
+  document.getElementById('user-role').textContent = s.role || '';
+  document.getElementById('user').hidden = !s.name;
+  return true;
+}
+
+document.getElementById('logout').addEventListener('click', async () => {
+  await fetch('/api/logout', { method: 'POST', headers: { 'X-Gantry-Console': '1' } }).catch(() => {});
+  location.replace('/login');
+});
 
 // ---- Routing ----------------------------------------------------------------
 
@@ -117,24 +153,51 @@ function refresh() {
   });
 }
 
+let overview = null;
+
 function connect() {
   const es = new EventSource('/api/events?limit=200');
+  overview = es;
   for (const name of ['cluster', 'agents', 'queue', 'jobs', 'apps']) {
-    es.addEventListener(name, (e) => { state[name] = JSON.parse(e.data); refresh(); });
+    es.addEventListener(name, (e) => {
+      state[name] = JSON.parse(e.data);
+      if (state[name].code === '16') checkSession(); // Unauthenticated: the token was revoked
+      refresh();
+    });
   }
   es.addEventListener('open', () => {
     live.className = 'live on';
     live.querySelector('.live-text').textContent = 'Live';
   });
-  es.addEventListener('error', () => {
+  es.addEventListener('error', async () => {
     live.className = 'live off';
     live.querySelector('.live-text').textContent = 'Reconnecting';
+    // The browser retries a broken stream by itself, but not one refused
+    // with an HTTP error (the session ended): ask why, then try again.
+    if (es.readyState === EventSource.CLOSED && await checkSession()) setTimeout(() => { if (overview === es) connect(); }, 2000);
   });
 }
+
+// A page kept in the back/forward cache would keep its streams open and
+// hold the browser's few connections to the console, stalling the next
+// page's requests: close them when the page is hidden, open them again
+// when it comes back.
+window.addEventListener('pagehide', () => {
+  if (current && current.close) current.close();
+  if (overview) overview.close();
+  overview = null;
+});
+window.addEventListener('pageshow', (e) => {
+  if (!e.persisted) return;
+  checkSession();
+  route(false);
+  connect();
+});
 
 // Relative times ("5s ago") move on even when nothing changes.
 setInterval(refresh, 5000);
 
+checkSession();
 route(false);
 refresh();
 connect();
