@@ -8,12 +8,14 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -184,6 +186,46 @@ func (h *Handler) unpinApp(w http.ResponseWriter, r *http.Request) {
 		h.log.Info("app unpinned", zap.String("app", name))
 	}
 	h.reply(w, resp, err)
+}
+
+// getAudit lists the audit log; the API lets admins only.
+func (h *Handler) getAudit(w http.ResponseWriter, r *http.Request) {
+	req, err := listAuditRequest(r.URL.Query(), time.Now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ctx, cancel := h.call(r)
+	defer cancel()
+	resp, err := h.client.ListAudit(ctx, req)
+	h.reply(w, resp, err)
+}
+
+// listAuditRequest reads ?since=1h (or an RFC 3339 time; empty or "all":
+// everything kept) and ?limit=500.
+func listAuditRequest(q url.Values, now time.Time) (*gv1.ListAuditRequest, error) {
+	req := &gv1.ListAuditRequest{}
+	switch since := strings.TrimSpace(q.Get("since")); since {
+	case "", "all":
+	default:
+		if t, err := time.Parse(time.RFC3339, since); err == nil {
+			req.Since = timestamppb.New(t)
+			break
+		}
+		d, err := time.ParseDuration(since)
+		if err != nil || d <= 0 {
+			return nil, errors.New("since: want a time (RFC 3339), a duration such as 1h, or all")
+		}
+		req.Since = timestamppb.New(now.Add(-d))
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 0 || n > 1000 {
+			return nil, errors.New("limit: want a number from 0 to 1000")
+		}
+		req.Limit = int32(n)
+	}
+	return req, nil
 }
 
 // reply writes a message, or the error with the HTTP status matching its

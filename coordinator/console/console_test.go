@@ -51,6 +51,7 @@ var fakeTokens = map[string]*gv1.TokenInfo{
 var fakeRoles = map[string]gv1.Role{
 	"CancelJob": gv1.Role_ROLE_DEVELOPER, "DrainAgent": gv1.Role_ROLE_OPERATOR,
 	"SyncApp": gv1.Role_ROLE_OPERATOR, "RollbackApp": gv1.Role_ROLE_OPERATOR, "UnpinApp": gv1.Role_ROLE_OPERATOR,
+	"ListAudit": gv1.Role_ROLE_ADMIN,
 }
 
 type callerKey struct{}
@@ -231,6 +232,8 @@ func TestPagesAndAssets(t *testing.T) {
 		"/agents":           "text/html",
 		"/apps":             "text/html",
 		"/apps/web":         "text/html",
+		"/audit":            "text/html",
+		"/assets/audit.js":  "javascript",
 		"/login":            "text/html",
 		"/assets/apps.js":   "javascript",
 		"/assets/app.js":    "javascript",

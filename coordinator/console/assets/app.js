@@ -2,6 +2,7 @@
 import { h, replace } from './dom.js';
 import * as views from './views.js';
 import * as apps from './apps.js';
+import * as audit from './audit.js';
 
 const state = { cluster: null, agents: null, queue: null, jobs: null, apps: null };
 const viewEl = document.getElementById('view');
@@ -50,7 +51,7 @@ function confirm(title, body, action) {
   });
 }
 
-const ctx = { state, post, confirm, notify };
+const ctx = { state, post, confirm, notify, checkSession };
 
 // ---- Session ----------------------------------------------------------------
 
@@ -97,6 +98,7 @@ const routes = [
   [/^\/queue$/, 'queue', () => views.queueView],
   [/^\/agents$/, 'agents', () => views.agentsView],
   [/^\/cluster$/, 'cluster', () => views.clusterView],
+  [/^\/audit$/, 'audit', () => audit.auditView],
 ];
 
 function route(moveFocus) {
