@@ -26,6 +26,7 @@ import (
 	"github.com/gantryci/gantry/agent/kube"
 	"github.com/gantryci/gantry/internal/limit"
 	"github.com/gantryci/gantry/internal/name"
+	"github.com/gantryci/gantry/internal/pki"
 	"github.com/gantryci/gantry/internal/subject"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -59,6 +60,13 @@ type Config struct {
 	// SHELL, TMPDIR, LANG, LC_ALL, LC_CTYPE, TZ); nothing else of the
 	// agent's environment reaches a task.
 	PassEnv []string
+	// TLSCert, TLSKey and TLSCA are the agent's certificate (gantry tls
+	// cert create --agent NAME), its key and the cluster's CA: all three
+	// for a cluster with TLS, whose NATS lets the agent use only its own
+	// subjects; none for one without.
+	TLSCert string
+	TLSKey  string
+	TLSCA   string
 }
 
 // DefaultConfig names the agent after the host.
@@ -133,6 +141,9 @@ func (c Config) Validate() error {
 		if err := name.Token(k.Name); err != nil {
 			return fmt.Errorf("kube cluster name: %w", err)
 		}
+	}
+	if tls := [3]string{c.TLSCert, c.TLSKey, c.TLSCA}; tls != [3]string{} && slices.Contains(tls[:], "") {
+		return errors.New("tls: give the certificate, its key and the CA, or none of them")
 	}
 	for _, e := range c.PassEnv {
 		if err := exec.ValidEnvName(e); err != nil {
@@ -245,6 +256,28 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 	}, nil
 }
 
+// natsOptions are the options of the agent's NATS connection. Its inbox is
+// its own (subject.AgentInbox): on a cluster with TLS it may subscribe to
+// no other.
+func (a *Agent) natsOptions() ([]nats.Option, error) {
+	opts := []nats.Option{
+		nats.Name("gantry-agent-" + a.cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(100 * time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectBufSize(8 << 20),
+		nats.CustomInboxPrefix(subject.AgentInbox(a.cfg.Name)),
+	}
+	if a.cfg.TLSCA == "" {
+		return opts, nil
+	}
+	tc, err := pki.ClientTLS(a.cfg.TLSCA, a.cfg.TLSCert, a.cfg.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("nats tls: %w", err)
+	}
+	return append(opts, nats.Secure(tc)), nil
+}
+
 // Name is the agent's name.
 func (a *Agent) Name() string { return a.cfg.Name }
 
@@ -252,13 +285,11 @@ func (a *Agent) Name() string { return a.cfg.Name }
 // drains: it takes no new work, finishes what runs, delivers its results and
 // returns. Kill stops it at once.
 func (a *Agent) Run(ctx context.Context) error {
-	nc, err := nats.Connect(a.cfg.NATS,
-		nats.Name("gantry-agent-"+a.cfg.Name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond),
-		nats.RetryOnFailedConnect(true),
-		nats.ReconnectBufSize(8<<20),
-	)
+	opts, err := a.natsOptions()
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(a.cfg.NATS, opts...)
 	if err != nil {
 		return fmt.Errorf("connect nats %s: %w", a.cfg.NATS, err)
 	}

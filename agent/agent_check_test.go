@@ -161,6 +161,7 @@ func TestConfigValidate(t *testing.T) {
 		"pass env": func(c *Config) { c.PassEnv = []string{"A=B"} },
 		"slots":    func(c *Config) { c.Slots = 0 },
 		"kube":     func(c *Config) { c.Kube = []KubeCluster{{Name: "a/b"}} },
+		"tls":      func(c *Config) { c.TLSCert, c.TLSKey = "a1.pem", "a1-key.pem" },
 		"labels": func(c *Config) {
 			c.Labels = map[string]string{}
 			for i := range limit.Labels + 1 {

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +16,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gantryci/gantry/internal/limit"
+	"github.com/gantryci/gantry/internal/pki"
+	"github.com/gantryci/gantry/internal/subject"
 )
 
 // NATSConfig says which NATS the coordinator uses: its own embedded server
@@ -86,6 +89,9 @@ func startNATS(cfg Config, log *zap.Logger) (*server.Server, error) {
 			opts.Routes = append(opts.Routes, u)
 		}
 	}
+	if err := natsTLS(cfg, opts, log); err != nil {
+		return nil, err
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nats server: %w", err)
@@ -106,6 +112,49 @@ func startNATS(cfg Config, log *zap.Logger) (*server.Server, error) {
 		return nil, errors.New("nats server: not listening after 60s")
 	}
 	return ns, nil
+}
+
+// natsTLS secures the embedded server when the coordinator has TLS:
+// clients connect over TLS and must present a certificate of the cluster's
+// CA, which natsAuth maps to permissions (coordinators everything, an agent
+// its own subjects); routes are mutual TLS between coordinators, like Raft.
+// Without TLS the server is open, as in gantry dev.
+func natsTLS(cfg Config, opts *server.Options, log *zap.Logger) error {
+	c := cfg.TLS
+	if !c.Enabled() {
+		return nil
+	}
+	clients, err := pki.ServerTLS(c.CertFile, c.KeyFile, c.CAFile)
+	if err != nil {
+		return fmt.Errorf("nats tls: %w", err)
+	}
+	clients.ClientAuth = tls.RequireAndVerifyClientCert
+	opts.TLS, opts.TLSVerify, opts.TLSConfig = true, true, clients
+	opts.TLSTimeout = 5
+	log = log.Named("nats")
+	opts.CustomClientAuthentication = natsAuth{ns: subject.New(cfg.Cluster), log: log}
+	if cfg.NATS.ClusterListen != "" {
+		routes, err := cfg.TLS.raft()
+		if err != nil {
+			return fmt.Errorf("nats route tls: %w", err)
+		}
+		opts.Cluster.TLSConfig = routes
+		opts.Cluster.TLSTimeout = 5
+		opts.CustomRouterAuthentication = routeAuth{log: log}
+	}
+	return nil
+}
+
+// natsClient is the TLS of this coordinator's connection to its own
+// embedded server: its server certificate, which natsAuth lets do
+// anything. It dials loopback and the other coordinators the server
+// announces, so it checks the chain but not the names.
+func (c TLSConfig) natsClient() (*tls.Config, error) {
+	cfg, err := pki.ClientTLS(c.CAFile, c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("nats client tls: %w", err)
+	}
+	return pki.SkipHostname(cfg), nil
 }
 
 // The log stream's bounds: older logs and, past the size, the oldest logs

@@ -207,12 +207,22 @@ func (s *Server) start(ctx context.Context) error {
 		s.natsd = ns
 		natsURL = ns.ClientURL()
 	}
-	nc, err := nats.Connect(natsURL,
-		nats.Name("gantry-coordinator-"+cfg.NodeID),
+	natsOpts := []nats.Option{
+		nats.Name("gantry-coordinator-" + cfg.NodeID),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond),
+		nats.ReconnectWait(100 * time.Millisecond),
 		nats.RetryOnFailedConnect(true),
-	)
+	}
+	// The embedded server of a coordinator with TLS wants a certificate
+	// (natsTLS); an existing NATS deployment is reached as its URL says.
+	if s.natsd != nil && cfg.TLS.Enabled() {
+		tc, err := cfg.TLS.natsClient()
+		if err != nil {
+			return err
+		}
+		natsOpts = append(natsOpts, nats.Secure(tc))
+	}
+	nc, err := nats.Connect(natsURL, natsOpts...)
 	if err != nil {
 		return fmt.Errorf("connect nats %s: %w", natsURL, err)
 	}

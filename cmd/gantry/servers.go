@@ -199,6 +199,9 @@ func (f *agentFlags) register(cmd *cobra.Command, full bool) {
 	fl.StringVar(&f.cfg.WorkDir, "work-dir", f.cfg.WorkDir, "directory for working copies and the result spool")
 	fl.DurationVar(&f.cfg.HeartbeatInterval, "heartbeat", f.cfg.HeartbeatInterval, "heartbeat interval")
 	fl.DurationVar(&f.cfg.Grace, "grace", f.cfg.Grace, "time between SIGTERM and SIGKILL when a task is stopped")
+	fl.StringVar(&f.cfg.TLSCert, "tls-cert", "", "this agent's certificate (gantry tls cert create --agent NAME); with --tls-key and --tls-ca, NATS uses TLS and lets the agent use only its own subjects")
+	fl.StringVar(&f.cfg.TLSKey, "tls-key", "", "the key of --tls-cert")
+	fl.StringVar(&f.cfg.TLSCA, "tls-ca", "", "the cluster's CA certificate (ca.pem): the NATS servers' certificates must be signed by it")
 }
 
 func (f *agentFlags) finish() error {

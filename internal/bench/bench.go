@@ -7,6 +7,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -93,6 +94,7 @@ func quantile(d []time.Duration, q float64) time.Duration {
 type target struct {
 	clients []gv1.GantryServiceClient
 	nats    string
+	natsTLS *tls.Config // of a local cluster with TLS
 	cluster string
 	local   *localCluster
 }
@@ -130,7 +132,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			return nil, err
 		}
 		defer lc.stop()
-		t.local, t.nats, t.cluster = lc, lc.natsURLs(), localClusterName
+		t.local, t.nats, t.natsTLS, t.cluster = lc, lc.natsURLs(), lc.natsTLS, localClusterName
 		for _, n := range lc.nodes {
 			// One client per node, without retries: the scenarios choose
 			// the node and time each call.
@@ -155,7 +157,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	lat := newLatencyProbe()
 	fleet, err := sim.Start(sim.Config{
-		Cluster: t.cluster, NATS: t.nats, Prefix: "bench", Count: max(cfg.SimAgents, 1), Slots: cfg.Slots,
+		Cluster: t.cluster, NATS: t.nats, TLS: t.natsTLS, Prefix: "bench", Count: max(cfg.SimAgents, 1), Slots: cfg.Slots,
 		Labels: map[string]string{"bench": "fleet"}, Heartbeat: time.Second,
 		OnStart: lat.started, OnFinish: lat.finished,
 	})

@@ -25,6 +25,10 @@ import (
 // localClusterName is the Gantry cluster name of a local cluster.
 const localClusterName = "bench"
 
+// benchNATSCert names the server certificate bench's NATS connections
+// present to a local cluster with TLS (localCluster.natsTLS).
+const benchNATSCert = "bench-nats"
+
 // localCluster is a cluster of coordinator processes started by bench.
 // Every coordinator binds port 0 and writes the addresses it bound to a
 // file (gantry coordinator --addr-file). The first one bootstraps the
@@ -41,6 +45,12 @@ type localCluster struct {
 	// tls is the cluster's CA and node certificates; nil when insecure.
 	tls       *pki.Local
 	clientTLS *tls.Config
+	// natsTLS is the TLS of bench's own NATS connections (the simulated
+	// agents'); nil when insecure. It presents a server certificate, a
+	// coordinator's kind: a simulated agent shares its connection with
+	// hundreds of others, which an agent certificate (one name, its own
+	// subjects) would not allow.
+	natsTLS *tls.Config
 	// seed relays the first NATS server's route to the second one's
 	// route port: clustered JetStream wants a configured route at start,
 	// before any other server has bound its port.
@@ -109,6 +119,13 @@ func startLocalCluster(ctx context.Context, binary string, n int, keep, insecure
 		}
 		lc.tls = &l
 		if lc.clientTLS, err = pki.ClientTLS(l.CAFile(), "", ""); err != nil {
+			return fail(err)
+		}
+		if err := l.EnsureServer(benchNATSCert); err != nil {
+			return fail(err)
+		}
+		cert, key := l.CertFiles(benchNATSCert)
+		if lc.natsTLS, err = pki.ClientTLS(l.CAFile(), cert, key); err != nil {
 			return fail(err)
 		}
 	}

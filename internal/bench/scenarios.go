@@ -103,7 +103,7 @@ func latency(ctx context.Context, t *target, p *latencyProbe, rate int, d time.D
 func lostAgent(ctx context.Context, t *target) (time.Duration, error) {
 	const tasks = 5
 	labels := map[string]string{"bench": "lost"}
-	doomed, err := sim.Start(sim.Config{Cluster: t.cluster, NATS: t.nats, Prefix: "doomed", Count: 1, Slots: tasks,
+	doomed, err := sim.Start(sim.Config{Cluster: t.cluster, NATS: t.nats, TLS: t.natsTLS, Prefix: "doomed", Count: 1, Slots: tasks,
 		Labels: labels, Heartbeat: 200 * time.Millisecond, Hold: true})
 	if err != nil {
 		return 0, err
@@ -129,7 +129,7 @@ func lostAgent(ctx context.Context, t *target) (time.Duration, error) {
 	var mu sync.Mutex
 	var last time.Time
 	started := 0
-	rescuer, err := sim.Start(sim.Config{Cluster: t.cluster, NATS: t.nats, Prefix: "rescuer", Count: 1, Slots: tasks,
+	rescuer, err := sim.Start(sim.Config{Cluster: t.cluster, NATS: t.nats, TLS: t.natsTLS, Prefix: "rescuer", Count: 1, Slots: tasks,
 		Labels: labels, Heartbeat: 200 * time.Millisecond,
 		OnStart: func(_ string, _ *gv1.Assignment, at time.Time) {
 			mu.Lock()

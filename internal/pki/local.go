@@ -56,3 +56,43 @@ func EnsureLocal(dir string, nodes ...string) (Local, error) {
 	}
 	return l, nil
 }
+
+// AgentCertFiles are agent name's certificate and key.
+func (l Local) AgentCertFiles(agent string) (cert, key string) {
+	return filepath.Join(l.Dir, "agent-"+agent+".pem"), filepath.Join(l.Dir, "agent-"+agent+"-key.pem")
+}
+
+// EnsureAgent issues, with the CA in l.Dir, an agent certificate for each
+// name that has none yet.
+func (l Local) EnsureAgent(agents ...string) error {
+	return l.ensure(Agent, agents, l.AgentCertFiles)
+}
+
+// EnsureServer issues, with the CA in l.Dir, a server certificate for
+// localhost and 127.0.0.1 to each name that has none yet (CertFiles): for
+// programs that act as a coordinator towards NATS, such as a benchmark's
+// simulated agents.
+func (l Local) EnsureServer(nodes ...string) error {
+	return l.ensure(Server, nodes, l.CertFiles)
+}
+
+func (l Local) ensure(kind Kind, names []string, files func(string) (string, string)) error {
+	ca, err := LoadCA(l.CAFile(), filepath.Join(l.Dir, "ca-key.pem"))
+	if err != nil {
+		return fmt.Errorf("local CA in %s: %w", l.Dir, err)
+	}
+	for _, n := range names {
+		cert, key := files(n)
+		if _, err := os.Stat(cert); err == nil {
+			continue
+		}
+		kp, err := ca.Issue(Request{Kind: kind, Name: n})
+		if err == nil {
+			err = kp.Write(cert, key, false)
+		}
+		if err != nil {
+			return fmt.Errorf("%s certificate of %s: %w", kind, n, err)
+		}
+	}
+	return nil
+}

@@ -46,6 +46,13 @@ func (c *Cluster) StartAgentWith(name string, slots int, labels map[string]strin
 	cfg.HeartbeatInterval = 100 * time.Millisecond
 	cfg.Grace = time.Second
 	cfg.ReportTimeout = time.Second
+	if c.tls != nil {
+		if err := c.tls.EnsureAgent(name); err != nil {
+			c.t.Fatal(err)
+		}
+		cfg.TLSCert, cfg.TLSKey = c.tls.AgentCertFiles(name)
+		cfg.TLSCA = c.tls.CAFile()
+	}
 	a, err := agent.New(cfg, c.log.With(zap.String("test_agent", name)))
 	if err != nil {
 		c.t.Fatal(err)

@@ -28,6 +28,7 @@ import (
 
 	"github.com/gantryci/gantry/client"
 	"github.com/gantryci/gantry/coordinator"
+	"github.com/gantryci/gantry/internal/pki"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -42,6 +43,10 @@ type Options struct {
 	// Configure, when set, adjusts each coordinator's configuration before
 	// its first start. Addresses are the cluster's to choose.
 	Configure func(*coordinator.Config)
+	// TLS gives every coordinator a server certificate of a CA made for the
+	// cluster (pki.EnsureLocal): the API, HTTP, Raft and NATS use TLS, and
+	// agents started by the cluster connect with agent certificates.
+	TLS bool
 }
 
 // Cluster is a running set of coordinators and agents. It is stopped when
@@ -55,7 +60,8 @@ type Cluster struct {
 	cfgs   []coordinator.Config  // after the first start, with the bound addresses
 	nodes  []*coordinator.Server // nil while stopped
 	agents map[string]*runningAgent
-	net    *network // with Options.Partitions
+	net    *network   // with Options.Partitions
+	tls    *pki.Local // with Options.TLS
 }
 
 // Logger keeps test output readable: warnings and up only.
@@ -76,6 +82,17 @@ func Start(t testing.TB, o Options) *Cluster {
 		o.Name = "test"
 	}
 	c := &Cluster{t: t, log: Logger(t), name: o.Name, agents: map[string]*runningAgent{}}
+	if o.TLS {
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("n%d", i+1)
+		}
+		l, err := pki.EnsureLocal(filepath.Join(t.TempDir(), "tls"), ids...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.tls = &l
+	}
 	for i := range n {
 		cfg := coordinator.DefaultConfig()
 		cfg.NodeID = fmt.Sprintf("n%d", i+1)
@@ -95,6 +112,10 @@ func Start(t testing.TB, o Options) *Cluster {
 		if n > 1 {
 			cfg.NATS.ClusterListen = "127.0.0.1:0"
 			cfg.NATS.LogReplicas = min(n, 3)
+		}
+		if c.tls != nil {
+			cfg.TLS.CertFile, cfg.TLS.KeyFile = c.tls.CertFiles(cfg.NodeID)
+			cfg.TLS.CAFile = c.tls.CAFile()
 		}
 		if o.Configure != nil {
 			o.Configure(&cfg)
@@ -366,11 +387,22 @@ func (c *Cluster) NATSURLs() string {
 	return s
 }
 
+// TLS is the cluster's CA and certificates (Options.TLS), or nil.
+func (c *Cluster) TLS() *pki.Local { return c.tls }
+
 // API returns a client of node i's API with the admin token that does not
 // retry: a refusal is the test's to see. It is closed when the test ends.
 func (c *Cluster) API(i int) *client.Client {
 	c.t.Helper()
-	cl, err := client.New([]string{c.Config(i).GRPCAddr}, client.WithRetryTimeout(0), client.WithToken(AdminToken()))
+	opts := []client.Option{client.WithRetryTimeout(0), client.WithToken(AdminToken())}
+	if c.tls != nil {
+		tc, err := pki.ClientTLS(c.tls.CAFile(), "", "")
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		opts = append(opts, client.WithTLS(tc))
+	}
+	cl, err := client.New([]string{c.Config(i).GRPCAddr}, opts...)
 	if err != nil {
 		c.t.Fatal(err)
 	}

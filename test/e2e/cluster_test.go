@@ -112,10 +112,17 @@ func startCluster(t *testing.T) *cluster {
 	for _, n := range c.nodes {
 		natsURLs = append(natsURLs, "nats://"+n.natsAddr)
 	}
+	// The cluster's NATS lets in only certificates of its CA: a1 connects
+	// with its agent certificate.
+	if err := material.EnsureAgent("a1"); err != nil {
+		t.Fatal(err)
+	}
+	agentCert, agentKey := material.AgentCertFiles("a1")
 	c.agent = startProc(t, "agent-a1", "agent",
 		"--name", "a1",
 		"--nats", strings.Join(natsURLs, ","),
 		"--work-dir", filepath.Join(t.TempDir(), "agent"),
+		"--tls-cert", agentCert, "--tls-key", agentKey, "--tls-ca", material.CAFile(),
 	)
 	leader := c.waitLeader(t, c.nodes[0], "")
 	for _, n := range c.nodes[1:] {

@@ -8,6 +8,7 @@ package sim
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"strings"
@@ -39,6 +40,10 @@ type Config struct {
 	Hold bool
 	// PerConn is how many agents share one NATS connection.
 	PerConn int
+	// TLS, when set, secures the NATS connections. Agents share them, so
+	// on a cluster with TLS the certificate must be a coordinator's (an
+	// agent certificate allows one agent's subjects only).
+	TLS *tls.Config
 	// OnStart is called when an agent accepts an attempt, OnFinish when the
 	// leader acknowledged its result. Both may be nil.
 	OnStart  func(agent string, as *gv1.Assignment, at time.Time)
@@ -87,8 +92,12 @@ func Start(cfg Config) (*Fleet, error) {
 	f := &Fleet{cfg: cfg, ns: subject.New(cfg.Cluster)}
 	for i := 0; i < cfg.Count; i++ {
 		if i%cfg.PerConn == 0 {
-			nc, err := nats.Connect(cfg.NATS, nats.Name("gantry-sim"), nats.MaxReconnects(-1),
-				nats.ReconnectWait(100*time.Millisecond), nats.ReconnectBufSize(32<<20))
+			opts := []nats.Option{nats.Name("gantry-sim"), nats.MaxReconnects(-1),
+				nats.ReconnectWait(100 * time.Millisecond), nats.ReconnectBufSize(32 << 20)}
+			if cfg.TLS != nil {
+				opts = append(opts, nats.Secure(cfg.TLS))
+			}
+			nc, err := nats.Connect(cfg.NATS, opts...)
 			if err != nil {
 				f.Close()
 				return nil, fmt.Errorf("sim: connect %s: %w", cfg.NATS, err)

@@ -1,0 +1,130 @@
+package coordinator
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"go.uber.org/zap"
+
+	"github.com/gantryci/gantry/internal/name"
+	"github.com/gantryci/gantry/internal/pki"
+	"github.com/gantryci/gantry/internal/subject"
+)
+
+// agentResponseTTL bounds how long an agent may answer a request it
+// received (an assignment): one reply each, within this time.
+const agentResponseTTL = time.Minute
+
+// natsAuth authorizes the embedded NATS server's clients and routes by the
+// certificate they presented, which the TLS handshake has already verified
+// against the cluster's CA:
+//
+//   - a server certificate (a coordinator) may do anything;
+//   - an agent certificate "agent:NAME" may publish only below
+//     gantry.<cluster>.agent.NAME. and gantry.<cluster>.log. (JetStream
+//     publishes of its logs), subscribe only below gantry.<cluster>.ctl.NAME.
+//     and its own inbox (subject.AgentInbox), and answer the requests it
+//     receives;
+//   - anything else (client certificates, no certificate) is refused.
+//
+// A route must present a server certificate.
+type natsAuth struct {
+	ns  subject.Namespace
+	log *zap.Logger
+}
+
+// Check implements server.Authentication for client connections.
+func (a natsAuth) Check(c server.ClientAuthentication) bool {
+	cert := peerCert(c.GetTLSConnectionState())
+	if cert == nil {
+		a.log.Warn("nats client refused: no certificate", zap.Stringer("remote", c.RemoteAddress()))
+		return false
+	}
+	kind, holder := certIdentity(cert)
+	switch kind {
+	case pki.Server:
+		c.RegisterUser(&server.User{Username: "coordinator:" + holder})
+		return true
+	case pki.Agent:
+		c.RegisterUser(&server.User{Username: "agent:" + holder, Permissions: a.agentPermissions(holder)})
+		return true
+	}
+	a.log.Warn("nats client refused: not a coordinator or agent certificate",
+		zap.String("cn", cert.Subject.CommonName), zap.Stringer("remote", c.RemoteAddress()))
+	return false
+}
+
+// agentPermissions are what agent name may do on NATS.
+func (a natsAuth) agentPermissions(agent string) *server.Permissions {
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			a.ns.AgentOwn(agent),
+			a.ns.AllLogs(),
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{
+			a.ns.AgentControls(agent),
+			subject.AgentInbox(agent) + ".>",
+		}},
+		Response: &server.ResponsePermission{MaxMsgs: 1, Expires: agentResponseTTL},
+	}
+}
+
+// routeAuth implements server.Authentication for routes: only another
+// coordinator, by its server certificate.
+type routeAuth struct{ log *zap.Logger }
+
+func (r routeAuth) Check(c server.ClientAuthentication) bool {
+	cert := peerCert(c.GetTLSConnectionState())
+	if cert != nil {
+		if kind, _ := certIdentity(cert); kind == pki.Server {
+			return true
+		}
+	}
+	r.log.Warn("nats route refused: not a coordinator certificate", zap.Stringer("remote", c.RemoteAddress()))
+	return false
+}
+
+func peerCert(cs *tls.ConnectionState) *x509.Certificate {
+	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	return cs.PeerCertificates[0]
+}
+
+// certIdentity returns the kind of a verified certificate of the cluster's
+// CA and its holder's name, or "" when it is none that pki issues: the
+// organizational unit names the kind, the common name the holder ("agent:"
+// and the name for an agent), and a server certificate is valid for both
+// server and client authentication.
+func certIdentity(cert *x509.Certificate) (pki.Kind, string) {
+	if len(cert.Subject.OrganizationalUnit) != 1 {
+		return "", ""
+	}
+	cn := cert.Subject.CommonName
+	switch kind := pki.Kind(cert.Subject.OrganizationalUnit[0]); kind {
+	case pki.Server:
+		if !hasUsage(cert, x509.ExtKeyUsageServerAuth) || !hasUsage(cert, x509.ExtKeyUsageClientAuth) || name.Check(cn) != nil {
+			return "", ""
+		}
+		return kind, cn
+	case pki.Agent:
+		agent, ok := strings.CutPrefix(cn, "agent:")
+		if !ok || subject.ValidToken(agent) != nil {
+			return "", ""
+		}
+		return kind, agent
+	}
+	return "", ""
+}
+
+func hasUsage(cert *x509.Certificate, u x509.ExtKeyUsage) bool {
+	for _, have := range cert.ExtKeyUsage {
+		if have == u {
+			return true
+		}
+	}
+	return false
+}
