@@ -3,8 +3,10 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -97,21 +99,36 @@ func (s *Server) forwardStream(srv any, ss grpc.ServerStream, info *grpc.StreamS
 	return handler(srv, ss)
 }
 
-// newResponse makes an empty response message of a method of the service.
+// unaryMethod is what forwarding needs of a unary method: its generated
+// handler (which runs the interceptor chain) and its response type.
+type unaryMethod struct {
+	handler  grpc.MethodHandler
+	response protoreflect.MessageType
+}
+
+// unaryMethods are the service's unary methods by short name, looked up
+// once.
+var unaryMethods = sync.OnceValue(func() map[string]unaryMethod {
+	out := map[string]unaryMethod{}
+	sd := gv1.File_gantry_v1_api_proto.Services().ByName("GantryService")
+	for _, md := range gv1.GantryService_ServiceDesc.Methods {
+		m := sd.Methods().ByName(protoreflect.Name(md.MethodName))
+		t, err := protoregistry.GlobalTypes.FindMessageByName(m.Output().FullName())
+		if err != nil {
+			panic(fmt.Sprintf("response type of %s: %v", md.MethodName, err))
+		}
+		out[md.MethodName] = unaryMethod{handler: md.Handler, response: t}
+	}
+	return out
+})
+
+// newResponse makes an empty response message of a unary method.
 func newResponse(fullMethod string) (proto.Message, error) {
-	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName("gantry.v1.GantryService"))
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "service descriptor: %v", err)
+	m, ok := unaryMethods()[methodName(fullMethod)]
+	if !ok {
+		return nil, status.Errorf(codes.Unimplemented, "no unary method %s", fullMethod)
 	}
-	m := d.(protoreflect.ServiceDescriptor).Methods().ByName(protoreflect.Name(methodName(fullMethod)))
-	if m == nil {
-		return nil, status.Errorf(codes.Unimplemented, "no method %s", fullMethod)
-	}
-	t, err := protoregistry.GlobalTypes.FindMessageByName(m.Output().FullName())
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "response type of %s: %v", fullMethod, err)
-	}
-	return t.New().Interface(), nil
+	return m.response.New().Interface(), nil
 }
 
 // forward sends a call to the leader over NATS, decodes its answer into
@@ -247,14 +264,12 @@ func (s *Server) serveForwarded(ctx context.Context, name string, data []byte) (
 	if !methods[name].leader {
 		return nil, status.Errorf(codes.Unimplemented, "method %q is not forwarded", name)
 	}
-	for _, md := range gv1.GantryService_ServiceDesc.Methods {
-		if md.MethodName != name {
-			continue
-		}
-		resp, err := md.Handler(s, ctx, func(in any) error { return decodeInto(in.(proto.Message))(nil) }, *chain)
-		return asMessage(resp, err)
+	m, ok := unaryMethods()[name]
+	if !ok {
+		return nil, status.Errorf(codes.Unimplemented, "method %q is not forwarded", name)
 	}
-	return nil, status.Errorf(codes.Unimplemented, "method %q is not forwarded", name)
+	resp, err := m.handler(s, ctx, func(in any) error { return decodeInto(in.(proto.Message))(nil) }, *chain)
+	return asMessage(resp, err)
 }
 
 func asMessage(resp any, err error) (proto.Message, error) {

@@ -11,12 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/gantryci/gantry/client"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -38,12 +37,12 @@ func BenchmarkGitOpsDrift(b *testing.B) {
 	}
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	addr := benchDev(b, "--kubeconfig", path)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(bearer(adminToken)))
+	cl, err := client.New([]string{addr}, client.WithRetryTimeout(0), client.WithToken(adminToken))
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer conn.Close()
-	c := gv1.NewGantryServiceClient(conn)
+	defer cl.Close()
+	c := cl.Raw()
 	ctx := context.Background()
 
 	var suffix [3]byte
