@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -52,6 +53,14 @@ func WithTransportCredentials(creds credentials.TransportCredentials) Option {
 	return func(o *options) { o.creds = creds }
 }
 
+// WithInsecure allows plain text to addresses that are not loopback: the
+// token and every answer cross the network in clear. For a trusted network
+// or a coordinator started with --insecure only. Plain text to loopback
+// addresses (gantry dev) needs no option.
+func WithInsecure() Option {
+	return func(o *options) { o.creds = insecure.NewCredentials() }
+}
+
 // WithToken sends "authorization: Bearer TOKEN" with every call. Without
 // TLS the token travels in clear text.
 func WithToken(token string) Option {
@@ -87,7 +96,7 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 // writes to the leader); calls go to one address and move on to the next
 // when it cannot answer. New does not connect: the first call does.
 func New(addrs []string, opts ...Option) (*Client, error) {
-	o := options{creds: insecure.NewCredentials(), retryFor: DefaultRetryTimeout}
+	o := options{retryFor: DefaultRetryTimeout}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -101,6 +110,16 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 	}
 	if len(list) == 0 {
 		return nil, ErrNoAddress
+	}
+	if o.creds == nil {
+		// No TLS asked for: plain text, but only where it never leaves the
+		// machine.
+		for _, a := range list {
+			if !loopback(a) {
+				return nil, fmt.Errorf("%s is not a loopback address: use TLS (WithTLS; the CLI's --tls-ca), or WithInsecure (--plaintext) for a trusted network", a)
+			}
+		}
+		o.creds = insecure.NewCredentials()
 	}
 	dial := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(o.creds),
@@ -129,3 +148,16 @@ func (c *Client) Raw() gv1.GantryServiceClient { return c.api }
 // Index returns the highest state index the client has seen an answer
 // from. Reads are never answered from an older state.
 func (c *Client) Index() uint64 { return c.conn.index.Load() }
+
+// loopback reports whether addr (host:port) names this machine.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

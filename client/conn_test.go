@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -142,6 +143,32 @@ func TestNewNeedsAnAddress(t *testing.T) {
 	t.Parallel()
 	if _, err := client.New([]string{" ", ","}); err != client.ErrNoAddress {
 		t.Fatalf("New without addresses = %v, want ErrNoAddress", err)
+	}
+}
+
+// TestPlainTextOnlyToLoopback: without TLS a client may talk only to this
+// machine unless WithInsecure says otherwise, so a token never crosses a
+// network in clear by accident.
+func TestPlainTextOnlyToLoopback(t *testing.T) {
+	t.Parallel()
+	for _, a := range []string{"127.0.0.1:7420", "localhost:7420", "[::1]:7420", "127.0.0.1:1,localhost:2"} {
+		c, err := client.New([]string{a})
+		if err != nil {
+			t.Errorf("New(%q) without TLS: %v", a, err)
+			continue
+		}
+		c.Close()
+	}
+	for _, a := range []string{"10.0.0.1:7420", "gantry.example:7420", "127.0.0.1:1,10.0.0.2:7420"} {
+		if _, err := client.New([]string{a}); err == nil || !strings.Contains(err.Error(), "not a loopback address") {
+			t.Errorf("New(%q) without TLS: %v, want a refusal", a, err)
+		}
+		c, err := client.New([]string{a}, client.WithInsecure())
+		if err != nil {
+			t.Errorf("New(%q, WithInsecure): %v", a, err)
+			continue
+		}
+		c.Close()
 	}
 }
 

@@ -70,7 +70,9 @@ func (c TLSConfig) apiCreds() (credentials.TransportCredentials, error) {
 func (s *Server) serveTLS() (grpc.ServerOption, []client.Option, error) {
 	c := s.cfg.TLS
 	if !c.Enabled() {
-		return grpc.EmptyServerOption{}, nil, nil
+		// Plain text (gantry dev, --insecure): the console's client dials
+		// this node's own address, which may be a non-loopback interface.
+		return grpc.EmptyServerOption{}, []client.Option{client.WithInsecure()}, nil
 	}
 	api, err := pki.ServerTLS(c.CertFile, c.KeyFile, c.CAFile)
 	if err != nil {

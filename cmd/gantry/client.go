@@ -33,6 +33,8 @@ func (g *globals) dial() (*client.Client, error) {
 			return nil, fmt.Errorf("--tls-ca/--tls-cert: %w", err)
 		}
 		opts = append(opts, client.WithTLS(cfg))
+	} else if g.plaintext {
+		opts = append(opts, client.WithInsecure())
 	}
 	return client.New([]string{g.addr}, opts...)
 }

@@ -38,6 +38,9 @@ type globals struct {
 	// TLS of client commands: the CA that signed the coordinators'
 	// certificates, and an optional client certificate.
 	tlsCA, tlsCert, tlsKey string
+	// plaintext allows plain text to a coordinator that is not on this
+	// machine (one started with --insecure).
+	plaintext bool
 }
 
 func newRoot() *cobra.Command {
@@ -59,6 +62,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.tlsCA, "tls-ca", os.Getenv("GANTRY_TLS_CA"), "client commands: CA certificate the coordinators' certificates are checked against; connects with TLS (env GANTRY_TLS_CA)")
 	root.PersistentFlags().StringVar(&g.tlsCert, "tls-client-cert", os.Getenv("GANTRY_TLS_CLIENT_CERT"), "client commands: client certificate to present (env GANTRY_TLS_CLIENT_CERT)")
 	root.PersistentFlags().StringVar(&g.tlsKey, "tls-client-key", os.Getenv("GANTRY_TLS_CLIENT_KEY"), "client commands: key of --tls-client-cert (env GANTRY_TLS_CLIENT_KEY)")
+	root.PersistentFlags().BoolVar(&g.plaintext, "plaintext", false, "client commands: talk plain text to a coordinator on another machine (one started with --insecure); loopback needs no flag")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format of client commands: table or json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level of servers: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "console", "log format of servers: console or json")
