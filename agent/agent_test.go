@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gantryci/gantry/internal/limit"
+	"github.com/gantryci/gantry/internal/poll"
 	"github.com/gantryci/gantry/internal/subject"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -191,12 +192,8 @@ func logText(chunks []*gv1.LogChunk) string {
 // waitFor polls cond until it holds, failing the test after a deadline.
 func (f *fixture) waitFor(what string, cond func() bool) {
 	f.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			f.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling period, not synchronization
+	if !poll.Until(20*time.Second, cond) {
+		f.t.Fatalf("timed out waiting for %s", what)
 	}
 }
 

@@ -277,7 +277,7 @@ func TestSnapshotSaveAndRestore(t *testing.T) {
 	t.Cleanup(func() { fresh.Close() })
 	fc := newClient(t, []string{fresh.GRPCAddr()}, client.WithToken(liveToken))
 	// The leader commits its bootstrap token a moment after it is elected.
-	if err := poll(10*time.Second, func() bool { _, err := fc.WhoAmI(ctx); return err == nil }); err != nil {
+	if err := waitUntil(10*time.Second, func() bool { _, err := fc.WhoAmI(ctx); return err == nil }); err != nil {
 		t.Fatalf("the new cluster's bootstrap token: %v", err)
 	}
 	got, err := fc.RestoreSnapshot(ctx, &snap)

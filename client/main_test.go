@@ -15,6 +15,7 @@ import (
 	"github.com/gantryci/gantry/client"
 	"github.com/gantryci/gantry/coordinator"
 	"github.com/gantryci/gantry/coordinator/api"
+	"github.com/gantryci/gantry/internal/poll"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -73,7 +74,7 @@ func startCoordinator(dir string, log *zap.Logger) (*coordinator.Server, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := poll(15*time.Second, srv.IsLeader); err != nil {
+	if err := waitUntil(15*time.Second, srv.IsLeader); err != nil {
 		srv.Close()
 		return nil, fmt.Errorf("leadership: %w", err)
 	}
@@ -127,7 +128,7 @@ func runWithGantry(m *testing.M) (int, error) {
 		return 0, err
 	}
 	defer c.Close()
-	err = poll(15*time.Second, func() bool {
+	err = waitUntil(15*time.Second, func() bool {
 		agents, err := c.Agents(ctx)
 		return err == nil && len(agents) == 1 && agents[0].State == gv1.AgentState_AGENT_STATE_ACTIVE
 	})
@@ -139,14 +140,10 @@ func runWithGantry(m *testing.M) (int, error) {
 
 var errTimeout = errors.New("timed out")
 
-// poll checks cond until it holds or timeout passes.
-func poll(timeout time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return errTimeout
-		}
-		time.Sleep(20 * time.Millisecond)
+// waitUntil checks cond until it holds or timeout passes.
+func waitUntil(timeout time.Duration, cond func() bool) error {
+	if !poll.Until(timeout, cond) {
+		return errTimeout
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/gantryci/gantry/coordinator/consensus"
 	"github.com/gantryci/gantry/coordinator/fsm"
+	"github.com/gantryci/gantry/internal/poll"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -71,12 +72,8 @@ func leaderAPI(t *testing.T) (*Server, *fsm.FSM, *consensus.Node) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { node.Close() })
-	deadline := time.Now().Add(10 * time.Second)
-	for node.Raft.State() != raft.Leader {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !poll.Until(10*time.Second, func() bool { return node.Raft.State() == raft.Leader }) {
+		t.Fatal("no leader")
 	}
 	return New(Deps{Log: zap.NewNop(), FSM: f, Raft: node}), f, node
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gantryci/gantry/coordinator/consensus"
 	"github.com/gantryci/gantry/coordinator/fsm"
+	"github.com/gantryci/gantry/internal/poll"
 )
 
 // checkPrivate fails unless every directory under dir is 0700 and every
@@ -97,9 +98,8 @@ func TestOpenNarrowsExistingSnapshotModes(t *testing.T) {
 	}
 	// A snapshot written by an older version, with the umask's modes.
 	node := open()
-	deadline := time.Now().Add(10 * time.Second)
-	for node.Raft.State() != raft.Leader && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	if !poll.Until(10*time.Second, func() bool { return node.Raft.State() == raft.Leader }) {
+		t.Fatal("no leader")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := consensus.NewProposer(node.Raft)

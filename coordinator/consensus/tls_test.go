@@ -16,6 +16,7 @@ import (
 	"github.com/gantryci/gantry/coordinator/consensus"
 	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/internal/pki"
+	"github.com/gantryci/gantry/internal/poll"
 )
 
 // authority is a CA whose files are in a test's directory.
@@ -120,12 +121,8 @@ func tlsCluster(t *testing.T, a *authority, n int) ([]*consensus.Node, []*fsm.FS
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !poll.Until(timeout, cond) {
+		t.Fatalf("timed out after %v waiting for %s", timeout, what)
 	}
 }
 

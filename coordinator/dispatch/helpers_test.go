@@ -16,6 +16,7 @@ import (
 	"github.com/gantryci/gantry/coordinator/fleet"
 	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/coordinator/metrics"
+	"github.com/gantryci/gantry/internal/poll"
 	"github.com/gantryci/gantry/internal/subject"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -47,12 +48,8 @@ func newFixture(tb testing.TB, log *zap.Logger) *fixture {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { node.Close() })
-	deadline := time.Now().Add(10 * time.Second)
-	for node.Raft.State() != raft.Leader {
-		if time.Now().After(deadline) {
-			tb.Fatal("no leader")
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !poll.Until(10*time.Second, func() bool { return node.Raft.State() == raft.Leader }) {
+		tb.Fatal("no leader")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)

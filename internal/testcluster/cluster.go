@@ -29,6 +29,7 @@ import (
 	"github.com/gantryci/gantry/client"
 	"github.com/gantryci/gantry/coordinator"
 	"github.com/gantryci/gantry/internal/pki"
+	"github.com/gantryci/gantry/internal/poll"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -425,12 +426,8 @@ func (c *Cluster) Job(i int, id string) (*gv1.Job, bool) {
 // WaitFor polls cond until it holds, failing the test after timeout.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !poll.Until(timeout, cond) {
+		t.Fatalf("timed out after %s waiting for %s", timeout, what)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/gantryci/gantry/client"
+	"github.com/gantryci/gantry/internal/poll"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -69,7 +70,7 @@ func BenchmarkGitOpsDrift(b *testing.B) {
 		}}); err != nil {
 			b.Fatal(err)
 		}
-		poll(b, 60*time.Second, func() bool {
+		waitBench(b, 60*time.Second, func() bool {
 			r, err := c.GetApp(ctx, &gv1.GetAppRequest{Name: name})
 			return err == nil && r.GetSummary().GetSync() == gv1.SyncStatus_SYNC_STATUS_SYNCED &&
 				r.GetSummary().GetHealth() == gv1.HealthStatus_HEALTH_STATUS_HEALTHY
@@ -86,13 +87,13 @@ func BenchmarkGitOpsDrift(b *testing.B) {
 		// Detection: drift shows in the API.
 		start := time.Now()
 		scaleTo(wns, int32(3+i%2))
-		poll(b, 30*time.Second, func() bool {
+		waitBench(b, 30*time.Second, func() bool {
 			r, err := c.GetApp(ctx, &gv1.GetAppRequest{Name: watched})
 			return err == nil && r.GetSummary().GetSync() == gv1.SyncStatus_SYNC_STATUS_OUT_OF_SYNC
 		})
 		detect += time.Since(start)
 		scaleTo(wns, 2) // back by hand, out of the timing
-		poll(b, 30*time.Second, func() bool {
+		waitBench(b, 30*time.Second, func() bool {
 			r, err := c.GetApp(ctx, &gv1.GetAppRequest{Name: watched})
 			return err == nil && r.GetSummary().GetSync() == gv1.SyncStatus_SYNC_STATUS_SYNCED
 		})
@@ -100,12 +101,12 @@ func BenchmarkGitOpsDrift(b *testing.B) {
 		// Self-heal: the live object is back as Git says.
 		start = time.Now()
 		scaleTo(hns, int32(3+i%2))
-		poll(b, 30*time.Second, func() bool {
+		waitBench(b, 30*time.Second, func() bool {
 			d, err := cs.AppsV1().Deployments(hns).Get(ctx, "web", metav1.GetOptions{})
 			return err == nil && *d.Spec.Replicas == 2
 		})
 		heal += time.Since(start)
-		poll(b, 30*time.Second, func() bool {
+		waitBench(b, 30*time.Second, func() bool {
 			r, err := c.GetApp(ctx, &gv1.GetAppRequest{Name: healed})
 			return err == nil && r.GetSummary().GetSync() == gv1.SyncStatus_SYNC_STATUS_SYNCED
 		})
@@ -117,14 +118,10 @@ func BenchmarkGitOpsDrift(b *testing.B) {
 		float64(detect.Milliseconds())/float64(b.N), float64(heal.Milliseconds())/float64(b.N), b.N)
 }
 
-// poll waits for cond with a deadline, checking every 5 ms.
-func poll(b *testing.B, timeout time.Duration, cond func() bool) {
+// waitBench waits for cond with a deadline, checking every 5 ms.
+func waitBench(b *testing.B, timeout time.Duration, cond func() bool) {
 	b.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.Fatalf("condition not met after %s", timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !poll.Every(5*time.Millisecond, timeout, cond) {
+		b.Fatalf("condition not met after %s", timeout)
 	}
 }
