@@ -85,7 +85,7 @@ func newTokenCmd(g *globals) *cobra.Command {
 				return errors.New("--ttl: negative")
 			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				resp, err := c.Raw().CreateToken(ctx, &gv1.CreateTokenRequest{Name: args[0], Role: r, TtlSeconds: int64(ttl / time.Second)})
+				resp, err := c.CreateToken(ctx, args[0], r, ttl)
 				if err != nil {
 					return err
 				}
@@ -104,10 +104,11 @@ func newTokenCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				resp, err := c.Raw().ListTokens(ctx, &gv1.ListTokensRequest{})
+				tokens, err := c.Tokens(ctx)
 				if err != nil {
 					return err
 				}
+				resp := &gv1.ListTokensResponse{Tokens: tokens}
 				return g.print(resp, func(w io.Writer) {
 					fmt.Fprintln(w, "ID\tNAME\tROLE\tCREATED\tEXPIRES\tCREATED BY")
 					for _, t := range resp.Tokens {
@@ -123,7 +124,7 @@ func newTokenCmd(g *globals) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				if _, err := c.Raw().RevokeToken(ctx, &gv1.RevokeTokenRequest{Id: args[0]}); err != nil {
+				if err := c.RevokeToken(ctx, args[0]); err != nil {
 					return err
 				}
 				fmt.Printf("token %s revoked\n", args[0])
@@ -137,10 +138,11 @@ func newTokenCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				resp, err := c.Raw().WhoAmI(ctx, &gv1.WhoAmIRequest{})
+				info, err := c.WhoAmI(ctx)
 				if err != nil {
 					return err
 				}
+				resp := &gv1.WhoAmIResponse{Token: info}
 				return g.print(resp, func(w io.Writer) {
 					fmt.Fprintf(w, "token %s (%s), role %s, expires %s\n", resp.Token.Id, resp.Token.Name, roleName(resp.Token.Role), expires(resp.Token.ExpiresAt))
 				})
@@ -160,7 +162,7 @@ func newACLCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				resp, err := c.Raw().BootstrapACL(ctx, &gv1.BootstrapACLRequest{})
+				resp, err := c.BootstrapACL(ctx)
 				if err != nil {
 					return err
 				}
@@ -195,15 +197,16 @@ func newAuditCmd(g *globals) *cobra.Command {
 		Short: "Mutating API calls: when, who, from where, what, and the result",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := &gv1.ListAuditRequest{Limit: n}
+			var from time.Time
 			if since > 0 {
-				req.Since = timestamppb.New(time.Now().Add(-since))
+				from = time.Now().Add(-since)
 			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				resp, err := c.Raw().ListAudit(ctx, req)
+				events, err := c.Audit(ctx, from, n)
 				if err != nil {
 					return err
 				}
+				resp := &gv1.ListAuditResponse{Events: events}
 				return g.print(resp, func(w io.Writer) {
 					fmt.Fprintln(w, "TIME\tWHO\tROLE\tFROM\tCALL\tTARGET\tRESULT")
 					for _, e := range resp.Events {
