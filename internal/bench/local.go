@@ -340,8 +340,5 @@ func (lc *localCluster) scheme() string {
 }
 
 func (lc *localCluster) httpClient() *http.Client {
-	if lc.clientTLS == nil {
-		return http.DefaultClient
-	}
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: lc.clientTLS}, Timeout: 5 * time.Second}
 }
