@@ -227,8 +227,10 @@ func (nd *localNode) waitAddrs(ctx context.Context, deadline time.Time) error {
 
 // waitReady waits for the node's /readyz to answer 200.
 func (lc *localCluster) waitReady(ctx context.Context, nd *localNode, deadline time.Time) error {
+	hc := lc.httpClient()
+	defer hc.CloseIdleConnections()
 	for {
-		resp, err := lc.httpClient().Get(lc.scheme() + nd.addrs.HTTP + "/readyz")
+		resp, err := hc.Get(lc.scheme() + nd.addrs.HTTP + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
