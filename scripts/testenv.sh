@@ -19,6 +19,11 @@
 #             (10-15 minutes cold). An empty cluster on every start; up returns
 #             once a Deployment has become Available. Exports KUBECONFIG and
 #             GANTRY_TEST_KUBECONFIG (token auth). Not in a bare `up`.
+#   gitea     a Gitea forge (built from its Go module and cached outside the
+#             repository, 10-15 minutes cold) on SQLite at 127.0.0.1, fresh on
+#             every start, with an admin user and an API token. Exports
+#             GANTRY_TEST_GITEA_URL, GANTRY_TEST_GITEA_USER and
+#             GANTRY_TEST_GITEA_TOKEN. Not in a bare `up`.
 #
 # State (pid files, logs, sockets) lives in $GANTRY_TESTENV_DIR, default
 # ${XDG_RUNTIME_DIR:-/tmp}/gantry-testenv. Builds are cached in
@@ -30,6 +35,7 @@ BUILDKIT_VERSION=v0.34.2
 # kube: the versions are pinned by scripts/kubetools/go.mod; KUBE_VERSION
 # names the cache and is stamped into the binaries.
 KUBE_VERSION=v1.37.2
+GITEA_VERSION=v1.27.3
 KUBE_PARTS=(kube-etcd kube-apiserver kube-controller-manager kube-scheduler kube-kwok)
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -404,12 +410,139 @@ KUBECONFIG_END
   echo "export GANTRY_TEST_KUBECONFIG=$dir/kubeconfig"
 }
 
+# --- gitea ------------------------------------------------------------------
+
+# build_gitea prints the directory holding the gitea binary and the options/
+# tree it reads at run time (locales; without them `gitea web` exits). Gitea's
+# go.mod has replace directives, so `go install` refuses it: build in place in
+# the module cache, into a temporary directory renamed when complete.
+build_gitea() {
+  local dir="$cache/gitea-$GITEA_VERSION"
+  if [ ! -x "$dir/gitea" ] || [ ! -d "$dir/options" ]; then
+    say "building gitea $GITEA_VERSION (10-15 minutes, once)"
+    local tmp="$dir.tmp.$$" src
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    (cd "$repo" && GOFLAGS=-mod=mod go mod download "code.gitea.io/gitea@$GITEA_VERSION") >&2
+    src="$(go env GOMODCACHE)/code.gitea.io/gitea@$GITEA_VERSION"
+    (cd "$src" && GOFLAGS=-mod=mod go mod download) >&2
+    GOFLAGS=-mod=mod nice -n 10 go build -C "$src" -trimpath \
+      -ldflags "-s -w -X main.Version=${GITEA_VERSION#v} -X main.Tags=" -o "$tmp/gitea" . >&2
+    cp -r "$src/options" "$tmp/options"
+    chmod -R u+w "$tmp/options"
+    rm -rf "$dir" && mv "$tmp" "$dir"
+  fi
+  echo "$dir"
+}
+
+gitea_healthy() { curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$1/api/healthz"; }
+
+start_gitea() {
+  need_pkgs curl curl git git
+  local dir="$state/gitea" bin port
+  bin="$(build_gitea)"
+  if ! running gitea || [ ! -s "$dir/env" ]; then
+    stop_service gitea
+    rm -rf "$dir"
+    mkdir -p "$dir/custom/conf" "$dir/data" "$dir/log"
+    free_port && port="$free_port_result"
+    local secret_key internal_token
+    secret_key="$("$bin/gitea" generate secret SECRET_KEY)"
+    internal_token="$("$bin/gitea" generate secret INTERNAL_TOKEN)"
+    (
+      umask 077
+      cat >"$dir/custom/conf/app.ini" <<GITEA_INI
+APP_NAME = gantry-test-gitea
+RUN_MODE = prod
+RUN_USER = $(id -un)
+WORK_PATH = $dir
+
+[server]
+PROTOCOL = http
+HTTP_ADDR = 127.0.0.1
+HTTP_PORT = $port
+DOMAIN = 127.0.0.1
+ROOT_URL = http://127.0.0.1:$port/
+STATIC_ROOT_PATH = $bin
+APP_DATA_PATH = $dir/data
+DISABLE_SSH = true
+START_SSH_SERVER = false
+OFFLINE_MODE = true
+LFS_START_SERVER = false
+
+[database]
+DB_TYPE = sqlite3
+PATH = $dir/data/gitea.db
+SQLITE_JOURNAL_MODE = WAL
+
+[repository]
+ROOT = $dir/data/repos
+DEFAULT_BRANCH = main
+
+[security]
+INSTALL_LOCK = true
+SECRET_KEY = $secret_key
+INTERNAL_TOKEN = $internal_token
+PASSWORD_COMPLEXITY = off
+MIN_PASSWORD_LENGTH = 6
+ALLOWED_HOST_LIST = loopback
+
+[service]
+DISABLE_REGISTRATION = true
+
+[webhook]
+DELIVER_TIMEOUT = 5
+
+[mailer]
+ENABLED = false
+[session]
+PROVIDER = memory
+[cache]
+ADAPTER = memory
+[queue]
+TYPE = channel
+[indexer]
+REPO_INDEXER_ENABLED = false
+[cron]
+ENABLED = false
+[actions]
+ENABLED = false
+[log]
+MODE = file
+LEVEL = info
+ROOT_PATH = $dir/log
+GITEA_INI
+    )
+    say "starting gitea on 127.0.0.1:$port"
+    # Gitea refuses to run as root unless told; the test forge is loopback only.
+    GITEA_WORK_DIR="$dir" GITEA_CUSTOM="$dir/custom" GITEA_I_AM_BEING_UNSAFE_RUNNING_AS_ROOT=true \
+      setsid "$bin/gitea" web --config "$dir/custom/conf/app.ini" \
+      >"$state/gitea.log" 2>&1 </dev/null &
+    echo $! >"$state/gitea.pid"
+    wait_for 60 gitea_healthy "$port" || die "gitea did not start; see $state/gitea.log and $dir/log"
+    local token
+    token="$(GITEA_WORK_DIR="$dir" GITEA_CUSTOM="$dir/custom" GITEA_I_AM_BEING_UNSAFE_RUNNING_AS_ROOT=true \
+      "$bin/gitea" --config "$dir/custom/conf/app.ini" admin user create --admin \
+      --username gantry --password gantry-test-pass --email gantry@example.invalid \
+      --must-change-password=false --access-token --access-token-name gantry-test \
+      --access-token-scopes all 2>>"$state/gitea.log" | sed -n 's/.*created\.\.\. *//p')"
+    [ -n "$token" ] || die "gitea: creating the admin user and token failed; see $state/gitea.log"
+    (
+      umask 077
+      printf 'export GANTRY_TEST_GITEA_URL=http://127.0.0.1:%s\nexport GANTRY_TEST_GITEA_USER=gantry\nexport GANTRY_TEST_GITEA_TOKEN=%s\n' \
+        "$port" "$token" >"$dir/env"
+    )
+    say "gitea ready (http://127.0.0.1:$port)"
+  fi
+  cat "$dir/env"
+}
+
 start_service() {
   case "$1" in
   buildkit) start_buildkit ;;
   registry) start_registry ;;
   kube) start_kube ;;
-  *) die "unknown service $1 (known: buildkit registry kube)" ;;
+  gitea) start_gitea ;;
+  *) die "unknown service $1 (known: buildkit registry kube gitea)" ;;
   esac
 }
 
@@ -470,7 +603,7 @@ status)
   fi
   ;;
 *)
-  echo "usage: $0 up [buildkit] [registry] [kube] | down | status" >&2
+  echo "usage: $0 up [buildkit] [registry] [kube] [gitea] | down | status" >&2
   exit 2
   ;;
 esac
