@@ -27,6 +27,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gantryci/gantry/internal/gitsrc"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -158,7 +159,7 @@ func (r *Runner) Run(ctx context.Context, req Request, out Sink) Result {
 	if err := ctx.Err(); err != nil {
 		return r.fail(out, log, gv1.FailureClass_FAILURE_CLASS_JOB, &stopError{msg: "canceled", cause: err})
 	}
-	dir, cleanup, err := r.workDir(req, log)
+	dir, cleanup, err := r.workDir(ctx, req, log)
 	if err != nil {
 		return r.fail(out, log, gv1.FailureClass_FAILURE_CLASS_INFRA, err)
 	}
@@ -305,8 +306,8 @@ func command(req Request, inherited []string) (argv, env []string, err error) {
 }
 
 // workDir returns the directory to run in and a function that cleans it up.
-func (r *Runner) workDir(req Request, log *zap.Logger) (string, func(), error) {
-	if dir := req.Spec.GetDir(); dir != "" {
+func (r *Runner) workDir(ctx context.Context, req Request, log *zap.Logger) (string, func(), error) {
+	if dir := req.Spec.GetDir(); dir != "" && req.Spec.GetCheckout() == nil {
 		fi, err := os.Stat(dir)
 		if err != nil {
 			return "", nil, fmt.Errorf("working directory: %w", err)
@@ -323,11 +324,30 @@ func (r *Runner) workDir(req Request, log *zap.Logger) (string, func(), error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("create working directory: %w", err)
 	}
-	return dir, func() {
+	cleanup := func() {
 		if err := removeAll(dir); err != nil {
 			log.Warn("remove working directory", zap.String("dir", dir), zap.Error(err))
 		}
-	}, nil
+	}
+	co := req.Spec.GetCheckout()
+	if co == nil {
+		return dir, cleanup, nil
+	}
+	commit, err := gitsrc.Clone(ctx, co.GetUrl(), co.GetRevision(), dir, req.Secrets[co.GetSecret()])
+	if err != nil {
+		cleanup()
+		return "", nil, fmt.Errorf("checkout: %w", err)
+	}
+	log.Info("checked out", zap.String("repository", gitsrc.Redact(co.GetUrl())), zap.String("commit", commit))
+	run := dir
+	if sub := req.Spec.GetDir(); sub != "" {
+		if filepath.IsAbs(sub) || !filepath.IsLocal(sub) {
+			cleanup()
+			return "", nil, fmt.Errorf("working directory %q: must be relative to the checkout", sub)
+		}
+		run = filepath.Join(dir, sub)
+	}
+	return run, cleanup, nil
 }
 
 // removeAll removes dir, making directories writable if the first attempt fails.

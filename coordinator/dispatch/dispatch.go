@@ -209,7 +209,7 @@ func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv
 		d.failTemplate(ctx, p.Agent, ref, err)
 		return
 	}
-	secrets, err := d.secrets(spec, p.Task.JobName, p.Agent)
+	secrets, err := d.secrets(spec, ref, p.Task.JobName, p.Agent)
 	if err != nil {
 		d.failAttempt(ctx, p.Agent, ref, "resolve secrets: "+err.Error())
 		return

@@ -30,7 +30,7 @@ func (d *Dispatcher) render(spec *gv1.TaskSpec, ref *gv1.TaskRef) (*gv1.TaskSpec
 			outputs[t.Name] = t.Outputs
 		}
 	}
-	return render.Task(spec, outputs)
+	return render.Task(spec, outputs, j.GetSpec().GetTrigger())
 }
 
 // failTemplate ends an assigned attempt whose spec cannot be rendered as a

@@ -18,10 +18,14 @@ func (d *Dispatcher) UseKeyring(k *secret.Keyring) { d.keyring.Store(k) }
 // does not exist, does not open, or whose scope excludes the task is an
 // error naming it; the attempt then fails as a job failure (a retry would
 // meet the same secret).
-func (d *Dispatcher) secrets(t *gv1.TaskSpec, jobName, agent string) (map[string][]byte, error) {
+func (d *Dispatcher) secrets(t *gv1.TaskSpec, ref *gv1.TaskRef, jobName, agent string) (map[string][]byte, error) {
 	names := spec.SecretRefs(t)
 	if len(names) == 0 {
 		return nil, nil
+	}
+	// The state skips such tasks at submit; this is the second lock.
+	if d.fsm.JobUntrusted(ref.GetJobId()) {
+		return nil, fmt.Errorf("secrets are not given to an untrusted change's build")
 	}
 	k := d.keyring.Load()
 	out := make(map[string][]byte, len(names))

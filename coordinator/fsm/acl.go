@@ -101,6 +101,14 @@ func target(c *gv1.Command, res Result) string {
 		return "app " + x.PinApp.GetName()
 	case *gv1.Command_SetSecret:
 		return "secret " + x.SetSecret.GetSecret().GetName()
+	case *gv1.Command_CreateProject:
+		return "project " + x.CreateProject.GetProject().GetSpec().GetName()
+	case *gv1.Command_DeleteProject:
+		return "project " + x.DeleteProject.GetName()
+	case *gv1.Command_TriggerBuild:
+		return fmt.Sprintf("project %s build %d", x.TriggerBuild.GetProject(), res.Build)
+	case *gv1.Command_ApproveBuild:
+		return fmt.Sprintf("project %s build %d", x.ApproveBuild.GetProject(), x.ApproveBuild.GetNumber())
 	case *gv1.Command_DeleteSecret:
 		return "secret " + x.DeleteSecret.GetName()
 	case *gv1.Command_CreateToken:

@@ -30,6 +30,8 @@ type Result struct {
 	// Canceled lists the attempts a cancel took away from agents; the leader
 	// tells those agents to stop.
 	Canceled []*gv1.TaskRef
+	// Build is the project build a trigger, start or approval touched.
+	Build uint64
 	// Pruned is how many jobs a prune forgot.
 	Pruned int
 	Err    error
@@ -273,6 +275,7 @@ func (f *FSM) Encode() ([]byte, error) {
 	snap.Secrets = f.state.sortedSecrets(false)
 	snap.Tokens = f.state.sortedTokens(false)
 	snap.Audit = f.state.audit
+	snap.Projects = f.state.sortedProjects()
 	if n := len(snap.Audit); n > limit.AuditEvents {
 		snap.Audit = snap.Audit[n-limit.AuditEvents:]
 	}
@@ -310,6 +313,11 @@ func Decode(data []byte) (*gv1.Snapshot, error) {
 			return nil, fmt.Errorf("decode snapshot: token %d has no id or no hash", i)
 		}
 	}
+	for i, p := range snap.Projects {
+		if p.GetSpec().GetName() == "" {
+			return nil, fmt.Errorf("decode snapshot: project %d has no name", i)
+		}
+	}
 	return &snap, nil
 }
 
@@ -341,6 +349,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		st.tokens[t.GetId()] = t
 	}
 	st.audit = snap.Audit
+	for _, p := range snap.Projects {
+		st.projects[p.GetSpec().GetName()] = p
+	}
 	f.mu.Lock()
 	f.state = st
 	ch := f.changed

@@ -17,32 +17,34 @@ const MaxInfraRetries = 5
 // state is the replicated data plus indexes derived from it. Indexes are
 // rebuilt on Restore, never stored.
 type state struct {
-	jobs    map[string]*gv1.Job
-	order   []string          // job IDs in submit order
-	byKey   map[string]string // idempotency key -> job ID
-	pending map[TaskKey]struct{}
-	active  map[TaskKey]struct{}
-	load    map[string]int     // agent -> leased tasks
-	busy    map[string]TaskKey // concurrency key -> holder
-	applied uint64
-	apps    map[string]*gv1.App
-	fence   uint64 // last fencing token given to a deploy attempt
-	secrets map[string]*gv1.Secret
-	tokens  map[string]*gv1.Token // by id, hashed
-	audit   []*gv1.AuditEvent     // oldest first; see record
+	jobs     map[string]*gv1.Job
+	order    []string          // job IDs in submit order
+	byKey    map[string]string // idempotency key -> job ID
+	pending  map[TaskKey]struct{}
+	active   map[TaskKey]struct{}
+	load     map[string]int     // agent -> leased tasks
+	busy     map[string]TaskKey // concurrency key -> holder
+	applied  uint64
+	apps     map[string]*gv1.App
+	fence    uint64 // last fencing token given to a deploy attempt
+	secrets  map[string]*gv1.Secret
+	tokens   map[string]*gv1.Token // by id, hashed
+	audit    []*gv1.AuditEvent     // oldest first; see record
+	projects map[string]*gv1.Project
 }
 
 func newState() *state {
 	return &state{
-		jobs:    map[string]*gv1.Job{},
-		byKey:   map[string]string{},
-		pending: map[TaskKey]struct{}{},
-		active:  map[TaskKey]struct{}{},
-		load:    map[string]int{},
-		busy:    map[string]TaskKey{},
-		apps:    map[string]*gv1.App{},
-		secrets: map[string]*gv1.Secret{},
-		tokens:  map[string]*gv1.Token{},
+		jobs:     map[string]*gv1.Job{},
+		byKey:    map[string]string{},
+		pending:  map[TaskKey]struct{}{},
+		active:   map[TaskKey]struct{}{},
+		load:     map[string]int{},
+		busy:     map[string]TaskKey{},
+		apps:     map[string]*gv1.App{},
+		secrets:  map[string]*gv1.Secret{},
+		tokens:   map[string]*gv1.Token{},
+		projects: map[string]*gv1.Project{},
 	}
 }
 
@@ -157,6 +159,22 @@ func (s *state) applyCmd(index uint64, c *gv1.Command) Result {
 		return s.createToken(index, at, x.CreateToken)
 	case *gv1.Command_RevokeToken:
 		return s.revokeToken(x.RevokeToken)
+	case *gv1.Command_CreateProject:
+		return s.createProject(index, at, x.CreateProject)
+	case *gv1.Command_DeleteProject:
+		return s.deleteProject(x.DeleteProject)
+	case *gv1.Command_TriggerBuild:
+		return s.triggerBuild(index, at, x.TriggerBuild)
+	case *gv1.Command_StartBuild:
+		return s.startBuild(index, at, x.StartBuild)
+	case *gv1.Command_ObserveRefs:
+		return s.observeRefs(index, x.ObserveRefs)
+	case *gv1.Command_BuildStatus:
+		return s.buildStatus(index, x.BuildStatus)
+	case *gv1.Command_ApproveBuild:
+		return s.approveBuild(index, c)
+	case *gv1.Command_SetProjectHook:
+		return s.setProjectHook(x.SetProjectHook)
 	case *gv1.Command_RecordAudit:
 		// The event is the command: the API decided its result.
 		e := proto.Clone(x.RecordAudit.GetEvent()).(*gv1.AuditEvent)
@@ -195,7 +213,9 @@ func (s *state) submit(index uint64, at *timestamppb.Timestamp, c *gv1.SubmitJob
 			t.State = gv1.TaskState_TASK_STATE_BLOCKED
 		}
 	}
+	applyTrigger(j, at)
 	s.insert(j)
+	s.settle(j, at)
 	return Result{JobID: j.Id}
 }
 
@@ -433,7 +453,10 @@ func (s *state) settle(j *gv1.Job, at *timestamppb.Timestamp) {
 	for _, t := range j.Tasks {
 		switch t.State {
 		case gv1.TaskState_TASK_STATE_SUCCEEDED:
-		case gv1.TaskState_TASK_STATE_FAILED, gv1.TaskState_TASK_STATE_SKIPPED, gv1.TaskState_TASK_STATE_CANCELED:
+		case gv1.TaskState_TASK_STATE_SKIPPED:
+			// Skipped by the build's trigger (when, untrusted) is no failure.
+			failed = failed || t.SkipReason == ""
+		case gv1.TaskState_TASK_STATE_FAILED, gv1.TaskState_TASK_STATE_CANCELED:
 			failed = true
 		default:
 			return

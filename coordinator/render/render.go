@@ -33,16 +33,23 @@ var ErrTemplate = errors.New("template")
 // outputs of the job's tasks by task name (tasks that did not succeed have
 // none). A reference to a missing task or output is an error naming the
 // field.
-func Task(t *gv1.TaskSpec, outputs map[string]map[string]string) (*gv1.TaskSpec, error) {
+//
+// tr is the trigger of a project's build (nil for a submitted job): it
+// gives {{ .Branch }}, {{ .Tag }}, {{ .Event }} and {{ .PullRequest }}
+// (empty when not applicable), and {{ .Revision }} the commit built unless
+// a needed build has its own.
+func Task(t *gv1.TaskSpec, outputs map[string]map[string]string, tr *gv1.Trigger) (*gv1.TaskSpec, error) {
 	if !needsRender(t) {
 		return t, nil
 	}
 	t = proto.Clone(t).(*gv1.TaskSpec)
-	r := &renderer{tasks: map[string]any{}}
+	r := &renderer{tasks: map[string]any{}, trigger: tr}
 	for name, out := range outputs {
 		r.tasks[name] = map[string]any{"Outputs": out}
 	}
-	// .Revision is the revision of the first needed task that has one.
+	// .Revision is the revision of the first needed task that has one,
+	// else the commit the build is for.
+	r.revision = tr.GetSha()
 	for _, n := range t.GetNeeds() {
 		if rev, ok := outputs[n][revisionOutput]; ok {
 			r.revision = rev
@@ -110,6 +117,7 @@ func needsRender(t *gv1.TaskSpec) bool {
 
 type renderer struct {
 	tasks    map[string]any
+	trigger  *gv1.Trigger
 	revision string
 	err      error
 }
@@ -141,6 +149,16 @@ func (r *renderer) render(field, s string) string {
 	if r.revision != "" {
 		data["Revision"] = r.revision
 	}
+	if tr := r.trigger; tr != nil {
+		data["Branch"] = tr.GetBranch()
+		data["Tag"] = tr.GetTag()
+		data["Event"] = tr.GetEvent()
+		pr := ""
+		if tr.GetPullRequest() > 0 {
+			pr = fmt.Sprint(tr.GetPullRequest())
+		}
+		data["PullRequest"] = pr
+	}
 	b := &capped{max: MaxRendered}
 	if err := tmpl.Execute(b, data); err != nil {
 		if errors.Is(err, errTooLong) {
@@ -149,10 +167,21 @@ func (r *renderer) render(field, s string) string {
 		}
 		hint := ""
 		if strings.Contains(err.Error(), "Revision") {
-			hint = " (.Revision is the revision output of a needed build with a Git context, or, in build.push, of the build's own)"
+			hint = " (.Revision is the revision output of a needed build with a Git context, or, in build.push, of the build's own, or the commit a project's build is for)"
+		} else if hintTrigger(err.Error()) {
+			hint = " (.Branch, .Tag, .Event and .PullRequest exist only in a project's builds)"
 		}
 		r.err = fmt.Errorf("%s: %w: %w%s", field, ErrTemplate, err, hint)
 		return s
 	}
 	return b.b.String()
+}
+
+func hintTrigger(msg string) bool {
+	for _, f := range triggerFields {
+		if strings.Contains(msg, f) {
+			return true
+		}
+	}
+	return false
 }

@@ -24,7 +24,7 @@ func TestTaskBuild(t *testing.T) {
 	t.Parallel()
 	in := buildTask("r:5000/app:{{ .Revision }}-{{ .Tasks.prep.Outputs.version }}")
 	orig := proto.Clone(in)
-	got, err := Task(in, map[string]map[string]string{"prep": {"branch": "main", "version": "1.2.3"}})
+	got, err := Task(in, map[string]map[string]string{"prep": {"branch": "main", "version": "1.2.3"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestTaskRun(t *testing.T) {
 	got, err := Task(in, map[string]map[string]string{
 		"image": {"ref": "r/app@sha256:ab", "digest": "sha256:ab", "revision": "c0ffee"},
 		"other": {"x": "y"},
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestTaskErrors(t *testing.T) {
 			Context: &gv1.BuildContext{Git: &gv1.GitSource{Url: "u"}}, Target: "{{ .Revision }}",
 		}}}, "build.target: template"},
 	} {
-		_, err := Task(tc.task, outputs)
+		_, err := Task(tc.task, outputs, nil)
 		if err == nil || !errors.Is(err, ErrTemplate) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want ErrTemplate containing %q", tc.name, err, tc.want)
 		}
@@ -92,7 +92,7 @@ func TestTaskErrors(t *testing.T) {
 func TestTaskExecUntouched(t *testing.T) {
 	t.Parallel()
 	in := &gv1.TaskSpec{Name: "e", Executor: &gv1.TaskSpec_Exec{Exec: &gv1.ExecSpec{Shell: "docker inspect -f '{{ .Id }}' x"}}}
-	got, err := Task(in, nil)
+	got, err := Task(in, nil, nil)
 	if err != nil || got != in {
 		t.Errorf("exec spec: %v, %v", got, err)
 	}
@@ -114,5 +114,30 @@ func TestRefs(t *testing.T) {
 	}
 	if _, err := Refs("{{ .Tasks"); err == nil {
 		t.Error("Refs of a broken template succeeded")
+	}
+}
+
+func TestTriggerFields(t *testing.T) {
+	in := &gv1.TaskSpec{Name: "img", Executor: &gv1.TaskSpec_Run{Run: &gv1.RunSpec{
+		Image:   "app:{{ .Revision }}",
+		Command: []string{"{{ .Branch }}", "{{ .Event }}", "{{ if .PullRequest }}pr-{{ .PullRequest }}{{ else }}no-pr{{ end }}", "t={{ .Tag }}"},
+	}}}
+	tr := &gv1.Trigger{Event: "push", Branch: "main", Sha: "c0ffee"}
+	got, err := Task(in, nil, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := got.GetRun()
+	if r.Image != "app:c0ffee" || strings.Join(r.Command, " ") != "main push no-pr t=" {
+		t.Fatalf("rendered %q %q", r.Image, r.Command)
+	}
+	tr = &gv1.Trigger{Event: "pull_request", Branch: "main", Sha: "c0ffee", PullRequest: 7}
+	if got, err = Task(in, nil, tr); err != nil || got.GetRun().Command[2] != "pr-7" {
+		t.Fatalf("pull request: %v %v", got.GetRun().GetCommand(), err)
+	}
+	// Outside a project's build, trigger fields do not exist.
+	in.GetRun().Image = "app"
+	if _, err := Task(in, nil, nil); err == nil || !strings.Contains(err.Error(), "only in a project's builds") {
+		t.Fatalf("without trigger: %v", err)
 	}
 }

@@ -30,7 +30,11 @@ const (
 )
 
 // allowed is what a template may contain, for error messages.
-const allowed = "a template may only print {{ .Tasks.NAME.Outputs.KEY }}, {{ .Revision }} or a quoted string, and test them with {{ if }}"
+const allowed = "a template may only print {{ .Tasks.NAME.Outputs.KEY }}, {{ .Revision }}, a trigger field ({{ .Branch }}, {{ .Tag }}, {{ .Event }}, {{ .PullRequest }}) or a quoted string, and test them with {{ if }}"
+
+// triggerFields are the fields of a project build's trigger templates may
+// print.
+var triggerFields = []string{"Branch", "Tag", "Event", "PullRequest"}
 
 // errTooLong is returned by capped once its limit is reached.
 var errTooLong = errors.New("too long")
@@ -150,7 +154,7 @@ func (a *analysis) pipe(p *parse.PipeNode, printed bool) error {
 	case *parse.FieldNode:
 		id := n.Ident
 		switch {
-		case len(id) == 1 && id[0] == "Revision":
+		case len(id) == 1 && (id[0] == "Revision" || slices.Contains(triggerFields, id[0])):
 		case len(id) == 4 && id[0] == "Tasks" && id[2] == "Outputs":
 			if !slices.Contains(a.refs, id[1]) {
 				a.refs = append(a.refs, id[1])

@@ -40,7 +40,7 @@ func TestRefsRefused(t *testing.T) {
 		}
 		// Task refuses the same, as a defence in depth.
 		task := &gv1.TaskSpec{Name: "t", Executor: &gv1.TaskSpec_Run{Run: &gv1.RunSpec{Image: s, Command: []string{"x"}}}}
-		if _, err := Task(task, map[string]map[string]string{"a": {"x": "1"}}); !errors.Is(err, ErrTemplate) {
+		if _, err := Task(task, map[string]map[string]string{"a": {"x": "1"}}, nil); !errors.Is(err, ErrTemplate) {
 			t.Errorf("Task(%.60q) = %v, want ErrTemplate", s, err)
 		}
 	}
@@ -70,11 +70,11 @@ func TestTaskRenderedCap(t *testing.T) {
 	run := func(image string) *gv1.TaskSpec {
 		return &gv1.TaskSpec{Name: "t", Needs: []string{"a"}, Executor: &gv1.TaskSpec_Run{Run: &gv1.RunSpec{Image: image, Command: []string{"x"}}}}
 	}
-	got, err := Task(run("{{ .Tasks.a.Outputs.x }}"), map[string]map[string]string{"a": {"x": big}})
+	got, err := Task(run("{{ .Tasks.a.Outputs.x }}"), map[string]map[string]string{"a": {"x": big}}, nil)
 	if err != nil || got.GetRun().GetImage() != big {
 		t.Fatalf("one value: %v", err)
 	}
-	_, err = Task(run("{{ .Tasks.a.Outputs.x }}{{ .Tasks.a.Outputs.x }}"), map[string]map[string]string{"a": {"x": big}})
+	_, err = Task(run("{{ .Tasks.a.Outputs.x }}{{ .Tasks.a.Outputs.x }}"), map[string]map[string]string{"a": {"x": big}}, nil)
 	if !errors.Is(err, ErrTemplate) || !strings.Contains(err.Error(), "run.image: template: renders to more than 65536 bytes") {
 		t.Errorf("two values: %v", err)
 	}
@@ -83,7 +83,7 @@ func TestTaskRenderedCap(t *testing.T) {
 	for range 20 {
 		tk.GetRun().Command = append(tk.GetRun().Command, "{{ .Tasks.a.Outputs.x }}")
 	}
-	_, err = Task(tk, map[string]map[string]string{"a": {"x": big}})
+	_, err = Task(tk, map[string]map[string]string{"a": {"x": big}}, nil)
 	if !errors.Is(err, ErrTemplate) || !strings.Contains(err.Error(), "rendered task is") {
 		t.Errorf("large task: %v", err)
 	}
@@ -106,7 +106,7 @@ func FuzzRender(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		_, bound, berr := Inspect(s)
 		task := &gv1.TaskSpec{Name: "t", Needs: []string{"a", "b"}, Executor: &gv1.TaskSpec_Run{Run: &gv1.RunSpec{Image: s, Command: []string{"x"}}}}
-		got, err := Task(task, outputs)
+		got, err := Task(task, outputs, nil)
 		if err != nil {
 			if !errors.Is(err, ErrTemplate) {
 				t.Fatalf("Task(%q): %v is not ErrTemplate", s, err)

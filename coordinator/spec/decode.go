@@ -161,6 +161,14 @@ func (d *decoder) task(n *yaml.Node, path string) *gv1.TaskSpec {
 		"retries":     func(p string, v *yaml.Node) { t.Retries = d.int32(v, p, 0, MaxRetries) },
 		"timeout":     func(p string, v *yaml.Node) { t.Timeout = d.duration(v, p) },
 		"concurrency": func(p string, v *yaml.Node) { t.Concurrency = d.str(v, p) },
+		"when": func(p string, v *yaml.Node) {
+			w := &gv1.When{}
+			d.fields(v, p, map[string]func(string, *yaml.Node){
+				"branches": func(p string, v *yaml.Node) { w.Branches = d.strs(v, p, "") },
+				"events":   func(p string, v *yaml.Node) { w.Events = d.strs(v, p, "") },
+			})
+			t.When = w
+		},
 	}
 	var chosen string // key of the executor already decoded
 	for _, ex := range executors {

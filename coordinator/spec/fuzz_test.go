@@ -86,7 +86,7 @@ func renderWorst(t *testing.T, s *gv1.JobSpec) {
 		}
 	}
 	for _, task := range s.Tasks {
-		got, err := render.Task(task, outputs)
+		got, err := render.Task(task, outputs, nil)
 		if err != nil {
 			if !errors.Is(err, render.ErrTemplate) || strings.Contains(err.Error(), "more than") {
 				t.Fatalf("render %s: %v", task.Name, err)

@@ -42,6 +42,7 @@ func SecretRefs(t *gv1.TaskSpec) []string {
 	switch x := t.GetExecutor().(type) {
 	case *gv1.TaskSpec_Exec:
 		add(x.Exec.GetSecretEnv())
+		addGit(x.Exec.GetCheckout())
 	case *gv1.TaskSpec_Run:
 		add(x.Run.GetSecretEnv())
 		add(x.Run.GetRegistryAuth())

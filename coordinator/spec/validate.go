@@ -1,7 +1,10 @@
 package spec
 
 import (
+	"errors"
+	"fmt"
 	"maps"
+	"path"
 	"slices"
 	"strings"
 
@@ -103,6 +106,7 @@ func validateTask(l *errs, t *gv1.TaskSpec, path string, tc *templates) {
 		}
 	}
 	token(l, path+".concurrency", t.Concurrency, false)
+	validateWhen(l, t.GetWhen(), path+".when")
 	checkSizes(l, t, path)
 	if t.Executor == nil {
 		keys := make([]string, len(executors))
@@ -183,4 +187,46 @@ func findCycle(tasks []*gv1.TaskSpec, byName map[string]int) (field string, cycl
 		}
 	}
 	return "", nil
+}
+
+// Events a project's build can have, for when.events.
+var Events = []string{"push", "tag", "pull_request", "manual", "cron"}
+
+func validateWhen(l *errs, w *gv1.When, path string) {
+	if w == nil {
+		return
+	}
+	if len(w.Branches) > MaxWhen {
+		l.add(path+".branches", "at most %d branches are allowed, got %d", MaxWhen, len(w.Branches))
+	}
+	for i, b := range w.Branches {
+		if err := BranchGlob(b); err != nil {
+			l.add(index(path+".branches", i), "%v", err)
+		}
+	}
+	for i, e := range w.Events {
+		if !slices.Contains(Events, e) {
+			l.add(index(path+".events", i), "unknown event %q; events are %s", clip(e), strings.Join(Events, ", "))
+		}
+	}
+}
+
+// MaxWhen bounds the branches of a when condition.
+const MaxWhen = 32
+
+// BranchGlob checks a branch glob (path.Match syntax, or "**").
+func BranchGlob(g string) error {
+	if g == "" {
+		return errors.New("empty branch pattern")
+	}
+	if len(g) > 255 {
+		return fmt.Errorf("branch pattern is %d bytes, more than 255", len(g))
+	}
+	if g == "**" {
+		return nil
+	}
+	if _, err := path.Match(g, ""); err != nil {
+		return fmt.Errorf("branch pattern %q: %w", clip(g), err)
+	}
+	return nil
 }

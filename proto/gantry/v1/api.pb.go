@@ -2889,11 +2889,841 @@ func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
 	return file_gantry_v1_api_proto_rawDescGZIP(), []int{53}
 }
 
+type CreateProjectRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *ProjectSpec           `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateProjectRequest) Reset() {
+	*x = CreateProjectRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateProjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateProjectRequest) ProtoMessage() {}
+
+func (x *CreateProjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateProjectRequest.ProtoReflect.Descriptor instead.
+func (*CreateProjectRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *CreateProjectRequest) GetSpec() *ProjectSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type CreateProjectResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Project *ProjectSummary        `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// Where the forge sends webhooks, and the secret it signs them with:
+	// shown once. Configure them on the forge unless hook_registered.
+	WebhookUrl     string `protobuf:"bytes,2,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
+	WebhookSecret  string `protobuf:"bytes,3,opt,name=webhook_secret,json=webhookSecret,proto3" json:"webhook_secret,omitempty"`
+	HookRegistered bool   `protobuf:"varint,4,opt,name=hook_registered,json=hookRegistered,proto3" json:"hook_registered,omitempty"`
+	// Why registering the webhook on the forge did not work, if it did not.
+	HookError     string `protobuf:"bytes,5,opt,name=hook_error,json=hookError,proto3" json:"hook_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateProjectResponse) Reset() {
+	*x = CreateProjectResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateProjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateProjectResponse) ProtoMessage() {}
+
+func (x *CreateProjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateProjectResponse.ProtoReflect.Descriptor instead.
+func (*CreateProjectResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *CreateProjectResponse) GetProject() *ProjectSummary {
+	if x != nil {
+		return x.Project
+	}
+	return nil
+}
+
+func (x *CreateProjectResponse) GetWebhookUrl() string {
+	if x != nil {
+		return x.WebhookUrl
+	}
+	return ""
+}
+
+func (x *CreateProjectResponse) GetWebhookSecret() string {
+	if x != nil {
+		return x.WebhookSecret
+	}
+	return ""
+}
+
+func (x *CreateProjectResponse) GetHookRegistered() bool {
+	if x != nil {
+		return x.HookRegistered
+	}
+	return false
+}
+
+func (x *CreateProjectResponse) GetHookError() string {
+	if x != nil {
+		return x.HookError
+	}
+	return ""
+}
+
+// ProjectSummary is a project without its secret and with only its newest
+// builds.
+type ProjectSummary struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Spec           *ProjectSpec           `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	CreatedAt      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	Builds         []*BuildSummary        `protobuf:"bytes,3,rep,name=builds,proto3" json:"builds,omitempty"`
+	HookRegistered bool                   `protobuf:"varint,4,opt,name=hook_registered,json=hookRegistered,proto3" json:"hook_registered,omitempty"`
+	BuildsTotal    uint64                 `protobuf:"varint,5,opt,name=builds_total,json=buildsTotal,proto3" json:"builds_total,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ProjectSummary) Reset() {
+	*x = ProjectSummary{}
+	mi := &file_gantry_v1_api_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectSummary) ProtoMessage() {}
+
+func (x *ProjectSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectSummary.ProtoReflect.Descriptor instead.
+func (*ProjectSummary) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *ProjectSummary) GetSpec() *ProjectSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *ProjectSummary) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *ProjectSummary) GetBuilds() []*BuildSummary {
+	if x != nil {
+		return x.Builds
+	}
+	return nil
+}
+
+func (x *ProjectSummary) GetHookRegistered() bool {
+	if x != nil {
+		return x.HookRegistered
+	}
+	return false
+}
+
+func (x *ProjectSummary) GetBuildsTotal() uint64 {
+	if x != nil {
+		return x.BuildsTotal
+	}
+	return 0
+}
+
+// BuildSummary is a build with the state of its job.
+type BuildSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Build *Build                 `protobuf:"bytes,1,opt,name=build,proto3" json:"build,omitempty"`
+	// Unspecified while the build has no job.
+	State         JobState `protobuf:"varint,2,opt,name=state,proto3,enum=gantry.v1.JobState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildSummary) Reset() {
+	*x = BuildSummary{}
+	mi := &file_gantry_v1_api_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildSummary) ProtoMessage() {}
+
+func (x *BuildSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildSummary.ProtoReflect.Descriptor instead.
+func (*BuildSummary) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *BuildSummary) GetBuild() *Build {
+	if x != nil {
+		return x.Build
+	}
+	return nil
+}
+
+func (x *BuildSummary) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+type ListProjectsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProjectsRequest) Reset() {
+	*x = ListProjectsRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProjectsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProjectsRequest) ProtoMessage() {}
+
+func (x *ListProjectsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProjectsRequest.ProtoReflect.Descriptor instead.
+func (*ListProjectsRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{58}
+}
+
+type ListProjectsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Each with its newest build.
+	Projects      []*ProjectSummary `protobuf:"bytes,1,rep,name=projects,proto3" json:"projects,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProjectsResponse) Reset() {
+	*x = ListProjectsResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProjectsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProjectsResponse) ProtoMessage() {}
+
+func (x *ListProjectsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProjectsResponse.ProtoReflect.Descriptor instead.
+func (*ListProjectsResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *ListProjectsResponse) GetProjects() []*ProjectSummary {
+	if x != nil {
+		return x.Projects
+	}
+	return nil
+}
+
+type GetProjectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Builds to return, newest first; zero means 50.
+	Limit         int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetProjectRequest) Reset() {
+	*x = GetProjectRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetProjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetProjectRequest) ProtoMessage() {}
+
+func (x *GetProjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetProjectRequest.ProtoReflect.Descriptor instead.
+func (*GetProjectRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *GetProjectRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetProjectRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type GetProjectResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       *ProjectSummary        `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetProjectResponse) Reset() {
+	*x = GetProjectResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetProjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetProjectResponse) ProtoMessage() {}
+
+func (x *GetProjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetProjectResponse.ProtoReflect.Descriptor instead.
+func (*GetProjectResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *GetProjectResponse) GetProject() *ProjectSummary {
+	if x != nil {
+		return x.Project
+	}
+	return nil
+}
+
+type DeleteProjectRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteProjectRequest) Reset() {
+	*x = DeleteProjectRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteProjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteProjectRequest) ProtoMessage() {}
+
+func (x *DeleteProjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteProjectRequest.ProtoReflect.Descriptor instead.
+func (*DeleteProjectRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *DeleteProjectRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteProjectResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Why removing the forge's webhook did not work, if it did not.
+	HookError     string `protobuf:"bytes,1,opt,name=hook_error,json=hookError,proto3" json:"hook_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteProjectResponse) Reset() {
+	*x = DeleteProjectResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteProjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteProjectResponse) ProtoMessage() {}
+
+func (x *DeleteProjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteProjectResponse.ProtoReflect.Descriptor instead.
+func (*DeleteProjectResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *DeleteProjectResponse) GetHookError() string {
+	if x != nil {
+		return x.HookError
+	}
+	return ""
+}
+
+type RunProjectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Branch, tag or commit; empty means the default branch.
+	Ref           string `protobuf:"bytes,2,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunProjectRequest) Reset() {
+	*x = RunProjectRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunProjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunProjectRequest) ProtoMessage() {}
+
+func (x *RunProjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunProjectRequest.ProtoReflect.Descriptor instead.
+func (*RunProjectRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *RunProjectRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RunProjectRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+type RunProjectResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Build         *BuildSummary          `protobuf:"bytes,1,opt,name=build,proto3" json:"build,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunProjectResponse) Reset() {
+	*x = RunProjectResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunProjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunProjectResponse) ProtoMessage() {}
+
+func (x *RunProjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunProjectResponse.ProtoReflect.Descriptor instead.
+func (*RunProjectResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *RunProjectResponse) GetBuild() *BuildSummary {
+	if x != nil {
+		return x.Build
+	}
+	return nil
+}
+
+type ApproveBuildRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	Number        uint64                 `protobuf:"varint,2,opt,name=number,proto3" json:"number,omitempty"`
+	Reject        bool                   `protobuf:"varint,3,opt,name=reject,proto3" json:"reject,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveBuildRequest) Reset() {
+	*x = ApproveBuildRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveBuildRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveBuildRequest) ProtoMessage() {}
+
+func (x *ApproveBuildRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveBuildRequest.ProtoReflect.Descriptor instead.
+func (*ApproveBuildRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *ApproveBuildRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *ApproveBuildRequest) GetNumber() uint64 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+func (x *ApproveBuildRequest) GetReject() bool {
+	if x != nil {
+		return x.Reject
+	}
+	return false
+}
+
+type ApproveBuildResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Build         *BuildSummary          `protobuf:"bytes,1,opt,name=build,proto3" json:"build,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveBuildResponse) Reset() {
+	*x = ApproveBuildResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveBuildResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveBuildResponse) ProtoMessage() {}
+
+func (x *ApproveBuildResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveBuildResponse.ProtoReflect.Descriptor instead.
+func (*ApproveBuildResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *ApproveBuildResponse) GetBuild() *BuildSummary {
+	if x != nil {
+		return x.Build
+	}
+	return nil
+}
+
+type DeliverWebhookRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request's headers (first value of each) and body.
+	Headers       map[string]string `protobuf:"bytes,1,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Body          []byte            `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliverWebhookRequest) Reset() {
+	*x = DeliverWebhookRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliverWebhookRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliverWebhookRequest) ProtoMessage() {}
+
+func (x *DeliverWebhookRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliverWebhookRequest.ProtoReflect.Descriptor instead.
+func (*DeliverWebhookRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *DeliverWebhookRequest) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *DeliverWebhookRequest) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+type DeliverWebhookResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Builds triggered (or found: a redelivery), by project.
+	Builds []*BuildSummary `protobuf:"bytes,1,rep,name=builds,proto3" json:"builds,omitempty"`
+	// What was ignored and why (a ping, a branch not built, ...).
+	Ignored       []string `protobuf:"bytes,2,rep,name=ignored,proto3" json:"ignored,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliverWebhookResponse) Reset() {
+	*x = DeliverWebhookResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliverWebhookResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliverWebhookResponse) ProtoMessage() {}
+
+func (x *DeliverWebhookResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliverWebhookResponse.ProtoReflect.Descriptor instead.
+func (*DeliverWebhookResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *DeliverWebhookResponse) GetBuilds() []*BuildSummary {
+	if x != nil {
+		return x.Builds
+	}
+	return nil
+}
+
+func (x *DeliverWebhookResponse) GetIgnored() []string {
+	if x != nil {
+		return x.Ignored
+	}
+	return nil
+}
+
 var File_gantry_v1_api_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_api_proto_rawDesc = "" +
 	"\n" +
-	"\x13gantry/v1/api.proto\x12\tgantry.v1\x1a\x13gantry/v1/acl.proto\x1a\x15gantry/v1/agent.proto\x1a\x16gantry/v1/gitops.proto\x1a\x13gantry/v1/job.proto\x1a\x18gantry/v1/pipeline.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n" +
+	"\x13gantry/v1/api.proto\x12\tgantry.v1\x1a\x13gantry/v1/acl.proto\x1a\x15gantry/v1/agent.proto\x1a\x16gantry/v1/gitops.proto\x1a\x13gantry/v1/job.proto\x1a\x18gantry/v1/pipeline.proto\x1a\x17gantry/v1/project.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n" +
 	"\x10SubmitJobRequest\x12&\n" +
 	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.JobSpecR\x04spec\x12\x1b\n" +
 	"\tspec_yaml\x18\x02 \x01(\tR\bspecYaml\x12'\n" +
@@ -3070,13 +3900,66 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\asecrets\x18\x01 \x03(\v2\x15.gantry.v1.SecretInfoR\asecrets\")\n" +
 	"\x13DeleteSecretRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
-	"\x14DeleteSecretResponse*q\n" +
+	"\x14DeleteSecretResponse\"B\n" +
+	"\x14CreateProjectRequest\x12*\n" +
+	"\x04spec\x18\x01 \x01(\v2\x16.gantry.v1.ProjectSpecR\x04spec\"\xdc\x01\n" +
+	"\x15CreateProjectResponse\x123\n" +
+	"\aproject\x18\x01 \x01(\v2\x19.gantry.v1.ProjectSummaryR\aproject\x12\x1f\n" +
+	"\vwebhook_url\x18\x02 \x01(\tR\n" +
+	"webhookUrl\x12%\n" +
+	"\x0ewebhook_secret\x18\x03 \x01(\tR\rwebhookSecret\x12'\n" +
+	"\x0fhook_registered\x18\x04 \x01(\bR\x0ehookRegistered\x12\x1d\n" +
+	"\n" +
+	"hook_error\x18\x05 \x01(\tR\thookError\"\xf4\x01\n" +
+	"\x0eProjectSummary\x12*\n" +
+	"\x04spec\x18\x01 \x01(\v2\x16.gantry.v1.ProjectSpecR\x04spec\x129\n" +
+	"\n" +
+	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12/\n" +
+	"\x06builds\x18\x03 \x03(\v2\x17.gantry.v1.BuildSummaryR\x06builds\x12'\n" +
+	"\x0fhook_registered\x18\x04 \x01(\bR\x0ehookRegistered\x12!\n" +
+	"\fbuilds_total\x18\x05 \x01(\x04R\vbuildsTotal\"a\n" +
+	"\fBuildSummary\x12&\n" +
+	"\x05build\x18\x01 \x01(\v2\x10.gantry.v1.BuildR\x05build\x12)\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x13.gantry.v1.JobStateR\x05state\"\x15\n" +
+	"\x13ListProjectsRequest\"M\n" +
+	"\x14ListProjectsResponse\x125\n" +
+	"\bprojects\x18\x01 \x03(\v2\x19.gantry.v1.ProjectSummaryR\bprojects\"=\n" +
+	"\x11GetProjectRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"I\n" +
+	"\x12GetProjectResponse\x123\n" +
+	"\aproject\x18\x01 \x01(\v2\x19.gantry.v1.ProjectSummaryR\aproject\"*\n" +
+	"\x14DeleteProjectRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"6\n" +
+	"\x15DeleteProjectResponse\x12\x1d\n" +
+	"\n" +
+	"hook_error\x18\x01 \x01(\tR\thookError\"9\n" +
+	"\x11RunProjectRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03ref\x18\x02 \x01(\tR\x03ref\"C\n" +
+	"\x12RunProjectResponse\x12-\n" +
+	"\x05build\x18\x01 \x01(\v2\x17.gantry.v1.BuildSummaryR\x05build\"_\n" +
+	"\x13ApproveBuildRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x16\n" +
+	"\x06number\x18\x02 \x01(\x04R\x06number\x12\x16\n" +
+	"\x06reject\x18\x03 \x01(\bR\x06reject\"E\n" +
+	"\x14ApproveBuildResponse\x12-\n" +
+	"\x05build\x18\x01 \x01(\v2\x17.gantry.v1.BuildSummaryR\x05build\"\xb0\x01\n" +
+	"\x15DeliverWebhookRequest\x12G\n" +
+	"\aheaders\x18\x01 \x03(\v2-.gantry.v1.DeliverWebhookRequest.HeadersEntryR\aheaders\x12\x12\n" +
+	"\x04body\x18\x02 \x01(\fR\x04body\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"c\n" +
+	"\x16DeliverWebhookResponse\x12/\n" +
+	"\x06builds\x18\x01 \x03(\v2\x17.gantry.v1.BuildSummaryR\x06builds\x12\x18\n" +
+	"\aignored\x18\x02 \x03(\tR\aignored*q\n" +
 	"\n" +
 	"AgentState\x12\x1b\n" +
 	"\x17AGENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12AGENT_STATE_ACTIVE\x10\x01\x12\x18\n" +
 	"\x14AGENT_STATE_DRAINING\x10\x02\x12\x14\n" +
-	"\x10AGENT_STATE_LOST\x10\x032\xae\x11\n" +
+	"\x10AGENT_STATE_LOST\x10\x032\xe5\x15\n" +
 	"\rGantryService\x12F\n" +
 	"\tSubmitJob\x12\x1b.gantry.v1.SubmitJobRequest\x1a\x1c.gantry.v1.SubmitJobResponse\x12=\n" +
 	"\x06GetJob\x12\x18.gantry.v1.GetJobRequest\x1a\x19.gantry.v1.GetJobResponse\x12C\n" +
@@ -3111,7 +3994,16 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\vRevokeToken\x12\x1d.gantry.v1.RevokeTokenRequest\x1a\x1e.gantry.v1.RevokeTokenResponse\x12O\n" +
 	"\fBootstrapACL\x12\x1e.gantry.v1.BootstrapACLRequest\x1a\x1f.gantry.v1.BootstrapACLResponse\x12=\n" +
 	"\x06WhoAmI\x12\x18.gantry.v1.WhoAmIRequest\x1a\x19.gantry.v1.WhoAmIResponse\x12F\n" +
-	"\tListAudit\x12\x1b.gantry.v1.ListAuditRequest\x1a\x1c.gantry.v1.ListAuditResponseB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"\tListAudit\x12\x1b.gantry.v1.ListAuditRequest\x1a\x1c.gantry.v1.ListAuditResponse\x12R\n" +
+	"\rCreateProject\x12\x1f.gantry.v1.CreateProjectRequest\x1a .gantry.v1.CreateProjectResponse\x12O\n" +
+	"\fListProjects\x12\x1e.gantry.v1.ListProjectsRequest\x1a\x1f.gantry.v1.ListProjectsResponse\x12I\n" +
+	"\n" +
+	"GetProject\x12\x1c.gantry.v1.GetProjectRequest\x1a\x1d.gantry.v1.GetProjectResponse\x12R\n" +
+	"\rDeleteProject\x12\x1f.gantry.v1.DeleteProjectRequest\x1a .gantry.v1.DeleteProjectResponse\x12I\n" +
+	"\n" +
+	"RunProject\x12\x1c.gantry.v1.RunProjectRequest\x1a\x1d.gantry.v1.RunProjectResponse\x12O\n" +
+	"\fApproveBuild\x12\x1e.gantry.v1.ApproveBuildRequest\x1a\x1f.gantry.v1.ApproveBuildResponse\x12U\n" +
+	"\x0eDeliverWebhook\x12 .gantry.v1.DeliverWebhookRequest\x1a!.gantry.v1.DeliverWebhookResponseB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_api_proto_rawDescOnce sync.Once
@@ -3126,7 +4018,7 @@ func file_gantry_v1_api_proto_rawDescGZIP() []byte {
 }
 
 var file_gantry_v1_api_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gantry_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_gantry_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
 var file_gantry_v1_api_proto_goTypes = []any{
 	(AgentState)(0),                 // 0: gantry.v1.AgentState
 	(*SubmitJobRequest)(nil),        // 1: gantry.v1.SubmitJobRequest
@@ -3183,141 +4075,187 @@ var file_gantry_v1_api_proto_goTypes = []any{
 	(*ListSecretsResponse)(nil),     // 52: gantry.v1.ListSecretsResponse
 	(*DeleteSecretRequest)(nil),     // 53: gantry.v1.DeleteSecretRequest
 	(*DeleteSecretResponse)(nil),    // 54: gantry.v1.DeleteSecretResponse
-	nil,                             // 55: gantry.v1.QueuedTask.LabelsEntry
-	nil,                             // 56: gantry.v1.QueueStats.LabelsEntry
-	(*JobSpec)(nil),                 // 57: gantry.v1.JobSpec
-	(*Job)(nil),                     // 58: gantry.v1.Job
-	(JobState)(0),                   // 59: gantry.v1.JobState
-	(*LogChunk)(nil),                // 60: gantry.v1.LogChunk
-	(*AgentInfo)(nil),               // 61: gantry.v1.AgentInfo
-	(*timestamppb.Timestamp)(nil),   // 62: google.protobuf.Timestamp
-	(*TaskRef)(nil),                 // 63: gantry.v1.TaskRef
-	(TaskState)(0),                  // 64: gantry.v1.TaskState
-	(*durationpb.Duration)(nil),     // 65: google.protobuf.Duration
-	(*AppSpec)(nil),                 // 66: gantry.v1.AppSpec
-	(*App)(nil),                     // 67: gantry.v1.App
-	(SyncStatus)(0),                 // 68: gantry.v1.SyncStatus
-	(HealthStatus)(0),               // 69: gantry.v1.HealthStatus
-	(*DeployRecord)(nil),            // 70: gantry.v1.DeployRecord
-	(*DriftReport)(nil),             // 71: gantry.v1.DriftReport
-	(*CreateTokenRequest)(nil),      // 72: gantry.v1.CreateTokenRequest
-	(*ListTokensRequest)(nil),       // 73: gantry.v1.ListTokensRequest
-	(*RevokeTokenRequest)(nil),      // 74: gantry.v1.RevokeTokenRequest
-	(*BootstrapACLRequest)(nil),     // 75: gantry.v1.BootstrapACLRequest
-	(*WhoAmIRequest)(nil),           // 76: gantry.v1.WhoAmIRequest
-	(*ListAuditRequest)(nil),        // 77: gantry.v1.ListAuditRequest
-	(*CreateTokenResponse)(nil),     // 78: gantry.v1.CreateTokenResponse
-	(*ListTokensResponse)(nil),      // 79: gantry.v1.ListTokensResponse
-	(*RevokeTokenResponse)(nil),     // 80: gantry.v1.RevokeTokenResponse
-	(*BootstrapACLResponse)(nil),    // 81: gantry.v1.BootstrapACLResponse
-	(*WhoAmIResponse)(nil),          // 82: gantry.v1.WhoAmIResponse
-	(*ListAuditResponse)(nil),       // 83: gantry.v1.ListAuditResponse
+	(*CreateProjectRequest)(nil),    // 55: gantry.v1.CreateProjectRequest
+	(*CreateProjectResponse)(nil),   // 56: gantry.v1.CreateProjectResponse
+	(*ProjectSummary)(nil),          // 57: gantry.v1.ProjectSummary
+	(*BuildSummary)(nil),            // 58: gantry.v1.BuildSummary
+	(*ListProjectsRequest)(nil),     // 59: gantry.v1.ListProjectsRequest
+	(*ListProjectsResponse)(nil),    // 60: gantry.v1.ListProjectsResponse
+	(*GetProjectRequest)(nil),       // 61: gantry.v1.GetProjectRequest
+	(*GetProjectResponse)(nil),      // 62: gantry.v1.GetProjectResponse
+	(*DeleteProjectRequest)(nil),    // 63: gantry.v1.DeleteProjectRequest
+	(*DeleteProjectResponse)(nil),   // 64: gantry.v1.DeleteProjectResponse
+	(*RunProjectRequest)(nil),       // 65: gantry.v1.RunProjectRequest
+	(*RunProjectResponse)(nil),      // 66: gantry.v1.RunProjectResponse
+	(*ApproveBuildRequest)(nil),     // 67: gantry.v1.ApproveBuildRequest
+	(*ApproveBuildResponse)(nil),    // 68: gantry.v1.ApproveBuildResponse
+	(*DeliverWebhookRequest)(nil),   // 69: gantry.v1.DeliverWebhookRequest
+	(*DeliverWebhookResponse)(nil),  // 70: gantry.v1.DeliverWebhookResponse
+	nil,                             // 71: gantry.v1.QueuedTask.LabelsEntry
+	nil,                             // 72: gantry.v1.QueueStats.LabelsEntry
+	nil,                             // 73: gantry.v1.DeliverWebhookRequest.HeadersEntry
+	(*JobSpec)(nil),                 // 74: gantry.v1.JobSpec
+	(*Job)(nil),                     // 75: gantry.v1.Job
+	(JobState)(0),                   // 76: gantry.v1.JobState
+	(*LogChunk)(nil),                // 77: gantry.v1.LogChunk
+	(*AgentInfo)(nil),               // 78: gantry.v1.AgentInfo
+	(*timestamppb.Timestamp)(nil),   // 79: google.protobuf.Timestamp
+	(*TaskRef)(nil),                 // 80: gantry.v1.TaskRef
+	(TaskState)(0),                  // 81: gantry.v1.TaskState
+	(*durationpb.Duration)(nil),     // 82: google.protobuf.Duration
+	(*AppSpec)(nil),                 // 83: gantry.v1.AppSpec
+	(*App)(nil),                     // 84: gantry.v1.App
+	(SyncStatus)(0),                 // 85: gantry.v1.SyncStatus
+	(HealthStatus)(0),               // 86: gantry.v1.HealthStatus
+	(*DeployRecord)(nil),            // 87: gantry.v1.DeployRecord
+	(*DriftReport)(nil),             // 88: gantry.v1.DriftReport
+	(*ProjectSpec)(nil),             // 89: gantry.v1.ProjectSpec
+	(*Build)(nil),                   // 90: gantry.v1.Build
+	(*CreateTokenRequest)(nil),      // 91: gantry.v1.CreateTokenRequest
+	(*ListTokensRequest)(nil),       // 92: gantry.v1.ListTokensRequest
+	(*RevokeTokenRequest)(nil),      // 93: gantry.v1.RevokeTokenRequest
+	(*BootstrapACLRequest)(nil),     // 94: gantry.v1.BootstrapACLRequest
+	(*WhoAmIRequest)(nil),           // 95: gantry.v1.WhoAmIRequest
+	(*ListAuditRequest)(nil),        // 96: gantry.v1.ListAuditRequest
+	(*CreateTokenResponse)(nil),     // 97: gantry.v1.CreateTokenResponse
+	(*ListTokensResponse)(nil),      // 98: gantry.v1.ListTokensResponse
+	(*RevokeTokenResponse)(nil),     // 99: gantry.v1.RevokeTokenResponse
+	(*BootstrapACLResponse)(nil),    // 100: gantry.v1.BootstrapACLResponse
+	(*WhoAmIResponse)(nil),          // 101: gantry.v1.WhoAmIResponse
+	(*ListAuditResponse)(nil),       // 102: gantry.v1.ListAuditResponse
 }
 var file_gantry_v1_api_proto_depIdxs = []int32{
-	57, // 0: gantry.v1.SubmitJobRequest.spec:type_name -> gantry.v1.JobSpec
-	58, // 1: gantry.v1.SubmitJobResponse.job:type_name -> gantry.v1.Job
-	58, // 2: gantry.v1.GetJobResponse.job:type_name -> gantry.v1.Job
-	59, // 3: gantry.v1.ListJobsRequest.states:type_name -> gantry.v1.JobState
-	58, // 4: gantry.v1.ListJobsResponse.jobs:type_name -> gantry.v1.Job
-	58, // 5: gantry.v1.WatchJobResponse.job:type_name -> gantry.v1.Job
-	58, // 6: gantry.v1.CancelJobResponse.job:type_name -> gantry.v1.Job
-	60, // 7: gantry.v1.TaskLogsResponse.chunk:type_name -> gantry.v1.LogChunk
-	61, // 8: gantry.v1.AgentStatus.info:type_name -> gantry.v1.AgentInfo
-	0,  // 9: gantry.v1.AgentStatus.state:type_name -> gantry.v1.AgentState
-	62, // 10: gantry.v1.AgentStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
-	63, // 11: gantry.v1.AgentStatus.running:type_name -> gantry.v1.TaskRef
-	14, // 12: gantry.v1.ListAgentsResponse.agents:type_name -> gantry.v1.AgentStatus
-	62, // 13: gantry.v1.NodeStatus.seen_at:type_name -> google.protobuf.Timestamp
-	19, // 14: gantry.v1.ClusterStatusResponse.nodes:type_name -> gantry.v1.NodeStatus
-	64, // 15: gantry.v1.QueuedTask.state:type_name -> gantry.v1.TaskState
-	55, // 16: gantry.v1.QueuedTask.labels:type_name -> gantry.v1.QueuedTask.LabelsEntry
-	62, // 17: gantry.v1.QueuedTask.queued_at:type_name -> google.protobuf.Timestamp
-	62, // 18: gantry.v1.QueuedTask.not_before:type_name -> google.protobuf.Timestamp
-	62, // 19: gantry.v1.QueuedTask.runnable_at:type_name -> google.protobuf.Timestamp
-	56, // 20: gantry.v1.QueueStats.labels:type_name -> gantry.v1.QueueStats.LabelsEntry
-	65, // 21: gantry.v1.QueueStats.p50:type_name -> google.protobuf.Duration
-	65, // 22: gantry.v1.QueueStats.p95:type_name -> google.protobuf.Duration
-	26, // 23: gantry.v1.ListQueueResponse.tasks:type_name -> gantry.v1.QueuedTask
-	27, // 24: gantry.v1.ListQueueResponse.queues:type_name -> gantry.v1.QueueStats
-	66, // 25: gantry.v1.CreateAppRequest.spec:type_name -> gantry.v1.AppSpec
-	67, // 26: gantry.v1.CreateAppResponse.app:type_name -> gantry.v1.App
-	66, // 27: gantry.v1.AppSummary.spec:type_name -> gantry.v1.AppSpec
-	68, // 28: gantry.v1.AppSummary.sync:type_name -> gantry.v1.SyncStatus
-	69, // 29: gantry.v1.AppSummary.health:type_name -> gantry.v1.HealthStatus
-	70, // 30: gantry.v1.AppSummary.last_deploy:type_name -> gantry.v1.DeployRecord
-	32, // 31: gantry.v1.ListAppsResponse.apps:type_name -> gantry.v1.AppSummary
-	67, // 32: gantry.v1.GetAppResponse.app:type_name -> gantry.v1.App
-	32, // 33: gantry.v1.GetAppResponse.summary:type_name -> gantry.v1.AppSummary
-	71, // 34: gantry.v1.GetAppResponse.drift:type_name -> gantry.v1.DriftReport
-	50, // 35: gantry.v1.SetSecretResponse.secret:type_name -> gantry.v1.SecretInfo
-	62, // 36: gantry.v1.SecretInfo.created_at:type_name -> google.protobuf.Timestamp
-	62, // 37: gantry.v1.SecretInfo.updated_at:type_name -> google.protobuf.Timestamp
-	50, // 38: gantry.v1.ListSecretsResponse.secrets:type_name -> gantry.v1.SecretInfo
-	1,  // 39: gantry.v1.GantryService.SubmitJob:input_type -> gantry.v1.SubmitJobRequest
-	3,  // 40: gantry.v1.GantryService.GetJob:input_type -> gantry.v1.GetJobRequest
-	5,  // 41: gantry.v1.GantryService.ListJobs:input_type -> gantry.v1.ListJobsRequest
-	7,  // 42: gantry.v1.GantryService.WatchJob:input_type -> gantry.v1.WatchJobRequest
-	9,  // 43: gantry.v1.GantryService.CancelJob:input_type -> gantry.v1.CancelJobRequest
-	11, // 44: gantry.v1.GantryService.TaskLogs:input_type -> gantry.v1.TaskLogsRequest
-	13, // 45: gantry.v1.GantryService.ListAgents:input_type -> gantry.v1.ListAgentsRequest
-	16, // 46: gantry.v1.GantryService.DrainAgent:input_type -> gantry.v1.DrainAgentRequest
-	18, // 47: gantry.v1.GantryService.ClusterStatus:input_type -> gantry.v1.ClusterStatusRequest
-	21, // 48: gantry.v1.GantryService.AddNode:input_type -> gantry.v1.AddNodeRequest
-	23, // 49: gantry.v1.GantryService.RemoveNode:input_type -> gantry.v1.RemoveNodeRequest
-	25, // 50: gantry.v1.GantryService.ListQueue:input_type -> gantry.v1.ListQueueRequest
-	29, // 51: gantry.v1.GantryService.CreateApp:input_type -> gantry.v1.CreateAppRequest
-	31, // 52: gantry.v1.GantryService.ListApps:input_type -> gantry.v1.ListAppsRequest
-	34, // 53: gantry.v1.GantryService.GetApp:input_type -> gantry.v1.GetAppRequest
-	36, // 54: gantry.v1.GantryService.SyncApp:input_type -> gantry.v1.SyncAppRequest
-	38, // 55: gantry.v1.GantryService.RollbackApp:input_type -> gantry.v1.RollbackAppRequest
-	40, // 56: gantry.v1.GantryService.UnpinApp:input_type -> gantry.v1.UnpinAppRequest
-	42, // 57: gantry.v1.GantryService.DeleteApp:input_type -> gantry.v1.DeleteAppRequest
-	44, // 58: gantry.v1.GantryService.SaveSnapshot:input_type -> gantry.v1.SaveSnapshotRequest
-	46, // 59: gantry.v1.GantryService.RestoreSnapshot:input_type -> gantry.v1.RestoreSnapshotRequest
-	48, // 60: gantry.v1.GantryService.SetSecret:input_type -> gantry.v1.SetSecretRequest
-	51, // 61: gantry.v1.GantryService.ListSecrets:input_type -> gantry.v1.ListSecretsRequest
-	53, // 62: gantry.v1.GantryService.DeleteSecret:input_type -> gantry.v1.DeleteSecretRequest
-	72, // 63: gantry.v1.GantryService.CreateToken:input_type -> gantry.v1.CreateTokenRequest
-	73, // 64: gantry.v1.GantryService.ListTokens:input_type -> gantry.v1.ListTokensRequest
-	74, // 65: gantry.v1.GantryService.RevokeToken:input_type -> gantry.v1.RevokeTokenRequest
-	75, // 66: gantry.v1.GantryService.BootstrapACL:input_type -> gantry.v1.BootstrapACLRequest
-	76, // 67: gantry.v1.GantryService.WhoAmI:input_type -> gantry.v1.WhoAmIRequest
-	77, // 68: gantry.v1.GantryService.ListAudit:input_type -> gantry.v1.ListAuditRequest
-	2,  // 69: gantry.v1.GantryService.SubmitJob:output_type -> gantry.v1.SubmitJobResponse
-	4,  // 70: gantry.v1.GantryService.GetJob:output_type -> gantry.v1.GetJobResponse
-	6,  // 71: gantry.v1.GantryService.ListJobs:output_type -> gantry.v1.ListJobsResponse
-	8,  // 72: gantry.v1.GantryService.WatchJob:output_type -> gantry.v1.WatchJobResponse
-	10, // 73: gantry.v1.GantryService.CancelJob:output_type -> gantry.v1.CancelJobResponse
-	12, // 74: gantry.v1.GantryService.TaskLogs:output_type -> gantry.v1.TaskLogsResponse
-	15, // 75: gantry.v1.GantryService.ListAgents:output_type -> gantry.v1.ListAgentsResponse
-	17, // 76: gantry.v1.GantryService.DrainAgent:output_type -> gantry.v1.DrainAgentResponse
-	20, // 77: gantry.v1.GantryService.ClusterStatus:output_type -> gantry.v1.ClusterStatusResponse
-	22, // 78: gantry.v1.GantryService.AddNode:output_type -> gantry.v1.AddNodeResponse
-	24, // 79: gantry.v1.GantryService.RemoveNode:output_type -> gantry.v1.RemoveNodeResponse
-	28, // 80: gantry.v1.GantryService.ListQueue:output_type -> gantry.v1.ListQueueResponse
-	30, // 81: gantry.v1.GantryService.CreateApp:output_type -> gantry.v1.CreateAppResponse
-	33, // 82: gantry.v1.GantryService.ListApps:output_type -> gantry.v1.ListAppsResponse
-	35, // 83: gantry.v1.GantryService.GetApp:output_type -> gantry.v1.GetAppResponse
-	37, // 84: gantry.v1.GantryService.SyncApp:output_type -> gantry.v1.SyncAppResponse
-	39, // 85: gantry.v1.GantryService.RollbackApp:output_type -> gantry.v1.RollbackAppResponse
-	41, // 86: gantry.v1.GantryService.UnpinApp:output_type -> gantry.v1.UnpinAppResponse
-	43, // 87: gantry.v1.GantryService.DeleteApp:output_type -> gantry.v1.DeleteAppResponse
-	45, // 88: gantry.v1.GantryService.SaveSnapshot:output_type -> gantry.v1.SaveSnapshotResponse
-	47, // 89: gantry.v1.GantryService.RestoreSnapshot:output_type -> gantry.v1.RestoreSnapshotResponse
-	49, // 90: gantry.v1.GantryService.SetSecret:output_type -> gantry.v1.SetSecretResponse
-	52, // 91: gantry.v1.GantryService.ListSecrets:output_type -> gantry.v1.ListSecretsResponse
-	54, // 92: gantry.v1.GantryService.DeleteSecret:output_type -> gantry.v1.DeleteSecretResponse
-	78, // 93: gantry.v1.GantryService.CreateToken:output_type -> gantry.v1.CreateTokenResponse
-	79, // 94: gantry.v1.GantryService.ListTokens:output_type -> gantry.v1.ListTokensResponse
-	80, // 95: gantry.v1.GantryService.RevokeToken:output_type -> gantry.v1.RevokeTokenResponse
-	81, // 96: gantry.v1.GantryService.BootstrapACL:output_type -> gantry.v1.BootstrapACLResponse
-	82, // 97: gantry.v1.GantryService.WhoAmI:output_type -> gantry.v1.WhoAmIResponse
-	83, // 98: gantry.v1.GantryService.ListAudit:output_type -> gantry.v1.ListAuditResponse
-	69, // [69:99] is the sub-list for method output_type
-	39, // [39:69] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	74,  // 0: gantry.v1.SubmitJobRequest.spec:type_name -> gantry.v1.JobSpec
+	75,  // 1: gantry.v1.SubmitJobResponse.job:type_name -> gantry.v1.Job
+	75,  // 2: gantry.v1.GetJobResponse.job:type_name -> gantry.v1.Job
+	76,  // 3: gantry.v1.ListJobsRequest.states:type_name -> gantry.v1.JobState
+	75,  // 4: gantry.v1.ListJobsResponse.jobs:type_name -> gantry.v1.Job
+	75,  // 5: gantry.v1.WatchJobResponse.job:type_name -> gantry.v1.Job
+	75,  // 6: gantry.v1.CancelJobResponse.job:type_name -> gantry.v1.Job
+	77,  // 7: gantry.v1.TaskLogsResponse.chunk:type_name -> gantry.v1.LogChunk
+	78,  // 8: gantry.v1.AgentStatus.info:type_name -> gantry.v1.AgentInfo
+	0,   // 9: gantry.v1.AgentStatus.state:type_name -> gantry.v1.AgentState
+	79,  // 10: gantry.v1.AgentStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
+	80,  // 11: gantry.v1.AgentStatus.running:type_name -> gantry.v1.TaskRef
+	14,  // 12: gantry.v1.ListAgentsResponse.agents:type_name -> gantry.v1.AgentStatus
+	79,  // 13: gantry.v1.NodeStatus.seen_at:type_name -> google.protobuf.Timestamp
+	19,  // 14: gantry.v1.ClusterStatusResponse.nodes:type_name -> gantry.v1.NodeStatus
+	81,  // 15: gantry.v1.QueuedTask.state:type_name -> gantry.v1.TaskState
+	71,  // 16: gantry.v1.QueuedTask.labels:type_name -> gantry.v1.QueuedTask.LabelsEntry
+	79,  // 17: gantry.v1.QueuedTask.queued_at:type_name -> google.protobuf.Timestamp
+	79,  // 18: gantry.v1.QueuedTask.not_before:type_name -> google.protobuf.Timestamp
+	79,  // 19: gantry.v1.QueuedTask.runnable_at:type_name -> google.protobuf.Timestamp
+	72,  // 20: gantry.v1.QueueStats.labels:type_name -> gantry.v1.QueueStats.LabelsEntry
+	82,  // 21: gantry.v1.QueueStats.p50:type_name -> google.protobuf.Duration
+	82,  // 22: gantry.v1.QueueStats.p95:type_name -> google.protobuf.Duration
+	26,  // 23: gantry.v1.ListQueueResponse.tasks:type_name -> gantry.v1.QueuedTask
+	27,  // 24: gantry.v1.ListQueueResponse.queues:type_name -> gantry.v1.QueueStats
+	83,  // 25: gantry.v1.CreateAppRequest.spec:type_name -> gantry.v1.AppSpec
+	84,  // 26: gantry.v1.CreateAppResponse.app:type_name -> gantry.v1.App
+	83,  // 27: gantry.v1.AppSummary.spec:type_name -> gantry.v1.AppSpec
+	85,  // 28: gantry.v1.AppSummary.sync:type_name -> gantry.v1.SyncStatus
+	86,  // 29: gantry.v1.AppSummary.health:type_name -> gantry.v1.HealthStatus
+	87,  // 30: gantry.v1.AppSummary.last_deploy:type_name -> gantry.v1.DeployRecord
+	32,  // 31: gantry.v1.ListAppsResponse.apps:type_name -> gantry.v1.AppSummary
+	84,  // 32: gantry.v1.GetAppResponse.app:type_name -> gantry.v1.App
+	32,  // 33: gantry.v1.GetAppResponse.summary:type_name -> gantry.v1.AppSummary
+	88,  // 34: gantry.v1.GetAppResponse.drift:type_name -> gantry.v1.DriftReport
+	50,  // 35: gantry.v1.SetSecretResponse.secret:type_name -> gantry.v1.SecretInfo
+	79,  // 36: gantry.v1.SecretInfo.created_at:type_name -> google.protobuf.Timestamp
+	79,  // 37: gantry.v1.SecretInfo.updated_at:type_name -> google.protobuf.Timestamp
+	50,  // 38: gantry.v1.ListSecretsResponse.secrets:type_name -> gantry.v1.SecretInfo
+	89,  // 39: gantry.v1.CreateProjectRequest.spec:type_name -> gantry.v1.ProjectSpec
+	57,  // 40: gantry.v1.CreateProjectResponse.project:type_name -> gantry.v1.ProjectSummary
+	89,  // 41: gantry.v1.ProjectSummary.spec:type_name -> gantry.v1.ProjectSpec
+	79,  // 42: gantry.v1.ProjectSummary.created_at:type_name -> google.protobuf.Timestamp
+	58,  // 43: gantry.v1.ProjectSummary.builds:type_name -> gantry.v1.BuildSummary
+	90,  // 44: gantry.v1.BuildSummary.build:type_name -> gantry.v1.Build
+	76,  // 45: gantry.v1.BuildSummary.state:type_name -> gantry.v1.JobState
+	57,  // 46: gantry.v1.ListProjectsResponse.projects:type_name -> gantry.v1.ProjectSummary
+	57,  // 47: gantry.v1.GetProjectResponse.project:type_name -> gantry.v1.ProjectSummary
+	58,  // 48: gantry.v1.RunProjectResponse.build:type_name -> gantry.v1.BuildSummary
+	58,  // 49: gantry.v1.ApproveBuildResponse.build:type_name -> gantry.v1.BuildSummary
+	73,  // 50: gantry.v1.DeliverWebhookRequest.headers:type_name -> gantry.v1.DeliverWebhookRequest.HeadersEntry
+	58,  // 51: gantry.v1.DeliverWebhookResponse.builds:type_name -> gantry.v1.BuildSummary
+	1,   // 52: gantry.v1.GantryService.SubmitJob:input_type -> gantry.v1.SubmitJobRequest
+	3,   // 53: gantry.v1.GantryService.GetJob:input_type -> gantry.v1.GetJobRequest
+	5,   // 54: gantry.v1.GantryService.ListJobs:input_type -> gantry.v1.ListJobsRequest
+	7,   // 55: gantry.v1.GantryService.WatchJob:input_type -> gantry.v1.WatchJobRequest
+	9,   // 56: gantry.v1.GantryService.CancelJob:input_type -> gantry.v1.CancelJobRequest
+	11,  // 57: gantry.v1.GantryService.TaskLogs:input_type -> gantry.v1.TaskLogsRequest
+	13,  // 58: gantry.v1.GantryService.ListAgents:input_type -> gantry.v1.ListAgentsRequest
+	16,  // 59: gantry.v1.GantryService.DrainAgent:input_type -> gantry.v1.DrainAgentRequest
+	18,  // 60: gantry.v1.GantryService.ClusterStatus:input_type -> gantry.v1.ClusterStatusRequest
+	21,  // 61: gantry.v1.GantryService.AddNode:input_type -> gantry.v1.AddNodeRequest
+	23,  // 62: gantry.v1.GantryService.RemoveNode:input_type -> gantry.v1.RemoveNodeRequest
+	25,  // 63: gantry.v1.GantryService.ListQueue:input_type -> gantry.v1.ListQueueRequest
+	29,  // 64: gantry.v1.GantryService.CreateApp:input_type -> gantry.v1.CreateAppRequest
+	31,  // 65: gantry.v1.GantryService.ListApps:input_type -> gantry.v1.ListAppsRequest
+	34,  // 66: gantry.v1.GantryService.GetApp:input_type -> gantry.v1.GetAppRequest
+	36,  // 67: gantry.v1.GantryService.SyncApp:input_type -> gantry.v1.SyncAppRequest
+	38,  // 68: gantry.v1.GantryService.RollbackApp:input_type -> gantry.v1.RollbackAppRequest
+	40,  // 69: gantry.v1.GantryService.UnpinApp:input_type -> gantry.v1.UnpinAppRequest
+	42,  // 70: gantry.v1.GantryService.DeleteApp:input_type -> gantry.v1.DeleteAppRequest
+	44,  // 71: gantry.v1.GantryService.SaveSnapshot:input_type -> gantry.v1.SaveSnapshotRequest
+	46,  // 72: gantry.v1.GantryService.RestoreSnapshot:input_type -> gantry.v1.RestoreSnapshotRequest
+	48,  // 73: gantry.v1.GantryService.SetSecret:input_type -> gantry.v1.SetSecretRequest
+	51,  // 74: gantry.v1.GantryService.ListSecrets:input_type -> gantry.v1.ListSecretsRequest
+	53,  // 75: gantry.v1.GantryService.DeleteSecret:input_type -> gantry.v1.DeleteSecretRequest
+	91,  // 76: gantry.v1.GantryService.CreateToken:input_type -> gantry.v1.CreateTokenRequest
+	92,  // 77: gantry.v1.GantryService.ListTokens:input_type -> gantry.v1.ListTokensRequest
+	93,  // 78: gantry.v1.GantryService.RevokeToken:input_type -> gantry.v1.RevokeTokenRequest
+	94,  // 79: gantry.v1.GantryService.BootstrapACL:input_type -> gantry.v1.BootstrapACLRequest
+	95,  // 80: gantry.v1.GantryService.WhoAmI:input_type -> gantry.v1.WhoAmIRequest
+	96,  // 81: gantry.v1.GantryService.ListAudit:input_type -> gantry.v1.ListAuditRequest
+	55,  // 82: gantry.v1.GantryService.CreateProject:input_type -> gantry.v1.CreateProjectRequest
+	59,  // 83: gantry.v1.GantryService.ListProjects:input_type -> gantry.v1.ListProjectsRequest
+	61,  // 84: gantry.v1.GantryService.GetProject:input_type -> gantry.v1.GetProjectRequest
+	63,  // 85: gantry.v1.GantryService.DeleteProject:input_type -> gantry.v1.DeleteProjectRequest
+	65,  // 86: gantry.v1.GantryService.RunProject:input_type -> gantry.v1.RunProjectRequest
+	67,  // 87: gantry.v1.GantryService.ApproveBuild:input_type -> gantry.v1.ApproveBuildRequest
+	69,  // 88: gantry.v1.GantryService.DeliverWebhook:input_type -> gantry.v1.DeliverWebhookRequest
+	2,   // 89: gantry.v1.GantryService.SubmitJob:output_type -> gantry.v1.SubmitJobResponse
+	4,   // 90: gantry.v1.GantryService.GetJob:output_type -> gantry.v1.GetJobResponse
+	6,   // 91: gantry.v1.GantryService.ListJobs:output_type -> gantry.v1.ListJobsResponse
+	8,   // 92: gantry.v1.GantryService.WatchJob:output_type -> gantry.v1.WatchJobResponse
+	10,  // 93: gantry.v1.GantryService.CancelJob:output_type -> gantry.v1.CancelJobResponse
+	12,  // 94: gantry.v1.GantryService.TaskLogs:output_type -> gantry.v1.TaskLogsResponse
+	15,  // 95: gantry.v1.GantryService.ListAgents:output_type -> gantry.v1.ListAgentsResponse
+	17,  // 96: gantry.v1.GantryService.DrainAgent:output_type -> gantry.v1.DrainAgentResponse
+	20,  // 97: gantry.v1.GantryService.ClusterStatus:output_type -> gantry.v1.ClusterStatusResponse
+	22,  // 98: gantry.v1.GantryService.AddNode:output_type -> gantry.v1.AddNodeResponse
+	24,  // 99: gantry.v1.GantryService.RemoveNode:output_type -> gantry.v1.RemoveNodeResponse
+	28,  // 100: gantry.v1.GantryService.ListQueue:output_type -> gantry.v1.ListQueueResponse
+	30,  // 101: gantry.v1.GantryService.CreateApp:output_type -> gantry.v1.CreateAppResponse
+	33,  // 102: gantry.v1.GantryService.ListApps:output_type -> gantry.v1.ListAppsResponse
+	35,  // 103: gantry.v1.GantryService.GetApp:output_type -> gantry.v1.GetAppResponse
+	37,  // 104: gantry.v1.GantryService.SyncApp:output_type -> gantry.v1.SyncAppResponse
+	39,  // 105: gantry.v1.GantryService.RollbackApp:output_type -> gantry.v1.RollbackAppResponse
+	41,  // 106: gantry.v1.GantryService.UnpinApp:output_type -> gantry.v1.UnpinAppResponse
+	43,  // 107: gantry.v1.GantryService.DeleteApp:output_type -> gantry.v1.DeleteAppResponse
+	45,  // 108: gantry.v1.GantryService.SaveSnapshot:output_type -> gantry.v1.SaveSnapshotResponse
+	47,  // 109: gantry.v1.GantryService.RestoreSnapshot:output_type -> gantry.v1.RestoreSnapshotResponse
+	49,  // 110: gantry.v1.GantryService.SetSecret:output_type -> gantry.v1.SetSecretResponse
+	52,  // 111: gantry.v1.GantryService.ListSecrets:output_type -> gantry.v1.ListSecretsResponse
+	54,  // 112: gantry.v1.GantryService.DeleteSecret:output_type -> gantry.v1.DeleteSecretResponse
+	97,  // 113: gantry.v1.GantryService.CreateToken:output_type -> gantry.v1.CreateTokenResponse
+	98,  // 114: gantry.v1.GantryService.ListTokens:output_type -> gantry.v1.ListTokensResponse
+	99,  // 115: gantry.v1.GantryService.RevokeToken:output_type -> gantry.v1.RevokeTokenResponse
+	100, // 116: gantry.v1.GantryService.BootstrapACL:output_type -> gantry.v1.BootstrapACLResponse
+	101, // 117: gantry.v1.GantryService.WhoAmI:output_type -> gantry.v1.WhoAmIResponse
+	102, // 118: gantry.v1.GantryService.ListAudit:output_type -> gantry.v1.ListAuditResponse
+	56,  // 119: gantry.v1.GantryService.CreateProject:output_type -> gantry.v1.CreateProjectResponse
+	60,  // 120: gantry.v1.GantryService.ListProjects:output_type -> gantry.v1.ListProjectsResponse
+	62,  // 121: gantry.v1.GantryService.GetProject:output_type -> gantry.v1.GetProjectResponse
+	64,  // 122: gantry.v1.GantryService.DeleteProject:output_type -> gantry.v1.DeleteProjectResponse
+	66,  // 123: gantry.v1.GantryService.RunProject:output_type -> gantry.v1.RunProjectResponse
+	68,  // 124: gantry.v1.GantryService.ApproveBuild:output_type -> gantry.v1.ApproveBuildResponse
+	70,  // 125: gantry.v1.GantryService.DeliverWebhook:output_type -> gantry.v1.DeliverWebhookResponse
+	89,  // [89:126] is the sub-list for method output_type
+	52,  // [52:89] is the sub-list for method input_type
+	52,  // [52:52] is the sub-list for extension type_name
+	52,  // [52:52] is the sub-list for extension extendee
+	0,   // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_api_proto_init() }
@@ -3330,13 +4268,14 @@ func file_gantry_v1_api_proto_init() {
 	file_gantry_v1_gitops_proto_init()
 	file_gantry_v1_job_proto_init()
 	file_gantry_v1_pipeline_proto_init()
+	file_gantry_v1_project_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_api_proto_rawDesc), len(file_gantry_v1_api_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   56,
+			NumMessages:   73,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -49,6 +49,13 @@ const (
 	GantryService_BootstrapACL_FullMethodName    = "/gantry.v1.GantryService/BootstrapACL"
 	GantryService_WhoAmI_FullMethodName          = "/gantry.v1.GantryService/WhoAmI"
 	GantryService_ListAudit_FullMethodName       = "/gantry.v1.GantryService/ListAudit"
+	GantryService_CreateProject_FullMethodName   = "/gantry.v1.GantryService/CreateProject"
+	GantryService_ListProjects_FullMethodName    = "/gantry.v1.GantryService/ListProjects"
+	GantryService_GetProject_FullMethodName      = "/gantry.v1.GantryService/GetProject"
+	GantryService_DeleteProject_FullMethodName   = "/gantry.v1.GantryService/DeleteProject"
+	GantryService_RunProject_FullMethodName      = "/gantry.v1.GantryService/RunProject"
+	GantryService_ApproveBuild_FullMethodName    = "/gantry.v1.GantryService/ApproveBuild"
+	GantryService_DeliverWebhook_FullMethodName  = "/gantry.v1.GantryService/DeliverWebhook"
 )
 
 // GantryServiceClient is the client API for GantryService service.
@@ -107,6 +114,19 @@ type GantryServiceClient interface {
 	BootstrapACL(ctx context.Context, in *BootstrapACLRequest, opts ...grpc.CallOption) (*BootstrapACLResponse, error)
 	WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error)
 	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
+	// Projects (project.proto): repositories whose pipeline file is built on
+	// every change, with commit statuses reported back to the forge.
+	CreateProject(ctx context.Context, in *CreateProjectRequest, opts ...grpc.CallOption) (*CreateProjectResponse, error)
+	ListProjects(ctx context.Context, in *ListProjectsRequest, opts ...grpc.CallOption) (*ListProjectsResponse, error)
+	GetProject(ctx context.Context, in *GetProjectRequest, opts ...grpc.CallOption) (*GetProjectResponse, error)
+	DeleteProject(ctx context.Context, in *DeleteProjectRequest, opts ...grpc.CallOption) (*DeleteProjectResponse, error)
+	// Builds a ref of a project now.
+	RunProject(ctx context.Context, in *RunProjectRequest, opts ...grpc.CallOption) (*RunProjectResponse, error)
+	// Lets a build held for approval (an untrusted change) run, or ends it.
+	ApproveBuild(ctx context.Context, in *ApproveBuildRequest, opts ...grpc.CallOption) (*ApproveBuildResponse, error)
+	// A forge's webhook delivery, as received on /hooks/git: answered
+	// without a token, authenticated by the project's webhook secret.
+	DeliverWebhook(ctx context.Context, in *DeliverWebhookRequest, opts ...grpc.CallOption) (*DeliverWebhookResponse, error)
 }
 
 type gantryServiceClient struct {
@@ -447,6 +467,76 @@ func (c *gantryServiceClient) ListAudit(ctx context.Context, in *ListAuditReques
 	return out, nil
 }
 
+func (c *gantryServiceClient) CreateProject(ctx context.Context, in *CreateProjectRequest, opts ...grpc.CallOption) (*CreateProjectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateProjectResponse)
+	err := c.cc.Invoke(ctx, GantryService_CreateProject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gantryServiceClient) ListProjects(ctx context.Context, in *ListProjectsRequest, opts ...grpc.CallOption) (*ListProjectsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListProjectsResponse)
+	err := c.cc.Invoke(ctx, GantryService_ListProjects_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gantryServiceClient) GetProject(ctx context.Context, in *GetProjectRequest, opts ...grpc.CallOption) (*GetProjectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetProjectResponse)
+	err := c.cc.Invoke(ctx, GantryService_GetProject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gantryServiceClient) DeleteProject(ctx context.Context, in *DeleteProjectRequest, opts ...grpc.CallOption) (*DeleteProjectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteProjectResponse)
+	err := c.cc.Invoke(ctx, GantryService_DeleteProject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gantryServiceClient) RunProject(ctx context.Context, in *RunProjectRequest, opts ...grpc.CallOption) (*RunProjectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RunProjectResponse)
+	err := c.cc.Invoke(ctx, GantryService_RunProject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gantryServiceClient) ApproveBuild(ctx context.Context, in *ApproveBuildRequest, opts ...grpc.CallOption) (*ApproveBuildResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApproveBuildResponse)
+	err := c.cc.Invoke(ctx, GantryService_ApproveBuild_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gantryServiceClient) DeliverWebhook(ctx context.Context, in *DeliverWebhookRequest, opts ...grpc.CallOption) (*DeliverWebhookResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeliverWebhookResponse)
+	err := c.cc.Invoke(ctx, GantryService_DeliverWebhook_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GantryServiceServer is the server API for GantryService service.
 // All implementations must embed UnimplementedGantryServiceServer
 // for forward compatibility.
@@ -503,6 +593,19 @@ type GantryServiceServer interface {
 	BootstrapACL(context.Context, *BootstrapACLRequest) (*BootstrapACLResponse, error)
 	WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error)
 	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
+	// Projects (project.proto): repositories whose pipeline file is built on
+	// every change, with commit statuses reported back to the forge.
+	CreateProject(context.Context, *CreateProjectRequest) (*CreateProjectResponse, error)
+	ListProjects(context.Context, *ListProjectsRequest) (*ListProjectsResponse, error)
+	GetProject(context.Context, *GetProjectRequest) (*GetProjectResponse, error)
+	DeleteProject(context.Context, *DeleteProjectRequest) (*DeleteProjectResponse, error)
+	// Builds a ref of a project now.
+	RunProject(context.Context, *RunProjectRequest) (*RunProjectResponse, error)
+	// Lets a build held for approval (an untrusted change) run, or ends it.
+	ApproveBuild(context.Context, *ApproveBuildRequest) (*ApproveBuildResponse, error)
+	// A forge's webhook delivery, as received on /hooks/git: answered
+	// without a token, authenticated by the project's webhook secret.
+	DeliverWebhook(context.Context, *DeliverWebhookRequest) (*DeliverWebhookResponse, error)
 	mustEmbedUnimplementedGantryServiceServer()
 }
 
@@ -602,6 +705,27 @@ func (UnimplementedGantryServiceServer) WhoAmI(context.Context, *WhoAmIRequest) 
 }
 func (UnimplementedGantryServiceServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAudit not implemented")
+}
+func (UnimplementedGantryServiceServer) CreateProject(context.Context, *CreateProjectRequest) (*CreateProjectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateProject not implemented")
+}
+func (UnimplementedGantryServiceServer) ListProjects(context.Context, *ListProjectsRequest) (*ListProjectsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListProjects not implemented")
+}
+func (UnimplementedGantryServiceServer) GetProject(context.Context, *GetProjectRequest) (*GetProjectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetProject not implemented")
+}
+func (UnimplementedGantryServiceServer) DeleteProject(context.Context, *DeleteProjectRequest) (*DeleteProjectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteProject not implemented")
+}
+func (UnimplementedGantryServiceServer) RunProject(context.Context, *RunProjectRequest) (*RunProjectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RunProject not implemented")
+}
+func (UnimplementedGantryServiceServer) ApproveBuild(context.Context, *ApproveBuildRequest) (*ApproveBuildResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApproveBuild not implemented")
+}
+func (UnimplementedGantryServiceServer) DeliverWebhook(context.Context, *DeliverWebhookRequest) (*DeliverWebhookResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeliverWebhook not implemented")
 }
 func (UnimplementedGantryServiceServer) mustEmbedUnimplementedGantryServiceServer() {}
 func (UnimplementedGantryServiceServer) testEmbeddedByValue()                       {}
@@ -1132,6 +1256,132 @@ func _GantryService_ListAudit_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GantryService_CreateProject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateProjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).CreateProject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_CreateProject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).CreateProject(ctx, req.(*CreateProjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GantryService_ListProjects_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListProjectsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).ListProjects(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_ListProjects_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).ListProjects(ctx, req.(*ListProjectsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GantryService_GetProject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetProjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).GetProject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_GetProject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).GetProject(ctx, req.(*GetProjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GantryService_DeleteProject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteProjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).DeleteProject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_DeleteProject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).DeleteProject(ctx, req.(*DeleteProjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GantryService_RunProject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RunProjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).RunProject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_RunProject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).RunProject(ctx, req.(*RunProjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GantryService_ApproveBuild_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApproveBuildRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).ApproveBuild(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_ApproveBuild_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).ApproveBuild(ctx, req.(*ApproveBuildRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GantryService_DeliverWebhook_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeliverWebhookRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).DeliverWebhook(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_DeliverWebhook_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).DeliverWebhook(ctx, req.(*DeliverWebhookRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GantryService_ServiceDesc is the grpc.ServiceDesc for GantryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1242,6 +1492,34 @@ var GantryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAudit",
 			Handler:    _GantryService_ListAudit_Handler,
+		},
+		{
+			MethodName: "CreateProject",
+			Handler:    _GantryService_CreateProject_Handler,
+		},
+		{
+			MethodName: "ListProjects",
+			Handler:    _GantryService_ListProjects_Handler,
+		},
+		{
+			MethodName: "GetProject",
+			Handler:    _GantryService_GetProject_Handler,
+		},
+		{
+			MethodName: "DeleteProject",
+			Handler:    _GantryService_DeleteProject_Handler,
+		},
+		{
+			MethodName: "RunProject",
+			Handler:    _GantryService_RunProject_Handler,
+		},
+		{
+			MethodName: "ApproveBuild",
+			Handler:    _GantryService_ApproveBuild_Handler,
+		},
+		{
+			MethodName: "DeliverWebhook",
+			Handler:    _GantryService_DeliverWebhook_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -349,7 +349,10 @@ type Task struct {
 	// succeeded, the end of the backoff (not_before) of a retry. Pending
 	// tasks are taken in this order within a priority, and the queue view
 	// shows it.
-	RunnableAt    *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=runnable_at,json=runnableAt,proto3" json:"runnable_at,omitempty"`
+	RunnableAt *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=runnable_at,json=runnableAt,proto3" json:"runnable_at,omitempty"`
+	// Why a skipped task did not run when its when condition ruled it out
+	// (such a skip does not fail the job).
+	SkipReason    string `protobuf:"bytes,19,opt,name=skip_reason,json=skipReason,proto3" json:"skip_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -510,6 +513,13 @@ func (x *Task) GetRunnableAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Task) GetSkipReason() string {
+	if x != nil {
+		return x.SkipReason
+	}
+	return ""
+}
+
 type Job struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Id             string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -641,7 +651,7 @@ const file_gantry_v1_job_proto_rawDesc = "" +
 	"\x05error\x18\t \x01(\tR\x05error\x12;\n" +
 	"\vrunnable_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"runnableAt\"\xb2\x06\n" +
+	"runnableAt\"\xd3\x06\n" +
 	"\x04Task\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x04spec\x18\x02 \x01(\v2\x13.gantry.v1.TaskSpecR\x04spec\x12*\n" +
@@ -665,7 +675,9 @@ const file_gantry_v1_job_proto_rawDesc = "" +
 	"\battempts\x18\x10 \x03(\v2\x12.gantry.v1.AttemptR\battempts\x12\x14\n" +
 	"\x05fence\x18\x11 \x01(\x04R\x05fence\x12;\n" +
 	"\vrunnable_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"runnableAt\x1a:\n" +
+	"runnableAt\x12\x1f\n" +
+	"\vskip_reason\x18\x13 \x01(\tR\n" +
+	"skipReason\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe0\x02\n" +

@@ -91,6 +91,14 @@ type Command struct {
 	//	*Command_CreateToken
 	//	*Command_RevokeToken
 	//	*Command_RecordAudit
+	//	*Command_CreateProject
+	//	*Command_DeleteProject
+	//	*Command_TriggerBuild
+	//	*Command_StartBuild
+	//	*Command_ObserveRefs
+	//	*Command_BuildStatus
+	//	*Command_ApproveBuild
+	//	*Command_SetProjectHook
 	Cmd isCommand_Cmd `protobuf_oneof:"cmd"`
 	// Actor of the API call that proposed this command: Apply records the
 	// call and the command's result in the audit log. Unset for the
@@ -290,6 +298,78 @@ func (x *Command) GetRecordAudit() *RecordAuditCommand {
 	return nil
 }
 
+func (x *Command) GetCreateProject() *CreateProjectCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_CreateProject); ok {
+			return x.CreateProject
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteProject() *DeleteProjectCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_DeleteProject); ok {
+			return x.DeleteProject
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetTriggerBuild() *TriggerBuildCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_TriggerBuild); ok {
+			return x.TriggerBuild
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetStartBuild() *StartBuildCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_StartBuild); ok {
+			return x.StartBuild
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetObserveRefs() *ObserveRefsCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_ObserveRefs); ok {
+			return x.ObserveRefs
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetBuildStatus() *BuildStatusCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_BuildStatus); ok {
+			return x.BuildStatus
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetApproveBuild() *ApproveBuildCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_ApproveBuild); ok {
+			return x.ApproveBuild
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetProjectHook() *SetProjectHookCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_SetProjectHook); ok {
+			return x.SetProjectHook
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetActor() *Actor {
 	if x != nil {
 		return x.Actor
@@ -372,6 +452,38 @@ type Command_RecordAudit struct {
 	RecordAudit *RecordAuditCommand `protobuf:"bytes,25,opt,name=record_audit,json=recordAudit,proto3,oneof"`
 }
 
+type Command_CreateProject struct {
+	CreateProject *CreateProjectCommand `protobuf:"bytes,26,opt,name=create_project,json=createProject,proto3,oneof"`
+}
+
+type Command_DeleteProject struct {
+	DeleteProject *DeleteProjectCommand `protobuf:"bytes,27,opt,name=delete_project,json=deleteProject,proto3,oneof"`
+}
+
+type Command_TriggerBuild struct {
+	TriggerBuild *TriggerBuildCommand `protobuf:"bytes,28,opt,name=trigger_build,json=triggerBuild,proto3,oneof"`
+}
+
+type Command_StartBuild struct {
+	StartBuild *StartBuildCommand `protobuf:"bytes,29,opt,name=start_build,json=startBuild,proto3,oneof"`
+}
+
+type Command_ObserveRefs struct {
+	ObserveRefs *ObserveRefsCommand `protobuf:"bytes,30,opt,name=observe_refs,json=observeRefs,proto3,oneof"`
+}
+
+type Command_BuildStatus struct {
+	BuildStatus *BuildStatusCommand `protobuf:"bytes,31,opt,name=build_status,json=buildStatus,proto3,oneof"`
+}
+
+type Command_ApproveBuild struct {
+	ApproveBuild *ApproveBuildCommand `protobuf:"bytes,32,opt,name=approve_build,json=approveBuild,proto3,oneof"`
+}
+
+type Command_SetProjectHook struct {
+	SetProjectHook *SetProjectHookCommand `protobuf:"bytes,33,opt,name=set_project_hook,json=setProjectHook,proto3,oneof"`
+}
+
 func (*Command_SubmitJob) isCommand_Cmd() {}
 
 func (*Command_AssignTask) isCommand_Cmd() {}
@@ -403,6 +515,22 @@ func (*Command_CreateToken) isCommand_Cmd() {}
 func (*Command_RevokeToken) isCommand_Cmd() {}
 
 func (*Command_RecordAudit) isCommand_Cmd() {}
+
+func (*Command_CreateProject) isCommand_Cmd() {}
+
+func (*Command_DeleteProject) isCommand_Cmd() {}
+
+func (*Command_TriggerBuild) isCommand_Cmd() {}
+
+func (*Command_StartBuild) isCommand_Cmd() {}
+
+func (*Command_ObserveRefs) isCommand_Cmd() {}
+
+func (*Command_BuildStatus) isCommand_Cmd() {}
+
+func (*Command_ApproveBuild) isCommand_Cmd() {}
+
+func (*Command_SetProjectHook) isCommand_Cmd() {}
 
 type SubmitJobCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -711,6 +839,7 @@ type Snapshot struct {
 	// API tokens (hashed) and the audit log, oldest first.
 	Tokens        []*Token      `protobuf:"bytes,6,rep,name=tokens,proto3" json:"tokens,omitempty"`
 	Audit         []*AuditEvent `protobuf:"bytes,7,rep,name=audit,proto3" json:"audit,omitempty"`
+	Projects      []*Project    `protobuf:"bytes,8,rep,name=projects,proto3" json:"projects,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -790,6 +919,13 @@ func (x *Snapshot) GetTokens() []*Token {
 func (x *Snapshot) GetAudit() []*AuditEvent {
 	if x != nil {
 		return x.Audit
+	}
+	return nil
+}
+
+func (x *Snapshot) GetProjects() []*Project {
+	if x != nil {
+		return x.Projects
 	}
 	return nil
 }
@@ -1228,9 +1364,9 @@ var File_gantry_v1_log_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_log_proto_rawDesc = "" +
 	"\n" +
-	"\x13gantry/v1/log.proto\x12\tgantry.v1\x1a\x13gantry/v1/acl.proto\x1a\x15gantry/v1/agent.proto\x1a\x16gantry/v1/gitops.proto\x1a\x13gantry/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n" +
+	"\x13gantry/v1/log.proto\x12\tgantry.v1\x1a\x13gantry/v1/acl.proto\x1a\x15gantry/v1/agent.proto\x1a\x16gantry/v1/gitops.proto\x1a\x13gantry/v1/job.proto\x1a\x17gantry/v1/project.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n" +
 	"\x05Batch\x12.\n" +
-	"\bcommands\x18\x01 \x03(\v2\x12.gantry.v1.CommandR\bcommands\"\x8c\t\n" +
+	"\bcommands\x18\x01 \x03(\v2\x12.gantry.v1.CommandR\bcommands\"\xc5\r\n" +
 	"\aCommand\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12<\n" +
 	"\n" +
@@ -1258,7 +1394,16 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\rdelete_secret\x18\x16 \x01(\v2\x1e.gantry.v1.DeleteSecretCommandH\x00R\fdeleteSecret\x12B\n" +
 	"\fcreate_token\x18\x17 \x01(\v2\x1d.gantry.v1.CreateTokenCommandH\x00R\vcreateToken\x12B\n" +
 	"\frevoke_token\x18\x18 \x01(\v2\x1d.gantry.v1.RevokeTokenCommandH\x00R\vrevokeToken\x12B\n" +
-	"\frecord_audit\x18\x19 \x01(\v2\x1d.gantry.v1.RecordAuditCommandH\x00R\vrecordAudit\x12&\n" +
+	"\frecord_audit\x18\x19 \x01(\v2\x1d.gantry.v1.RecordAuditCommandH\x00R\vrecordAudit\x12H\n" +
+	"\x0ecreate_project\x18\x1a \x01(\v2\x1f.gantry.v1.CreateProjectCommandH\x00R\rcreateProject\x12H\n" +
+	"\x0edelete_project\x18\x1b \x01(\v2\x1f.gantry.v1.DeleteProjectCommandH\x00R\rdeleteProject\x12E\n" +
+	"\rtrigger_build\x18\x1c \x01(\v2\x1e.gantry.v1.TriggerBuildCommandH\x00R\ftriggerBuild\x12?\n" +
+	"\vstart_build\x18\x1d \x01(\v2\x1c.gantry.v1.StartBuildCommandH\x00R\n" +
+	"startBuild\x12B\n" +
+	"\fobserve_refs\x18\x1e \x01(\v2\x1d.gantry.v1.ObserveRefsCommandH\x00R\vobserveRefs\x12B\n" +
+	"\fbuild_status\x18\x1f \x01(\v2\x1d.gantry.v1.BuildStatusCommandH\x00R\vbuildStatus\x12E\n" +
+	"\rapprove_build\x18  \x01(\v2\x1e.gantry.v1.ApproveBuildCommandH\x00R\fapproveBuild\x12L\n" +
+	"\x10set_project_hook\x18! \x01(\v2 .gantry.v1.SetProjectHookCommandH\x00R\x0esetProjectHook\x12&\n" +
 	"\x05actor\x18\x02 \x01(\v2\x10.gantry.v1.ActorR\x05actor\x12\x16\n" +
 	"\x06method\x18\x03 \x01(\tR\x06methodB\x05\n" +
 	"\x03cmd\"4\n" +
@@ -1276,7 +1421,7 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"A\n" +
 	"\x10CancelJobCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x91\x02\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xc1\x02\n" +
 	"\bSnapshot\x12\"\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x0e.gantry.v1.JobR\x04jobs\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\"\n" +
@@ -1284,7 +1429,8 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\x05fence\x18\x04 \x01(\x04R\x05fence\x12+\n" +
 	"\asecrets\x18\x05 \x03(\v2\x11.gantry.v1.SecretR\asecrets\x12(\n" +
 	"\x06tokens\x18\x06 \x03(\v2\x10.gantry.v1.TokenR\x06tokens\x12+\n" +
-	"\x05audit\x18\a \x03(\v2\x15.gantry.v1.AuditEventR\x05audit\"\xf9\x01\n" +
+	"\x05audit\x18\a \x03(\v2\x15.gantry.v1.AuditEventR\x05audit\x12.\n" +
+	"\bprojects\x18\b \x03(\v2\x12.gantry.v1.ProjectR\bprojects\"\xf9\x01\n" +
 	"\x06Secret\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05scope\x18\x02 \x01(\tR\x05scope\x12\x15\n" +
@@ -1349,14 +1495,23 @@ var file_gantry_v1_log_proto_goTypes = []any{
 	(*CreateTokenCommand)(nil),     // 18: gantry.v1.CreateTokenCommand
 	(*RevokeTokenCommand)(nil),     // 19: gantry.v1.RevokeTokenCommand
 	(*RecordAuditCommand)(nil),     // 20: gantry.v1.RecordAuditCommand
-	(*Actor)(nil),                  // 21: gantry.v1.Actor
-	(*Job)(nil),                    // 22: gantry.v1.Job
-	(*TaskRef)(nil),                // 23: gantry.v1.TaskRef
-	(*Report)(nil),                 // 24: gantry.v1.Report
-	(*App)(nil),                    // 25: gantry.v1.App
-	(*Token)(nil),                  // 26: gantry.v1.Token
-	(*AuditEvent)(nil),             // 27: gantry.v1.AuditEvent
-	(*AppSpec)(nil),                // 28: gantry.v1.AppSpec
+	(*CreateProjectCommand)(nil),   // 21: gantry.v1.CreateProjectCommand
+	(*DeleteProjectCommand)(nil),   // 22: gantry.v1.DeleteProjectCommand
+	(*TriggerBuildCommand)(nil),    // 23: gantry.v1.TriggerBuildCommand
+	(*StartBuildCommand)(nil),      // 24: gantry.v1.StartBuildCommand
+	(*ObserveRefsCommand)(nil),     // 25: gantry.v1.ObserveRefsCommand
+	(*BuildStatusCommand)(nil),     // 26: gantry.v1.BuildStatusCommand
+	(*ApproveBuildCommand)(nil),    // 27: gantry.v1.ApproveBuildCommand
+	(*SetProjectHookCommand)(nil),  // 28: gantry.v1.SetProjectHookCommand
+	(*Actor)(nil),                  // 29: gantry.v1.Actor
+	(*Job)(nil),                    // 30: gantry.v1.Job
+	(*TaskRef)(nil),                // 31: gantry.v1.TaskRef
+	(*Report)(nil),                 // 32: gantry.v1.Report
+	(*App)(nil),                    // 33: gantry.v1.App
+	(*Token)(nil),                  // 34: gantry.v1.Token
+	(*AuditEvent)(nil),             // 35: gantry.v1.AuditEvent
+	(*Project)(nil),                // 36: gantry.v1.Project
+	(*AppSpec)(nil),                // 37: gantry.v1.AppSpec
 }
 var file_gantry_v1_log_proto_depIdxs = []int32{
 	1,  // 0: gantry.v1.Batch.commands:type_name -> gantry.v1.Command
@@ -1377,27 +1532,36 @@ var file_gantry_v1_log_proto_depIdxs = []int32{
 	18, // 15: gantry.v1.Command.create_token:type_name -> gantry.v1.CreateTokenCommand
 	19, // 16: gantry.v1.Command.revoke_token:type_name -> gantry.v1.RevokeTokenCommand
 	20, // 17: gantry.v1.Command.record_audit:type_name -> gantry.v1.RecordAuditCommand
-	21, // 18: gantry.v1.Command.actor:type_name -> gantry.v1.Actor
-	22, // 19: gantry.v1.SubmitJobCommand.job:type_name -> gantry.v1.Job
-	23, // 20: gantry.v1.AssignTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	23, // 21: gantry.v1.StartTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	24, // 22: gantry.v1.FinishTaskCommand.report:type_name -> gantry.v1.Report
-	23, // 23: gantry.v1.RequeueTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	22, // 24: gantry.v1.Snapshot.jobs:type_name -> gantry.v1.Job
-	25, // 25: gantry.v1.Snapshot.apps:type_name -> gantry.v1.App
-	9,  // 26: gantry.v1.Snapshot.secrets:type_name -> gantry.v1.Secret
-	26, // 27: gantry.v1.Snapshot.tokens:type_name -> gantry.v1.Token
-	27, // 28: gantry.v1.Snapshot.audit:type_name -> gantry.v1.AuditEvent
-	17, // 29: gantry.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
-	17, // 30: gantry.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
-	9,  // 31: gantry.v1.SetSecretCommand.secret:type_name -> gantry.v1.Secret
-	28, // 32: gantry.v1.CreateAppCommand.spec:type_name -> gantry.v1.AppSpec
-	17, // 33: gantry.v1.PruneJobsCommand.finished_before:type_name -> google.protobuf.Timestamp
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	21, // 18: gantry.v1.Command.create_project:type_name -> gantry.v1.CreateProjectCommand
+	22, // 19: gantry.v1.Command.delete_project:type_name -> gantry.v1.DeleteProjectCommand
+	23, // 20: gantry.v1.Command.trigger_build:type_name -> gantry.v1.TriggerBuildCommand
+	24, // 21: gantry.v1.Command.start_build:type_name -> gantry.v1.StartBuildCommand
+	25, // 22: gantry.v1.Command.observe_refs:type_name -> gantry.v1.ObserveRefsCommand
+	26, // 23: gantry.v1.Command.build_status:type_name -> gantry.v1.BuildStatusCommand
+	27, // 24: gantry.v1.Command.approve_build:type_name -> gantry.v1.ApproveBuildCommand
+	28, // 25: gantry.v1.Command.set_project_hook:type_name -> gantry.v1.SetProjectHookCommand
+	29, // 26: gantry.v1.Command.actor:type_name -> gantry.v1.Actor
+	30, // 27: gantry.v1.SubmitJobCommand.job:type_name -> gantry.v1.Job
+	31, // 28: gantry.v1.AssignTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	31, // 29: gantry.v1.StartTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	32, // 30: gantry.v1.FinishTaskCommand.report:type_name -> gantry.v1.Report
+	31, // 31: gantry.v1.RequeueTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	30, // 32: gantry.v1.Snapshot.jobs:type_name -> gantry.v1.Job
+	33, // 33: gantry.v1.Snapshot.apps:type_name -> gantry.v1.App
+	9,  // 34: gantry.v1.Snapshot.secrets:type_name -> gantry.v1.Secret
+	34, // 35: gantry.v1.Snapshot.tokens:type_name -> gantry.v1.Token
+	35, // 36: gantry.v1.Snapshot.audit:type_name -> gantry.v1.AuditEvent
+	36, // 37: gantry.v1.Snapshot.projects:type_name -> gantry.v1.Project
+	17, // 38: gantry.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	17, // 39: gantry.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
+	9,  // 40: gantry.v1.SetSecretCommand.secret:type_name -> gantry.v1.Secret
+	37, // 41: gantry.v1.CreateAppCommand.spec:type_name -> gantry.v1.AppSpec
+	17, // 42: gantry.v1.PruneJobsCommand.finished_before:type_name -> google.protobuf.Timestamp
+	43, // [43:43] is the sub-list for method output_type
+	43, // [43:43] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_log_proto_init() }
@@ -1409,6 +1573,7 @@ func file_gantry_v1_log_proto_init() {
 	file_gantry_v1_agent_proto_init()
 	file_gantry_v1_gitops_proto_init()
 	file_gantry_v1_job_proto_init()
+	file_gantry_v1_project_proto_init()
 	file_gantry_v1_log_proto_msgTypes[1].OneofWrappers = []any{
 		(*Command_SubmitJob)(nil),
 		(*Command_AssignTask)(nil),
@@ -1426,6 +1591,14 @@ func file_gantry_v1_log_proto_init() {
 		(*Command_CreateToken)(nil),
 		(*Command_RevokeToken)(nil),
 		(*Command_RecordAudit)(nil),
+		(*Command_CreateProject)(nil),
+		(*Command_DeleteProject)(nil),
+		(*Command_TriggerBuild)(nil),
+		(*Command_StartBuild)(nil),
+		(*Command_ObserveRefs)(nil),
+		(*Command_BuildStatus)(nil),
+		(*Command_ApproveBuild)(nil),
+		(*Command_SetProjectHook)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -27,8 +28,14 @@ type JobSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Higher runs first when agents are scarce.
-	Priority      int32       `protobuf:"varint,2,opt,name=priority,proto3" json:"priority,omitempty"`
-	Tasks         []*TaskSpec `protobuf:"bytes,3,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	Priority int32       `protobuf:"varint,2,opt,name=priority,proto3" json:"priority,omitempty"`
+	Tasks    []*TaskSpec `protobuf:"bytes,3,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	// Set on a project's build: what triggered it. Templates read it
+	// ({{ .Branch }}, {{ .Event }}...), tasks' when conditions test it.
+	Trigger *Trigger `protobuf:"bytes,4,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	// Set on a project's build: the repository at the commit built. Exec
+	// tasks run in a checkout of it; a build without a context builds it.
+	Source        *GitSource `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -84,6 +91,227 @@ func (x *JobSpec) GetTasks() []*TaskSpec {
 	return nil
 }
 
+func (x *JobSpec) GetTrigger() *Trigger {
+	if x != nil {
+		return x.Trigger
+	}
+	return nil
+}
+
+func (x *JobSpec) GetSource() *GitSource {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+// Trigger is what caused a build.
+type Trigger struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// push, tag, pull_request, manual or cron.
+	Event string `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	// Full ref: refs/heads/main, refs/tags/v1, refs/pull/7/head.
+	Ref    string `protobuf:"bytes,2,opt,name=ref,proto3" json:"ref,omitempty"`
+	Branch string `protobuf:"bytes,3,opt,name=branch,proto3" json:"branch,omitempty"`
+	Tag    string `protobuf:"bytes,4,opt,name=tag,proto3" json:"tag,omitempty"`
+	// The commit built.
+	Sha         string `protobuf:"bytes,5,opt,name=sha,proto3" json:"sha,omitempty"`
+	PullRequest int32  `protobuf:"varint,6,opt,name=pull_request,json=pullRequest,proto3" json:"pull_request,omitempty"`
+	// The change comes from a fork or an author the forge does not list as
+	// a collaborator: it runs only when approved, without secrets, pushes
+	// or deploys.
+	Untrusted bool   `protobuf:"varint,7,opt,name=untrusted,proto3" json:"untrusted,omitempty"`
+	Author    string `protobuf:"bytes,8,opt,name=author,proto3" json:"author,omitempty"`
+	// webhook, poll, manual or cron.
+	Source  string `protobuf:"bytes,9,opt,name=source,proto3" json:"source,omitempty"`
+	Project string `protobuf:"bytes,10,opt,name=project,proto3" json:"project,omitempty"`
+	// The repository URL.
+	Repo string `protobuf:"bytes,11,opt,name=repo,proto3" json:"repo,omitempty"`
+	// The commit the ref pointed to before (push).
+	Before string `protobuf:"bytes,12,opt,name=before,proto3" json:"before,omitempty"`
+	// Cron: the slot fired.
+	Slot          *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=slot,proto3" json:"slot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Trigger) Reset() {
+	*x = Trigger{}
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Trigger) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Trigger) ProtoMessage() {}
+
+func (x *Trigger) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Trigger.ProtoReflect.Descriptor instead.
+func (*Trigger) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Trigger) GetEvent() string {
+	if x != nil {
+		return x.Event
+	}
+	return ""
+}
+
+func (x *Trigger) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+func (x *Trigger) GetBranch() string {
+	if x != nil {
+		return x.Branch
+	}
+	return ""
+}
+
+func (x *Trigger) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
+}
+
+func (x *Trigger) GetSha() string {
+	if x != nil {
+		return x.Sha
+	}
+	return ""
+}
+
+func (x *Trigger) GetPullRequest() int32 {
+	if x != nil {
+		return x.PullRequest
+	}
+	return 0
+}
+
+func (x *Trigger) GetUntrusted() bool {
+	if x != nil {
+		return x.Untrusted
+	}
+	return false
+}
+
+func (x *Trigger) GetAuthor() string {
+	if x != nil {
+		return x.Author
+	}
+	return ""
+}
+
+func (x *Trigger) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Trigger) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *Trigger) GetRepo() string {
+	if x != nil {
+		return x.Repo
+	}
+	return ""
+}
+
+func (x *Trigger) GetBefore() string {
+	if x != nil {
+		return x.Before
+	}
+	return ""
+}
+
+func (x *Trigger) GetSlot() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Slot
+	}
+	return nil
+}
+
+// When runs a task only for some triggers; it is skipped otherwise (and
+// so are the tasks needing it), without failing the job.
+type When struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Branch globs (a pull request's target branch).
+	Branches []string `protobuf:"bytes,1,rep,name=branches,proto3" json:"branches,omitempty"`
+	// push, tag, pull_request, manual, cron.
+	Events        []string `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *When) Reset() {
+	*x = When{}
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *When) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*When) ProtoMessage() {}
+
+func (x *When) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use When.ProtoReflect.Descriptor instead.
+func (*When) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *When) GetBranches() []string {
+	if x != nil {
+		return x.Branches
+	}
+	return nil
+}
+
+func (x *When) GetEvents() []string {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 // TaskSpec describes one unit of work and where it may run.
 type TaskSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -98,6 +326,8 @@ type TaskSpec struct {
 	Timeout *durationpb.Duration `protobuf:"bytes,5,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	// At most one task holding this key runs at a time, across all jobs.
 	Concurrency string `protobuf:"bytes,6,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	// Run only for these triggers (a project's builds).
+	When *When `protobuf:"bytes,7,opt,name=when,proto3" json:"when,omitempty"`
 	// Types that are valid to be assigned to Executor:
 	//
 	//	*TaskSpec_Exec
@@ -111,7 +341,7 @@ type TaskSpec struct {
 
 func (x *TaskSpec) Reset() {
 	*x = TaskSpec{}
-	mi := &file_gantry_v1_pipeline_proto_msgTypes[1]
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -123,7 +353,7 @@ func (x *TaskSpec) String() string {
 func (*TaskSpec) ProtoMessage() {}
 
 func (x *TaskSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_pipeline_proto_msgTypes[1]
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -136,7 +366,7 @@ func (x *TaskSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskSpec.ProtoReflect.Descriptor instead.
 func (*TaskSpec) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{1}
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *TaskSpec) GetName() string {
@@ -179,6 +409,13 @@ func (x *TaskSpec) GetConcurrency() string {
 		return x.Concurrency
 	}
 	return ""
+}
+
+func (x *TaskSpec) GetWhen() *When {
+	if x != nil {
+		return x.When
+	}
+	return nil
 }
 
 func (x *TaskSpec) GetExecutor() isTaskSpec_Executor {
@@ -265,14 +502,17 @@ type ExecSpec struct {
 	// Environment variables whose values are secrets: variable -> secret
 	// name. Resolved on the leader at assignment and sent only to the agent
 	// running the attempt, which masks them in the task's log.
-	SecretEnv     map[string]string `protobuf:"bytes,5,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	SecretEnv map[string]string `protobuf:"bytes,5,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Set on a project's build: the working directory is a checkout of this
+	// repository at this commit (dir, if set, is then relative to it).
+	Checkout      *GitSource `protobuf:"bytes,6,opt,name=checkout,proto3" json:"checkout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecSpec) Reset() {
 	*x = ExecSpec{}
-	mi := &file_gantry_v1_pipeline_proto_msgTypes[2]
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -284,7 +524,7 @@ func (x *ExecSpec) String() string {
 func (*ExecSpec) ProtoMessage() {}
 
 func (x *ExecSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_pipeline_proto_msgTypes[2]
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -297,7 +537,7 @@ func (x *ExecSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecSpec.ProtoReflect.Descriptor instead.
 func (*ExecSpec) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{2}
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ExecSpec) GetCommand() []string {
@@ -335,6 +575,13 @@ func (x *ExecSpec) GetSecretEnv() map[string]string {
 	return nil
 }
 
+func (x *ExecSpec) GetCheckout() *GitSource {
+	if x != nil {
+		return x.Checkout
+	}
+	return nil
+}
+
 // BuildSpec builds an image with BuildKit's Dockerfile frontend. String
 // fields may hold templates ({{ .Tasks.NAME.Outputs.KEY }}, and in push
 // {{ .Revision }}, the resolved commit of a Git context).
@@ -362,7 +609,7 @@ type BuildSpec struct {
 
 func (x *BuildSpec) Reset() {
 	*x = BuildSpec{}
-	mi := &file_gantry_v1_pipeline_proto_msgTypes[3]
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -374,7 +621,7 @@ func (x *BuildSpec) String() string {
 func (*BuildSpec) ProtoMessage() {}
 
 func (x *BuildSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_pipeline_proto_msgTypes[3]
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -387,7 +634,7 @@ func (x *BuildSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildSpec.ProtoReflect.Descriptor instead.
 func (*BuildSpec) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{3}
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BuildSpec) GetContext() *BuildContext {
@@ -458,7 +705,7 @@ type BuildContext struct {
 
 func (x *BuildContext) Reset() {
 	*x = BuildContext{}
-	mi := &file_gantry_v1_pipeline_proto_msgTypes[4]
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -470,7 +717,7 @@ func (x *BuildContext) String() string {
 func (*BuildContext) ProtoMessage() {}
 
 func (x *BuildContext) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_pipeline_proto_msgTypes[4]
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -483,7 +730,7 @@ func (x *BuildContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildContext.ProtoReflect.Descriptor instead.
 func (*BuildContext) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{4}
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BuildContext) GetGit() *GitSource {
@@ -515,7 +762,7 @@ type GitSource struct {
 
 func (x *GitSource) Reset() {
 	*x = GitSource{}
-	mi := &file_gantry_v1_pipeline_proto_msgTypes[5]
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +774,7 @@ func (x *GitSource) String() string {
 func (*GitSource) ProtoMessage() {}
 
 func (x *GitSource) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_pipeline_proto_msgTypes[5]
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +787,7 @@ func (x *GitSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GitSource.ProtoReflect.Descriptor instead.
 func (*GitSource) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{5}
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GitSource) GetUrl() string {
@@ -575,7 +822,7 @@ type BuildCache struct {
 
 func (x *BuildCache) Reset() {
 	*x = BuildCache{}
-	mi := &file_gantry_v1_pipeline_proto_msgTypes[6]
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -587,7 +834,7 @@ func (x *BuildCache) String() string {
 func (*BuildCache) ProtoMessage() {}
 
 func (x *BuildCache) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_pipeline_proto_msgTypes[6]
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -600,7 +847,7 @@ func (x *BuildCache) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildCache.ProtoReflect.Descriptor instead.
 func (*BuildCache) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{6}
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BuildCache) GetRef() string {
@@ -630,7 +877,7 @@ type RunSpec struct {
 
 func (x *RunSpec) Reset() {
 	*x = RunSpec{}
-	mi := &file_gantry_v1_pipeline_proto_msgTypes[7]
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +889,7 @@ func (x *RunSpec) String() string {
 func (*RunSpec) ProtoMessage() {}
 
 func (x *RunSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_pipeline_proto_msgTypes[7]
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +902,7 @@ func (x *RunSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSpec.ProtoReflect.Descriptor instead.
 func (*RunSpec) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{7}
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RunSpec) GetImage() string {
@@ -732,7 +979,7 @@ type DeploySpec struct {
 
 func (x *DeploySpec) Reset() {
 	*x = DeploySpec{}
-	mi := &file_gantry_v1_pipeline_proto_msgTypes[8]
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +991,7 @@ func (x *DeploySpec) String() string {
 func (*DeploySpec) ProtoMessage() {}
 
 func (x *DeploySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_pipeline_proto_msgTypes[8]
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +1004,7 @@ func (x *DeploySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploySpec.ProtoReflect.Descriptor instead.
 func (*DeploySpec) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{8}
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeploySpec) GetApp() string {
@@ -842,7 +1089,7 @@ type ManifestSource struct {
 
 func (x *ManifestSource) Reset() {
 	*x = ManifestSource{}
-	mi := &file_gantry_v1_pipeline_proto_msgTypes[9]
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +1101,7 @@ func (x *ManifestSource) String() string {
 func (*ManifestSource) ProtoMessage() {}
 
 func (x *ManifestSource) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_pipeline_proto_msgTypes[9]
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +1114,7 @@ func (x *ManifestSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManifestSource.ProtoReflect.Descriptor instead.
 func (*ManifestSource) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{9}
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ManifestSource) GetGit() *GitSource {
@@ -902,18 +1149,39 @@ var File_gantry_v1_pipeline_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_pipeline_proto_rawDesc = "" +
 	"\n" +
-	"\x18gantry/v1/pipeline.proto\x12\tgantry.v1\x1a\x1egoogle/protobuf/duration.proto\"d\n" +
+	"\x18gantry/v1/pipeline.proto\x12\tgantry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x01\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bpriority\x18\x02 \x01(\x05R\bpriority\x12)\n" +
-	"\x05tasks\x18\x03 \x03(\v2\x13.gantry.v1.TaskSpecR\x05tasks\"\xd7\x03\n" +
+	"\x05tasks\x18\x03 \x03(\v2\x13.gantry.v1.TaskSpecR\x05tasks\x12,\n" +
+	"\atrigger\x18\x04 \x01(\v2\x12.gantry.v1.TriggerR\atrigger\x12,\n" +
+	"\x06source\x18\x05 \x01(\v2\x14.gantry.v1.GitSourceR\x06source\"\xd4\x02\n" +
+	"\aTrigger\x12\x14\n" +
+	"\x05event\x18\x01 \x01(\tR\x05event\x12\x10\n" +
+	"\x03ref\x18\x02 \x01(\tR\x03ref\x12\x16\n" +
+	"\x06branch\x18\x03 \x01(\tR\x06branch\x12\x10\n" +
+	"\x03tag\x18\x04 \x01(\tR\x03tag\x12\x10\n" +
+	"\x03sha\x18\x05 \x01(\tR\x03sha\x12!\n" +
+	"\fpull_request\x18\x06 \x01(\x05R\vpullRequest\x12\x1c\n" +
+	"\tuntrusted\x18\a \x01(\bR\tuntrusted\x12\x16\n" +
+	"\x06author\x18\b \x01(\tR\x06author\x12\x16\n" +
+	"\x06source\x18\t \x01(\tR\x06source\x12\x18\n" +
+	"\aproject\x18\n" +
+	" \x01(\tR\aproject\x12\x12\n" +
+	"\x04repo\x18\v \x01(\tR\x04repo\x12\x16\n" +
+	"\x06before\x18\f \x01(\tR\x06before\x12.\n" +
+	"\x04slot\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x04slot\":\n" +
+	"\x04When\x12\x1a\n" +
+	"\bbranches\x18\x01 \x03(\tR\bbranches\x12\x16\n" +
+	"\x06events\x18\x02 \x03(\tR\x06events\"\xfc\x03\n" +
 	"\bTaskSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05needs\x18\x02 \x03(\tR\x05needs\x127\n" +
 	"\x06labels\x18\x03 \x03(\v2\x1f.gantry.v1.TaskSpec.LabelsEntryR\x06labels\x12\x18\n" +
 	"\aretries\x18\x04 \x01(\x05R\aretries\x123\n" +
 	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12 \n" +
-	"\vconcurrency\x18\x06 \x01(\tR\vconcurrency\x12)\n" +
+	"\vconcurrency\x18\x06 \x01(\tR\vconcurrency\x12#\n" +
+	"\x04when\x18\a \x01(\v2\x0f.gantry.v1.WhenR\x04when\x12)\n" +
 	"\x04exec\x18\n" +
 	" \x01(\v2\x13.gantry.v1.ExecSpecH\x00R\x04exec\x12,\n" +
 	"\x05build\x18\v \x01(\v2\x14.gantry.v1.BuildSpecH\x00R\x05build\x12&\n" +
@@ -923,14 +1191,15 @@ const file_gantry_v1_pipeline_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\n" +
 	"\n" +
-	"\bexecutor\"\xb5\x02\n" +
+	"\bexecutor\"\xe7\x02\n" +
 	"\bExecSpec\x12\x18\n" +
 	"\acommand\x18\x01 \x03(\tR\acommand\x12\x14\n" +
 	"\x05shell\x18\x02 \x01(\tR\x05shell\x12.\n" +
 	"\x03env\x18\x03 \x03(\v2\x1c.gantry.v1.ExecSpec.EnvEntryR\x03env\x12\x10\n" +
 	"\x03dir\x18\x04 \x01(\tR\x03dir\x12A\n" +
 	"\n" +
-	"secret_env\x18\x05 \x03(\v2\".gantry.v1.ExecSpec.SecretEnvEntryR\tsecretEnv\x1a6\n" +
+	"secret_env\x18\x05 \x03(\v2\".gantry.v1.ExecSpec.SecretEnvEntryR\tsecretEnv\x120\n" +
+	"\bcheckout\x18\x06 \x01(\v2\x14.gantry.v1.GitSourceR\bcheckout\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a<\n" +
@@ -1017,58 +1286,66 @@ func file_gantry_v1_pipeline_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_pipeline_proto_rawDescData
 }
 
-var file_gantry_v1_pipeline_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_gantry_v1_pipeline_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_gantry_v1_pipeline_proto_goTypes = []any{
-	(*JobSpec)(nil),             // 0: gantry.v1.JobSpec
-	(*TaskSpec)(nil),            // 1: gantry.v1.TaskSpec
-	(*ExecSpec)(nil),            // 2: gantry.v1.ExecSpec
-	(*BuildSpec)(nil),           // 3: gantry.v1.BuildSpec
-	(*BuildContext)(nil),        // 4: gantry.v1.BuildContext
-	(*GitSource)(nil),           // 5: gantry.v1.GitSource
-	(*BuildCache)(nil),          // 6: gantry.v1.BuildCache
-	(*RunSpec)(nil),             // 7: gantry.v1.RunSpec
-	(*DeploySpec)(nil),          // 8: gantry.v1.DeploySpec
-	(*ManifestSource)(nil),      // 9: gantry.v1.ManifestSource
-	nil,                         // 10: gantry.v1.TaskSpec.LabelsEntry
-	nil,                         // 11: gantry.v1.ExecSpec.EnvEntry
-	nil,                         // 12: gantry.v1.ExecSpec.SecretEnvEntry
-	nil,                         // 13: gantry.v1.BuildSpec.ArgsEntry
-	nil,                         // 14: gantry.v1.BuildSpec.SecretsEntry
-	nil,                         // 15: gantry.v1.BuildSpec.RegistryAuthEntry
-	nil,                         // 16: gantry.v1.RunSpec.EnvEntry
-	nil,                         // 17: gantry.v1.RunSpec.SecretEnvEntry
-	nil,                         // 18: gantry.v1.RunSpec.RegistryAuthEntry
-	nil,                         // 19: gantry.v1.DeploySpec.ImagesEntry
-	(*durationpb.Duration)(nil), // 20: google.protobuf.Duration
+	(*JobSpec)(nil),               // 0: gantry.v1.JobSpec
+	(*Trigger)(nil),               // 1: gantry.v1.Trigger
+	(*When)(nil),                  // 2: gantry.v1.When
+	(*TaskSpec)(nil),              // 3: gantry.v1.TaskSpec
+	(*ExecSpec)(nil),              // 4: gantry.v1.ExecSpec
+	(*BuildSpec)(nil),             // 5: gantry.v1.BuildSpec
+	(*BuildContext)(nil),          // 6: gantry.v1.BuildContext
+	(*GitSource)(nil),             // 7: gantry.v1.GitSource
+	(*BuildCache)(nil),            // 8: gantry.v1.BuildCache
+	(*RunSpec)(nil),               // 9: gantry.v1.RunSpec
+	(*DeploySpec)(nil),            // 10: gantry.v1.DeploySpec
+	(*ManifestSource)(nil),        // 11: gantry.v1.ManifestSource
+	nil,                           // 12: gantry.v1.TaskSpec.LabelsEntry
+	nil,                           // 13: gantry.v1.ExecSpec.EnvEntry
+	nil,                           // 14: gantry.v1.ExecSpec.SecretEnvEntry
+	nil,                           // 15: gantry.v1.BuildSpec.ArgsEntry
+	nil,                           // 16: gantry.v1.BuildSpec.SecretsEntry
+	nil,                           // 17: gantry.v1.BuildSpec.RegistryAuthEntry
+	nil,                           // 18: gantry.v1.RunSpec.EnvEntry
+	nil,                           // 19: gantry.v1.RunSpec.SecretEnvEntry
+	nil,                           // 20: gantry.v1.RunSpec.RegistryAuthEntry
+	nil,                           // 21: gantry.v1.DeploySpec.ImagesEntry
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
 }
 var file_gantry_v1_pipeline_proto_depIdxs = []int32{
-	1,  // 0: gantry.v1.JobSpec.tasks:type_name -> gantry.v1.TaskSpec
-	10, // 1: gantry.v1.TaskSpec.labels:type_name -> gantry.v1.TaskSpec.LabelsEntry
-	20, // 2: gantry.v1.TaskSpec.timeout:type_name -> google.protobuf.Duration
-	2,  // 3: gantry.v1.TaskSpec.exec:type_name -> gantry.v1.ExecSpec
-	3,  // 4: gantry.v1.TaskSpec.build:type_name -> gantry.v1.BuildSpec
-	7,  // 5: gantry.v1.TaskSpec.run:type_name -> gantry.v1.RunSpec
-	8,  // 6: gantry.v1.TaskSpec.deploy:type_name -> gantry.v1.DeploySpec
-	11, // 7: gantry.v1.ExecSpec.env:type_name -> gantry.v1.ExecSpec.EnvEntry
-	12, // 8: gantry.v1.ExecSpec.secret_env:type_name -> gantry.v1.ExecSpec.SecretEnvEntry
-	4,  // 9: gantry.v1.BuildSpec.context:type_name -> gantry.v1.BuildContext
-	13, // 10: gantry.v1.BuildSpec.args:type_name -> gantry.v1.BuildSpec.ArgsEntry
-	6,  // 11: gantry.v1.BuildSpec.cache:type_name -> gantry.v1.BuildCache
-	14, // 12: gantry.v1.BuildSpec.secrets:type_name -> gantry.v1.BuildSpec.SecretsEntry
-	15, // 13: gantry.v1.BuildSpec.registry_auth:type_name -> gantry.v1.BuildSpec.RegistryAuthEntry
-	5,  // 14: gantry.v1.BuildContext.git:type_name -> gantry.v1.GitSource
-	16, // 15: gantry.v1.RunSpec.env:type_name -> gantry.v1.RunSpec.EnvEntry
-	17, // 16: gantry.v1.RunSpec.secret_env:type_name -> gantry.v1.RunSpec.SecretEnvEntry
-	18, // 17: gantry.v1.RunSpec.registry_auth:type_name -> gantry.v1.RunSpec.RegistryAuthEntry
-	9,  // 18: gantry.v1.DeploySpec.source:type_name -> gantry.v1.ManifestSource
-	19, // 19: gantry.v1.DeploySpec.images:type_name -> gantry.v1.DeploySpec.ImagesEntry
-	20, // 20: gantry.v1.DeploySpec.health_timeout:type_name -> google.protobuf.Duration
-	5,  // 21: gantry.v1.ManifestSource.git:type_name -> gantry.v1.GitSource
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	3,  // 0: gantry.v1.JobSpec.tasks:type_name -> gantry.v1.TaskSpec
+	1,  // 1: gantry.v1.JobSpec.trigger:type_name -> gantry.v1.Trigger
+	7,  // 2: gantry.v1.JobSpec.source:type_name -> gantry.v1.GitSource
+	22, // 3: gantry.v1.Trigger.slot:type_name -> google.protobuf.Timestamp
+	12, // 4: gantry.v1.TaskSpec.labels:type_name -> gantry.v1.TaskSpec.LabelsEntry
+	23, // 5: gantry.v1.TaskSpec.timeout:type_name -> google.protobuf.Duration
+	2,  // 6: gantry.v1.TaskSpec.when:type_name -> gantry.v1.When
+	4,  // 7: gantry.v1.TaskSpec.exec:type_name -> gantry.v1.ExecSpec
+	5,  // 8: gantry.v1.TaskSpec.build:type_name -> gantry.v1.BuildSpec
+	9,  // 9: gantry.v1.TaskSpec.run:type_name -> gantry.v1.RunSpec
+	10, // 10: gantry.v1.TaskSpec.deploy:type_name -> gantry.v1.DeploySpec
+	13, // 11: gantry.v1.ExecSpec.env:type_name -> gantry.v1.ExecSpec.EnvEntry
+	14, // 12: gantry.v1.ExecSpec.secret_env:type_name -> gantry.v1.ExecSpec.SecretEnvEntry
+	7,  // 13: gantry.v1.ExecSpec.checkout:type_name -> gantry.v1.GitSource
+	6,  // 14: gantry.v1.BuildSpec.context:type_name -> gantry.v1.BuildContext
+	15, // 15: gantry.v1.BuildSpec.args:type_name -> gantry.v1.BuildSpec.ArgsEntry
+	8,  // 16: gantry.v1.BuildSpec.cache:type_name -> gantry.v1.BuildCache
+	16, // 17: gantry.v1.BuildSpec.secrets:type_name -> gantry.v1.BuildSpec.SecretsEntry
+	17, // 18: gantry.v1.BuildSpec.registry_auth:type_name -> gantry.v1.BuildSpec.RegistryAuthEntry
+	7,  // 19: gantry.v1.BuildContext.git:type_name -> gantry.v1.GitSource
+	18, // 20: gantry.v1.RunSpec.env:type_name -> gantry.v1.RunSpec.EnvEntry
+	19, // 21: gantry.v1.RunSpec.secret_env:type_name -> gantry.v1.RunSpec.SecretEnvEntry
+	20, // 22: gantry.v1.RunSpec.registry_auth:type_name -> gantry.v1.RunSpec.RegistryAuthEntry
+	11, // 23: gantry.v1.DeploySpec.source:type_name -> gantry.v1.ManifestSource
+	21, // 24: gantry.v1.DeploySpec.images:type_name -> gantry.v1.DeploySpec.ImagesEntry
+	23, // 25: gantry.v1.DeploySpec.health_timeout:type_name -> google.protobuf.Duration
+	7,  // 26: gantry.v1.ManifestSource.git:type_name -> gantry.v1.GitSource
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_pipeline_proto_init() }
@@ -1076,7 +1353,7 @@ func file_gantry_v1_pipeline_proto_init() {
 	if File_gantry_v1_pipeline_proto != nil {
 		return
 	}
-	file_gantry_v1_pipeline_proto_msgTypes[1].OneofWrappers = []any{
+	file_gantry_v1_pipeline_proto_msgTypes[3].OneofWrappers = []any{
 		(*TaskSpec_Exec)(nil),
 		(*TaskSpec_Build)(nil),
 		(*TaskSpec_Run)(nil),
@@ -1088,7 +1365,7 @@ func file_gantry_v1_pipeline_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_pipeline_proto_rawDesc), len(file_gantry_v1_pipeline_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
