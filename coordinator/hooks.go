@@ -1,15 +1,25 @@
 package coordinator
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/gantryci/gantry/coordinator/follow"
+	"github.com/gantryci/gantry/internal/forge"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
 // pushEvent is the part of a GitHub-style push event Gantry reads. Gitea,
@@ -29,52 +39,83 @@ type pushEvent struct {
 	} `json:"repository"`
 }
 
-// handleGitHook takes a push announcement: the applications following the
-// pushed repository are polled at once. The payload only says where to
-// look; the commit deployed is always the one the repository itself names.
-// Without a webhook secret only gantry dev (Config.UnsignedHooks) takes
-// pushes.
+// maxHookBody is the largest webhook body taken: it is forwarded to the
+// leader in one message.
+const maxHookBody = 3 << 20
+
+// handleGitHook takes a forge's webhook. A delivery for a project (a
+// repository whose pipeline Gantry builds) is verified with that
+// project's webhook secret and recorded as a trigger by the leader before
+// it is answered (DeliverWebhook, forwarded like any API call). A push to
+// a repository GitOps applications follow makes them poll it at once: the
+// payload only says where to look, the commit deployed is always the one
+// the repository itself names; it is checked against --webhook-secret
+// (X-Hub-Signature-256), and without one only gantry dev
+// (Config.UnsignedHooks) takes it.
 func (s *Server) handleGitHook(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.WebhookSecret == "" && !s.cfg.UnsignedHooks {
-		http.Error(w, "webhooks need --webhook-secret: this coordinator takes no unsigned pushes", http.StatusForbidden)
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 5<<20))
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxHookBody+1))
 	if err != nil {
 		http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if secret := s.cfg.WebhookSecret; secret != "" {
-		mac := hmac.New(sha256.New, []byte(secret))
-		mac.Write(body)
-		want := "sha256=" + hex.EncodeToString(mac.Sum(nil))
-		if !hmac.Equal([]byte(want), []byte(r.Header.Get("X-Hub-Signature-256"))) {
-			http.Error(w, "X-Hub-Signature-256: missing or wrong", http.StatusUnauthorized)
-			return
-		}
-	}
-	if ev := r.Header.Get("X-GitHub-Event"); ev == "ping" {
-		w.Write([]byte("pong\n"))
-		return
-	}
-	var ev pushEvent
-	if err := json.Unmarshal(body, &ev); err != nil {
-		http.Error(w, "body: not a push event: "+err.Error(), http.StatusBadRequest)
+	if len(body) > maxHookBody {
+		http.Error(w, fmt.Sprintf("body: larger than %d bytes", maxHookBody), http.StatusRequestEntityTooLarge)
 		return
 	}
 	var urls []string
-	for _, u := range []string{ev.Repository.CloneURL, ev.Repository.HTMLURL, ev.Repository.URL, ev.Repository.SSHURL, ev.Repository.GitURL, ev.Repository.GitHTTPURL, ev.Repository.GitSSHURL} {
-		if u != "" {
-			urls = append(urls, u)
+	if kind, ok := forge.Detect(r.Header); ok {
+		urls, _ = forge.RepoURLs(kind, r.Header, body)
+	}
+	forProject := len(urls) > 0 && s.projectFollows(urls)
+	if !forProject {
+		// A push for GitOps applications: --webhook-secret first.
+		if err := s.appHookAllowed(r, body); err != nil {
+			http.Error(w, err.Error(), hookErrCode(err))
+			return
+		}
+		if r.Header.Get("X-GitHub-Event") == "ping" || r.Header.Get("X-Gitea-Event") == "ping" {
+			w.Write([]byte("pong\n"))
+			return
+		}
+		var ev pushEvent
+		if err := json.Unmarshal(body, &ev); err != nil {
+			http.Error(w, "body: not a push event: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if urls = ev.urls(); len(urls) == 0 {
+			http.Error(w, "repository: no URL (clone_url, html_url, url, ssh_url or git_url)", http.StatusBadRequest)
+			return
 		}
 	}
-	if len(urls) == 0 {
-		http.Error(w, "repository: no URL (clone_url, html_url, url, ssh_url or git_url)", http.StatusBadRequest)
-		return
+	answer := map[string]any{}
+	code := http.StatusAccepted
+	if forProject {
+		headers := make(map[string]string, len(r.Header))
+		for k, v := range r.Header {
+			if len(v) > 0 && len(headers) < 200 {
+				headers[k] = v[0]
+			}
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		resp, err := s.self.Raw().DeliverWebhook(ctx, &gv1.DeliverWebhookRequest{Headers: headers, Body: body})
+		cancel()
+		if err != nil {
+			st, _ := status.FromError(err)
+			http.Error(w, st.Message(), hookHTTPCode(st.Code()))
+			return
+		}
+		builds := []map[string]any{}
+		for _, b := range resp.GetBuilds() {
+			builds = append(builds, map[string]any{"project": b.GetBuild().GetTrigger().GetProject(), "build": b.GetBuild().GetNumber(), "job": b.GetBuild().GetJobId()})
+		}
+		answer["builds"] = builds
+		if len(resp.GetIgnored()) > 0 {
+			answer["ignored"] = resp.GetIgnored()
+		}
 	}
 	apps := s.gitops.Matching(urls)
-	if apps == nil {
-		apps = []string{}
+	if forProject && len(apps) > 0 && s.appHookAllowed(r, body) != nil {
+		apps = nil // the project's delivery is not signed for applications
 	}
 	if len(apps) > 0 {
 		if err := s.nc.Publish(s.ns.GitPush(), []byte(strings.Join(urls, "\n"))); err != nil {
@@ -82,8 +123,83 @@ func (s *Server) handleGitHook(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.log.Info("git push announced", zap.Strings("repository", urls), zap.String("ref", ev.Ref), zap.Strings("apps", apps))
+	if apps == nil {
+		apps = []string{}
+	}
+	answer["apps"] = apps
+	s.log.Info("git hook", zap.Strings("repository", urls), zap.Strings("apps", apps), zap.Any("builds", answer["builds"]))
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusAccepted)
-	json.NewEncoder(w).Encode(map[string]any{"apps": apps})
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(answer)
+}
+
+// errHookSecret and errHookUnsigned are why an application push is refused.
+var (
+	errHookUnsigned = errors.New("webhooks need --webhook-secret: this coordinator takes no unsigned pushes")
+	errHookSecret   = errors.New("X-Hub-Signature-256: missing or wrong")
+)
+
+func hookErrCode(err error) int {
+	if errors.Is(err, errHookUnsigned) {
+		return http.StatusForbidden
+	}
+	return http.StatusUnauthorized
+}
+
+// appHookAllowed checks a push announced for GitOps applications against
+// --webhook-secret.
+func (s *Server) appHookAllowed(r *http.Request, body []byte) error {
+	secret := s.cfg.WebhookSecret
+	if secret == "" {
+		if s.cfg.UnsignedHooks {
+			return nil
+		}
+		return errHookUnsigned
+	}
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write(body)
+	want := "sha256=" + hex.EncodeToString(mac.Sum(nil))
+	if !hmac.Equal([]byte(want), []byte(r.Header.Get("X-Hub-Signature-256"))) {
+		return errHookSecret
+	}
+	return nil
+}
+
+// projectFollows reports whether a project builds the repository.
+func (s *Server) projectFollows(urls []string) bool {
+	want := map[string]bool{}
+	for _, u := range urls {
+		want[follow.NormalizeURL(u)] = true
+	}
+	for _, p := range s.fsm.ProjectHeads() {
+		if want[follow.NormalizeURL(p.GetSpec().GetRepo())] {
+			return true
+		}
+	}
+	return false
+}
+
+// hookHTTPCode maps a DeliverWebhook refusal to the hook's HTTP answer.
+func hookHTTPCode(c codes.Code) int {
+	switch c {
+	case codes.Unauthenticated:
+		return http.StatusUnauthorized
+	case codes.NotFound:
+		return http.StatusNotFound
+	case codes.InvalidArgument:
+		return http.StatusBadRequest
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func (ev pushEvent) urls() []string {
+	var urls []string
+	for _, u := range []string{ev.Repository.CloneURL, ev.Repository.HTMLURL, ev.Repository.URL, ev.Repository.SSHURL, ev.Repository.GitURL, ev.Repository.GitHTTPURL, ev.Repository.GitSSHURL} {
+		if u != "" {
+			urls = append(urls, u)
+		}
+	}
+	return urls
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/coordinator/gitops"
 	"github.com/gantryci/gantry/coordinator/metrics"
+	"github.com/gantryci/gantry/coordinator/project"
 	"github.com/gantryci/gantry/coordinator/secret"
 	"github.com/gantryci/gantry/internal/limit"
 	"github.com/gantryci/gantry/internal/subject"
@@ -83,6 +84,10 @@ type Config struct {
 	// JoinToken is the admin token a node without Raft state sends when it
 	// asks Join to add it; empty means BootstrapToken.
 	JoinToken string
+	// ExternalURL is where users and forges reach the HTTP address (the
+	// console's links in commit statuses, the webhook URL projects
+	// register); empty means http(s)://HTTPAddr as bound.
+	ExternalURL string
 	// Insecure answers API calls without a token (roles are not checked)
 	// and lets `gantry coordinator` run without TLS: for a trusted network
 	// or a test only. It is logged as a warning at every start.
@@ -148,19 +153,20 @@ func (c Config) Validate() error {
 
 // Server is a running coordinator.
 type Server struct {
-	cfg     Config
-	log     *zap.Logger
-	ns      subject.Namespace
-	natsd   *server.Server
-	nc      *nats.Conn
-	fsm     *fsm.FSM
-	node    *consensus.Node
-	prop    *consensus.Proposer
-	disp    *dispatch.Dispatcher
-	gitops  *gitops.Controller
-	api     *api.Server
-	metrics *metrics.Metrics
-	nodes   *nodeTable
+	cfg      Config
+	log      *zap.Logger
+	ns       subject.Namespace
+	natsd    *server.Server
+	nc       *nats.Conn
+	fsm      *fsm.FSM
+	node     *consensus.Node
+	prop     *consensus.Proposer
+	disp     *dispatch.Dispatcher
+	gitops   *gitops.Controller
+	projects *project.Controller
+	api      *api.Server
+	metrics  *metrics.Metrics
+	nodes    *nodeTable
 
 	logStreamReady atomic.Bool
 	keyring        atomic.Pointer[secret.Keyring]
@@ -249,9 +255,13 @@ func (s *Server) start(ctx context.Context) error {
 	s.gitops = gitops.New(gitops.Deps{
 		Log: s.log, FSM: s.fsm, Proposer: s.prop, NATS: nc, Namespace: s.ns, Fleet: agents, NewJobID: api.NewJobID,
 	})
+	s.projects = project.New(project.Deps{
+		Log: s.log, FSM: s.fsm, Proposer: s.prop, Keyring: s.keyring.Load, Cancel: s.disp.Cancel,
+		NewJobID: api.NewJobID, Dir: cfg.DataDir, ExternalURL: s.externalURL,
+	})
 	s.api = api.New(api.Deps{
 		Log: s.log, NATS: nc, Namespace: s.ns, FSM: s.fsm, Raft: node, Proposer: s.prop,
-		Dispatcher: s.disp, Cluster: s.nodes, GitOps: s.gitops, Insecure: cfg.Insecure,
+		Dispatcher: s.disp, Cluster: s.nodes, GitOps: s.gitops, Projects: s.projects, Insecure: cfg.Insecure,
 	})
 	if cfg.Insecure {
 		s.log.Warn("insecure: the API answers calls without a token and checks no role (--insecure)")
@@ -374,7 +384,8 @@ func (s *Server) watchLeadership(ctx context.Context) {
 		go func() {
 			defer close(done)
 			var wg sync.WaitGroup
-			wg.Add(4)
+			wg.Add(5)
+			go func() { defer wg.Done(); s.projects.Lead(lctx) }()
 			go func() { defer wg.Done(); s.bootstrapACL(lctx) }()
 			go func() { defer wg.Done(); s.gitops.Lead(lctx) }()
 			go func() { defer wg.Done(); s.pruneLoop(lctx) }()
@@ -479,4 +490,20 @@ func (s *Server) Shutdown() error {
 		}
 	}
 	return s.Close()
+}
+
+// externalURL is where users and forges reach this node's HTTP address:
+// Config.ExternalURL, else the address as bound.
+func (s *Server) externalURL() string {
+	if s.cfg.ExternalURL != "" {
+		return s.cfg.ExternalURL
+	}
+	scheme := "http"
+	if s.cfg.TLS.Enabled() {
+		scheme = "https"
+	}
+	if s.httpLis == nil {
+		return ""
+	}
+	return scheme + "://" + s.HTTPAddr()
 }

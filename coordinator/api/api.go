@@ -28,6 +28,7 @@ import (
 	"github.com/gantryci/gantry/coordinator/dispatch"
 	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/coordinator/gitops"
+	"github.com/gantryci/gantry/coordinator/project"
 	"github.com/gantryci/gantry/coordinator/secret"
 	"github.com/gantryci/gantry/coordinator/spec"
 	"github.com/gantryci/gantry/internal/subject"
@@ -50,6 +51,7 @@ type Deps struct {
 	Dispatcher *dispatch.Dispatcher
 	Cluster    Cluster
 	GitOps     *gitops.Controller
+	Projects   *project.Controller
 	// Insecure: calls without a token are answered and roles are not
 	// checked (coordinator.Config.Insecure).
 	Insecure bool

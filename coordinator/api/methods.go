@@ -71,6 +71,16 @@ var methods = map[string]where{
 	"BootstrapACL":    {open: true, audit: true, leader: true},
 	"WhoAmI":          {role: viewer},
 	"ListAudit":       {role: admin, read: true},
+	// Projects: creating one registers a webhook with a credential and
+	// makes the coordinators use it, hence admin.
+	"CreateProject": {role: admin, audit: true, leader: true},
+	"ListProjects":  {role: viewer, read: true},
+	"GetProject":    {role: viewer, read: true},
+	"DeleteProject": {role: admin, audit: true, leader: true},
+	"RunProject":    {role: developer, audit: true, leader: true},
+	"ApproveBuild":  {role: operator, audit: true, leader: true},
+	// Authenticated by the project's webhook secret (HMAC), not a token.
+	"DeliverWebhook": {open: true, leader: true},
 }
 
 // methodName is the short name of a full gRPC method name

@@ -499,3 +499,95 @@ func (f *FSM) JobUntrusted(id string) bool {
 	j, ok := f.state.jobs[id]
 	return ok && j.GetSpec().GetTrigger().GetUntrusted()
 }
+
+// BuildView is a build with what the leader needs to act on it.
+type BuildView struct {
+	Project *gv1.ProjectSpec
+	Build   *gv1.Build
+	// JobState is unspecified while the build has no job.
+	JobState gv1.JobState
+	// Tasks are the job's tasks' states by name (only when the project
+	// reports per-task statuses).
+	Tasks map[string]gv1.TaskState
+	// JobName is the job's spec name.
+	JobName string
+}
+
+// BuildsToStart returns the builds that have neither a job nor a reason
+// to have none, and are not held for approval.
+func (f *FSM) BuildsToStart() []BuildView {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []BuildView
+	for _, p := range f.state.sortedProjects() {
+		for _, b := range p.Builds {
+			if b.JobId == "" && b.Error == "" && !b.AwaitingApproval {
+				out = append(out, BuildView{Project: p.Spec, Build: proto.Clone(b).(*gv1.Build)})
+			}
+		}
+	}
+	return out
+}
+
+// BuildsToReport returns the builds of projects that report statuses
+// (a forge and a credential) whose status, or one of whose tasks', the
+// forge has not acknowledged in a final state yet.
+func (f *FSM) BuildsToReport() []BuildView {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []BuildView
+	for _, p := range f.state.sortedProjects() {
+		if p.Spec.GetForge() == "" || p.Spec.GetForge() == "none" || p.Spec.GetCredential() == "" {
+			continue
+		}
+		for _, b := range p.Builds {
+			open := StatusRank(b.StatusSent) < StatusRank(StatusSuccess)
+			v := BuildView{Project: p.Spec, Build: b}
+			if j, ok := f.state.jobs[b.JobId]; ok {
+				v.JobState = j.State
+				v.JobName = j.GetSpec().GetName()
+				if p.Spec.GetTaskStatuses() {
+					v.Tasks = make(map[string]gv1.TaskState, len(j.Tasks))
+					for _, t := range j.Tasks {
+						v.Tasks[t.Name] = t.State
+						if StatusRank(b.TaskStatusSent[t.Name]) < StatusRank(StatusSuccess) {
+							open = true
+						}
+					}
+				}
+			}
+			if open {
+				v.Build = proto.Clone(b).(*gv1.Build)
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// ProjectHeads returns copies of every project without their builds, by
+// name: what polls and cron need.
+func (f *FSM) ProjectHeads() []*gv1.Project {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*gv1.Project, 0, len(f.state.projects))
+	for _, p := range f.state.sortedProjects() {
+		head := &gv1.Project{
+			Spec: p.Spec, CreatedAt: p.CreatedAt, Refs: p.Refs, NextBuild: p.NextBuild, LastCron: p.LastCron,
+			HookId: p.HookId, Baseline: p.Baseline, Version: p.Version,
+		}
+		out = append(out, proto.Clone(head).(*gv1.Project))
+	}
+	return out
+}
+
+// JobState returns the state of a job.
+func (f *FSM) JobState(id string) (gv1.JobState, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	j, ok := f.state.jobs[id]
+	if !ok {
+		return gv1.JobState_JOB_STATE_UNSPECIFIED, false
+	}
+	return j.State, true
+}

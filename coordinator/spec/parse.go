@@ -22,7 +22,13 @@ import (
 
 // Parse decodes pipeline YAML into a validated JobSpec. On failure it
 // returns an *Error or, when there are several problems, an ErrorList.
-func Parse(data []byte) (*gv1.JobSpec, error) {
+func Parse(data []byte) (*gv1.JobSpec, error) { return ParseWith(data, nil) }
+
+// ParseWith is Parse with complete, called on the decoded spec before it is
+// validated: a project's pipeline is completed with what its build knows
+// (its repository as the default build context and exec checkout), so
+// that a pipeline file need not repeat it. Errors keep their lines.
+func ParseWith(data []byte, complete func(*gv1.JobSpec)) (*gv1.JobSpec, error) {
 	if len(data) > MaxDocument {
 		return nil, &Error{Msg: fmt.Sprintf("document too large: %d bytes, more than the %s allowed", len(data), size(MaxDocument))}
 	}
@@ -36,6 +42,9 @@ func Parse(data []byte) (*gv1.JobSpec, error) {
 		// Decoding problems first: validating a half-decoded spec would
 		// mostly repeat them (a task whose exec had the wrong type would
 		// also lack an executor).
+		if complete != nil {
+			complete(s)
+		}
 		d.errs = validate(s)
 	}
 	for _, e := range d.errs {

@@ -39,6 +39,20 @@ func Clone(ctx context.Context, url, revision, dir string, credential []byte) (s
 			break
 		}
 	}
+	if err != nil && isCommit(revision) {
+		// A pull request's head is on no branch: fetch the forges' pull
+		// and merge request refs and look again.
+		ferr := repo.FetchContext(ctx, &git.FetchOptions{Auth: auth, RefSpecs: []config.RefSpec{
+			"+refs/pull/*/head:refs/remotes/origin/pull/*",
+			"+refs/merge-requests/*/head:refs/remotes/origin/merge-requests/*",
+		}})
+		if ferr == nil || errors.Is(ferr, git.NoErrAlreadyUpToDate) || errors.Is(ferr, git.NoMatchingRefSpecError{}) {
+			if _, cerr := repo.CommitObject(plumbing.NewHash(revision)); cerr == nil {
+				hash := plumbing.NewHash(revision)
+				h, err = &hash, nil
+			}
+		}
+	}
 	if err != nil {
 		return "", fmt.Errorf("resolve revision %q of %s: %w", revision, url, err)
 	}
