@@ -70,7 +70,7 @@ func newRoot() *cobra.Command {
 		newDevCmd(g), newCoordinatorCmd(g), newAgentCmd(g),
 		newSubmitCmd(g), newJobsCmd(g), newJobCmd(g), newLogsCmd(g), newCancelCmd(g),
 		newAgentsCmd(g), newDrainCmd(g), newClusterCmd(g), newBenchCmd(g),
-		newAppCmd(g), newSnapshotCmd(g), newSecretCmd(g),
+		newAppCmd(g), newProjectCmd(g), newBuildCmd(g), newSnapshotCmd(g), newSecretCmd(g),
 		newTLSCmd(), newTokenCmd(g), newACLCmd(g), newAuditCmd(g),
 	)
 	return root
