@@ -78,7 +78,7 @@ func New(cfg Config, client gv1.GantryServiceClient, log *zap.Logger) *Handler {
 	}
 	files := http.FileServerFS(static)
 	h.mux.Handle("GET /assets/", http.StripPrefix("/assets/", noCache(files)))
-	for _, page := range []string{"/{$}", "/jobs", "/jobs/{id}", "/apps", "/apps/{name}", "/queue", "/agents", "/cluster", "/audit"} {
+	for _, page := range []string{"/{$}", "/jobs", "/jobs/{id}", "/apps", "/apps/{name}", "/projects", "/projects/{name}", "/queue", "/agents", "/cluster", "/audit"} {
 		h.mux.HandleFunc("GET "+page, h.page(static))
 	}
 	h.mux.HandleFunc("GET /login", func(w http.ResponseWriter, r *http.Request) {
@@ -102,6 +102,11 @@ func New(cfg Config, client gv1.GantryServiceClient, log *zap.Logger) *Handler {
 	api("POST /api/apps/{name}/sync", h.syncApp)
 	api("POST /api/apps/{name}/rollback", h.rollbackApp)
 	api("POST /api/apps/{name}/unpin", h.unpinApp)
+	api("GET /api/projects", h.getProjects)
+	api("GET /api/projects/{name}", h.getProject)
+	api("POST /api/projects/{name}/run", h.runProject)
+	api("POST /api/projects/{name}/builds/{number}/approve", h.approveBuild)
+	api("POST /api/projects/{name}/builds/{number}/reject", h.rejectBuild)
 	api("GET /api/audit", h.getAudit)
 
 	api("GET /api/events", h.overviewEvents)

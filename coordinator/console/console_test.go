@@ -51,6 +51,7 @@ var fakeTokens = map[string]*gv1.TokenInfo{
 var fakeRoles = map[string]gv1.Role{
 	"CancelJob": gv1.Role_ROLE_DEVELOPER, "DrainAgent": gv1.Role_ROLE_OPERATOR,
 	"SyncApp": gv1.Role_ROLE_OPERATOR, "RollbackApp": gv1.Role_ROLE_OPERATOR, "UnpinApp": gv1.Role_ROLE_OPERATOR,
+	"RunProject": gv1.Role_ROLE_DEVELOPER, "ApproveBuild": gv1.Role_ROLE_OPERATOR,
 	"ListAudit": gv1.Role_ROLE_ADMIN,
 }
 
@@ -227,18 +228,21 @@ func TestPagesAndAssets(t *testing.T) {
 	tc := newTestServer(t)
 	c := tc.login(adminToken)
 	for path, want := range map[string]string{
-		"/":                 "text/html",
-		"/jobs/abc":         "text/html",
-		"/agents":           "text/html",
-		"/apps":             "text/html",
-		"/apps/web":         "text/html",
-		"/audit":            "text/html",
-		"/assets/audit.js":  "javascript",
-		"/login":            "text/html",
-		"/assets/apps.js":   "javascript",
-		"/assets/app.js":    "javascript",
-		"/assets/login.js":  "javascript",
-		"/assets/style.css": "text/css",
+		"/":                   "text/html",
+		"/jobs/abc":           "text/html",
+		"/agents":             "text/html",
+		"/apps":               "text/html",
+		"/apps/web":           "text/html",
+		"/projects":           "text/html",
+		"/projects/site":      "text/html",
+		"/assets/projects.js": "javascript",
+		"/audit":              "text/html",
+		"/assets/audit.js":    "javascript",
+		"/login":              "text/html",
+		"/assets/apps.js":     "javascript",
+		"/assets/app.js":      "javascript",
+		"/assets/login.js":    "javascript",
+		"/assets/style.css":   "text/css",
 	} {
 		resp, _ := tc.get(c, path)
 		if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Type"), want) {

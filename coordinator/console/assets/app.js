@@ -2,6 +2,7 @@
 import { h, replace } from './dom.js';
 import * as views from './views.js';
 import * as apps from './apps.js';
+import * as projects from './projects.js';
 import * as audit from './audit.js';
 
 const state = { cluster: null, agents: null, queue: null, jobs: null, apps: null };
@@ -20,9 +21,15 @@ function notify(msg) {
   notify.timer = setTimeout(() => { toast.hidden = true; }, 5000);
 }
 
-async function post(path) {
+// post sends a write; body, if given, goes as JSON.
+async function post(path, body) {
+  const init = { method: 'POST', headers: { 'X-Gantry-Console': '1' } };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
   try {
-    const r = await fetch(path, { method: 'POST', headers: { 'X-Gantry-Console': '1' } });
+    const r = await fetch(path, init);
     const body = await r.json().catch(() => ({}));
     if (r.status === 401) checkSession();
     if (!r.ok) throw new Error(body.error || `${r.status} ${r.statusText}`);
@@ -95,6 +102,8 @@ const routes = [
   [/^\/jobs\/([^/]+)$/, 'jobs', () => views.jobView],
   [/^\/apps$/, 'apps', () => apps.appsView],
   [/^\/apps\/([^/]+)$/, 'apps', () => apps.appView],
+  [/^\/projects$/, 'projects', () => projects.projectsView],
+  [/^\/projects\/([^/]+)$/, 'projects', () => projects.projectView],
   [/^\/queue$/, 'queue', () => views.queueView],
   [/^\/agents$/, 'agents', () => views.agentsView],
   [/^\/cluster$/, 'cluster', () => views.clusterView],
@@ -122,7 +131,8 @@ function route(moveFocus) {
   } else {
     current = found.view(root, ctx, found.arg);
   }
-  document.title = `${found && found.arg ? (found.section === 'apps' ? `${found.arg} · App` : 'Job') : (found ? found.section[0].toUpperCase() + found.section.slice(1) : 'Not found')} · Gantry`;
+  const kind = { apps: 'App', projects: 'Project' }[found && found.section];
+  document.title = `${found && found.arg ? (kind ? `${found.arg} · ${kind}` : 'Job') : (found ? found.section[0].toUpperCase() + found.section.slice(1) : 'Not found')} · Gantry`;
   if (moveFocus) {
     const h1 = root.querySelector('h1');
     if (h1) h1.focus();
