@@ -77,7 +77,7 @@ func newExecutors(cfg Config, clusters map[string]*kube.Cluster, log *zap.Logger
 	if err != nil {
 		return nil, fmt.Errorf("executor: %w", err)
 	}
-	out := executors{execExecutor{runner: runner}}
+	out := executors{execExecutor{runner: runner}, promoteExecutor{root: filepath.Join(cfg.WorkDir, "promote")}}
 	if cfg.BuildkitAddr != "" {
 		bk, err := buildkit.New(buildkit.Config{Addr: cfg.BuildkitAddr, WorkRoot: filepath.Join(cfg.WorkDir, "build")}, log)
 		if err != nil {

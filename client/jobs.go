@@ -275,3 +275,10 @@ func (c *Client) FollowJob(ctx context.Context, id string, onJob func(*gv1.Job) 
 	}
 	return job, nil
 }
+
+// DecideTask approves (reject false) or rejects a waiting approval task of
+// a job; comment is recorded with the decision.
+func (c *Client) DecideTask(ctx context.Context, jobID, task string, reject bool, comment string) (*gv1.Job, error) {
+	resp, err := c.api.DecideTask(ctx, &gv1.DecideTaskRequest{JobId: jobID, Task: task, Reject: reject, Comment: comment})
+	return resp.GetJob(), err
+}

@@ -193,6 +193,34 @@ func newCancelCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// newDecideCmd approves or rejects a job's approval task (a manual gate,
+// approval: in the pipeline).
+func newDecideCmd(g *globals, reject bool) *cobra.Command {
+	var comment string
+	use, short, did := "approve JOB TASK", "Approve a job's waiting approval task: what needs it runs", "approved"
+	if reject {
+		use, short, did = "reject JOB TASK", "Reject a job's waiting approval task: it fails and what needs it is skipped", "rejected"
+	}
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				job, err := c.DecideTask(ctx, args[0], args[1], reject, comment)
+				if err != nil {
+					return err
+				}
+				return g.print(job, func(w io.Writer) {
+					fmt.Fprintf(w, "task %s of job %s %s; job %s\n", args[1], job.Id, did, jobState(job.State))
+				})
+			})
+		},
+	}
+	cmd.Flags().StringVar(&comment, "comment", "", "why, recorded with the decision")
+	return cmd
+}
+
 func newAgentsCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "agents",

@@ -79,6 +79,8 @@ var methods = map[string]where{
 	"DeleteProject": {role: admin, audit: true, leader: true},
 	"RunProject":    {role: developer, audit: true, leader: true},
 	"ApproveBuild":  {role: operator, audit: true, leader: true},
+	// The approval task names who decides (DecideTask checks it).
+	"DecideTask": {role: viewer, audit: true, leader: true},
 	// Authenticated by the project's webhook secret (HMAC), not a token.
 	"DeliverWebhook": {open: true, leader: true},
 }

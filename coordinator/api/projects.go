@@ -318,3 +318,52 @@ func (s *Server) DeliverWebhook(ctx context.Context, req *gv1.DeliverWebhookRequ
 	}
 	return resp, nil
 }
+
+// DecideTask approves or rejects a waiting approval task. The caller needs
+// one of the roles the task names (or a higher one); operator when it
+// names none.
+func (s *Server) DecideTask(ctx context.Context, req *gv1.DecideTaskRequest) (*gv1.DecideTaskResponse, error) {
+	if req.GetJobId() == "" || req.GetTask() == "" {
+		return nil, status.Error(codes.InvalidArgument, "job_id and task: required")
+	}
+	if len(req.GetComment()) > 1024 {
+		return nil, status.Error(codes.InvalidArgument, "comment: longer than 1024 bytes")
+	}
+	j, ok := s.d.FSM.Job(req.GetJobId())
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "job_id: no job %q", req.GetJobId())
+	}
+	var gate *gv1.ApprovalSpec
+	for _, t := range j.GetTasks() {
+		if t.GetName() == req.GetTask() {
+			gate = t.GetSpec().GetApproval()
+			if gate == nil {
+				return nil, status.Errorf(codes.InvalidArgument, "task: %s of job %s is not an approval", req.GetTask(), req.GetJobId())
+			}
+		}
+	}
+	if gate == nil {
+		return nil, status.Errorf(codes.NotFound, "task: job %s has no task %q", req.GetJobId(), req.GetTask())
+	}
+	need := operator
+	for i, r := range gate.GetRoles() {
+		role, err := ParseRole(r)
+		if err != nil {
+			continue
+		}
+		if i == 0 || role < need {
+			need = role
+		}
+	}
+	if c := CallerFrom(ctx); !s.d.Insecure && (c == nil || c.Token == nil || c.Token.GetRole() < need) {
+		return nil, status.Errorf(codes.PermissionDenied, "DecideTask: %s of job %s is decided by role %s or above", req.GetTask(), req.GetJobId(), RoleName(need))
+	}
+	_, err := s.d.Proposer.ProposeOne(ctx, s.command(ctx, &gv1.Command{Cmd: &gv1.Command_DecideTask{DecideTask: &gv1.DecideTaskCommand{
+		JobId: req.GetJobId(), Task: req.GetTask(), Reject: req.GetReject(), Comment: req.GetComment(),
+	}}}))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	j, _ = s.d.FSM.Job(req.GetJobId())
+	return &gv1.DecideTaskResponse{Job: j}, nil
+}

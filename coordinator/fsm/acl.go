@@ -107,6 +107,8 @@ func target(c *gv1.Command, res Result) string {
 		return "project " + x.DeleteProject.GetName()
 	case *gv1.Command_TriggerBuild:
 		return fmt.Sprintf("project %s build %d", x.TriggerBuild.GetProject(), res.Build)
+	case *gv1.Command_DecideTask:
+		return "job " + x.DecideTask.GetJobId() + " task " + x.DecideTask.GetTask()
 	case *gv1.Command_ApproveBuild:
 		return fmt.Sprintf("project %s build %d", x.ApproveBuild.GetProject(), x.ApproveBuild.GetNumber())
 	case *gv1.Command_DeleteSecret:

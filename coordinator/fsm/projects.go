@@ -166,7 +166,7 @@ func (s *state) supersede(index uint64, at *timestamppb.Timestamp, j *gv1.Job, b
 			rec.FinishedAt = at
 			rec.Result = gv1.TaskState_TASK_STATE_CANCELED
 			rec.Error = reason
-		case gv1.TaskState_TASK_STATE_PENDING, gv1.TaskState_TASK_STATE_BLOCKED:
+		case gv1.TaskState_TASK_STATE_PENDING, gv1.TaskState_TASK_STATE_BLOCKED, gv1.TaskState_TASK_STATE_WAITING:
 		default:
 			continue
 		}
@@ -394,6 +394,8 @@ func ruledOut(t *gv1.TaskSpec, tr *gv1.Trigger) string {
 		switch {
 		case t.GetDeploy() != nil:
 			return "untrusted change: deploys do not run"
+		case t.GetPromote() != nil:
+			return "untrusted change: promotions do not run"
 		case t.GetBuild().GetPush() != "":
 			return "untrusted change: images are not pushed"
 		case len(spec.SecretRefs(t)) > 0:
@@ -590,4 +592,52 @@ func (f *FSM) JobState(id string) (gv1.JobState, bool) {
 		return gv1.JobState_JOB_STATE_UNSPECIFIED, false
 	}
 	return j.State, true
+}
+
+// decideTask ends a waiting approval task: approved, it succeeds and what
+// needs it may run; rejected, it fails and what needs it is skipped. Who
+// decided is the command's actor, recorded in the task's outputs.
+func (s *state) decideTask(index uint64, at *timestamppb.Timestamp, c *gv1.Command) Result {
+	d := c.GetDecideTask()
+	j, t, err := s.lookup(&gv1.TaskRef{JobId: d.GetJobId(), Task: d.GetTask()})
+	if err != nil {
+		return Result{Err: err}
+	}
+	res := Result{JobID: j.Id}
+	if t.GetSpec().GetApproval() == nil {
+		res.Err = fmt.Errorf("task %s/%s is not an approval: %w", j.Id, t.Name, ErrInvalid)
+		return res
+	}
+	if t.State != gv1.TaskState_TASK_STATE_WAITING {
+		res.Err = fmt.Errorf("task %s/%s is %s, not waiting for a decision: %w", j.Id, t.Name, t.State, ErrConflict)
+		return res
+	}
+	who := c.GetActor().GetName()
+	if who == "" {
+		who = c.GetActor().GetTokenId()
+	}
+	if who == "" {
+		who = "unknown"
+	}
+	t.StartedAt, t.FinishedAt = at, at
+	t.Outputs = map[string]string{"decided_by": who}
+	if d.GetComment() != "" {
+		t.Outputs["comment"] = d.GetComment()
+	}
+	j.Version = index
+	if j.State == gv1.JobState_JOB_STATE_PENDING {
+		j.State = gv1.JobState_JOB_STATE_RUNNING
+	}
+	if d.GetReject() {
+		t.Error = "rejected by " + who
+		t.Failure = gv1.FailureClass_FAILURE_CLASS_JOB
+		s.setState(j, t, gv1.TaskState_TASK_STATE_FAILED)
+		s.skipDependents(j, at)
+	} else {
+		t.Outputs["approved_by"] = who
+		s.setState(j, t, gv1.TaskState_TASK_STATE_SUCCEEDED)
+		s.unblock(j, at)
+	}
+	s.settle(j, at)
+	return res
 }

@@ -168,3 +168,59 @@ func TestProjectsInSnapshot(t *testing.T) {
 		t.Fatalf("decoded %v, %v", snap.GetProjects(), err)
 	}
 }
+
+func decideCmd(sec int, job, task, who string, reject bool) *gv1.Command {
+	c := &gv1.Command{At: ts(sec), Method: "DecideTask",
+		Cmd: &gv1.Command_DecideTask{DecideTask: &gv1.DecideTaskCommand{JobId: job, Task: task, Reject: reject, Comment: "ok"}}}
+	if who != "" { // an actor is audited, refused or not: a change
+		c.Actor = &gv1.Actor{Name: who}
+	}
+	return c
+}
+
+func TestApprovalTaskGatesWhatNeedsIt(t *testing.T) {
+	h := newHarness(t)
+	gate := &gv1.TaskSpec{Name: "gate", Executor: &gv1.TaskSpec_Approval{Approval: &gv1.ApprovalSpec{}}}
+	free := &gv1.TaskSpec{Name: "free", Executor: &gv1.TaskSpec_Approval{Approval: &gv1.ApprovalSpec{}}}
+	gate.Needs = []string{"test"}
+	h.ok(submitCmd(1, newJob("j", "", 0, spec("test"), gate, spec("ship", "gate"), free)))
+	// An approval without needs waits at once; one with needs waits after
+	// them. Neither is ever pending (no agent runs it).
+	h.wantStates("j", map[string]gv1.TaskState{
+		"test": gv1.TaskState_TASK_STATE_PENDING, "gate": gv1.TaskState_TASK_STATE_BLOCKED,
+		"ship": gv1.TaskState_TASK_STATE_BLOCKED, "free": gv1.TaskState_TASK_STATE_WAITING,
+	})
+	// Deciding too early is a conflict and changes nothing.
+	h.refused(decideCmd(2, "j", "gate", "", false), "j", fsm.ErrConflict)
+	// Deciding a task that is no gate is invalid.
+	h.refused(decideCmd(2, "j", "test", "", false), "j", fsm.ErrInvalid)
+	h.ok(assignCmd(3, "j", "test", 1, "agent-1"))
+	h.ok(successCmd(4, "j", "test", 1, "agent-1"))
+	h.wantStates("j", map[string]gv1.TaskState{"gate": gv1.TaskState_TASK_STATE_WAITING, "ship": gv1.TaskState_TASK_STATE_BLOCKED})
+	for _, v := range pendingViews(h.f) {
+		if v.Key.Task == "gate" || v.Key.Task == "free" {
+			t.Fatalf("approval %s is pending for agents", v.Key.Task)
+		}
+	}
+	h.ok(decideCmd(5, "j", "gate", "alice", false))
+	h.wantStates("j", map[string]gv1.TaskState{"gate": gv1.TaskState_TASK_STATE_SUCCEEDED, "ship": gv1.TaskState_TASK_STATE_PENDING})
+	if out := h.task("j", "gate").Outputs; out["approved_by"] != "alice" || out["comment"] != "ok" {
+		t.Fatalf("gate outputs %v", out)
+	}
+	// Decided once: a second decision is a conflict.
+	h.refused(decideCmd(6, "j", "gate", "", true), "j", fsm.ErrConflict)
+	// Rejecting fails the gate and the job; nothing needs free.
+	h.ok(decideCmd(7, "j", "free", "bob", true))
+	if tk := h.task("j", "free"); tk.State != gv1.TaskState_TASK_STATE_FAILED || tk.Error != "rejected by bob" {
+		t.Fatalf("rejected gate: %v %q", tk.State, tk.Error)
+	}
+	h.ok(assignCmd(8, "j", "ship", 1, "agent-1"))
+	h.ok(successCmd(9, "j", "ship", 1, "agent-1"))
+	h.wantJobState("j", gv1.JobState_JOB_STATE_FAILED)
+
+	// Canceling a job ends its waiting gates.
+	h.ok(submitCmd(10, newJob("k", "", 0, free)))
+	h.ok(cancelCmd(11, "k", "no"))
+	h.wantStates("k", map[string]gv1.TaskState{"free": gv1.TaskState_TASK_STATE_CANCELED})
+	h.wantJobState("k", gv1.JobState_JOB_STATE_CANCELED)
+}

@@ -175,6 +175,8 @@ func (s *state) applyCmd(index uint64, c *gv1.Command) Result {
 		return s.approveBuild(index, c)
 	case *gv1.Command_SetProjectHook:
 		return s.setProjectHook(x.SetProjectHook)
+	case *gv1.Command_DecideTask:
+		return s.decideTask(index, at, c)
 	case *gv1.Command_RecordAudit:
 		// The event is the command: the API decided its result.
 		e := proto.Clone(x.RecordAudit.GetEvent()).(*gv1.AuditEvent)
@@ -209,6 +211,9 @@ func (s *state) submit(index uint64, at *timestamppb.Timestamp, c *gv1.SubmitJob
 		if len(t.Spec.GetNeeds()) == 0 {
 			t.State = gv1.TaskState_TASK_STATE_PENDING
 			queued(t, at, 0)
+			if t.Spec.GetApproval() != nil {
+				t.State = gv1.TaskState_TASK_STATE_WAITING
+			}
 		} else {
 			t.State = gv1.TaskState_TASK_STATE_BLOCKED
 		}
@@ -415,6 +420,11 @@ func (s *state) unblock(j *gv1.Job, at *timestamppb.Timestamp) {
 		}
 		if ready {
 			queued(t, at, 0)
+			if t.Spec.GetApproval() != nil {
+				// A gate waits for a person, not for an agent.
+				s.setState(j, t, gv1.TaskState_TASK_STATE_WAITING)
+				continue
+			}
 			s.setState(j, t, gv1.TaskState_TASK_STATE_PENDING)
 		}
 	}
@@ -488,7 +498,7 @@ func (s *state) cancel(index uint64, at *timestamppb.Timestamp, c *gv1.CancelJob
 			rec.Result = gv1.TaskState_TASK_STATE_CANCELED
 			rec.Error = c.GetReason()
 			s.recordEnd(j, t, t.Attempt, at, gv1.DeployResult_DEPLOY_RESULT_CANCELED, "canceled: "+c.GetReason(), nil)
-		case gv1.TaskState_TASK_STATE_PENDING, gv1.TaskState_TASK_STATE_BLOCKED:
+		case gv1.TaskState_TASK_STATE_PENDING, gv1.TaskState_TASK_STATE_BLOCKED, gv1.TaskState_TASK_STATE_WAITING:
 		default:
 			continue
 		}

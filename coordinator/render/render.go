@@ -86,6 +86,15 @@ func Task(t *gv1.TaskSpec, outputs map[string]map[string]string, tr *gv1.Trigger
 		}
 		r.strMap("run.env", x.Run.Env)
 		r.str("run.dir", &x.Run.Dir)
+	case *gv1.TaskSpec_Promote:
+		if im := x.Promote.GetImage(); im != nil {
+			r.str("promote.image.ref", &im.Ref)
+		}
+		r.str("promote.message", &x.Promote.Message)
+		// The commit says what it promotes from; the agent adds the job.
+		if r.revision != "" && r.revision != agentRevision {
+			x.Promote.Message = strings.TrimSpace(x.Promote.Message + "\n\nSource-Commit: " + r.revision)
+		}
 	case *gv1.TaskSpec_Deploy:
 		d := x.Deploy
 		r.strMap("deploy.images", d.Images)
@@ -109,7 +118,7 @@ func Task(t *gv1.TaskSpec, outputs map[string]map[string]string, tr *gv1.Trigger
 
 func needsRender(t *gv1.TaskSpec) bool {
 	switch t.Executor.(type) {
-	case *gv1.TaskSpec_Build, *gv1.TaskSpec_Run, *gv1.TaskSpec_Deploy:
+	case *gv1.TaskSpec_Build, *gv1.TaskSpec_Run, *gv1.TaskSpec_Deploy, *gv1.TaskSpec_Promote:
 		return true
 	}
 	return false

@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -77,5 +78,77 @@ func TestParseDeployErrors(t *testing.T) {
 			}
 			wantProblems(t, tt.yaml, tt.want)
 		})
+	}
+}
+
+func TestPromote(t *testing.T) {
+	js, err := Parse([]byte(`name: p
+tasks:
+  - name: promote
+    promote:
+      repo: {url: "http://forge.example/acme/config.git", credential: CONFIG_TOKEN}
+      branch: main
+      file: apps/web/deployment.yaml
+      image: {name: "registry.example/web", ref: "{{ .Tasks.image.Outputs.ref }}"}
+`))
+	if err == nil {
+		t.Fatalf("a template reading a task the promote does not need was accepted: %v", js)
+	}
+	js, err = Parse([]byte(`name: p
+tasks:
+  - name: image
+    exec: {command: ["true"]}
+  - name: promote
+    needs: [image]
+    promote:
+      repo: {url: "http://forge.example/acme/config.git", credential: CONFIG_TOKEN}
+      branch: main
+      file: apps/web/deployment.yaml
+      image: {name: "registry.example/web", ref: "{{ .Tasks.image.Outputs.ref }}"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr := js.Tasks[1]
+	if got := SecretRefs(pr); len(got) != 1 || got[0] != "CONFIG_TOKEN" {
+		t.Errorf("secret refs %v, want CONFIG_TOKEN", got)
+	}
+	if pr.Concurrency != PromoteConcurrency("http://forge.example/acme/config.git", "main") {
+		t.Errorf("concurrency %q: promotions to one branch are not serialized", pr.Concurrency)
+	}
+	_, err = Parse([]byte(`name: p
+tasks:
+  - name: promote
+    promote: {repo: {url: "u"}, branch: main, file: ../x, image: {name: n}}
+`))
+	for _, want := range []string{"promote.file", "promote.image.ref"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("bad promote: %v, want a problem with %s", err, want)
+		}
+	}
+}
+
+func TestApproval(t *testing.T) {
+	js, err := Parse([]byte(`name: p
+tasks:
+  - name: test
+    exec: {command: ["true"]}
+  - name: gate
+    needs: [test]
+    approval: {roles: [developer], message: "ship it?"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := js.Tasks[1].GetApproval(); a == nil || a.Roles[0] != "developer" || a.Message != "ship it?" {
+		t.Fatalf("approval %v", js.Tasks[1])
+	}
+	_, err = Parse([]byte(`name: p
+tasks:
+  - name: gate
+    approval: {roles: [root]}
+`))
+	if err == nil || !strings.Contains(err.Error(), `tasks[0].approval.roles[0]: unknown role "root"`) {
+		t.Fatalf("unknown role: %v", err)
 	}
 }

@@ -28,6 +28,8 @@ var executors = []executor{
 	{key: "build", decode: decodeBuild, validate: validateBuild},
 	{key: "run", decode: decodeRun, validate: validateRun},
 	{key: "deploy", decode: decodeDeploy, validate: validateDeploy},
+	{key: "promote", decode: decodePromote, validate: validatePromote},
+	{key: "approval", decode: decodeApproval, validate: validateApproval},
 }
 
 func decodeExec(d *decoder, n *yaml.Node, path string, t *gv1.TaskSpec) {

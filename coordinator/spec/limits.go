@@ -94,6 +94,14 @@ func checkSizes(l *errs, t *gv1.TaskSpec, p string) {
 		}
 		tlength(l, q+".push", b.GetPush(), MaxField)
 		tlength(l, q+".cache.ref", b.GetCache().GetRef(), MaxField)
+	case *gv1.TaskSpec_Promote:
+		pr, q := x.Promote, p+".promote"
+		git(l, q+".repo", pr.GetRepo())
+		length(l, q+".branch", pr.GetBranch(), MaxField)
+		length(l, q+".file", pr.GetFile(), MaxField)
+		length(l, q+".image.name", pr.GetImage().GetName(), MaxField)
+		tlength(l, q+".image.ref", pr.GetImage().GetRef(), MaxField)
+		tlength(l, q+".message", pr.GetMessage(), MaxField)
 	case *gv1.TaskSpec_Deploy:
 		d, q := x.Deploy, p+".deploy"
 		git(l, q+".source.git", d.GetSource().GetGit())

@@ -52,6 +52,8 @@ func SecretRefs(t *gv1.TaskSpec) []string {
 		addGit(x.Build.GetContext().GetGit())
 	case *gv1.TaskSpec_Deploy:
 		addGit(x.Deploy.GetSource().GetGit())
+	case *gv1.TaskSpec_Promote:
+		addGit(x.Promote.GetRepo())
 	}
 	slices.Sort(refs)
 	return slices.Compact(refs)

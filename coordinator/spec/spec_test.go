@@ -300,7 +300,7 @@ func TestParseManyErrors(t *testing.T) {
 	if len(got) != maxErrors+1 {
 		t.Fatalf("got %d errors, want %d", len(got), maxErrors+1)
 	}
-	if first := got[0].Error(); first != "line 3: tasks[0].shel: unknown field; known fields are build, concurrency, deploy, exec, labels, name, needs, retries, run, timeout, when" {
+	if first := got[0].Error(); first != "line 3: tasks[0].shel: unknown field; known fields are approval, build, concurrency, deploy, exec, labels, name, needs, promote, retries, run, timeout, when" {
 		t.Errorf("first error %q", first)
 	}
 	if last := got[maxErrors].Error(); last != "and 50 more problems" {

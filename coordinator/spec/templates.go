@@ -85,6 +85,10 @@ func templated(t *gv1.TaskSpec, p string) iter.Seq[fieldValue] {
 			one(q+".source.path", d.GetSource().GetPath())
 			one(q+".source.dir", d.GetSource().GetDir())
 			addMap(q+".images", d.GetImages())
+		case *gv1.TaskSpec_Promote:
+			q := p + ".promote"
+			one(q+".image.ref", x.Promote.GetImage().GetRef())
+			one(q+".message", x.Promote.GetMessage())
 		}
 	}
 }

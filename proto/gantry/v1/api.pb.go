@@ -3719,6 +3719,118 @@ func (x *DeliverWebhookResponse) GetIgnored() []string {
 	return nil
 }
 
+type DecideTaskRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Task          string                 `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
+	Reject        bool                   `protobuf:"varint,3,opt,name=reject,proto3" json:"reject,omitempty"`
+	Comment       string                 `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecideTaskRequest) Reset() {
+	*x = DecideTaskRequest{}
+	mi := &file_gantry_v1_api_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecideTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecideTaskRequest) ProtoMessage() {}
+
+func (x *DecideTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecideTaskRequest.ProtoReflect.Descriptor instead.
+func (*DecideTaskRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *DecideTaskRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *DecideTaskRequest) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *DecideTaskRequest) GetReject() bool {
+	if x != nil {
+		return x.Reject
+	}
+	return false
+}
+
+func (x *DecideTaskRequest) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+type DecideTaskResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecideTaskResponse) Reset() {
+	*x = DecideTaskResponse{}
+	mi := &file_gantry_v1_api_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecideTaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecideTaskResponse) ProtoMessage() {}
+
+func (x *DecideTaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_api_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecideTaskResponse.ProtoReflect.Descriptor instead.
+func (*DecideTaskResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *DecideTaskResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
 var File_gantry_v1_api_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_api_proto_rawDesc = "" +
@@ -3953,13 +4065,20 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"c\n" +
 	"\x16DeliverWebhookResponse\x12/\n" +
 	"\x06builds\x18\x01 \x03(\v2\x17.gantry.v1.BuildSummaryR\x06builds\x12\x18\n" +
-	"\aignored\x18\x02 \x03(\tR\aignored*q\n" +
+	"\aignored\x18\x02 \x03(\tR\aignored\"p\n" +
+	"\x11DecideTaskRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
+	"\x04task\x18\x02 \x01(\tR\x04task\x12\x16\n" +
+	"\x06reject\x18\x03 \x01(\bR\x06reject\x12\x18\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\"6\n" +
+	"\x12DecideTaskResponse\x12 \n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.gantry.v1.JobR\x03job*q\n" +
 	"\n" +
 	"AgentState\x12\x1b\n" +
 	"\x17AGENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12AGENT_STATE_ACTIVE\x10\x01\x12\x18\n" +
 	"\x14AGENT_STATE_DRAINING\x10\x02\x12\x14\n" +
-	"\x10AGENT_STATE_LOST\x10\x032\xe5\x15\n" +
+	"\x10AGENT_STATE_LOST\x10\x032\xb0\x16\n" +
 	"\rGantryService\x12F\n" +
 	"\tSubmitJob\x12\x1b.gantry.v1.SubmitJobRequest\x1a\x1c.gantry.v1.SubmitJobResponse\x12=\n" +
 	"\x06GetJob\x12\x18.gantry.v1.GetJobRequest\x1a\x19.gantry.v1.GetJobResponse\x12C\n" +
@@ -4003,7 +4122,9 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\n" +
 	"RunProject\x12\x1c.gantry.v1.RunProjectRequest\x1a\x1d.gantry.v1.RunProjectResponse\x12O\n" +
 	"\fApproveBuild\x12\x1e.gantry.v1.ApproveBuildRequest\x1a\x1f.gantry.v1.ApproveBuildResponse\x12U\n" +
-	"\x0eDeliverWebhook\x12 .gantry.v1.DeliverWebhookRequest\x1a!.gantry.v1.DeliverWebhookResponseB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"\x0eDeliverWebhook\x12 .gantry.v1.DeliverWebhookRequest\x1a!.gantry.v1.DeliverWebhookResponse\x12I\n" +
+	"\n" +
+	"DecideTask\x12\x1c.gantry.v1.DecideTaskRequest\x1a\x1d.gantry.v1.DecideTaskResponseB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_api_proto_rawDescOnce sync.Once
@@ -4018,7 +4139,7 @@ func file_gantry_v1_api_proto_rawDescGZIP() []byte {
 }
 
 var file_gantry_v1_api_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gantry_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
+var file_gantry_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
 var file_gantry_v1_api_proto_goTypes = []any{
 	(AgentState)(0),                 // 0: gantry.v1.AgentState
 	(*SubmitJobRequest)(nil),        // 1: gantry.v1.SubmitJobRequest
@@ -4091,171 +4212,176 @@ var file_gantry_v1_api_proto_goTypes = []any{
 	(*ApproveBuildResponse)(nil),    // 68: gantry.v1.ApproveBuildResponse
 	(*DeliverWebhookRequest)(nil),   // 69: gantry.v1.DeliverWebhookRequest
 	(*DeliverWebhookResponse)(nil),  // 70: gantry.v1.DeliverWebhookResponse
-	nil,                             // 71: gantry.v1.QueuedTask.LabelsEntry
-	nil,                             // 72: gantry.v1.QueueStats.LabelsEntry
-	nil,                             // 73: gantry.v1.DeliverWebhookRequest.HeadersEntry
-	(*JobSpec)(nil),                 // 74: gantry.v1.JobSpec
-	(*Job)(nil),                     // 75: gantry.v1.Job
-	(JobState)(0),                   // 76: gantry.v1.JobState
-	(*LogChunk)(nil),                // 77: gantry.v1.LogChunk
-	(*AgentInfo)(nil),               // 78: gantry.v1.AgentInfo
-	(*timestamppb.Timestamp)(nil),   // 79: google.protobuf.Timestamp
-	(*TaskRef)(nil),                 // 80: gantry.v1.TaskRef
-	(TaskState)(0),                  // 81: gantry.v1.TaskState
-	(*durationpb.Duration)(nil),     // 82: google.protobuf.Duration
-	(*AppSpec)(nil),                 // 83: gantry.v1.AppSpec
-	(*App)(nil),                     // 84: gantry.v1.App
-	(SyncStatus)(0),                 // 85: gantry.v1.SyncStatus
-	(HealthStatus)(0),               // 86: gantry.v1.HealthStatus
-	(*DeployRecord)(nil),            // 87: gantry.v1.DeployRecord
-	(*DriftReport)(nil),             // 88: gantry.v1.DriftReport
-	(*ProjectSpec)(nil),             // 89: gantry.v1.ProjectSpec
-	(*Build)(nil),                   // 90: gantry.v1.Build
-	(*CreateTokenRequest)(nil),      // 91: gantry.v1.CreateTokenRequest
-	(*ListTokensRequest)(nil),       // 92: gantry.v1.ListTokensRequest
-	(*RevokeTokenRequest)(nil),      // 93: gantry.v1.RevokeTokenRequest
-	(*BootstrapACLRequest)(nil),     // 94: gantry.v1.BootstrapACLRequest
-	(*WhoAmIRequest)(nil),           // 95: gantry.v1.WhoAmIRequest
-	(*ListAuditRequest)(nil),        // 96: gantry.v1.ListAuditRequest
-	(*CreateTokenResponse)(nil),     // 97: gantry.v1.CreateTokenResponse
-	(*ListTokensResponse)(nil),      // 98: gantry.v1.ListTokensResponse
-	(*RevokeTokenResponse)(nil),     // 99: gantry.v1.RevokeTokenResponse
-	(*BootstrapACLResponse)(nil),    // 100: gantry.v1.BootstrapACLResponse
-	(*WhoAmIResponse)(nil),          // 101: gantry.v1.WhoAmIResponse
-	(*ListAuditResponse)(nil),       // 102: gantry.v1.ListAuditResponse
+	(*DecideTaskRequest)(nil),       // 71: gantry.v1.DecideTaskRequest
+	(*DecideTaskResponse)(nil),      // 72: gantry.v1.DecideTaskResponse
+	nil,                             // 73: gantry.v1.QueuedTask.LabelsEntry
+	nil,                             // 74: gantry.v1.QueueStats.LabelsEntry
+	nil,                             // 75: gantry.v1.DeliverWebhookRequest.HeadersEntry
+	(*JobSpec)(nil),                 // 76: gantry.v1.JobSpec
+	(*Job)(nil),                     // 77: gantry.v1.Job
+	(JobState)(0),                   // 78: gantry.v1.JobState
+	(*LogChunk)(nil),                // 79: gantry.v1.LogChunk
+	(*AgentInfo)(nil),               // 80: gantry.v1.AgentInfo
+	(*timestamppb.Timestamp)(nil),   // 81: google.protobuf.Timestamp
+	(*TaskRef)(nil),                 // 82: gantry.v1.TaskRef
+	(TaskState)(0),                  // 83: gantry.v1.TaskState
+	(*durationpb.Duration)(nil),     // 84: google.protobuf.Duration
+	(*AppSpec)(nil),                 // 85: gantry.v1.AppSpec
+	(*App)(nil),                     // 86: gantry.v1.App
+	(SyncStatus)(0),                 // 87: gantry.v1.SyncStatus
+	(HealthStatus)(0),               // 88: gantry.v1.HealthStatus
+	(*DeployRecord)(nil),            // 89: gantry.v1.DeployRecord
+	(*DriftReport)(nil),             // 90: gantry.v1.DriftReport
+	(*ProjectSpec)(nil),             // 91: gantry.v1.ProjectSpec
+	(*Build)(nil),                   // 92: gantry.v1.Build
+	(*CreateTokenRequest)(nil),      // 93: gantry.v1.CreateTokenRequest
+	(*ListTokensRequest)(nil),       // 94: gantry.v1.ListTokensRequest
+	(*RevokeTokenRequest)(nil),      // 95: gantry.v1.RevokeTokenRequest
+	(*BootstrapACLRequest)(nil),     // 96: gantry.v1.BootstrapACLRequest
+	(*WhoAmIRequest)(nil),           // 97: gantry.v1.WhoAmIRequest
+	(*ListAuditRequest)(nil),        // 98: gantry.v1.ListAuditRequest
+	(*CreateTokenResponse)(nil),     // 99: gantry.v1.CreateTokenResponse
+	(*ListTokensResponse)(nil),      // 100: gantry.v1.ListTokensResponse
+	(*RevokeTokenResponse)(nil),     // 101: gantry.v1.RevokeTokenResponse
+	(*BootstrapACLResponse)(nil),    // 102: gantry.v1.BootstrapACLResponse
+	(*WhoAmIResponse)(nil),          // 103: gantry.v1.WhoAmIResponse
+	(*ListAuditResponse)(nil),       // 104: gantry.v1.ListAuditResponse
 }
 var file_gantry_v1_api_proto_depIdxs = []int32{
-	74,  // 0: gantry.v1.SubmitJobRequest.spec:type_name -> gantry.v1.JobSpec
-	75,  // 1: gantry.v1.SubmitJobResponse.job:type_name -> gantry.v1.Job
-	75,  // 2: gantry.v1.GetJobResponse.job:type_name -> gantry.v1.Job
-	76,  // 3: gantry.v1.ListJobsRequest.states:type_name -> gantry.v1.JobState
-	75,  // 4: gantry.v1.ListJobsResponse.jobs:type_name -> gantry.v1.Job
-	75,  // 5: gantry.v1.WatchJobResponse.job:type_name -> gantry.v1.Job
-	75,  // 6: gantry.v1.CancelJobResponse.job:type_name -> gantry.v1.Job
-	77,  // 7: gantry.v1.TaskLogsResponse.chunk:type_name -> gantry.v1.LogChunk
-	78,  // 8: gantry.v1.AgentStatus.info:type_name -> gantry.v1.AgentInfo
+	76,  // 0: gantry.v1.SubmitJobRequest.spec:type_name -> gantry.v1.JobSpec
+	77,  // 1: gantry.v1.SubmitJobResponse.job:type_name -> gantry.v1.Job
+	77,  // 2: gantry.v1.GetJobResponse.job:type_name -> gantry.v1.Job
+	78,  // 3: gantry.v1.ListJobsRequest.states:type_name -> gantry.v1.JobState
+	77,  // 4: gantry.v1.ListJobsResponse.jobs:type_name -> gantry.v1.Job
+	77,  // 5: gantry.v1.WatchJobResponse.job:type_name -> gantry.v1.Job
+	77,  // 6: gantry.v1.CancelJobResponse.job:type_name -> gantry.v1.Job
+	79,  // 7: gantry.v1.TaskLogsResponse.chunk:type_name -> gantry.v1.LogChunk
+	80,  // 8: gantry.v1.AgentStatus.info:type_name -> gantry.v1.AgentInfo
 	0,   // 9: gantry.v1.AgentStatus.state:type_name -> gantry.v1.AgentState
-	79,  // 10: gantry.v1.AgentStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
-	80,  // 11: gantry.v1.AgentStatus.running:type_name -> gantry.v1.TaskRef
+	81,  // 10: gantry.v1.AgentStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
+	82,  // 11: gantry.v1.AgentStatus.running:type_name -> gantry.v1.TaskRef
 	14,  // 12: gantry.v1.ListAgentsResponse.agents:type_name -> gantry.v1.AgentStatus
-	79,  // 13: gantry.v1.NodeStatus.seen_at:type_name -> google.protobuf.Timestamp
+	81,  // 13: gantry.v1.NodeStatus.seen_at:type_name -> google.protobuf.Timestamp
 	19,  // 14: gantry.v1.ClusterStatusResponse.nodes:type_name -> gantry.v1.NodeStatus
-	81,  // 15: gantry.v1.QueuedTask.state:type_name -> gantry.v1.TaskState
-	71,  // 16: gantry.v1.QueuedTask.labels:type_name -> gantry.v1.QueuedTask.LabelsEntry
-	79,  // 17: gantry.v1.QueuedTask.queued_at:type_name -> google.protobuf.Timestamp
-	79,  // 18: gantry.v1.QueuedTask.not_before:type_name -> google.protobuf.Timestamp
-	79,  // 19: gantry.v1.QueuedTask.runnable_at:type_name -> google.protobuf.Timestamp
-	72,  // 20: gantry.v1.QueueStats.labels:type_name -> gantry.v1.QueueStats.LabelsEntry
-	82,  // 21: gantry.v1.QueueStats.p50:type_name -> google.protobuf.Duration
-	82,  // 22: gantry.v1.QueueStats.p95:type_name -> google.protobuf.Duration
+	83,  // 15: gantry.v1.QueuedTask.state:type_name -> gantry.v1.TaskState
+	73,  // 16: gantry.v1.QueuedTask.labels:type_name -> gantry.v1.QueuedTask.LabelsEntry
+	81,  // 17: gantry.v1.QueuedTask.queued_at:type_name -> google.protobuf.Timestamp
+	81,  // 18: gantry.v1.QueuedTask.not_before:type_name -> google.protobuf.Timestamp
+	81,  // 19: gantry.v1.QueuedTask.runnable_at:type_name -> google.protobuf.Timestamp
+	74,  // 20: gantry.v1.QueueStats.labels:type_name -> gantry.v1.QueueStats.LabelsEntry
+	84,  // 21: gantry.v1.QueueStats.p50:type_name -> google.protobuf.Duration
+	84,  // 22: gantry.v1.QueueStats.p95:type_name -> google.protobuf.Duration
 	26,  // 23: gantry.v1.ListQueueResponse.tasks:type_name -> gantry.v1.QueuedTask
 	27,  // 24: gantry.v1.ListQueueResponse.queues:type_name -> gantry.v1.QueueStats
-	83,  // 25: gantry.v1.CreateAppRequest.spec:type_name -> gantry.v1.AppSpec
-	84,  // 26: gantry.v1.CreateAppResponse.app:type_name -> gantry.v1.App
-	83,  // 27: gantry.v1.AppSummary.spec:type_name -> gantry.v1.AppSpec
-	85,  // 28: gantry.v1.AppSummary.sync:type_name -> gantry.v1.SyncStatus
-	86,  // 29: gantry.v1.AppSummary.health:type_name -> gantry.v1.HealthStatus
-	87,  // 30: gantry.v1.AppSummary.last_deploy:type_name -> gantry.v1.DeployRecord
+	85,  // 25: gantry.v1.CreateAppRequest.spec:type_name -> gantry.v1.AppSpec
+	86,  // 26: gantry.v1.CreateAppResponse.app:type_name -> gantry.v1.App
+	85,  // 27: gantry.v1.AppSummary.spec:type_name -> gantry.v1.AppSpec
+	87,  // 28: gantry.v1.AppSummary.sync:type_name -> gantry.v1.SyncStatus
+	88,  // 29: gantry.v1.AppSummary.health:type_name -> gantry.v1.HealthStatus
+	89,  // 30: gantry.v1.AppSummary.last_deploy:type_name -> gantry.v1.DeployRecord
 	32,  // 31: gantry.v1.ListAppsResponse.apps:type_name -> gantry.v1.AppSummary
-	84,  // 32: gantry.v1.GetAppResponse.app:type_name -> gantry.v1.App
+	86,  // 32: gantry.v1.GetAppResponse.app:type_name -> gantry.v1.App
 	32,  // 33: gantry.v1.GetAppResponse.summary:type_name -> gantry.v1.AppSummary
-	88,  // 34: gantry.v1.GetAppResponse.drift:type_name -> gantry.v1.DriftReport
+	90,  // 34: gantry.v1.GetAppResponse.drift:type_name -> gantry.v1.DriftReport
 	50,  // 35: gantry.v1.SetSecretResponse.secret:type_name -> gantry.v1.SecretInfo
-	79,  // 36: gantry.v1.SecretInfo.created_at:type_name -> google.protobuf.Timestamp
-	79,  // 37: gantry.v1.SecretInfo.updated_at:type_name -> google.protobuf.Timestamp
+	81,  // 36: gantry.v1.SecretInfo.created_at:type_name -> google.protobuf.Timestamp
+	81,  // 37: gantry.v1.SecretInfo.updated_at:type_name -> google.protobuf.Timestamp
 	50,  // 38: gantry.v1.ListSecretsResponse.secrets:type_name -> gantry.v1.SecretInfo
-	89,  // 39: gantry.v1.CreateProjectRequest.spec:type_name -> gantry.v1.ProjectSpec
+	91,  // 39: gantry.v1.CreateProjectRequest.spec:type_name -> gantry.v1.ProjectSpec
 	57,  // 40: gantry.v1.CreateProjectResponse.project:type_name -> gantry.v1.ProjectSummary
-	89,  // 41: gantry.v1.ProjectSummary.spec:type_name -> gantry.v1.ProjectSpec
-	79,  // 42: gantry.v1.ProjectSummary.created_at:type_name -> google.protobuf.Timestamp
+	91,  // 41: gantry.v1.ProjectSummary.spec:type_name -> gantry.v1.ProjectSpec
+	81,  // 42: gantry.v1.ProjectSummary.created_at:type_name -> google.protobuf.Timestamp
 	58,  // 43: gantry.v1.ProjectSummary.builds:type_name -> gantry.v1.BuildSummary
-	90,  // 44: gantry.v1.BuildSummary.build:type_name -> gantry.v1.Build
-	76,  // 45: gantry.v1.BuildSummary.state:type_name -> gantry.v1.JobState
+	92,  // 44: gantry.v1.BuildSummary.build:type_name -> gantry.v1.Build
+	78,  // 45: gantry.v1.BuildSummary.state:type_name -> gantry.v1.JobState
 	57,  // 46: gantry.v1.ListProjectsResponse.projects:type_name -> gantry.v1.ProjectSummary
 	57,  // 47: gantry.v1.GetProjectResponse.project:type_name -> gantry.v1.ProjectSummary
 	58,  // 48: gantry.v1.RunProjectResponse.build:type_name -> gantry.v1.BuildSummary
 	58,  // 49: gantry.v1.ApproveBuildResponse.build:type_name -> gantry.v1.BuildSummary
-	73,  // 50: gantry.v1.DeliverWebhookRequest.headers:type_name -> gantry.v1.DeliverWebhookRequest.HeadersEntry
+	75,  // 50: gantry.v1.DeliverWebhookRequest.headers:type_name -> gantry.v1.DeliverWebhookRequest.HeadersEntry
 	58,  // 51: gantry.v1.DeliverWebhookResponse.builds:type_name -> gantry.v1.BuildSummary
-	1,   // 52: gantry.v1.GantryService.SubmitJob:input_type -> gantry.v1.SubmitJobRequest
-	3,   // 53: gantry.v1.GantryService.GetJob:input_type -> gantry.v1.GetJobRequest
-	5,   // 54: gantry.v1.GantryService.ListJobs:input_type -> gantry.v1.ListJobsRequest
-	7,   // 55: gantry.v1.GantryService.WatchJob:input_type -> gantry.v1.WatchJobRequest
-	9,   // 56: gantry.v1.GantryService.CancelJob:input_type -> gantry.v1.CancelJobRequest
-	11,  // 57: gantry.v1.GantryService.TaskLogs:input_type -> gantry.v1.TaskLogsRequest
-	13,  // 58: gantry.v1.GantryService.ListAgents:input_type -> gantry.v1.ListAgentsRequest
-	16,  // 59: gantry.v1.GantryService.DrainAgent:input_type -> gantry.v1.DrainAgentRequest
-	18,  // 60: gantry.v1.GantryService.ClusterStatus:input_type -> gantry.v1.ClusterStatusRequest
-	21,  // 61: gantry.v1.GantryService.AddNode:input_type -> gantry.v1.AddNodeRequest
-	23,  // 62: gantry.v1.GantryService.RemoveNode:input_type -> gantry.v1.RemoveNodeRequest
-	25,  // 63: gantry.v1.GantryService.ListQueue:input_type -> gantry.v1.ListQueueRequest
-	29,  // 64: gantry.v1.GantryService.CreateApp:input_type -> gantry.v1.CreateAppRequest
-	31,  // 65: gantry.v1.GantryService.ListApps:input_type -> gantry.v1.ListAppsRequest
-	34,  // 66: gantry.v1.GantryService.GetApp:input_type -> gantry.v1.GetAppRequest
-	36,  // 67: gantry.v1.GantryService.SyncApp:input_type -> gantry.v1.SyncAppRequest
-	38,  // 68: gantry.v1.GantryService.RollbackApp:input_type -> gantry.v1.RollbackAppRequest
-	40,  // 69: gantry.v1.GantryService.UnpinApp:input_type -> gantry.v1.UnpinAppRequest
-	42,  // 70: gantry.v1.GantryService.DeleteApp:input_type -> gantry.v1.DeleteAppRequest
-	44,  // 71: gantry.v1.GantryService.SaveSnapshot:input_type -> gantry.v1.SaveSnapshotRequest
-	46,  // 72: gantry.v1.GantryService.RestoreSnapshot:input_type -> gantry.v1.RestoreSnapshotRequest
-	48,  // 73: gantry.v1.GantryService.SetSecret:input_type -> gantry.v1.SetSecretRequest
-	51,  // 74: gantry.v1.GantryService.ListSecrets:input_type -> gantry.v1.ListSecretsRequest
-	53,  // 75: gantry.v1.GantryService.DeleteSecret:input_type -> gantry.v1.DeleteSecretRequest
-	91,  // 76: gantry.v1.GantryService.CreateToken:input_type -> gantry.v1.CreateTokenRequest
-	92,  // 77: gantry.v1.GantryService.ListTokens:input_type -> gantry.v1.ListTokensRequest
-	93,  // 78: gantry.v1.GantryService.RevokeToken:input_type -> gantry.v1.RevokeTokenRequest
-	94,  // 79: gantry.v1.GantryService.BootstrapACL:input_type -> gantry.v1.BootstrapACLRequest
-	95,  // 80: gantry.v1.GantryService.WhoAmI:input_type -> gantry.v1.WhoAmIRequest
-	96,  // 81: gantry.v1.GantryService.ListAudit:input_type -> gantry.v1.ListAuditRequest
-	55,  // 82: gantry.v1.GantryService.CreateProject:input_type -> gantry.v1.CreateProjectRequest
-	59,  // 83: gantry.v1.GantryService.ListProjects:input_type -> gantry.v1.ListProjectsRequest
-	61,  // 84: gantry.v1.GantryService.GetProject:input_type -> gantry.v1.GetProjectRequest
-	63,  // 85: gantry.v1.GantryService.DeleteProject:input_type -> gantry.v1.DeleteProjectRequest
-	65,  // 86: gantry.v1.GantryService.RunProject:input_type -> gantry.v1.RunProjectRequest
-	67,  // 87: gantry.v1.GantryService.ApproveBuild:input_type -> gantry.v1.ApproveBuildRequest
-	69,  // 88: gantry.v1.GantryService.DeliverWebhook:input_type -> gantry.v1.DeliverWebhookRequest
-	2,   // 89: gantry.v1.GantryService.SubmitJob:output_type -> gantry.v1.SubmitJobResponse
-	4,   // 90: gantry.v1.GantryService.GetJob:output_type -> gantry.v1.GetJobResponse
-	6,   // 91: gantry.v1.GantryService.ListJobs:output_type -> gantry.v1.ListJobsResponse
-	8,   // 92: gantry.v1.GantryService.WatchJob:output_type -> gantry.v1.WatchJobResponse
-	10,  // 93: gantry.v1.GantryService.CancelJob:output_type -> gantry.v1.CancelJobResponse
-	12,  // 94: gantry.v1.GantryService.TaskLogs:output_type -> gantry.v1.TaskLogsResponse
-	15,  // 95: gantry.v1.GantryService.ListAgents:output_type -> gantry.v1.ListAgentsResponse
-	17,  // 96: gantry.v1.GantryService.DrainAgent:output_type -> gantry.v1.DrainAgentResponse
-	20,  // 97: gantry.v1.GantryService.ClusterStatus:output_type -> gantry.v1.ClusterStatusResponse
-	22,  // 98: gantry.v1.GantryService.AddNode:output_type -> gantry.v1.AddNodeResponse
-	24,  // 99: gantry.v1.GantryService.RemoveNode:output_type -> gantry.v1.RemoveNodeResponse
-	28,  // 100: gantry.v1.GantryService.ListQueue:output_type -> gantry.v1.ListQueueResponse
-	30,  // 101: gantry.v1.GantryService.CreateApp:output_type -> gantry.v1.CreateAppResponse
-	33,  // 102: gantry.v1.GantryService.ListApps:output_type -> gantry.v1.ListAppsResponse
-	35,  // 103: gantry.v1.GantryService.GetApp:output_type -> gantry.v1.GetAppResponse
-	37,  // 104: gantry.v1.GantryService.SyncApp:output_type -> gantry.v1.SyncAppResponse
-	39,  // 105: gantry.v1.GantryService.RollbackApp:output_type -> gantry.v1.RollbackAppResponse
-	41,  // 106: gantry.v1.GantryService.UnpinApp:output_type -> gantry.v1.UnpinAppResponse
-	43,  // 107: gantry.v1.GantryService.DeleteApp:output_type -> gantry.v1.DeleteAppResponse
-	45,  // 108: gantry.v1.GantryService.SaveSnapshot:output_type -> gantry.v1.SaveSnapshotResponse
-	47,  // 109: gantry.v1.GantryService.RestoreSnapshot:output_type -> gantry.v1.RestoreSnapshotResponse
-	49,  // 110: gantry.v1.GantryService.SetSecret:output_type -> gantry.v1.SetSecretResponse
-	52,  // 111: gantry.v1.GantryService.ListSecrets:output_type -> gantry.v1.ListSecretsResponse
-	54,  // 112: gantry.v1.GantryService.DeleteSecret:output_type -> gantry.v1.DeleteSecretResponse
-	97,  // 113: gantry.v1.GantryService.CreateToken:output_type -> gantry.v1.CreateTokenResponse
-	98,  // 114: gantry.v1.GantryService.ListTokens:output_type -> gantry.v1.ListTokensResponse
-	99,  // 115: gantry.v1.GantryService.RevokeToken:output_type -> gantry.v1.RevokeTokenResponse
-	100, // 116: gantry.v1.GantryService.BootstrapACL:output_type -> gantry.v1.BootstrapACLResponse
-	101, // 117: gantry.v1.GantryService.WhoAmI:output_type -> gantry.v1.WhoAmIResponse
-	102, // 118: gantry.v1.GantryService.ListAudit:output_type -> gantry.v1.ListAuditResponse
-	56,  // 119: gantry.v1.GantryService.CreateProject:output_type -> gantry.v1.CreateProjectResponse
-	60,  // 120: gantry.v1.GantryService.ListProjects:output_type -> gantry.v1.ListProjectsResponse
-	62,  // 121: gantry.v1.GantryService.GetProject:output_type -> gantry.v1.GetProjectResponse
-	64,  // 122: gantry.v1.GantryService.DeleteProject:output_type -> gantry.v1.DeleteProjectResponse
-	66,  // 123: gantry.v1.GantryService.RunProject:output_type -> gantry.v1.RunProjectResponse
-	68,  // 124: gantry.v1.GantryService.ApproveBuild:output_type -> gantry.v1.ApproveBuildResponse
-	70,  // 125: gantry.v1.GantryService.DeliverWebhook:output_type -> gantry.v1.DeliverWebhookResponse
-	89,  // [89:126] is the sub-list for method output_type
-	52,  // [52:89] is the sub-list for method input_type
-	52,  // [52:52] is the sub-list for extension type_name
-	52,  // [52:52] is the sub-list for extension extendee
-	0,   // [0:52] is the sub-list for field type_name
+	77,  // 52: gantry.v1.DecideTaskResponse.job:type_name -> gantry.v1.Job
+	1,   // 53: gantry.v1.GantryService.SubmitJob:input_type -> gantry.v1.SubmitJobRequest
+	3,   // 54: gantry.v1.GantryService.GetJob:input_type -> gantry.v1.GetJobRequest
+	5,   // 55: gantry.v1.GantryService.ListJobs:input_type -> gantry.v1.ListJobsRequest
+	7,   // 56: gantry.v1.GantryService.WatchJob:input_type -> gantry.v1.WatchJobRequest
+	9,   // 57: gantry.v1.GantryService.CancelJob:input_type -> gantry.v1.CancelJobRequest
+	11,  // 58: gantry.v1.GantryService.TaskLogs:input_type -> gantry.v1.TaskLogsRequest
+	13,  // 59: gantry.v1.GantryService.ListAgents:input_type -> gantry.v1.ListAgentsRequest
+	16,  // 60: gantry.v1.GantryService.DrainAgent:input_type -> gantry.v1.DrainAgentRequest
+	18,  // 61: gantry.v1.GantryService.ClusterStatus:input_type -> gantry.v1.ClusterStatusRequest
+	21,  // 62: gantry.v1.GantryService.AddNode:input_type -> gantry.v1.AddNodeRequest
+	23,  // 63: gantry.v1.GantryService.RemoveNode:input_type -> gantry.v1.RemoveNodeRequest
+	25,  // 64: gantry.v1.GantryService.ListQueue:input_type -> gantry.v1.ListQueueRequest
+	29,  // 65: gantry.v1.GantryService.CreateApp:input_type -> gantry.v1.CreateAppRequest
+	31,  // 66: gantry.v1.GantryService.ListApps:input_type -> gantry.v1.ListAppsRequest
+	34,  // 67: gantry.v1.GantryService.GetApp:input_type -> gantry.v1.GetAppRequest
+	36,  // 68: gantry.v1.GantryService.SyncApp:input_type -> gantry.v1.SyncAppRequest
+	38,  // 69: gantry.v1.GantryService.RollbackApp:input_type -> gantry.v1.RollbackAppRequest
+	40,  // 70: gantry.v1.GantryService.UnpinApp:input_type -> gantry.v1.UnpinAppRequest
+	42,  // 71: gantry.v1.GantryService.DeleteApp:input_type -> gantry.v1.DeleteAppRequest
+	44,  // 72: gantry.v1.GantryService.SaveSnapshot:input_type -> gantry.v1.SaveSnapshotRequest
+	46,  // 73: gantry.v1.GantryService.RestoreSnapshot:input_type -> gantry.v1.RestoreSnapshotRequest
+	48,  // 74: gantry.v1.GantryService.SetSecret:input_type -> gantry.v1.SetSecretRequest
+	51,  // 75: gantry.v1.GantryService.ListSecrets:input_type -> gantry.v1.ListSecretsRequest
+	53,  // 76: gantry.v1.GantryService.DeleteSecret:input_type -> gantry.v1.DeleteSecretRequest
+	93,  // 77: gantry.v1.GantryService.CreateToken:input_type -> gantry.v1.CreateTokenRequest
+	94,  // 78: gantry.v1.GantryService.ListTokens:input_type -> gantry.v1.ListTokensRequest
+	95,  // 79: gantry.v1.GantryService.RevokeToken:input_type -> gantry.v1.RevokeTokenRequest
+	96,  // 80: gantry.v1.GantryService.BootstrapACL:input_type -> gantry.v1.BootstrapACLRequest
+	97,  // 81: gantry.v1.GantryService.WhoAmI:input_type -> gantry.v1.WhoAmIRequest
+	98,  // 82: gantry.v1.GantryService.ListAudit:input_type -> gantry.v1.ListAuditRequest
+	55,  // 83: gantry.v1.GantryService.CreateProject:input_type -> gantry.v1.CreateProjectRequest
+	59,  // 84: gantry.v1.GantryService.ListProjects:input_type -> gantry.v1.ListProjectsRequest
+	61,  // 85: gantry.v1.GantryService.GetProject:input_type -> gantry.v1.GetProjectRequest
+	63,  // 86: gantry.v1.GantryService.DeleteProject:input_type -> gantry.v1.DeleteProjectRequest
+	65,  // 87: gantry.v1.GantryService.RunProject:input_type -> gantry.v1.RunProjectRequest
+	67,  // 88: gantry.v1.GantryService.ApproveBuild:input_type -> gantry.v1.ApproveBuildRequest
+	69,  // 89: gantry.v1.GantryService.DeliverWebhook:input_type -> gantry.v1.DeliverWebhookRequest
+	71,  // 90: gantry.v1.GantryService.DecideTask:input_type -> gantry.v1.DecideTaskRequest
+	2,   // 91: gantry.v1.GantryService.SubmitJob:output_type -> gantry.v1.SubmitJobResponse
+	4,   // 92: gantry.v1.GantryService.GetJob:output_type -> gantry.v1.GetJobResponse
+	6,   // 93: gantry.v1.GantryService.ListJobs:output_type -> gantry.v1.ListJobsResponse
+	8,   // 94: gantry.v1.GantryService.WatchJob:output_type -> gantry.v1.WatchJobResponse
+	10,  // 95: gantry.v1.GantryService.CancelJob:output_type -> gantry.v1.CancelJobResponse
+	12,  // 96: gantry.v1.GantryService.TaskLogs:output_type -> gantry.v1.TaskLogsResponse
+	15,  // 97: gantry.v1.GantryService.ListAgents:output_type -> gantry.v1.ListAgentsResponse
+	17,  // 98: gantry.v1.GantryService.DrainAgent:output_type -> gantry.v1.DrainAgentResponse
+	20,  // 99: gantry.v1.GantryService.ClusterStatus:output_type -> gantry.v1.ClusterStatusResponse
+	22,  // 100: gantry.v1.GantryService.AddNode:output_type -> gantry.v1.AddNodeResponse
+	24,  // 101: gantry.v1.GantryService.RemoveNode:output_type -> gantry.v1.RemoveNodeResponse
+	28,  // 102: gantry.v1.GantryService.ListQueue:output_type -> gantry.v1.ListQueueResponse
+	30,  // 103: gantry.v1.GantryService.CreateApp:output_type -> gantry.v1.CreateAppResponse
+	33,  // 104: gantry.v1.GantryService.ListApps:output_type -> gantry.v1.ListAppsResponse
+	35,  // 105: gantry.v1.GantryService.GetApp:output_type -> gantry.v1.GetAppResponse
+	37,  // 106: gantry.v1.GantryService.SyncApp:output_type -> gantry.v1.SyncAppResponse
+	39,  // 107: gantry.v1.GantryService.RollbackApp:output_type -> gantry.v1.RollbackAppResponse
+	41,  // 108: gantry.v1.GantryService.UnpinApp:output_type -> gantry.v1.UnpinAppResponse
+	43,  // 109: gantry.v1.GantryService.DeleteApp:output_type -> gantry.v1.DeleteAppResponse
+	45,  // 110: gantry.v1.GantryService.SaveSnapshot:output_type -> gantry.v1.SaveSnapshotResponse
+	47,  // 111: gantry.v1.GantryService.RestoreSnapshot:output_type -> gantry.v1.RestoreSnapshotResponse
+	49,  // 112: gantry.v1.GantryService.SetSecret:output_type -> gantry.v1.SetSecretResponse
+	52,  // 113: gantry.v1.GantryService.ListSecrets:output_type -> gantry.v1.ListSecretsResponse
+	54,  // 114: gantry.v1.GantryService.DeleteSecret:output_type -> gantry.v1.DeleteSecretResponse
+	99,  // 115: gantry.v1.GantryService.CreateToken:output_type -> gantry.v1.CreateTokenResponse
+	100, // 116: gantry.v1.GantryService.ListTokens:output_type -> gantry.v1.ListTokensResponse
+	101, // 117: gantry.v1.GantryService.RevokeToken:output_type -> gantry.v1.RevokeTokenResponse
+	102, // 118: gantry.v1.GantryService.BootstrapACL:output_type -> gantry.v1.BootstrapACLResponse
+	103, // 119: gantry.v1.GantryService.WhoAmI:output_type -> gantry.v1.WhoAmIResponse
+	104, // 120: gantry.v1.GantryService.ListAudit:output_type -> gantry.v1.ListAuditResponse
+	56,  // 121: gantry.v1.GantryService.CreateProject:output_type -> gantry.v1.CreateProjectResponse
+	60,  // 122: gantry.v1.GantryService.ListProjects:output_type -> gantry.v1.ListProjectsResponse
+	62,  // 123: gantry.v1.GantryService.GetProject:output_type -> gantry.v1.GetProjectResponse
+	64,  // 124: gantry.v1.GantryService.DeleteProject:output_type -> gantry.v1.DeleteProjectResponse
+	66,  // 125: gantry.v1.GantryService.RunProject:output_type -> gantry.v1.RunProjectResponse
+	68,  // 126: gantry.v1.GantryService.ApproveBuild:output_type -> gantry.v1.ApproveBuildResponse
+	70,  // 127: gantry.v1.GantryService.DeliverWebhook:output_type -> gantry.v1.DeliverWebhookResponse
+	72,  // 128: gantry.v1.GantryService.DecideTask:output_type -> gantry.v1.DecideTaskResponse
+	91,  // [91:129] is the sub-list for method output_type
+	53,  // [53:91] is the sub-list for method input_type
+	53,  // [53:53] is the sub-list for extension type_name
+	53,  // [53:53] is the sub-list for extension extendee
+	0,   // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_api_proto_init() }
@@ -4275,7 +4401,7 @@ func file_gantry_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_api_proto_rawDesc), len(file_gantry_v1_api_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   73,
+			NumMessages:   75,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

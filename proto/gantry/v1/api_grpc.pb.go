@@ -56,6 +56,7 @@ const (
 	GantryService_RunProject_FullMethodName      = "/gantry.v1.GantryService/RunProject"
 	GantryService_ApproveBuild_FullMethodName    = "/gantry.v1.GantryService/ApproveBuild"
 	GantryService_DeliverWebhook_FullMethodName  = "/gantry.v1.GantryService/DeliverWebhook"
+	GantryService_DecideTask_FullMethodName      = "/gantry.v1.GantryService/DecideTask"
 )
 
 // GantryServiceClient is the client API for GantryService service.
@@ -127,6 +128,8 @@ type GantryServiceClient interface {
 	// A forge's webhook delivery, as received on /hooks/git: answered
 	// without a token, authenticated by the project's webhook secret.
 	DeliverWebhook(ctx context.Context, in *DeliverWebhookRequest, opts ...grpc.CallOption) (*DeliverWebhookResponse, error)
+	// Approves or rejects a waiting approval task of a job.
+	DecideTask(ctx context.Context, in *DecideTaskRequest, opts ...grpc.CallOption) (*DecideTaskResponse, error)
 }
 
 type gantryServiceClient struct {
@@ -537,6 +540,16 @@ func (c *gantryServiceClient) DeliverWebhook(ctx context.Context, in *DeliverWeb
 	return out, nil
 }
 
+func (c *gantryServiceClient) DecideTask(ctx context.Context, in *DecideTaskRequest, opts ...grpc.CallOption) (*DecideTaskResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DecideTaskResponse)
+	err := c.cc.Invoke(ctx, GantryService_DecideTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GantryServiceServer is the server API for GantryService service.
 // All implementations must embed UnimplementedGantryServiceServer
 // for forward compatibility.
@@ -606,6 +619,8 @@ type GantryServiceServer interface {
 	// A forge's webhook delivery, as received on /hooks/git: answered
 	// without a token, authenticated by the project's webhook secret.
 	DeliverWebhook(context.Context, *DeliverWebhookRequest) (*DeliverWebhookResponse, error)
+	// Approves or rejects a waiting approval task of a job.
+	DecideTask(context.Context, *DecideTaskRequest) (*DecideTaskResponse, error)
 	mustEmbedUnimplementedGantryServiceServer()
 }
 
@@ -726,6 +741,9 @@ func (UnimplementedGantryServiceServer) ApproveBuild(context.Context, *ApproveBu
 }
 func (UnimplementedGantryServiceServer) DeliverWebhook(context.Context, *DeliverWebhookRequest) (*DeliverWebhookResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeliverWebhook not implemented")
+}
+func (UnimplementedGantryServiceServer) DecideTask(context.Context, *DecideTaskRequest) (*DecideTaskResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DecideTask not implemented")
 }
 func (UnimplementedGantryServiceServer) mustEmbedUnimplementedGantryServiceServer() {}
 func (UnimplementedGantryServiceServer) testEmbeddedByValue()                       {}
@@ -1382,6 +1400,24 @@ func _GantryService_DeliverWebhook_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GantryService_DecideTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DecideTaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).DecideTask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_DecideTask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).DecideTask(ctx, req.(*DecideTaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GantryService_ServiceDesc is the grpc.ServiceDesc for GantryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1520,6 +1556,10 @@ var GantryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeliverWebhook",
 			Handler:    _GantryService_DeliverWebhook_Handler,
+		},
+		{
+			MethodName: "DecideTask",
+			Handler:    _GantryService_DecideTask_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -96,6 +96,8 @@ const (
 	TaskState_TASK_STATE_CANCELED  TaskState = 7
 	// Never ran because a task it needs failed or was canceled.
 	TaskState_TASK_STATE_SKIPPED TaskState = 8
+	// An approval task waiting for a person's decision.
+	TaskState_TASK_STATE_WAITING TaskState = 9
 )
 
 // Enum value maps for TaskState.
@@ -110,6 +112,7 @@ var (
 		6: "TASK_STATE_FAILED",
 		7: "TASK_STATE_CANCELED",
 		8: "TASK_STATE_SKIPPED",
+		9: "TASK_STATE_WAITING",
 	}
 	TaskState_value = map[string]int32{
 		"TASK_STATE_UNSPECIFIED": 0,
@@ -121,6 +124,7 @@ var (
 		"TASK_STATE_FAILED":      6,
 		"TASK_STATE_CANCELED":    7,
 		"TASK_STATE_SKIPPED":     8,
+		"TASK_STATE_WAITING":     9,
 	}
 )
 
@@ -699,7 +703,7 @@ const file_gantry_v1_job_proto_rawDesc = "" +
 	"\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n" +
 	"\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n" +
 	"\x10JOB_STATE_FAILED\x10\x04\x12\x16\n" +
-	"\x12JOB_STATE_CANCELED\x10\x05*\xea\x01\n" +
+	"\x12JOB_STATE_CANCELED\x10\x05*\x82\x02\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TASK_STATE_BLOCKED\x10\x01\x12\x16\n" +
@@ -709,7 +713,8 @@ const file_gantry_v1_job_proto_rawDesc = "" +
 	"\x14TASK_STATE_SUCCEEDED\x10\x05\x12\x15\n" +
 	"\x11TASK_STATE_FAILED\x10\x06\x12\x17\n" +
 	"\x13TASK_STATE_CANCELED\x10\a\x12\x16\n" +
-	"\x12TASK_STATE_SKIPPED\x10\b*]\n" +
+	"\x12TASK_STATE_SKIPPED\x10\b\x12\x16\n" +
+	"\x12TASK_STATE_WAITING\x10\t*]\n" +
 	"\fFailureClass\x12\x1d\n" +
 	"\x19FAILURE_CLASS_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11FAILURE_CLASS_JOB\x10\x01\x12\x17\n" +

@@ -99,6 +99,7 @@ type Command struct {
 	//	*Command_BuildStatus
 	//	*Command_ApproveBuild
 	//	*Command_SetProjectHook
+	//	*Command_DecideTask
 	Cmd isCommand_Cmd `protobuf_oneof:"cmd"`
 	// Actor of the API call that proposed this command: Apply records the
 	// call and the command's result in the audit log. Unset for the
@@ -370,6 +371,15 @@ func (x *Command) GetSetProjectHook() *SetProjectHookCommand {
 	return nil
 }
 
+func (x *Command) GetDecideTask() *DecideTaskCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_DecideTask); ok {
+			return x.DecideTask
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetActor() *Actor {
 	if x != nil {
 		return x.Actor
@@ -484,6 +494,10 @@ type Command_SetProjectHook struct {
 	SetProjectHook *SetProjectHookCommand `protobuf:"bytes,33,opt,name=set_project_hook,json=setProjectHook,proto3,oneof"`
 }
 
+type Command_DecideTask struct {
+	DecideTask *DecideTaskCommand `protobuf:"bytes,34,opt,name=decide_task,json=decideTask,proto3,oneof"`
+}
+
 func (*Command_SubmitJob) isCommand_Cmd() {}
 
 func (*Command_AssignTask) isCommand_Cmd() {}
@@ -531,6 +545,8 @@ func (*Command_BuildStatus) isCommand_Cmd() {}
 func (*Command_ApproveBuild) isCommand_Cmd() {}
 
 func (*Command_SetProjectHook) isCommand_Cmd() {}
+
+func (*Command_DecideTask) isCommand_Cmd() {}
 
 type SubmitJobCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1360,13 +1376,83 @@ func (x *PruneJobsCommand) GetFinishedBefore() *timestamppb.Timestamp {
 	return nil
 }
 
+// DecideTaskCommand approves or rejects a waiting approval task; the
+// command's actor is who decided.
+type DecideTaskCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Task          string                 `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
+	Reject        bool                   `protobuf:"varint,3,opt,name=reject,proto3" json:"reject,omitempty"`
+	Comment       string                 `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecideTaskCommand) Reset() {
+	*x = DecideTaskCommand{}
+	mi := &file_gantry_v1_log_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecideTaskCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecideTaskCommand) ProtoMessage() {}
+
+func (x *DecideTaskCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_log_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecideTaskCommand.ProtoReflect.Descriptor instead.
+func (*DecideTaskCommand) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_log_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DecideTaskCommand) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *DecideTaskCommand) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *DecideTaskCommand) GetReject() bool {
+	if x != nil {
+		return x.Reject
+	}
+	return false
+}
+
+func (x *DecideTaskCommand) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
 var File_gantry_v1_log_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_log_proto_rawDesc = "" +
 	"\n" +
 	"\x13gantry/v1/log.proto\x12\tgantry.v1\x1a\x13gantry/v1/acl.proto\x1a\x15gantry/v1/agent.proto\x1a\x16gantry/v1/gitops.proto\x1a\x13gantry/v1/job.proto\x1a\x17gantry/v1/project.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n" +
 	"\x05Batch\x12.\n" +
-	"\bcommands\x18\x01 \x03(\v2\x12.gantry.v1.CommandR\bcommands\"\xc5\r\n" +
+	"\bcommands\x18\x01 \x03(\v2\x12.gantry.v1.CommandR\bcommands\"\x86\x0e\n" +
 	"\aCommand\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12<\n" +
 	"\n" +
@@ -1403,7 +1489,9 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\fobserve_refs\x18\x1e \x01(\v2\x1d.gantry.v1.ObserveRefsCommandH\x00R\vobserveRefs\x12B\n" +
 	"\fbuild_status\x18\x1f \x01(\v2\x1d.gantry.v1.BuildStatusCommandH\x00R\vbuildStatus\x12E\n" +
 	"\rapprove_build\x18  \x01(\v2\x1e.gantry.v1.ApproveBuildCommandH\x00R\fapproveBuild\x12L\n" +
-	"\x10set_project_hook\x18! \x01(\v2 .gantry.v1.SetProjectHookCommandH\x00R\x0esetProjectHook\x12&\n" +
+	"\x10set_project_hook\x18! \x01(\v2 .gantry.v1.SetProjectHookCommandH\x00R\x0esetProjectHook\x12?\n" +
+	"\vdecide_task\x18\" \x01(\v2\x1c.gantry.v1.DecideTaskCommandH\x00R\n" +
+	"decideTask\x12&\n" +
 	"\x05actor\x18\x02 \x01(\v2\x10.gantry.v1.ActorR\x05actor\x12\x16\n" +
 	"\x06method\x18\x03 \x01(\tR\x06methodB\x05\n" +
 	"\x03cmd\"4\n" +
@@ -1458,7 +1546,12 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\tR\brevision\"W\n" +
 	"\x10PruneJobsCommand\x12C\n" +
-	"\x0ffinished_before\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x0efinishedBeforeB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"\x0ffinished_before\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x0efinishedBefore\"p\n" +
+	"\x11DecideTaskCommand\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
+	"\x04task\x18\x02 \x01(\tR\x04task\x12\x16\n" +
+	"\x06reject\x18\x03 \x01(\bR\x06reject\x12\x18\n" +
+	"\acomment\x18\x04 \x01(\tR\acommentB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_log_proto_rawDescOnce sync.Once
@@ -1472,7 +1565,7 @@ func file_gantry_v1_log_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_log_proto_rawDescData
 }
 
-var file_gantry_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_gantry_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_gantry_v1_log_proto_goTypes = []any{
 	(*Batch)(nil),                  // 0: gantry.v1.Batch
 	(*Command)(nil),                // 1: gantry.v1.Command
@@ -1491,31 +1584,32 @@ var file_gantry_v1_log_proto_goTypes = []any{
 	(*PinAppCommand)(nil),          // 14: gantry.v1.PinAppCommand
 	(*ObserveRevisionCommand)(nil), // 15: gantry.v1.ObserveRevisionCommand
 	(*PruneJobsCommand)(nil),       // 16: gantry.v1.PruneJobsCommand
-	(*timestamppb.Timestamp)(nil),  // 17: google.protobuf.Timestamp
-	(*CreateTokenCommand)(nil),     // 18: gantry.v1.CreateTokenCommand
-	(*RevokeTokenCommand)(nil),     // 19: gantry.v1.RevokeTokenCommand
-	(*RecordAuditCommand)(nil),     // 20: gantry.v1.RecordAuditCommand
-	(*CreateProjectCommand)(nil),   // 21: gantry.v1.CreateProjectCommand
-	(*DeleteProjectCommand)(nil),   // 22: gantry.v1.DeleteProjectCommand
-	(*TriggerBuildCommand)(nil),    // 23: gantry.v1.TriggerBuildCommand
-	(*StartBuildCommand)(nil),      // 24: gantry.v1.StartBuildCommand
-	(*ObserveRefsCommand)(nil),     // 25: gantry.v1.ObserveRefsCommand
-	(*BuildStatusCommand)(nil),     // 26: gantry.v1.BuildStatusCommand
-	(*ApproveBuildCommand)(nil),    // 27: gantry.v1.ApproveBuildCommand
-	(*SetProjectHookCommand)(nil),  // 28: gantry.v1.SetProjectHookCommand
-	(*Actor)(nil),                  // 29: gantry.v1.Actor
-	(*Job)(nil),                    // 30: gantry.v1.Job
-	(*TaskRef)(nil),                // 31: gantry.v1.TaskRef
-	(*Report)(nil),                 // 32: gantry.v1.Report
-	(*App)(nil),                    // 33: gantry.v1.App
-	(*Token)(nil),                  // 34: gantry.v1.Token
-	(*AuditEvent)(nil),             // 35: gantry.v1.AuditEvent
-	(*Project)(nil),                // 36: gantry.v1.Project
-	(*AppSpec)(nil),                // 37: gantry.v1.AppSpec
+	(*DecideTaskCommand)(nil),      // 17: gantry.v1.DecideTaskCommand
+	(*timestamppb.Timestamp)(nil),  // 18: google.protobuf.Timestamp
+	(*CreateTokenCommand)(nil),     // 19: gantry.v1.CreateTokenCommand
+	(*RevokeTokenCommand)(nil),     // 20: gantry.v1.RevokeTokenCommand
+	(*RecordAuditCommand)(nil),     // 21: gantry.v1.RecordAuditCommand
+	(*CreateProjectCommand)(nil),   // 22: gantry.v1.CreateProjectCommand
+	(*DeleteProjectCommand)(nil),   // 23: gantry.v1.DeleteProjectCommand
+	(*TriggerBuildCommand)(nil),    // 24: gantry.v1.TriggerBuildCommand
+	(*StartBuildCommand)(nil),      // 25: gantry.v1.StartBuildCommand
+	(*ObserveRefsCommand)(nil),     // 26: gantry.v1.ObserveRefsCommand
+	(*BuildStatusCommand)(nil),     // 27: gantry.v1.BuildStatusCommand
+	(*ApproveBuildCommand)(nil),    // 28: gantry.v1.ApproveBuildCommand
+	(*SetProjectHookCommand)(nil),  // 29: gantry.v1.SetProjectHookCommand
+	(*Actor)(nil),                  // 30: gantry.v1.Actor
+	(*Job)(nil),                    // 31: gantry.v1.Job
+	(*TaskRef)(nil),                // 32: gantry.v1.TaskRef
+	(*Report)(nil),                 // 33: gantry.v1.Report
+	(*App)(nil),                    // 34: gantry.v1.App
+	(*Token)(nil),                  // 35: gantry.v1.Token
+	(*AuditEvent)(nil),             // 36: gantry.v1.AuditEvent
+	(*Project)(nil),                // 37: gantry.v1.Project
+	(*AppSpec)(nil),                // 38: gantry.v1.AppSpec
 }
 var file_gantry_v1_log_proto_depIdxs = []int32{
 	1,  // 0: gantry.v1.Batch.commands:type_name -> gantry.v1.Command
-	17, // 1: gantry.v1.Command.at:type_name -> google.protobuf.Timestamp
+	18, // 1: gantry.v1.Command.at:type_name -> google.protobuf.Timestamp
 	2,  // 2: gantry.v1.Command.submit_job:type_name -> gantry.v1.SubmitJobCommand
 	3,  // 3: gantry.v1.Command.assign_task:type_name -> gantry.v1.AssignTaskCommand
 	4,  // 4: gantry.v1.Command.start_task:type_name -> gantry.v1.StartTaskCommand
@@ -1529,39 +1623,40 @@ var file_gantry_v1_log_proto_depIdxs = []int32{
 	16, // 12: gantry.v1.Command.prune_jobs:type_name -> gantry.v1.PruneJobsCommand
 	10, // 13: gantry.v1.Command.set_secret:type_name -> gantry.v1.SetSecretCommand
 	11, // 14: gantry.v1.Command.delete_secret:type_name -> gantry.v1.DeleteSecretCommand
-	18, // 15: gantry.v1.Command.create_token:type_name -> gantry.v1.CreateTokenCommand
-	19, // 16: gantry.v1.Command.revoke_token:type_name -> gantry.v1.RevokeTokenCommand
-	20, // 17: gantry.v1.Command.record_audit:type_name -> gantry.v1.RecordAuditCommand
-	21, // 18: gantry.v1.Command.create_project:type_name -> gantry.v1.CreateProjectCommand
-	22, // 19: gantry.v1.Command.delete_project:type_name -> gantry.v1.DeleteProjectCommand
-	23, // 20: gantry.v1.Command.trigger_build:type_name -> gantry.v1.TriggerBuildCommand
-	24, // 21: gantry.v1.Command.start_build:type_name -> gantry.v1.StartBuildCommand
-	25, // 22: gantry.v1.Command.observe_refs:type_name -> gantry.v1.ObserveRefsCommand
-	26, // 23: gantry.v1.Command.build_status:type_name -> gantry.v1.BuildStatusCommand
-	27, // 24: gantry.v1.Command.approve_build:type_name -> gantry.v1.ApproveBuildCommand
-	28, // 25: gantry.v1.Command.set_project_hook:type_name -> gantry.v1.SetProjectHookCommand
-	29, // 26: gantry.v1.Command.actor:type_name -> gantry.v1.Actor
-	30, // 27: gantry.v1.SubmitJobCommand.job:type_name -> gantry.v1.Job
-	31, // 28: gantry.v1.AssignTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	31, // 29: gantry.v1.StartTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	32, // 30: gantry.v1.FinishTaskCommand.report:type_name -> gantry.v1.Report
-	31, // 31: gantry.v1.RequeueTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	30, // 32: gantry.v1.Snapshot.jobs:type_name -> gantry.v1.Job
-	33, // 33: gantry.v1.Snapshot.apps:type_name -> gantry.v1.App
-	9,  // 34: gantry.v1.Snapshot.secrets:type_name -> gantry.v1.Secret
-	34, // 35: gantry.v1.Snapshot.tokens:type_name -> gantry.v1.Token
-	35, // 36: gantry.v1.Snapshot.audit:type_name -> gantry.v1.AuditEvent
-	36, // 37: gantry.v1.Snapshot.projects:type_name -> gantry.v1.Project
-	17, // 38: gantry.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
-	17, // 39: gantry.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
-	9,  // 40: gantry.v1.SetSecretCommand.secret:type_name -> gantry.v1.Secret
-	37, // 41: gantry.v1.CreateAppCommand.spec:type_name -> gantry.v1.AppSpec
-	17, // 42: gantry.v1.PruneJobsCommand.finished_before:type_name -> google.protobuf.Timestamp
-	43, // [43:43] is the sub-list for method output_type
-	43, // [43:43] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	19, // 15: gantry.v1.Command.create_token:type_name -> gantry.v1.CreateTokenCommand
+	20, // 16: gantry.v1.Command.revoke_token:type_name -> gantry.v1.RevokeTokenCommand
+	21, // 17: gantry.v1.Command.record_audit:type_name -> gantry.v1.RecordAuditCommand
+	22, // 18: gantry.v1.Command.create_project:type_name -> gantry.v1.CreateProjectCommand
+	23, // 19: gantry.v1.Command.delete_project:type_name -> gantry.v1.DeleteProjectCommand
+	24, // 20: gantry.v1.Command.trigger_build:type_name -> gantry.v1.TriggerBuildCommand
+	25, // 21: gantry.v1.Command.start_build:type_name -> gantry.v1.StartBuildCommand
+	26, // 22: gantry.v1.Command.observe_refs:type_name -> gantry.v1.ObserveRefsCommand
+	27, // 23: gantry.v1.Command.build_status:type_name -> gantry.v1.BuildStatusCommand
+	28, // 24: gantry.v1.Command.approve_build:type_name -> gantry.v1.ApproveBuildCommand
+	29, // 25: gantry.v1.Command.set_project_hook:type_name -> gantry.v1.SetProjectHookCommand
+	17, // 26: gantry.v1.Command.decide_task:type_name -> gantry.v1.DecideTaskCommand
+	30, // 27: gantry.v1.Command.actor:type_name -> gantry.v1.Actor
+	31, // 28: gantry.v1.SubmitJobCommand.job:type_name -> gantry.v1.Job
+	32, // 29: gantry.v1.AssignTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	32, // 30: gantry.v1.StartTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	33, // 31: gantry.v1.FinishTaskCommand.report:type_name -> gantry.v1.Report
+	32, // 32: gantry.v1.RequeueTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	31, // 33: gantry.v1.Snapshot.jobs:type_name -> gantry.v1.Job
+	34, // 34: gantry.v1.Snapshot.apps:type_name -> gantry.v1.App
+	9,  // 35: gantry.v1.Snapshot.secrets:type_name -> gantry.v1.Secret
+	35, // 36: gantry.v1.Snapshot.tokens:type_name -> gantry.v1.Token
+	36, // 37: gantry.v1.Snapshot.audit:type_name -> gantry.v1.AuditEvent
+	37, // 38: gantry.v1.Snapshot.projects:type_name -> gantry.v1.Project
+	18, // 39: gantry.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	18, // 40: gantry.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
+	9,  // 41: gantry.v1.SetSecretCommand.secret:type_name -> gantry.v1.Secret
+	38, // 42: gantry.v1.CreateAppCommand.spec:type_name -> gantry.v1.AppSpec
+	18, // 43: gantry.v1.PruneJobsCommand.finished_before:type_name -> google.protobuf.Timestamp
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_log_proto_init() }
@@ -1599,6 +1694,7 @@ func file_gantry_v1_log_proto_init() {
 		(*Command_BuildStatus)(nil),
 		(*Command_ApproveBuild)(nil),
 		(*Command_SetProjectHook)(nil),
+		(*Command_DecideTask)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1606,7 +1702,7 @@ func file_gantry_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_log_proto_rawDesc), len(file_gantry_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -334,6 +334,8 @@ type TaskSpec struct {
 	//	*TaskSpec_Build
 	//	*TaskSpec_Run
 	//	*TaskSpec_Deploy
+	//	*TaskSpec_Promote
+	//	*TaskSpec_Approval
 	Executor      isTaskSpec_Executor `protobuf_oneof:"executor"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -461,6 +463,24 @@ func (x *TaskSpec) GetDeploy() *DeploySpec {
 	return nil
 }
 
+func (x *TaskSpec) GetPromote() *PromoteSpec {
+	if x != nil {
+		if x, ok := x.Executor.(*TaskSpec_Promote); ok {
+			return x.Promote
+		}
+	}
+	return nil
+}
+
+func (x *TaskSpec) GetApproval() *ApprovalSpec {
+	if x != nil {
+		if x, ok := x.Executor.(*TaskSpec_Approval); ok {
+			return x.Approval
+		}
+	}
+	return nil
+}
+
 type isTaskSpec_Executor interface {
 	isTaskSpec_Executor()
 }
@@ -481,6 +501,14 @@ type TaskSpec_Deploy struct {
 	Deploy *DeploySpec `protobuf:"bytes,13,opt,name=deploy,proto3,oneof"`
 }
 
+type TaskSpec_Promote struct {
+	Promote *PromoteSpec `protobuf:"bytes,14,opt,name=promote,proto3,oneof"`
+}
+
+type TaskSpec_Approval struct {
+	Approval *ApprovalSpec `protobuf:"bytes,15,opt,name=approval,proto3,oneof"`
+}
+
 func (*TaskSpec_Exec) isTaskSpec_Executor() {}
 
 func (*TaskSpec_Build) isTaskSpec_Executor() {}
@@ -488,6 +516,10 @@ func (*TaskSpec_Build) isTaskSpec_Executor() {}
 func (*TaskSpec_Run) isTaskSpec_Executor() {}
 
 func (*TaskSpec_Deploy) isTaskSpec_Executor() {}
+
+func (*TaskSpec_Promote) isTaskSpec_Executor() {}
+
+func (*TaskSpec_Approval) isTaskSpec_Executor() {}
 
 // ExecSpec runs a process on the agent.
 type ExecSpec struct {
@@ -1145,6 +1177,199 @@ func (x *ManifestSource) GetInline() string {
 	return ""
 }
 
+// PromoteSpec sets an application's image in a config repository to a new
+// reference and pushes the commit, for the GitOps controller following it
+// to deploy.
+type PromoteSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The config repository; its secret is the write credential.
+	Repo   *GitSource `protobuf:"bytes,1,opt,name=repo,proto3" json:"repo,omitempty"`
+	Branch string     `protobuf:"bytes,2,opt,name=branch,proto3" json:"branch,omitempty"`
+	// A manifest file (its containers' images) or a kustomization.yaml (its
+	// images: entry).
+	File  string        `protobuf:"bytes,3,opt,name=file,proto3" json:"file,omitempty"`
+	Image *PromoteImage `protobuf:"bytes,4,opt,name=image,proto3" json:"image,omitempty"`
+	// A line added to the commit message.
+	Message       string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteSpec) Reset() {
+	*x = PromoteSpec{}
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteSpec) ProtoMessage() {}
+
+func (x *PromoteSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteSpec.ProtoReflect.Descriptor instead.
+func (*PromoteSpec) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PromoteSpec) GetRepo() *GitSource {
+	if x != nil {
+		return x.Repo
+	}
+	return nil
+}
+
+func (x *PromoteSpec) GetBranch() string {
+	if x != nil {
+		return x.Branch
+	}
+	return ""
+}
+
+func (x *PromoteSpec) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+func (x *PromoteSpec) GetImage() *PromoteImage {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+func (x *PromoteSpec) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type PromoteImage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The image's repository as the file names it.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The new reference, normally NAME@sha256:DIGEST.
+	Ref           string `protobuf:"bytes,2,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteImage) Reset() {
+	*x = PromoteImage{}
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteImage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteImage) ProtoMessage() {}
+
+func (x *PromoteImage) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteImage.ProtoReflect.Descriptor instead.
+func (*PromoteImage) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PromoteImage) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PromoteImage) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+// ApprovalSpec is a manual gate: the task waits until a person approves
+// it (it succeeds) or rejects it (it fails), and holds what needs it.
+type ApprovalSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Roles that may decide (viewer, developer, operator, admin; a higher
+	// role may too). Empty: operator.
+	Roles         []string `protobuf:"bytes,1,rep,name=roles,proto3" json:"roles,omitempty"`
+	Message       string   `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApprovalSpec) Reset() {
+	*x = ApprovalSpec{}
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApprovalSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApprovalSpec) ProtoMessage() {}
+
+func (x *ApprovalSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_pipeline_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApprovalSpec.ProtoReflect.Descriptor instead.
+func (*ApprovalSpec) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_pipeline_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ApprovalSpec) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *ApprovalSpec) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_gantry_v1_pipeline_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_pipeline_proto_rawDesc = "" +
@@ -1173,7 +1398,7 @@ const file_gantry_v1_pipeline_proto_rawDesc = "" +
 	"\x04slot\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x04slot\":\n" +
 	"\x04When\x12\x1a\n" +
 	"\bbranches\x18\x01 \x03(\tR\bbranches\x12\x16\n" +
-	"\x06events\x18\x02 \x03(\tR\x06events\"\xfc\x03\n" +
+	"\x06events\x18\x02 \x03(\tR\x06events\"\xe7\x04\n" +
 	"\bTaskSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05needs\x18\x02 \x03(\tR\x05needs\x127\n" +
@@ -1186,7 +1411,9 @@ const file_gantry_v1_pipeline_proto_rawDesc = "" +
 	" \x01(\v2\x13.gantry.v1.ExecSpecH\x00R\x04exec\x12,\n" +
 	"\x05build\x18\v \x01(\v2\x14.gantry.v1.BuildSpecH\x00R\x05build\x12&\n" +
 	"\x03run\x18\f \x01(\v2\x12.gantry.v1.RunSpecH\x00R\x03run\x12/\n" +
-	"\x06deploy\x18\r \x01(\v2\x15.gantry.v1.DeploySpecH\x00R\x06deploy\x1a9\n" +
+	"\x06deploy\x18\r \x01(\v2\x15.gantry.v1.DeploySpecH\x00R\x06deploy\x122\n" +
+	"\apromote\x18\x0e \x01(\v2\x16.gantry.v1.PromoteSpecH\x00R\apromote\x125\n" +
+	"\bapproval\x18\x0f \x01(\v2\x17.gantry.v1.ApprovalSpecH\x00R\bapproval\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\n" +
@@ -1272,7 +1499,19 @@ const file_gantry_v1_pipeline_proto_rawDesc = "" +
 	"\x03git\x18\x01 \x01(\v2\x14.gantry.v1.GitSourceR\x03git\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x10\n" +
 	"\x03dir\x18\x03 \x01(\tR\x03dir\x12\x16\n" +
-	"\x06inline\x18\x04 \x01(\tR\x06inlineB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"\x06inline\x18\x04 \x01(\tR\x06inline\"\xac\x01\n" +
+	"\vPromoteSpec\x12(\n" +
+	"\x04repo\x18\x01 \x01(\v2\x14.gantry.v1.GitSourceR\x04repo\x12\x16\n" +
+	"\x06branch\x18\x02 \x01(\tR\x06branch\x12\x12\n" +
+	"\x04file\x18\x03 \x01(\tR\x04file\x12-\n" +
+	"\x05image\x18\x04 \x01(\v2\x17.gantry.v1.PromoteImageR\x05image\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"4\n" +
+	"\fPromoteImage\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03ref\x18\x02 \x01(\tR\x03ref\">\n" +
+	"\fApprovalSpec\x12\x14\n" +
+	"\x05roles\x18\x01 \x03(\tR\x05roles\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessageB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_pipeline_proto_rawDescOnce sync.Once
@@ -1286,7 +1525,7 @@ func file_gantry_v1_pipeline_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_pipeline_proto_rawDescData
 }
 
-var file_gantry_v1_pipeline_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_gantry_v1_pipeline_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_gantry_v1_pipeline_proto_goTypes = []any{
 	(*JobSpec)(nil),               // 0: gantry.v1.JobSpec
 	(*Trigger)(nil),               // 1: gantry.v1.Trigger
@@ -1300,52 +1539,59 @@ var file_gantry_v1_pipeline_proto_goTypes = []any{
 	(*RunSpec)(nil),               // 9: gantry.v1.RunSpec
 	(*DeploySpec)(nil),            // 10: gantry.v1.DeploySpec
 	(*ManifestSource)(nil),        // 11: gantry.v1.ManifestSource
-	nil,                           // 12: gantry.v1.TaskSpec.LabelsEntry
-	nil,                           // 13: gantry.v1.ExecSpec.EnvEntry
-	nil,                           // 14: gantry.v1.ExecSpec.SecretEnvEntry
-	nil,                           // 15: gantry.v1.BuildSpec.ArgsEntry
-	nil,                           // 16: gantry.v1.BuildSpec.SecretsEntry
-	nil,                           // 17: gantry.v1.BuildSpec.RegistryAuthEntry
-	nil,                           // 18: gantry.v1.RunSpec.EnvEntry
-	nil,                           // 19: gantry.v1.RunSpec.SecretEnvEntry
-	nil,                           // 20: gantry.v1.RunSpec.RegistryAuthEntry
-	nil,                           // 21: gantry.v1.DeploySpec.ImagesEntry
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*PromoteSpec)(nil),           // 12: gantry.v1.PromoteSpec
+	(*PromoteImage)(nil),          // 13: gantry.v1.PromoteImage
+	(*ApprovalSpec)(nil),          // 14: gantry.v1.ApprovalSpec
+	nil,                           // 15: gantry.v1.TaskSpec.LabelsEntry
+	nil,                           // 16: gantry.v1.ExecSpec.EnvEntry
+	nil,                           // 17: gantry.v1.ExecSpec.SecretEnvEntry
+	nil,                           // 18: gantry.v1.BuildSpec.ArgsEntry
+	nil,                           // 19: gantry.v1.BuildSpec.SecretsEntry
+	nil,                           // 20: gantry.v1.BuildSpec.RegistryAuthEntry
+	nil,                           // 21: gantry.v1.RunSpec.EnvEntry
+	nil,                           // 22: gantry.v1.RunSpec.SecretEnvEntry
+	nil,                           // 23: gantry.v1.RunSpec.RegistryAuthEntry
+	nil,                           // 24: gantry.v1.DeploySpec.ImagesEntry
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
 }
 var file_gantry_v1_pipeline_proto_depIdxs = []int32{
 	3,  // 0: gantry.v1.JobSpec.tasks:type_name -> gantry.v1.TaskSpec
 	1,  // 1: gantry.v1.JobSpec.trigger:type_name -> gantry.v1.Trigger
 	7,  // 2: gantry.v1.JobSpec.source:type_name -> gantry.v1.GitSource
-	22, // 3: gantry.v1.Trigger.slot:type_name -> google.protobuf.Timestamp
-	12, // 4: gantry.v1.TaskSpec.labels:type_name -> gantry.v1.TaskSpec.LabelsEntry
-	23, // 5: gantry.v1.TaskSpec.timeout:type_name -> google.protobuf.Duration
+	25, // 3: gantry.v1.Trigger.slot:type_name -> google.protobuf.Timestamp
+	15, // 4: gantry.v1.TaskSpec.labels:type_name -> gantry.v1.TaskSpec.LabelsEntry
+	26, // 5: gantry.v1.TaskSpec.timeout:type_name -> google.protobuf.Duration
 	2,  // 6: gantry.v1.TaskSpec.when:type_name -> gantry.v1.When
 	4,  // 7: gantry.v1.TaskSpec.exec:type_name -> gantry.v1.ExecSpec
 	5,  // 8: gantry.v1.TaskSpec.build:type_name -> gantry.v1.BuildSpec
 	9,  // 9: gantry.v1.TaskSpec.run:type_name -> gantry.v1.RunSpec
 	10, // 10: gantry.v1.TaskSpec.deploy:type_name -> gantry.v1.DeploySpec
-	13, // 11: gantry.v1.ExecSpec.env:type_name -> gantry.v1.ExecSpec.EnvEntry
-	14, // 12: gantry.v1.ExecSpec.secret_env:type_name -> gantry.v1.ExecSpec.SecretEnvEntry
-	7,  // 13: gantry.v1.ExecSpec.checkout:type_name -> gantry.v1.GitSource
-	6,  // 14: gantry.v1.BuildSpec.context:type_name -> gantry.v1.BuildContext
-	15, // 15: gantry.v1.BuildSpec.args:type_name -> gantry.v1.BuildSpec.ArgsEntry
-	8,  // 16: gantry.v1.BuildSpec.cache:type_name -> gantry.v1.BuildCache
-	16, // 17: gantry.v1.BuildSpec.secrets:type_name -> gantry.v1.BuildSpec.SecretsEntry
-	17, // 18: gantry.v1.BuildSpec.registry_auth:type_name -> gantry.v1.BuildSpec.RegistryAuthEntry
-	7,  // 19: gantry.v1.BuildContext.git:type_name -> gantry.v1.GitSource
-	18, // 20: gantry.v1.RunSpec.env:type_name -> gantry.v1.RunSpec.EnvEntry
-	19, // 21: gantry.v1.RunSpec.secret_env:type_name -> gantry.v1.RunSpec.SecretEnvEntry
-	20, // 22: gantry.v1.RunSpec.registry_auth:type_name -> gantry.v1.RunSpec.RegistryAuthEntry
-	11, // 23: gantry.v1.DeploySpec.source:type_name -> gantry.v1.ManifestSource
-	21, // 24: gantry.v1.DeploySpec.images:type_name -> gantry.v1.DeploySpec.ImagesEntry
-	23, // 25: gantry.v1.DeploySpec.health_timeout:type_name -> google.protobuf.Duration
-	7,  // 26: gantry.v1.ManifestSource.git:type_name -> gantry.v1.GitSource
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	12, // 11: gantry.v1.TaskSpec.promote:type_name -> gantry.v1.PromoteSpec
+	14, // 12: gantry.v1.TaskSpec.approval:type_name -> gantry.v1.ApprovalSpec
+	16, // 13: gantry.v1.ExecSpec.env:type_name -> gantry.v1.ExecSpec.EnvEntry
+	17, // 14: gantry.v1.ExecSpec.secret_env:type_name -> gantry.v1.ExecSpec.SecretEnvEntry
+	7,  // 15: gantry.v1.ExecSpec.checkout:type_name -> gantry.v1.GitSource
+	6,  // 16: gantry.v1.BuildSpec.context:type_name -> gantry.v1.BuildContext
+	18, // 17: gantry.v1.BuildSpec.args:type_name -> gantry.v1.BuildSpec.ArgsEntry
+	8,  // 18: gantry.v1.BuildSpec.cache:type_name -> gantry.v1.BuildCache
+	19, // 19: gantry.v1.BuildSpec.secrets:type_name -> gantry.v1.BuildSpec.SecretsEntry
+	20, // 20: gantry.v1.BuildSpec.registry_auth:type_name -> gantry.v1.BuildSpec.RegistryAuthEntry
+	7,  // 21: gantry.v1.BuildContext.git:type_name -> gantry.v1.GitSource
+	21, // 22: gantry.v1.RunSpec.env:type_name -> gantry.v1.RunSpec.EnvEntry
+	22, // 23: gantry.v1.RunSpec.secret_env:type_name -> gantry.v1.RunSpec.SecretEnvEntry
+	23, // 24: gantry.v1.RunSpec.registry_auth:type_name -> gantry.v1.RunSpec.RegistryAuthEntry
+	11, // 25: gantry.v1.DeploySpec.source:type_name -> gantry.v1.ManifestSource
+	24, // 26: gantry.v1.DeploySpec.images:type_name -> gantry.v1.DeploySpec.ImagesEntry
+	26, // 27: gantry.v1.DeploySpec.health_timeout:type_name -> google.protobuf.Duration
+	7,  // 28: gantry.v1.ManifestSource.git:type_name -> gantry.v1.GitSource
+	7,  // 29: gantry.v1.PromoteSpec.repo:type_name -> gantry.v1.GitSource
+	13, // 30: gantry.v1.PromoteSpec.image:type_name -> gantry.v1.PromoteImage
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_pipeline_proto_init() }
@@ -1358,6 +1604,8 @@ func file_gantry_v1_pipeline_proto_init() {
 		(*TaskSpec_Build)(nil),
 		(*TaskSpec_Run)(nil),
 		(*TaskSpec_Deploy)(nil),
+		(*TaskSpec_Promote)(nil),
+		(*TaskSpec_Approval)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1365,7 +1613,7 @@ func file_gantry_v1_pipeline_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_pipeline_proto_rawDesc), len(file_gantry_v1_pipeline_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
