@@ -136,7 +136,7 @@ func (s *Server) handleGitHook(w http.ResponseWriter, r *http.Request) {
 // errHookSecret and errHookUnsigned are why an application push is refused.
 var (
 	errHookUnsigned = errors.New("webhooks need --webhook-secret: this coordinator takes no unsigned pushes")
-	errHookSecret   = errors.New("X-Hub-Signature-256: missing or wrong")
+	errHookSecret   = errors.New("webhook signature (X-Hub-Signature-256, X-Gitea-Signature or X-Gitlab-Token): missing or wrong")
 )
 
 func hookErrCode(err error) int {
@@ -155,6 +155,14 @@ func (s *Server) appHookAllowed(r *http.Request, body []byte) error {
 			return nil
 		}
 		return errHookUnsigned
+	}
+	// A forge's delivery is checked as that forge signs it (a hook
+	// CreateApp registered); anything else as GitHub signs.
+	if kind, ok := forge.Detect(r.Header); ok {
+		if err := forge.Verify(kind, r.Header, body, []byte(secret)); err != nil {
+			return fmt.Errorf("%w (%v)", errHookSecret, err)
+		}
+		return nil
 	}
 	mac := hmac.New(sha256.New, []byte(secret))
 	mac.Write(body)

@@ -254,6 +254,7 @@ func (s *Server) start(ctx context.Context) error {
 	s.nodes = newNodeTable(s)
 	s.gitops = gitops.New(gitops.Deps{
 		Log: s.log, FSM: s.fsm, Proposer: s.prop, NATS: nc, Namespace: s.ns, Fleet: agents, NewJobID: api.NewJobID,
+		Credential: func(name string) ([]byte, error) { return s.projects.Secret(name) },
 	})
 	s.projects = project.New(project.Deps{
 		Log: s.log, FSM: s.fsm, Proposer: s.prop, Keyring: s.keyring.Load, Cancel: s.disp.Cancel,
@@ -261,7 +262,7 @@ func (s *Server) start(ctx context.Context) error {
 	})
 	s.api = api.New(api.Deps{
 		Log: s.log, NATS: nc, Namespace: s.ns, FSM: s.fsm, Raft: node, Proposer: s.prop,
-		Dispatcher: s.disp, Cluster: s.nodes, GitOps: s.gitops, Projects: s.projects, Insecure: cfg.Insecure,
+		Dispatcher: s.disp, Cluster: s.nodes, GitOps: s.gitops, Projects: s.projects, AppHookSecret: cfg.WebhookSecret, Insecure: cfg.Insecure,
 	})
 	if cfg.Insecure {
 		s.log.Warn("insecure: the API answers calls without a token and checks no role (--insecure)")

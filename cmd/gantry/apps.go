@@ -45,16 +45,24 @@ func newAppCreateCmd(g *globals) *cobra.Command {
 				spec.HealthTimeout = durationpb.New(healthT)
 			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				app, err := c.CreateApp(ctx, &spec)
+				resp, err := c.Raw().CreateApp(ctx, &gv1.CreateAppRequest{Spec: &spec})
 				if err != nil {
 					return err
 				}
-				return g.print(app, func(w io.Writer) {
+				if resp.GetHookError() != "" {
+					fmt.Fprintf(os.Stderr, "warning: %s\n", resp.GetHookError())
+				}
+				return g.print(resp, func(w io.Writer) {
 					mode := "manual sync"
 					if spec.AutoSync {
 						mode = "auto-sync"
 					}
 					fmt.Fprintf(w, "application %s created (%s)\n", spec.Name, mode)
+					if resp.GetHookRegistered() {
+						fmt.Fprintf(w, "push webhook registered on %s, delivering to %s\n", spec.Forge, resp.GetWebhookUrl())
+					} else {
+						fmt.Fprintf(w, "to see pushes at once, add a push webhook to the repository delivering to %s (signed with the coordinators' --webhook-secret)\n", resp.GetWebhookUrl())
+					}
 				})
 			})
 		},
@@ -69,6 +77,9 @@ func newAppCreateCmd(g *globals) *cobra.Command {
 	f.BoolVar(&spec.SelfHeal, "self-heal", false, "revert changes made to live objects behind Gantry's back")
 	f.BoolVar(&spec.Prune, "prune", false, "delete live objects removed from Git")
 	f.DurationVar(&poll, "poll-interval", 0, "how often the repository is polled (default 1m; pushes to /hooks/git are seen at once)")
+	f.StringVar(&spec.Forge, "forge", "", "forge hosting --repo: gitea, forgejo, github, gitlab or none; with --credential the push webhook is registered there")
+	f.StringVar(&spec.ForgeUrl, "forge-url", "", "forge base URL when it is not --repo's origin")
+	f.StringVar(&spec.Credential, "credential", "", "name of a secret (gantry secret set) holding the token that reads the repository and registers its webhook")
 	f.DurationVar(&healthT, "health-timeout", 0, "how long a rollout may take to become healthy before it is rolled back (default 5m)")
 	return cmd
 }
@@ -317,8 +328,14 @@ func newAppUnpinCmd(g *globals) *cobra.Command {
 }
 
 func newAppDeleteCmd(g *globals) *cobra.Command {
-	return appWriteCmd(g, "delete NAME", "Forget an application and its history; its live objects are left running", "deleted",
-		func(ctx context.Context, c *client.Client, name string) error { return c.DeleteApp(ctx, name) })
+	return appWriteCmd(g, "delete NAME", "Forget an application and its history (and its webhook on the forge); its live objects are left running", "deleted",
+		func(ctx context.Context, c *client.Client, name string) error {
+			resp, err := c.Raw().DeleteApp(ctx, &gv1.DeleteAppRequest{Name: name})
+			if resp.GetHookError() != "" {
+				fmt.Fprintf(os.Stderr, "warning: %s\n", resp.GetHookError())
+			}
+			return err
+		})
 }
 
 // appWriteCmd is a command that changes one application and says what it did.

@@ -52,6 +52,10 @@ type Deps struct {
 	Cluster    Cluster
 	GitOps     *gitops.Controller
 	Projects   *project.Controller
+	// AppHookSecret is what forges sign pushes of applications'
+	// repositories with (--webhook-secret), given to the webhooks
+	// CreateApp registers; empty registers them unsigned (gantry dev).
+	AppHookSecret string
 	// Insecure: calls without a token are answered and roles are not
 	// checked (coordinator.Config.Insecure).
 	Insecure bool

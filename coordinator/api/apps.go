@@ -2,16 +2,21 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/coordinator/spec"
+	"github.com/gantryci/gantry/internal/forge"
+	"github.com/gantryci/gantry/internal/name"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -35,19 +40,68 @@ func validateApp(a *gv1.AppSpec) error {
 	case a.GetHealthTimeout() != nil && a.GetHealthTimeout().AsDuration() <= 0:
 		return status.Error(codes.InvalidArgument, "spec.health_timeout: must be positive")
 	}
+	kind, err := forge.ParseKind(a.GetForge())
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "spec.forge: %v", err)
+	}
+	a.Forge = string(kind)
+	if a.GetForgeUrl() != "" {
+		if err := checkRepoURL("spec.forge_url", a.GetForgeUrl(), false); err != nil {
+			return err
+		}
+	}
+	if kind != forge.None {
+		if _, err := forge.RepoFromURL(a.GetRepo()); err != nil {
+			return status.Errorf(codes.InvalidArgument, "spec.repo: %v (a forge needs owner/name in the URL)", err)
+		}
+	}
+	if c := a.GetCredential(); c != "" {
+		if err := name.Token(c); err != nil {
+			return status.Errorf(codes.InvalidArgument, "spec.credential: %v", err)
+		}
+	}
 	return nil
 }
 
-// CreateApp registers a GitOps application.
+// CreateApp registers a GitOps application. With a forge and a
+// credential it first registers the repository's push webhook on the
+// forge, so that commits are seen at once rather than at the next poll.
 func (s *Server) CreateApp(ctx context.Context, req *gv1.CreateAppRequest) (*gv1.CreateAppResponse, error) {
-	if err := validateApp(req.GetSpec()); err != nil {
+	as := proto.Clone(req.GetSpec()).(*gv1.AppSpec)
+	if err := validateApp(as); err != nil {
 		return nil, err
 	}
-	if _, err := s.d.Proposer.ProposeOne(ctx, s.command(ctx, &gv1.Command{Cmd: &gv1.Command_CreateApp{CreateApp: &gv1.CreateAppCommand{Spec: req.GetSpec()}}})); err != nil {
+	if c := as.GetCredential(); c != "" {
+		if _, ok := s.d.FSM.Secret(c); !ok {
+			return nil, status.Errorf(codes.InvalidArgument, "spec.credential: secret %q does not exist (create it with `gantry secret set %s`)", c, c)
+		}
+	}
+	if a, ok := s.d.FSM.App(as.GetName()); ok && a.GetSpec().GetRepo() != "" {
+		return nil, status.Errorf(codes.AlreadyExists, "spec.name: application %q already exists", as.GetName())
+	}
+	resp := &gv1.CreateAppResponse{WebhookUrl: s.d.Projects.HookURL()}
+	cl, repo, err := s.d.Projects.ForgeClient(as.GetForge(), as.GetForgeUrl(), as.GetRepo(), as.GetCredential())
+	var hookID string
+	switch {
+	case err != nil:
+		resp.HookError = err.Error()
+	case cl != nil:
+		hookID, err = cl.CreateHook(ctx, repo, forge.Hook{URL: resp.WebhookUrl, Secret: s.d.AppHookSecret, Events: []forge.EventKind{forge.Push}})
+		if err != nil {
+			resp.HookError = fmt.Sprintf("register webhook on %s: %v", as.GetForge(), err)
+		}
+	}
+	if _, err := s.d.Proposer.ProposeOne(ctx, s.command(ctx, &gv1.Command{Cmd: &gv1.Command_CreateApp{CreateApp: &gv1.CreateAppCommand{Spec: as, HookId: hookID}}})); err != nil {
+		if hookID != "" {
+			if derr := cl.DeleteHook(context.WithoutCancel(ctx), repo, hookID); derr != nil {
+				s.log.Warn("remove the webhook of an application not created", zap.String("app", as.GetName()), zap.String("hook", hookID), zap.Error(derr))
+			}
+		}
 		return nil, toStatus(err)
 	}
-	a, _ := s.d.FSM.App(req.GetSpec().GetName())
-	return &gv1.CreateAppResponse{App: a}, nil
+	resp.HookRegistered = hookID != ""
+	resp.App, _ = s.d.FSM.App(as.GetName())
+	return resp, nil
 }
 
 // ListApps lists applications with their status.
@@ -174,10 +228,22 @@ func (s *Server) UnpinApp(ctx context.Context, req *gv1.UnpinAppRequest) (*gv1.U
 
 // DeleteApp forgets an application; its live objects are left alone.
 func (s *Server) DeleteApp(ctx context.Context, req *gv1.DeleteAppRequest) (*gv1.DeleteAppResponse, error) {
+	a, _ := s.d.FSM.App(req.GetName())
 	if _, err := s.d.Proposer.ProposeOne(ctx, s.command(ctx, &gv1.Command{Cmd: &gv1.Command_DeleteApp{DeleteApp: &gv1.DeleteAppCommand{Name: req.GetName()}}})); err != nil {
 		return nil, toStatus(err)
 	}
-	return &gv1.DeleteAppResponse{}, nil
+	resp := &gv1.DeleteAppResponse{}
+	if id := a.GetHookId(); id != "" {
+		as := a.GetSpec()
+		cl, repo, err := s.d.Projects.ForgeClient(as.GetForge(), as.GetForgeUrl(), as.GetRepo(), as.GetCredential())
+		if err == nil && cl != nil {
+			err = cl.DeleteHook(ctx, repo, id)
+		}
+		if err != nil {
+			resp.HookError = fmt.Sprintf("remove webhook %s from %s: %v", id, as.GetForge(), err)
+		}
+	}
+	return resp, nil
 }
 
 func (s *Server) app(name string) (*gv1.App, error) {

@@ -113,6 +113,26 @@ func (h *Handler) cancelJob(w http.ResponseWriter, r *http.Request) {
 	h.reply(w, resp, err)
 }
 
+func (h *Handler) approveTask(w http.ResponseWriter, r *http.Request) { h.decideTask(w, r, false) }
+
+func (h *Handler) rejectTask(w http.ResponseWriter, r *http.Request) { h.decideTask(w, r, true) }
+
+// decideTask approves or rejects a job's waiting approval task; the API
+// checks the roles the task names.
+func (h *Handler) decideTask(w http.ResponseWriter, r *http.Request, reject bool) {
+	if !h.checkWrite(w, r) {
+		return
+	}
+	ctx, cancel := h.call(r)
+	defer cancel()
+	req := &gv1.DecideTaskRequest{JobId: r.PathValue("id"), Task: r.PathValue("task"), Reject: reject, Comment: "decided in the console"}
+	resp, err := h.client.DecideTask(ctx, req)
+	if err == nil {
+		h.log.Info("approval decided", zap.String("job", req.JobId), zap.String("task", req.Task), zap.Bool("rejected", reject))
+	}
+	h.reply(w, resp, err)
+}
+
 func (h *Handler) drainAgent(w http.ResponseWriter, r *http.Request) {
 	if !h.checkWrite(w, r) {
 		return

@@ -96,6 +96,8 @@ func New(cfg Config, client gv1.GantryServiceClient, log *zap.Logger) *Handler {
 	api("GET /api/jobs", h.getJobs)
 	api("GET /api/jobs/{id}", h.getJob)
 	api("POST /api/jobs/{id}/cancel", h.cancelJob)
+	api("POST /api/jobs/{id}/tasks/{task}/approve", h.approveTask)
+	api("POST /api/jobs/{id}/tasks/{task}/reject", h.rejectTask)
 	api("POST /api/agents/{name}/drain", h.drainAgent)
 	api("GET /api/apps", h.getApps)
 	api("GET /api/apps/{name}", h.getApp)

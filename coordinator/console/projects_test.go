@@ -93,3 +93,37 @@ func lastWrite(f *fakeAPI) string {
 		return ""
 	}
 }
+
+func (f *fakeAPI) DecideTask(ctx context.Context, in *gv1.DecideTaskRequest) (*gv1.DecideTaskResponse, error) {
+	if in.JobId != "j1" || in.Task != "gate" {
+		return nil, status.Errorf(codes.FailedPrecondition, "task %s of job %s is not waiting for a decision", in.Task, in.JobId)
+	}
+	verb := "approve"
+	if in.Reject {
+		verb = "reject"
+	}
+	f.writes <- verb + " " + in.JobId + " " + in.Task
+	return &gv1.DecideTaskResponse{Job: &gv1.Job{Id: "j1"}}, nil
+}
+
+func TestApprovalTaskAPI(t *testing.T) {
+	t.Parallel()
+	tc := newTestServer(t)
+	c := tc.login(adminToken)
+	for _, w := range []struct {
+		path, write string
+		code        int
+	}{
+		{"/api/jobs/j1/tasks/gate/approve", "approve j1 gate", http.StatusOK},
+		{"/api/jobs/j1/tasks/gate/reject", "reject j1 gate", http.StatusOK},
+		{"/api/jobs/j1/tasks/build/approve", "", http.StatusConflict},
+	} {
+		resp, body := tc.do(c, http.MethodPost, w.path, "", nil)
+		if resp.StatusCode != w.code {
+			t.Errorf("POST %s: %d %s, want %d", w.path, resp.StatusCode, body, w.code)
+		}
+		if got := lastWrite(tc.api); got != w.write {
+			t.Errorf("POST %s: API saw %q, want %q", w.path, got, w.write)
+		}
+	}
+}

@@ -118,7 +118,7 @@ func TestApplicationsOnOneBranchShareAPoll(t *testing.T) {
 	}
 	calls := make(chan string, 16)
 	c := New(Deps{Log: zap.NewNop(), FSM: f, Fleet: fleet.New(time.Second), NewJobID: func() string { return "x" }, Tick: 5 * time.Millisecond,
-		Resolve: func(_ context.Context, url, rev string) (string, error) {
+		Resolve: func(_ context.Context, url, rev string, _ []byte) (string, error) {
 			calls <- follow.NormalizeURL(url) + "@" + rev
 			return fmt.Sprintf("%040d", 0), nil
 		}})

@@ -41,9 +41,12 @@ type Deps struct {
 	Fleet     *fleet.View
 	// NewJobID makes the id of a deploy job.
 	NewJobID func() string
-	// Resolve asks a remote which commit a branch points to; nil means
-	// gitsrc.Resolve.
-	Resolve func(ctx context.Context, url, revision string) (string, error)
+	// Resolve asks a remote which commit a branch points to, with the
+	// credential's value (nil: none); nil means gitsrc.ResolveAuth.
+	Resolve func(ctx context.Context, url, revision string, credential []byte) (string, error)
+	// Credential opens the secret an application names to read its
+	// repository; nil refuses credentials.
+	Credential func(name string) ([]byte, error)
 	// Follower follows the applications' branches. Nil means the
 	// controller makes its own (polling with Resolve) and runs it while
 	// leading; a follower shared with other consumers is run by its owner.
@@ -77,7 +80,7 @@ type Controller struct {
 // New returns a controller; Lead runs it on the leader.
 func New(d Deps) *Controller {
 	if d.Resolve == nil {
-		d.Resolve = gitsrc.Resolve
+		d.Resolve = gitsrc.ResolveAuth
 	}
 	if d.Tick <= 0 {
 		d.Tick = 200 * time.Millisecond

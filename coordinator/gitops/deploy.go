@@ -93,7 +93,7 @@ func (c *Controller) Deploy(ctx context.Context, a fsm.AppView, revision, trigge
 			App:           spec.GetName(),
 			Cluster:       spec.GetCluster(),
 			Namespace:     spec.GetNamespace(),
-			Source:        &gv1.ManifestSource{Git: &gv1.GitSource{Url: spec.GetRepo(), Revision: revision}, Path: spec.GetPath()},
+			Source:        &gv1.ManifestSource{Git: &gv1.GitSource{Url: spec.GetRepo(), Revision: revision, Secret: spec.GetCredential()}, Path: spec.GetPath()},
 			Prune:         spec.GetPrune(),
 			HealthTimeout: spec.GetHealthTimeout(),
 			Trigger:       trigger,

@@ -18,6 +18,7 @@ import (
 // appFollow is an application's subscription to its branch.
 type appFollow struct {
 	repo, revision string
+	credential     string
 	every          time.Duration
 	sub            *follow.Subscription
 	pass           uint64 // last reconcile pass that saw the application
@@ -32,7 +33,7 @@ func (c *Controller) follow(spec *gv1.AppSpec) {
 		every = DefaultPoll
 	}
 	f := c.following[name]
-	if f != nil && f.repo == spec.GetRepo() && f.revision == spec.GetRevision() && f.every == every {
+	if f != nil && f.repo == spec.GetRepo() && f.revision == spec.GetRevision() && f.credential == spec.GetCredential() && f.every == every {
 		f.pass = c.pass
 		return
 	}
@@ -40,8 +41,8 @@ func (c *Controller) follow(spec *gv1.AppSpec) {
 		f.sub.Close()
 	}
 	c.following[name] = &appFollow{
-		repo: spec.GetRepo(), revision: spec.GetRevision(), every: every, pass: c.pass,
-		sub: c.follower.Subscribe(follow.Branch{Repo: spec.GetRepo(), Branch: spec.GetRevision()}, every,
+		repo: spec.GetRepo(), revision: spec.GetRevision(), credential: spec.GetCredential(), every: every, pass: c.pass,
+		sub: c.follower.Subscribe(follow.Branch{Repo: spec.GetRepo(), Branch: spec.GetRevision(), Credential: spec.GetCredential()}, every,
 			func(r follow.Revision) { c.found(name, r) }),
 	}
 }
@@ -66,13 +67,25 @@ func (c *Controller) unfollowAll() {
 	}
 }
 
-// resolveBranch polls a branch with Deps.Resolve; applications name no
-// credential.
+// resolveBranch polls a branch with Deps.Resolve, authenticated with the
+// application's credential when it names one.
 func (c *Controller) resolveBranch(ctx context.Context, b follow.Branch) (string, error) {
-	if b.Credential != "" {
-		return "", fmt.Errorf("credential %q: %w", b.Credential, follow.ErrCredential)
+	cred, err := c.credential(b.Credential)
+	if err != nil {
+		return "", err
 	}
-	return c.d.Resolve(ctx, b.Repo, b.Branch)
+	return c.d.Resolve(ctx, b.Repo, b.Branch, cred)
+}
+
+// credential opens the secret named name; nil for none.
+func (c *Controller) credential(name string) ([]byte, error) {
+	if name == "" {
+		return nil, nil
+	}
+	if c.d.Credential == nil {
+		return nil, fmt.Errorf("credential %q: %w", name, follow.ErrCredential)
+	}
+	return c.d.Credential(name)
 }
 
 // found takes what a poll of an application's branch found; the leader's
@@ -166,5 +179,9 @@ func (c *Controller) Matching(urls []string) []string {
 func (c *Controller) Resolve(ctx context.Context, a *gv1.App) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return c.d.Resolve(ctx, a.GetSpec().GetRepo(), a.GetSpec().GetRevision())
+	cred, err := c.credential(a.GetSpec().GetCredential())
+	if err != nil {
+		return "", err
+	}
+	return c.d.Resolve(ctx, a.GetSpec().GetRepo(), a.GetSpec().GetRevision(), cred)
 }

@@ -172,10 +172,15 @@ var ErrSecret = errors.New("project secret")
 // credential returns the value of a project's credential secret, nil when
 // it names none.
 func (c *Controller) credential(p *gv1.Project) ([]byte, error) {
-	name := p.GetSpec().GetCredential()
-	if name == "" {
+	if p.GetSpec().GetCredential() == "" {
 		return nil, nil
 	}
+	return c.Secret(p.GetSpec().GetCredential())
+}
+
+// Secret opens the secret named name (a credential) with this node's
+// keyring.
+func (c *Controller) Secret(name string) ([]byte, error) {
 	sec, ok := c.d.FSM.Secret(name)
 	if !ok {
 		return nil, fmt.Errorf("%w: credential %q does not exist", ErrSecret, name)

@@ -13,21 +13,28 @@ import (
 // nil without a forge or a credential (no statuses, no API).
 func (c *Controller) forge(p *gv1.Project) (forge.Client, forge.Repo, error) {
 	s := p.GetSpec()
-	kind, err := forge.ParseKind(s.GetForge())
-	if err != nil || kind == forge.None || s.GetCredential() == "" {
+	return c.ForgeClient(s.GetForge(), s.GetForgeUrl(), s.GetRepo(), s.GetCredential())
+}
+
+// ForgeClient returns a client of forge kind (at forgeURL, else the
+// repository's origin) authenticated with the secret named credential,
+// and the repository on it; nil without a forge or a credential.
+func (c *Controller) ForgeClient(kindName, forgeURL, repoURL, credential string) (forge.Client, forge.Repo, error) {
+	kind, err := forge.ParseKind(kindName)
+	if err != nil || kind == forge.None || credential == "" {
 		return nil, forge.Repo{}, err
 	}
-	repo, err := forge.RepoFromURL(s.GetRepo())
+	repo, err := forge.RepoFromURL(repoURL)
 	if err != nil {
 		return nil, forge.Repo{}, err
 	}
-	base := s.GetForgeUrl()
+	base := forgeURL
 	if base == "" {
-		if base, err = forge.BaseURL(s.GetRepo()); err != nil {
+		if base, err = forge.BaseURL(repoURL); err != nil {
 			return nil, forge.Repo{}, err
 		}
 	}
-	token, err := c.credential(p)
+	token, err := c.Secret(credential)
 	if err != nil {
 		return nil, forge.Repo{}, err
 	}
@@ -36,6 +43,12 @@ func (c *Controller) forge(p *gv1.Project) (forge.Client, forge.Repo, error) {
 		return nil, forge.Repo{}, err
 	}
 	return cl, repo, nil
+}
+
+// HookURL is where forges deliver webhooks: the coordinators' external
+// URL (--external-url) and /hooks/git.
+func (c *Controller) HookURL() string {
+	return strings.TrimSuffix(c.externalURL(), "/") + "/hooks/git"
 }
 
 // WebhookURL is where forges deliver a project's webhooks.

@@ -403,3 +403,143 @@ func (g gitea) userToken(t *testing.T, user, password string) string {
 	}
 	return out["sha1"].(string)
 }
+
+// TestPushToProductionThroughGitOps follows one commit the whole way: a
+// push to the application's repository on Gitea is built into an image,
+// tested inside it and promoted (its digest committed to the private
+// config repository on Gitea); the GitOps application following that
+// repository, told by its own Gitea webhook, deploys the digest to the
+// real control plane; the commit shows success on Gitea.
+func TestPushToProductionThroughGitOps(t *testing.T) {
+	env := needBuildEnv(t)
+	g := needGitea(t)
+	k := needKube(t)
+	name := randName("shop")
+	appRepo, cfgRepo := g.user+"/"+name, g.user+"/"+name+"-config"
+	g.api(t, g.token, "POST", "/user/repos", map[string]any{"name": name, "default_branch": "main"}, 201)
+	g.api(t, g.token, "POST", "/user/repos", map[string]any{"name": name + "-config", "default_branch": "main", "private": true}, 201)
+	image := env.registry + "/" + name
+	cfgURL := g.url + "/" + cfgRepo + ".git"
+
+	cfg := &repo{tb: t, dir: t.TempDir()}
+	cfg.git("init", "-q", "-b", "main")
+	if err := os.MkdirAll(filepath.Join(cfg.dir, "k8s"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg.write("k8s/web.yaml", webManifest(image+":v0", 1, ""))
+	cfg.commit("web at v0")
+	cfg.git("push", "-q", g.pushURL(g.user, g.token, cfgRepo), "main")
+
+	r := newRepo(t)
+	r.write("Dockerfile", helloDockerfile)
+	r.write("src.txt", "v1\n")
+	if err := os.MkdirAll(filepath.Join(r.dir, ".gantry"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r.write(".gantry/pipeline.yaml", fmt.Sprintf(`name: ci
+tasks:
+  - name: image
+    build: {dockerfile: Dockerfile, push: "%[1]s:{{ .Revision }}"}
+  - name: test
+    needs: [image]
+    run: {image: "{{ .Tasks.image.Outputs.ref }}", command: ["/bin/busybox", "cat", "/src.txt"]}
+  - name: promote
+    needs: [test]
+    when: {branches: [main], events: [push]}
+    promote:
+      repo: {url: "%[2]s", credential: FORGE_TOKEN}
+      branch: main
+      file: k8s/web.yaml
+      image: {name: "%[1]s", ref: "{{ .Tasks.image.Outputs.ref }}"}
+      message: "ship {{ .Branch }}"
+`, image, cfgURL))
+	r.commit("first")
+	r.git("push", "-q", g.pushURL(g.user, g.token, appRepo), "main")
+
+	d := startKubeDev(t, k)
+	c := rawClient(t, d.grpcAddr)
+	ns := k.namespace(t, "loop")
+	gantryStdin(t, d.grpcAddr, g.token, "secret", "set", "FORGE_TOKEN")
+	mustGantry(t, d.grpcAddr, "project", "create", "shop", "--repo", g.url+"/"+appRepo+".git",
+		"--forge", "gitea", "--credential", "FORGE_TOKEN", "--poll-every", "1h")
+	// The application follows the private config repository with the
+	// same credential and hears of its pushes from its own webhook: the
+	// poll interval is an hour.
+	var app gv1.CreateAppResponse
+	if err := decodeJSON(gantry(t, d.grpcAddr, "-o", "json", "app", "create", "shop", "--repo", cfgURL, "--path", "k8s", "--revision", "main",
+		"--cluster", "local", "--namespace", ns, "--auto-sync", "--forge", "gitea", "--credential", "FORGE_TOKEN",
+		"--poll-interval", "1h", "--health-timeout", "60s"), &app); err != nil {
+		t.Fatal(err)
+	}
+	if !app.GetHookRegistered() || len(g.hooks(t, cfgRepo)) != 1 {
+		t.Fatalf("config repository webhook not registered: %v, hooks %v", &app, g.hooks(t, cfgRepo))
+	}
+	k.waitImage(t, ns, image+":v0", 90*time.Second)
+
+	// The push.
+	r.write("src.txt", "v2\n")
+	sha := r.commit("v2")
+	r.git("push", "-q", g.pushURL(g.user, g.token, appRepo), "main")
+	pushed := time.Now()
+	waitBuild(t, c, "shop", sha, gv1.JobState_JOB_STATE_UNSPECIFIED, 30*time.Second)
+	started := time.Since(pushed)
+
+	// The digest reaches the cluster.
+	var deployed string
+	waitFor(t, 4*time.Minute, func() (bool, string) {
+		dep := k.deployment(t, ns)
+		if dep == nil {
+			return false, "deployment web missing"
+		}
+		deployed = dep.Spec.Template.Spec.Containers[0].Image
+		avail := false
+		for _, cnd := range dep.Status.Conditions {
+			if cnd.Type == "Available" && cnd.Status == "True" {
+				avail = true
+			}
+		}
+		fresh := dep.Status.ObservedGeneration >= dep.Generation && dep.Status.UpdatedReplicas == *dep.Spec.Replicas
+		return strings.HasPrefix(deployed, image+"@sha256:") && avail && fresh, fmt.Sprintf("image %s available=%v", deployed, avail)
+	})
+	live := time.Since(pushed)
+	t.Logf("push -> build started %.2fs; push -> new digest Available in the cluster %.2fs", started.Seconds(), live.Seconds())
+
+	// It is the digest the build pushed and the test ran in; the
+	// promotion's commit says where it came from; the application's deploy
+	// is of that commit.
+	b := waitBuild(t, c, "shop", sha, gv1.JobState_JOB_STATE_SUCCEEDED, time.Minute)
+	j := getJob(t, d.grpcAddr, b.GetBuild().GetJobId())
+	if ref := task(t, j, "image").GetOutputs()["ref"]; ref != deployed {
+		t.Fatalf("deployed %s, the build pushed %s", deployed, ref)
+	}
+	promoted := task(t, j, "promote").GetOutputs()
+	if promoted["changed"] != "true" || promoted["commit"] == "" {
+		t.Fatalf("promote outputs %v", promoted)
+	}
+	head := g.api(t, g.token, "GET", "/repos/"+cfgRepo+"/git/commits/"+promoted["commit"], nil, 200)
+	msg := fmt.Sprint(head["commit"].(map[string]any)["message"])
+	for _, want := range []string{"ship main", "Source-Commit: " + sha, "Gantry-Job: " + j.GetId(), strings.TrimPrefix(deployed, image+"@")} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("promotion commit message lacks %q:\n%s", want, msg)
+		}
+	}
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		rec := lastRecord(t, d.grpcAddr, "shop")
+		return rec != nil && rec.Revision == promoted["commit"] && rec.Result == gv1.DeployResult_DEPLOY_RESULT_SUCCEEDED, fmt.Sprintf("last deploy %v", rec)
+	})
+	st := g.waitStatus(t, appRepo, sha, "gantry/shop", "success", time.Minute)
+	if link, _ := st["target_url"].(string); !strings.HasSuffix(link, "/jobs/"+j.GetId()) {
+		t.Errorf("status links to %q, want the job %s", link, j.GetId())
+	}
+	// The token is in no log line of the job.
+	logs := mustGantry(t, d.grpcAddr, "logs", j.GetId()).stdout
+	if strings.Contains(logs, g.token) {
+		t.Fatalf("the forge token appears in the job's logs")
+	}
+
+	// Deleting the application removes its webhook.
+	mustGantry(t, d.grpcAddr, "app", "delete", "shop")
+	if hooks := g.hooks(t, cfgRepo); len(hooks) != 0 {
+		t.Errorf("config repository hooks left after delete: %v", hooks)
+	}
+}

@@ -202,6 +202,14 @@ export function jobView(root, ctx, id) {
     await ctx.post(`/api/jobs/${encodeURIComponent(id)}/cancel`);
   }
 
+  async function decide(t, reject) {
+    const what = reject ? 'Reject' : 'Approve';
+    const ok = await ctx.confirm(`${what} ${t.name}?`, reject ? 'The task fails and what needs it is skipped.' : 'What needs it runs.', what);
+    if (!ok) return;
+    const r = await ctx.post(`/api/jobs/${encodeURIComponent(id)}/tasks/${encodeURIComponent(t.name)}/${reject ? 'reject' : 'approve'}`);
+    if (r) ctx.notify(`${t.name} ${reject ? 'rejected' : 'approved'}`);
+  }
+
   function draw() {
     if (failure && !job) {
       replace(head, h('div', { class: 'page-head' }, h('h1', { tabindex: -1 }, 'Job not found')), h('p', { class: 'error-note' }, failure));
@@ -229,7 +237,13 @@ export function jobView(root, ctx, id) {
         const ts = short(t.state);
         const started = ms(t.startedAt);
         const end = t.finishedAt ? ms(t.finishedAt) : now;
-        const result = t.error || (ts === 'succeeded' ? 'exit 0' : ts === 'failed' ? `exit ${t.exitCode || 0}` : '');
+        const gate = t.spec?.approval;
+        const result = t.error || (gate && ts === 'waiting' ? [
+          h('span', { class: 'sub' }, `${gate.message || 'Waiting for approval'} `),
+          h('button', { class: 'btn small', type: 'button', 'data-key': `approve-${t.name}`, 'data-approve-task': t.name, onclick: () => decide(t, false), 'aria-label': `Approve ${t.name}` }, 'Approve'),
+          ' ',
+          h('button', { class: 'btn small danger', type: 'button', 'data-key': `reject-${t.name}`, 'data-reject-task': t.name, onclick: () => decide(t, true), 'aria-label': `Reject ${t.name}` }, 'Reject'),
+        ] : ts === 'succeeded' ? 'exit 0' : ts === 'failed' ? `exit ${t.exitCode || 0}` : '');
         const outs = Object.entries(t.outputs || {});
         return h('tr', { class: t.name === selected ? 'selected' : null, 'data-task': t.name, 'data-state': ts },
           h('td', {}, h('button', { class: 'linkish', type: 'button', 'data-key': `log-${t.name}`, 'aria-pressed': t.name === selected ? 'true' : 'false', onclick: () => select(t.name), title: 'Show log' }, t.name)),

@@ -1668,8 +1668,15 @@ func (x *CreateAppRequest) GetSpec() *AppSpec {
 }
 
 type CreateAppResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	App           *App                   `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	App   *App                   `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	// Where forges deliver pushes of the repository; without a forge and a
+	// credential the user registers the hook there by hand.
+	WebhookUrl     string `protobuf:"bytes,2,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
+	HookRegistered bool   `protobuf:"varint,3,opt,name=hook_registered,json=hookRegistered,proto3" json:"hook_registered,omitempty"`
+	// Why the webhook could not be registered (the application was created:
+	// polling finds its commits).
+	HookError     string `protobuf:"bytes,4,opt,name=hook_error,json=hookError,proto3" json:"hook_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1709,6 +1716,27 @@ func (x *CreateAppResponse) GetApp() *App {
 		return x.App
 	}
 	return nil
+}
+
+func (x *CreateAppResponse) GetWebhookUrl() string {
+	if x != nil {
+		return x.WebhookUrl
+	}
+	return ""
+}
+
+func (x *CreateAppResponse) GetHookRegistered() bool {
+	if x != nil {
+		return x.HookRegistered
+	}
+	return false
+}
+
+func (x *CreateAppResponse) GetHookError() string {
+	if x != nil {
+		return x.HookError
+	}
+	return ""
 }
 
 type ListAppsRequest struct {
@@ -2326,7 +2354,9 @@ func (x *DeleteAppRequest) GetName() string {
 }
 
 type DeleteAppResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Why the forge's webhook could not be removed.
+	HookError     string `protobuf:"bytes,1,opt,name=hook_error,json=hookError,proto3" json:"hook_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2359,6 +2389,13 @@ func (x *DeleteAppResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DeleteAppResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAppResponse) Descriptor() ([]byte, []int) {
 	return file_gantry_v1_api_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *DeleteAppResponse) GetHookError() string {
+	if x != nil {
+		return x.HookError
+	}
+	return ""
 }
 
 type SaveSnapshotRequest struct {
@@ -3943,9 +3980,14 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\x05tasks\x18\x01 \x03(\v2\x15.gantry.v1.QueuedTaskR\x05tasks\x12-\n" +
 	"\x06queues\x18\x02 \x03(\v2\x15.gantry.v1.QueueStatsR\x06queues\":\n" +
 	"\x10CreateAppRequest\x12&\n" +
-	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.AppSpecR\x04spec\"5\n" +
+	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.AppSpecR\x04spec\"\x9e\x01\n" +
 	"\x11CreateAppResponse\x12 \n" +
-	"\x03app\x18\x01 \x01(\v2\x0e.gantry.v1.AppR\x03app\"\x11\n" +
+	"\x03app\x18\x01 \x01(\v2\x0e.gantry.v1.AppR\x03app\x12\x1f\n" +
+	"\vwebhook_url\x18\x02 \x01(\tR\n" +
+	"webhookUrl\x12'\n" +
+	"\x0fhook_registered\x18\x03 \x01(\bR\x0ehookRegistered\x12\x1d\n" +
+	"\n" +
+	"hook_error\x18\x04 \x01(\tR\thookError\"\x11\n" +
 	"\x0fListAppsRequest\"\xe1\x02\n" +
 	"\n" +
 	"AppSummary\x12&\n" +
@@ -3981,8 +4023,10 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x12\n" +
 	"\x10UnpinAppResponse\"&\n" +
 	"\x10DeleteAppRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x13\n" +
-	"\x11DeleteAppResponse\"\x15\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"2\n" +
+	"\x11DeleteAppResponse\x12\x1d\n" +
+	"\n" +
+	"hook_error\x18\x01 \x01(\tR\thookError\"\x15\n" +
 	"\x13SaveSnapshotRequest\"*\n" +
 	"\x14SaveSnapshotResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\",\n" +

@@ -212,6 +212,14 @@ type AppSpec struct {
 	// How long a rollout may take to become healthy before it is rolled
 	// back; zero means 5 minutes.
 	HealthTimeout *durationpb.Duration `protobuf:"bytes,11,opt,name=health_timeout,json=healthTimeout,proto3" json:"health_timeout,omitempty"`
+	// The forge hosting repo (gitea, forgejo, github, gitlab or none) and
+	// its base URL when it is not the repository's origin.
+	Forge    string `protobuf:"bytes,12,opt,name=forge,proto3" json:"forge,omitempty"`
+	ForgeUrl string `protobuf:"bytes,13,opt,name=forge_url,json=forgeUrl,proto3" json:"forge_url,omitempty"`
+	// A secret's name: the token (or username:password, or SSH key) that
+	// reads the repository, polled and cloned with it, and registers the
+	// push webhook on the forge.
+	Credential    string `protobuf:"bytes,14,opt,name=credential,proto3" json:"credential,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -321,6 +329,27 @@ func (x *AppSpec) GetHealthTimeout() *durationpb.Duration {
 		return x.HealthTimeout
 	}
 	return nil
+}
+
+func (x *AppSpec) GetForge() string {
+	if x != nil {
+		return x.Forge
+	}
+	return ""
+}
+
+func (x *AppSpec) GetForgeUrl() string {
+	if x != nil {
+		return x.ForgeUrl
+	}
+	return ""
+}
+
+func (x *AppSpec) GetCredential() string {
+	if x != nil {
+		return x.Credential
+	}
+	return ""
 }
 
 // DeployRecord is one deploy of an application, kept in the replicated state.
@@ -503,8 +532,11 @@ type App struct {
 	// deployed automatically and self-heal restores this commit.
 	PinnedRevision string `protobuf:"bytes,4,opt,name=pinned_revision,json=pinnedRevision,proto3" json:"pinned_revision,omitempty"`
 	// Oldest first; the newest 100 are kept.
-	History       []*DeployRecord `protobuf:"bytes,5,rep,name=history,proto3" json:"history,omitempty"`
-	NextDeployId  uint64          `protobuf:"varint,6,opt,name=next_deploy_id,json=nextDeployId,proto3" json:"next_deploy_id,omitempty"`
+	History      []*DeployRecord `protobuf:"bytes,5,rep,name=history,proto3" json:"history,omitempty"`
+	NextDeployId uint64          `protobuf:"varint,6,opt,name=next_deploy_id,json=nextDeployId,proto3" json:"next_deploy_id,omitempty"`
+	// The push webhook registered on the forge (AppSpec.forge), removed
+	// with the application.
+	HookId        string `protobuf:"bytes,7,opt,name=hook_id,json=hookId,proto3" json:"hook_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -579,6 +611,13 @@ func (x *App) GetNextDeployId() uint64 {
 		return x.NextDeployId
 	}
 	return 0
+}
+
+func (x *App) GetHookId() string {
+	if x != nil {
+		return x.HookId
+	}
+	return ""
 }
 
 // DriftItem is one managed field whose live value differs from the applied one.
@@ -875,7 +914,7 @@ var File_gantry_v1_gitops_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_gitops_proto_rawDesc = "" +
 	"\n" +
-	"\x16gantry/v1/gitops.proto\x12\tgantry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x02\n" +
+	"\x16gantry/v1/gitops.proto\x12\tgantry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x03\n" +
 	"\aAppSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04repo\x18\x02 \x01(\tR\x04repo\x12\x12\n" +
@@ -888,7 +927,12 @@ const file_gantry_v1_gitops_proto_rawDesc = "" +
 	"\x05prune\x18\t \x01(\bR\x05prune\x12>\n" +
 	"\rpoll_interval\x18\n" +
 	" \x01(\v2\x19.google.protobuf.DurationR\fpollInterval\x12@\n" +
-	"\x0ehealth_timeout\x18\v \x01(\v2\x19.google.protobuf.DurationR\rhealthTimeout\"\xca\x04\n" +
+	"\x0ehealth_timeout\x18\v \x01(\v2\x19.google.protobuf.DurationR\rhealthTimeout\x12\x14\n" +
+	"\x05forge\x18\f \x01(\tR\x05forge\x12\x1b\n" +
+	"\tforge_url\x18\r \x01(\tR\bforgeUrl\x12\x1e\n" +
+	"\n" +
+	"credential\x18\x0e \x01(\tR\n" +
+	"credential\"\xca\x04\n" +
 	"\fDeployRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x1a\n" +
@@ -911,7 +955,7 @@ const file_gantry_v1_gitops_proto_rawDesc = "" +
 	"\tnamespace\x18\x10 \x01(\tR\tnamespace\x1a9\n" +
 	"\vImagesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x93\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\x02\n" +
 	"\x03App\x12&\n" +
 	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.AppSpecR\x04spec\x129\n" +
 	"\n" +
@@ -919,7 +963,8 @@ const file_gantry_v1_gitops_proto_rawDesc = "" +
 	"\x0flatest_revision\x18\x03 \x01(\tR\x0elatestRevision\x12'\n" +
 	"\x0fpinned_revision\x18\x04 \x01(\tR\x0epinnedRevision\x121\n" +
 	"\ahistory\x18\x05 \x03(\v2\x17.gantry.v1.DeployRecordR\ahistory\x12$\n" +
-	"\x0enext_deploy_id\x18\x06 \x01(\x04R\fnextDeployId\"a\n" +
+	"\x0enext_deploy_id\x18\x06 \x01(\x04R\fnextDeployId\x12\x17\n" +
+	"\ahook_id\x18\a \x01(\tR\x06hookId\"a\n" +
 	"\tDriftItem\x12\x16\n" +
 	"\x06object\x18\x01 \x01(\tR\x06object\x12\x14\n" +
 	"\x05field\x18\x02 \x01(\tR\x05field\x12\x12\n" +

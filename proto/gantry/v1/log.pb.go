@@ -1136,8 +1136,10 @@ func (x *DeleteSecretCommand) GetName() string {
 }
 
 type CreateAppCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Spec          *AppSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Spec  *AppSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	// The push webhook registered on the forge before the command.
+	HookId        string `protobuf:"bytes,2,opt,name=hook_id,json=hookId,proto3" json:"hook_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1177,6 +1179,13 @@ func (x *CreateAppCommand) GetSpec() *AppSpec {
 		return x.Spec
 	}
 	return nil
+}
+
+func (x *CreateAppCommand) GetHookId() string {
+	if x != nil {
+		return x.HookId
+	}
+	return ""
 }
 
 type DeleteAppCommand struct {
@@ -1534,9 +1543,10 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\x10SetSecretCommand\x12)\n" +
 	"\x06secret\x18\x01 \x01(\v2\x11.gantry.v1.SecretR\x06secret\")\n" +
 	"\x13DeleteSecretCommand\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\":\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"S\n" +
 	"\x10CreateAppCommand\x12&\n" +
-	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.AppSpecR\x04spec\"&\n" +
+	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.AppSpecR\x04spec\x12\x17\n" +
+	"\ahook_id\x18\x02 \x01(\tR\x06hookId\"&\n" +
 	"\x10DeleteAppCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"?\n" +
 	"\rPinAppCommand\x12\x12\n" +
