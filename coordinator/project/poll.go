@@ -180,16 +180,9 @@ func (c *Controller) fireCron(ctx context.Context, p *gv1.Project, now time.Time
 	if p.GetLastCron() != nil {
 		from = p.GetLastCron().AsTime()
 	}
-	slot := sched.Next(from)
-	if slot.IsZero() || now.Before(slot) {
+	slot, ok := dueSlot(sched, from, now)
+	if !ok {
 		return
-	}
-	for range 100_000 {
-		n := sched.Next(slot)
-		if n.IsZero() || n.After(now) {
-			break
-		}
-		slot = n
 	}
 	cred, err := c.credential(p)
 	if err != nil {
@@ -228,4 +221,22 @@ func cronBranch(s *gv1.ProjectSpec) string {
 		}
 	}
 	return ""
+}
+
+// dueSlot is the newest slot of sched after from that is not after now:
+// slots missed while no node led are not fired one by one, the newest
+// stands for them. False when none is due.
+func dueSlot(sched cron.Schedule, from, now time.Time) (time.Time, bool) {
+	slot := sched.Next(from)
+	if slot.IsZero() || now.Before(slot) {
+		return time.Time{}, false
+	}
+	for range 100_000 {
+		n := sched.Next(slot)
+		if n.IsZero() || n.After(now) {
+			break
+		}
+		slot = n
+	}
+	return slot, true
 }
