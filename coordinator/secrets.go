@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gantryci/gantry/coordinator/project"
 	"github.com/gantryci/gantry/coordinator/secret"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -143,6 +144,22 @@ func (s *Server) rekey(ctx context.Context) error {
 		}
 		cmds = append(cmds, &gv1.Command{At: at, Cmd: &gv1.Command_SetSecret{SetSecret: &gv1.SetSecretCommand{
 			Secret: &gv1.Secret{Name: sec.GetName(), Scope: sec.GetScope(), KeyId: id, Ciphertext: ct},
+		}}})
+	}
+	// Projects' webhook secrets are sealed the same way.
+	for _, p := range s.fsm.ProjectsNotSealedWith(k.Primary()) {
+		name := project.WebhookSecretName(p.GetSpec().GetName())
+		v, err := k.Open(name, p.GetWebhookKeyId(), p.GetWebhookSecret())
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		id, ct, err := k.Seal(name, v)
+		if err != nil {
+			return err
+		}
+		cmds = append(cmds, &gv1.Command{At: at, Cmd: &gv1.Command_ResealProject{ResealProject: &gv1.ResealProjectCommand{
+			Project: p.GetSpec().GetName(), WebhookSecret: ct, WebhookKeyId: id,
 		}}})
 	}
 	if len(cmds) > 0 {

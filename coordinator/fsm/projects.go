@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -345,6 +346,34 @@ func (s *state) setProjectHook(c *gv1.SetProjectHookCommand) Result {
 	}
 	p.HookId = c.GetHookId()
 	return Result{}
+}
+
+// resealProject replaces a project's sealed webhook secret with the same
+// value sealed under another key.
+func (s *state) resealProject(c *gv1.ResealProjectCommand) Result {
+	p, err := s.project(c.GetProject())
+	if err != nil {
+		return Result{Err: err}
+	}
+	if len(c.GetWebhookSecret()) == 0 || c.GetWebhookKeyId() == "" {
+		return Result{Err: fmt.Errorf("reseal project %s: no sealed secret or key id: %w", c.GetProject(), ErrInvalid)}
+	}
+	p.WebhookSecret, p.WebhookKeyId = c.GetWebhookSecret(), c.GetWebhookKeyId()
+	return Result{}
+}
+
+// ProjectsNotSealedWith lists the projects whose webhook secret is sealed
+// with another key than keyID (re-encryption after a key rotation).
+func (f *FSM) ProjectsNotSealedWith(keyID string) []*gv1.Project {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []*gv1.Project
+	for _, p := range f.state.projects {
+		if len(p.GetWebhookSecret()) > 0 && p.GetWebhookKeyId() != keyID {
+			out = append(out, &gv1.Project{Spec: proto.Clone(p.GetSpec()).(*gv1.ProjectSpec), WebhookSecret: slices.Clone(p.GetWebhookSecret()), WebhookKeyId: p.GetWebhookKeyId()})
+		}
+	}
+	return out
 }
 
 // applyTrigger skips, at submit, the tasks of a project's build that its

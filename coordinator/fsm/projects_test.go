@@ -224,3 +224,29 @@ func TestApprovalTaskGatesWhatNeedsIt(t *testing.T) {
 	h.wantStates("k", map[string]gv1.TaskState{"free": gv1.TaskState_TASK_STATE_CANCELED})
 	h.wantJobState("k", gv1.JobState_JOB_STATE_CANCELED)
 }
+
+func TestResealProject(t *testing.T) {
+	h := newHarness(t)
+	create := createProjectCmd(1, "web")
+	create.GetCreateProject().Project.WebhookSecret, create.GetCreateProject().Project.WebhookKeyId = []byte("sealed-with-k1"), "k1"
+	h.ok(create)
+	p, _ := h.f.Project("web")
+	if got := h.f.ProjectsNotSealedWith(p.GetWebhookKeyId()); len(got) != 0 {
+		t.Fatalf("projects not sealed with their own key: %v", got)
+	}
+	if got := h.f.ProjectsNotSealedWith("k2"); len(got) != 1 || got[0].GetSpec().GetName() != "web" {
+		t.Fatalf("projects to reseal with k2: %v", got)
+	}
+	reseal := func(sec int, name string, ct []byte, key string) *gv1.Command {
+		return &gv1.Command{At: ts(sec), Cmd: &gv1.Command_ResealProject{ResealProject: &gv1.ResealProjectCommand{Project: name, WebhookSecret: ct, WebhookKeyId: key}}}
+	}
+	h.refused(reseal(2, "web", nil, "k2"), "", fsm.ErrInvalid)
+	h.refused(reseal(2, "nope", []byte("x"), "k2"), "", fsm.ErrNotFound)
+	h.ok(reseal(3, "web", []byte("sealed-with-k2"), "k2"))
+	if p, _ = h.f.Project("web"); string(p.GetWebhookSecret()) != "sealed-with-k2" || p.GetWebhookKeyId() != "k2" {
+		t.Fatalf("resealed project: %v", p)
+	}
+	if got := h.f.ProjectsNotSealedWith("k2"); len(got) != 0 {
+		t.Fatalf("still to reseal: %v", got)
+	}
+}

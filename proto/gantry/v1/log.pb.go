@@ -100,6 +100,7 @@ type Command struct {
 	//	*Command_ApproveBuild
 	//	*Command_SetProjectHook
 	//	*Command_DecideTask
+	//	*Command_ResealProject
 	Cmd isCommand_Cmd `protobuf_oneof:"cmd"`
 	// Actor of the API call that proposed this command: Apply records the
 	// call and the command's result in the audit log. Unset for the
@@ -380,6 +381,15 @@ func (x *Command) GetDecideTask() *DecideTaskCommand {
 	return nil
 }
 
+func (x *Command) GetResealProject() *ResealProjectCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_ResealProject); ok {
+			return x.ResealProject
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetActor() *Actor {
 	if x != nil {
 		return x.Actor
@@ -498,6 +508,10 @@ type Command_DecideTask struct {
 	DecideTask *DecideTaskCommand `protobuf:"bytes,34,opt,name=decide_task,json=decideTask,proto3,oneof"`
 }
 
+type Command_ResealProject struct {
+	ResealProject *ResealProjectCommand `protobuf:"bytes,35,opt,name=reseal_project,json=resealProject,proto3,oneof"`
+}
+
 func (*Command_SubmitJob) isCommand_Cmd() {}
 
 func (*Command_AssignTask) isCommand_Cmd() {}
@@ -547,6 +561,8 @@ func (*Command_ApproveBuild) isCommand_Cmd() {}
 func (*Command_SetProjectHook) isCommand_Cmd() {}
 
 func (*Command_DecideTask) isCommand_Cmd() {}
+
+func (*Command_ResealProject) isCommand_Cmd() {}
 
 type SubmitJobCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1461,7 +1477,7 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\n" +
 	"\x13gantry/v1/log.proto\x12\tgantry.v1\x1a\x13gantry/v1/acl.proto\x1a\x15gantry/v1/agent.proto\x1a\x16gantry/v1/gitops.proto\x1a\x13gantry/v1/job.proto\x1a\x17gantry/v1/project.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n" +
 	"\x05Batch\x12.\n" +
-	"\bcommands\x18\x01 \x03(\v2\x12.gantry.v1.CommandR\bcommands\"\x86\x0e\n" +
+	"\bcommands\x18\x01 \x03(\v2\x12.gantry.v1.CommandR\bcommands\"\xd0\x0e\n" +
 	"\aCommand\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12<\n" +
 	"\n" +
@@ -1500,7 +1516,8 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\rapprove_build\x18  \x01(\v2\x1e.gantry.v1.ApproveBuildCommandH\x00R\fapproveBuild\x12L\n" +
 	"\x10set_project_hook\x18! \x01(\v2 .gantry.v1.SetProjectHookCommandH\x00R\x0esetProjectHook\x12?\n" +
 	"\vdecide_task\x18\" \x01(\v2\x1c.gantry.v1.DecideTaskCommandH\x00R\n" +
-	"decideTask\x12&\n" +
+	"decideTask\x12H\n" +
+	"\x0ereseal_project\x18# \x01(\v2\x1f.gantry.v1.ResealProjectCommandH\x00R\rresealProject\x12&\n" +
 	"\x05actor\x18\x02 \x01(\v2\x10.gantry.v1.ActorR\x05actor\x12\x16\n" +
 	"\x06method\x18\x03 \x01(\tR\x06methodB\x05\n" +
 	"\x03cmd\"4\n" +
@@ -1607,15 +1624,16 @@ var file_gantry_v1_log_proto_goTypes = []any{
 	(*BuildStatusCommand)(nil),     // 27: gantry.v1.BuildStatusCommand
 	(*ApproveBuildCommand)(nil),    // 28: gantry.v1.ApproveBuildCommand
 	(*SetProjectHookCommand)(nil),  // 29: gantry.v1.SetProjectHookCommand
-	(*Actor)(nil),                  // 30: gantry.v1.Actor
-	(*Job)(nil),                    // 31: gantry.v1.Job
-	(*TaskRef)(nil),                // 32: gantry.v1.TaskRef
-	(*Report)(nil),                 // 33: gantry.v1.Report
-	(*App)(nil),                    // 34: gantry.v1.App
-	(*Token)(nil),                  // 35: gantry.v1.Token
-	(*AuditEvent)(nil),             // 36: gantry.v1.AuditEvent
-	(*Project)(nil),                // 37: gantry.v1.Project
-	(*AppSpec)(nil),                // 38: gantry.v1.AppSpec
+	(*ResealProjectCommand)(nil),   // 30: gantry.v1.ResealProjectCommand
+	(*Actor)(nil),                  // 31: gantry.v1.Actor
+	(*Job)(nil),                    // 32: gantry.v1.Job
+	(*TaskRef)(nil),                // 33: gantry.v1.TaskRef
+	(*Report)(nil),                 // 34: gantry.v1.Report
+	(*App)(nil),                    // 35: gantry.v1.App
+	(*Token)(nil),                  // 36: gantry.v1.Token
+	(*AuditEvent)(nil),             // 37: gantry.v1.AuditEvent
+	(*Project)(nil),                // 38: gantry.v1.Project
+	(*AppSpec)(nil),                // 39: gantry.v1.AppSpec
 }
 var file_gantry_v1_log_proto_depIdxs = []int32{
 	1,  // 0: gantry.v1.Batch.commands:type_name -> gantry.v1.Command
@@ -1645,28 +1663,29 @@ var file_gantry_v1_log_proto_depIdxs = []int32{
 	28, // 24: gantry.v1.Command.approve_build:type_name -> gantry.v1.ApproveBuildCommand
 	29, // 25: gantry.v1.Command.set_project_hook:type_name -> gantry.v1.SetProjectHookCommand
 	17, // 26: gantry.v1.Command.decide_task:type_name -> gantry.v1.DecideTaskCommand
-	30, // 27: gantry.v1.Command.actor:type_name -> gantry.v1.Actor
-	31, // 28: gantry.v1.SubmitJobCommand.job:type_name -> gantry.v1.Job
-	32, // 29: gantry.v1.AssignTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	32, // 30: gantry.v1.StartTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	33, // 31: gantry.v1.FinishTaskCommand.report:type_name -> gantry.v1.Report
-	32, // 32: gantry.v1.RequeueTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	31, // 33: gantry.v1.Snapshot.jobs:type_name -> gantry.v1.Job
-	34, // 34: gantry.v1.Snapshot.apps:type_name -> gantry.v1.App
-	9,  // 35: gantry.v1.Snapshot.secrets:type_name -> gantry.v1.Secret
-	35, // 36: gantry.v1.Snapshot.tokens:type_name -> gantry.v1.Token
-	36, // 37: gantry.v1.Snapshot.audit:type_name -> gantry.v1.AuditEvent
-	37, // 38: gantry.v1.Snapshot.projects:type_name -> gantry.v1.Project
-	18, // 39: gantry.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
-	18, // 40: gantry.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
-	9,  // 41: gantry.v1.SetSecretCommand.secret:type_name -> gantry.v1.Secret
-	38, // 42: gantry.v1.CreateAppCommand.spec:type_name -> gantry.v1.AppSpec
-	18, // 43: gantry.v1.PruneJobsCommand.finished_before:type_name -> google.protobuf.Timestamp
-	44, // [44:44] is the sub-list for method output_type
-	44, // [44:44] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	30, // 27: gantry.v1.Command.reseal_project:type_name -> gantry.v1.ResealProjectCommand
+	31, // 28: gantry.v1.Command.actor:type_name -> gantry.v1.Actor
+	32, // 29: gantry.v1.SubmitJobCommand.job:type_name -> gantry.v1.Job
+	33, // 30: gantry.v1.AssignTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	33, // 31: gantry.v1.StartTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	34, // 32: gantry.v1.FinishTaskCommand.report:type_name -> gantry.v1.Report
+	33, // 33: gantry.v1.RequeueTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	32, // 34: gantry.v1.Snapshot.jobs:type_name -> gantry.v1.Job
+	35, // 35: gantry.v1.Snapshot.apps:type_name -> gantry.v1.App
+	9,  // 36: gantry.v1.Snapshot.secrets:type_name -> gantry.v1.Secret
+	36, // 37: gantry.v1.Snapshot.tokens:type_name -> gantry.v1.Token
+	37, // 38: gantry.v1.Snapshot.audit:type_name -> gantry.v1.AuditEvent
+	38, // 39: gantry.v1.Snapshot.projects:type_name -> gantry.v1.Project
+	18, // 40: gantry.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	18, // 41: gantry.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
+	9,  // 42: gantry.v1.SetSecretCommand.secret:type_name -> gantry.v1.Secret
+	39, // 43: gantry.v1.CreateAppCommand.spec:type_name -> gantry.v1.AppSpec
+	18, // 44: gantry.v1.PruneJobsCommand.finished_before:type_name -> google.protobuf.Timestamp
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_log_proto_init() }
@@ -1705,6 +1724,7 @@ func file_gantry_v1_log_proto_init() {
 		(*Command_ApproveBuild)(nil),
 		(*Command_SetProjectHook)(nil),
 		(*Command_DecideTask)(nil),
+		(*Command_ResealProject)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -509,6 +509,68 @@ func (x *CreateProjectCommand) GetProject() *Project {
 	return nil
 }
 
+// ResealProjectCommand stores a project's webhook secret sealed with the
+// keyring's new primary key (the leader's re-encryption).
+type ResealProjectCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	WebhookSecret []byte                 `protobuf:"bytes,2,opt,name=webhook_secret,json=webhookSecret,proto3" json:"webhook_secret,omitempty"`
+	WebhookKeyId  string                 `protobuf:"bytes,3,opt,name=webhook_key_id,json=webhookKeyId,proto3" json:"webhook_key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResealProjectCommand) Reset() {
+	*x = ResealProjectCommand{}
+	mi := &file_gantry_v1_project_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResealProjectCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResealProjectCommand) ProtoMessage() {}
+
+func (x *ResealProjectCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_project_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResealProjectCommand.ProtoReflect.Descriptor instead.
+func (*ResealProjectCommand) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_project_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ResealProjectCommand) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *ResealProjectCommand) GetWebhookSecret() []byte {
+	if x != nil {
+		return x.WebhookSecret
+	}
+	return nil
+}
+
+func (x *ResealProjectCommand) GetWebhookKeyId() string {
+	if x != nil {
+		return x.WebhookKeyId
+	}
+	return ""
+}
+
 type DeleteProjectCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -518,7 +580,7 @@ type DeleteProjectCommand struct {
 
 func (x *DeleteProjectCommand) Reset() {
 	*x = DeleteProjectCommand{}
-	mi := &file_gantry_v1_project_proto_msgTypes[4]
+	mi := &file_gantry_v1_project_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +592,7 @@ func (x *DeleteProjectCommand) String() string {
 func (*DeleteProjectCommand) ProtoMessage() {}
 
 func (x *DeleteProjectCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_project_proto_msgTypes[4]
+	mi := &file_gantry_v1_project_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +605,7 @@ func (x *DeleteProjectCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProjectCommand.ProtoReflect.Descriptor instead.
 func (*DeleteProjectCommand) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_project_proto_rawDescGZIP(), []int{4}
+	return file_gantry_v1_project_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeleteProjectCommand) GetName() string {
@@ -566,7 +628,7 @@ type TriggerBuildCommand struct {
 
 func (x *TriggerBuildCommand) Reset() {
 	*x = TriggerBuildCommand{}
-	mi := &file_gantry_v1_project_proto_msgTypes[5]
+	mi := &file_gantry_v1_project_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -578,7 +640,7 @@ func (x *TriggerBuildCommand) String() string {
 func (*TriggerBuildCommand) ProtoMessage() {}
 
 func (x *TriggerBuildCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_project_proto_msgTypes[5]
+	mi := &file_gantry_v1_project_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -591,7 +653,7 @@ func (x *TriggerBuildCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerBuildCommand.ProtoReflect.Descriptor instead.
 func (*TriggerBuildCommand) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_project_proto_rawDescGZIP(), []int{5}
+	return file_gantry_v1_project_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TriggerBuildCommand) GetProject() string {
@@ -636,7 +698,7 @@ type StartBuildCommand struct {
 
 func (x *StartBuildCommand) Reset() {
 	*x = StartBuildCommand{}
-	mi := &file_gantry_v1_project_proto_msgTypes[6]
+	mi := &file_gantry_v1_project_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +710,7 @@ func (x *StartBuildCommand) String() string {
 func (*StartBuildCommand) ProtoMessage() {}
 
 func (x *StartBuildCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_project_proto_msgTypes[6]
+	mi := &file_gantry_v1_project_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +723,7 @@ func (x *StartBuildCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBuildCommand.ProtoReflect.Descriptor instead.
 func (*StartBuildCommand) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_project_proto_rawDescGZIP(), []int{6}
+	return file_gantry_v1_project_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StartBuildCommand) GetProject() string {
@@ -704,7 +766,7 @@ type ObserveRefsCommand struct {
 
 func (x *ObserveRefsCommand) Reset() {
 	*x = ObserveRefsCommand{}
-	mi := &file_gantry_v1_project_proto_msgTypes[7]
+	mi := &file_gantry_v1_project_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +778,7 @@ func (x *ObserveRefsCommand) String() string {
 func (*ObserveRefsCommand) ProtoMessage() {}
 
 func (x *ObserveRefsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_project_proto_msgTypes[7]
+	mi := &file_gantry_v1_project_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +791,7 @@ func (x *ObserveRefsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObserveRefsCommand.ProtoReflect.Descriptor instead.
 func (*ObserveRefsCommand) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_project_proto_rawDescGZIP(), []int{7}
+	return file_gantry_v1_project_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ObserveRefsCommand) GetProject() string {
@@ -766,7 +828,7 @@ type BuildStatusCommand struct {
 
 func (x *BuildStatusCommand) Reset() {
 	*x = BuildStatusCommand{}
-	mi := &file_gantry_v1_project_proto_msgTypes[8]
+	mi := &file_gantry_v1_project_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +840,7 @@ func (x *BuildStatusCommand) String() string {
 func (*BuildStatusCommand) ProtoMessage() {}
 
 func (x *BuildStatusCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_project_proto_msgTypes[8]
+	mi := &file_gantry_v1_project_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +853,7 @@ func (x *BuildStatusCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildStatusCommand.ProtoReflect.Descriptor instead.
 func (*BuildStatusCommand) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_project_proto_rawDescGZIP(), []int{8}
+	return file_gantry_v1_project_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BuildStatusCommand) GetProject() string {
@@ -834,7 +896,7 @@ type ApproveBuildCommand struct {
 
 func (x *ApproveBuildCommand) Reset() {
 	*x = ApproveBuildCommand{}
-	mi := &file_gantry_v1_project_proto_msgTypes[9]
+	mi := &file_gantry_v1_project_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +908,7 @@ func (x *ApproveBuildCommand) String() string {
 func (*ApproveBuildCommand) ProtoMessage() {}
 
 func (x *ApproveBuildCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_project_proto_msgTypes[9]
+	mi := &file_gantry_v1_project_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,7 +921,7 @@ func (x *ApproveBuildCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveBuildCommand.ProtoReflect.Descriptor instead.
 func (*ApproveBuildCommand) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_project_proto_rawDescGZIP(), []int{9}
+	return file_gantry_v1_project_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ApproveBuildCommand) GetProject() string {
@@ -893,7 +955,7 @@ type SetProjectHookCommand struct {
 
 func (x *SetProjectHookCommand) Reset() {
 	*x = SetProjectHookCommand{}
-	mi := &file_gantry_v1_project_proto_msgTypes[10]
+	mi := &file_gantry_v1_project_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +967,7 @@ func (x *SetProjectHookCommand) String() string {
 func (*SetProjectHookCommand) ProtoMessage() {}
 
 func (x *SetProjectHookCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_project_proto_msgTypes[10]
+	mi := &file_gantry_v1_project_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +980,7 @@ func (x *SetProjectHookCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetProjectHookCommand.ProtoReflect.Descriptor instead.
 func (*SetProjectHookCommand) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_project_proto_rawDescGZIP(), []int{10}
+	return file_gantry_v1_project_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetProjectHookCommand) GetProject() string {
@@ -998,7 +1060,11 @@ const file_gantry_v1_project_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"D\n" +
 	"\x14CreateProjectCommand\x12,\n" +
-	"\aproject\x18\x01 \x01(\v2\x12.gantry.v1.ProjectR\aproject\"*\n" +
+	"\aproject\x18\x01 \x01(\v2\x12.gantry.v1.ProjectR\aproject\"}\n" +
+	"\x14ResealProjectCommand\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12%\n" +
+	"\x0ewebhook_secret\x18\x02 \x01(\fR\rwebhookSecret\x12$\n" +
+	"\x0ewebhook_key_id\x18\x03 \x01(\tR\fwebhookKeyId\"*\n" +
 	"\x14DeleteProjectCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x83\x01\n" +
 	"\x13TriggerBuildCommand\x12\x18\n" +
@@ -1043,43 +1109,44 @@ func file_gantry_v1_project_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_project_proto_rawDescData
 }
 
-var file_gantry_v1_project_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_gantry_v1_project_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_gantry_v1_project_proto_goTypes = []any{
 	(*ProjectSpec)(nil),           // 0: gantry.v1.ProjectSpec
 	(*Build)(nil),                 // 1: gantry.v1.Build
 	(*Project)(nil),               // 2: gantry.v1.Project
 	(*CreateProjectCommand)(nil),  // 3: gantry.v1.CreateProjectCommand
-	(*DeleteProjectCommand)(nil),  // 4: gantry.v1.DeleteProjectCommand
-	(*TriggerBuildCommand)(nil),   // 5: gantry.v1.TriggerBuildCommand
-	(*StartBuildCommand)(nil),     // 6: gantry.v1.StartBuildCommand
-	(*ObserveRefsCommand)(nil),    // 7: gantry.v1.ObserveRefsCommand
-	(*BuildStatusCommand)(nil),    // 8: gantry.v1.BuildStatusCommand
-	(*ApproveBuildCommand)(nil),   // 9: gantry.v1.ApproveBuildCommand
-	(*SetProjectHookCommand)(nil), // 10: gantry.v1.SetProjectHookCommand
-	nil,                           // 11: gantry.v1.Build.TaskStatusSentEntry
-	nil,                           // 12: gantry.v1.Project.RefsEntry
-	nil,                           // 13: gantry.v1.ObserveRefsCommand.RefsEntry
-	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
-	(*Trigger)(nil),               // 15: gantry.v1.Trigger
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
-	(*Actor)(nil),                 // 17: gantry.v1.Actor
-	(*Job)(nil),                   // 18: gantry.v1.Job
+	(*ResealProjectCommand)(nil),  // 4: gantry.v1.ResealProjectCommand
+	(*DeleteProjectCommand)(nil),  // 5: gantry.v1.DeleteProjectCommand
+	(*TriggerBuildCommand)(nil),   // 6: gantry.v1.TriggerBuildCommand
+	(*StartBuildCommand)(nil),     // 7: gantry.v1.StartBuildCommand
+	(*ObserveRefsCommand)(nil),    // 8: gantry.v1.ObserveRefsCommand
+	(*BuildStatusCommand)(nil),    // 9: gantry.v1.BuildStatusCommand
+	(*ApproveBuildCommand)(nil),   // 10: gantry.v1.ApproveBuildCommand
+	(*SetProjectHookCommand)(nil), // 11: gantry.v1.SetProjectHookCommand
+	nil,                           // 12: gantry.v1.Build.TaskStatusSentEntry
+	nil,                           // 13: gantry.v1.Project.RefsEntry
+	nil,                           // 14: gantry.v1.ObserveRefsCommand.RefsEntry
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*Trigger)(nil),               // 16: gantry.v1.Trigger
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*Actor)(nil),                 // 18: gantry.v1.Actor
+	(*Job)(nil),                   // 19: gantry.v1.Job
 }
 var file_gantry_v1_project_proto_depIdxs = []int32{
-	14, // 0: gantry.v1.ProjectSpec.poll_every:type_name -> google.protobuf.Duration
-	15, // 1: gantry.v1.Build.trigger:type_name -> gantry.v1.Trigger
-	16, // 2: gantry.v1.Build.created_at:type_name -> google.protobuf.Timestamp
-	17, // 3: gantry.v1.Build.approved_by:type_name -> gantry.v1.Actor
-	11, // 4: gantry.v1.Build.task_status_sent:type_name -> gantry.v1.Build.TaskStatusSentEntry
+	15, // 0: gantry.v1.ProjectSpec.poll_every:type_name -> google.protobuf.Duration
+	16, // 1: gantry.v1.Build.trigger:type_name -> gantry.v1.Trigger
+	17, // 2: gantry.v1.Build.created_at:type_name -> google.protobuf.Timestamp
+	18, // 3: gantry.v1.Build.approved_by:type_name -> gantry.v1.Actor
+	12, // 4: gantry.v1.Build.task_status_sent:type_name -> gantry.v1.Build.TaskStatusSentEntry
 	0,  // 5: gantry.v1.Project.spec:type_name -> gantry.v1.ProjectSpec
-	16, // 6: gantry.v1.Project.created_at:type_name -> google.protobuf.Timestamp
-	12, // 7: gantry.v1.Project.refs:type_name -> gantry.v1.Project.RefsEntry
+	17, // 6: gantry.v1.Project.created_at:type_name -> google.protobuf.Timestamp
+	13, // 7: gantry.v1.Project.refs:type_name -> gantry.v1.Project.RefsEntry
 	1,  // 8: gantry.v1.Project.builds:type_name -> gantry.v1.Build
-	16, // 9: gantry.v1.Project.last_cron:type_name -> google.protobuf.Timestamp
+	17, // 9: gantry.v1.Project.last_cron:type_name -> google.protobuf.Timestamp
 	2,  // 10: gantry.v1.CreateProjectCommand.project:type_name -> gantry.v1.Project
-	15, // 11: gantry.v1.TriggerBuildCommand.trigger:type_name -> gantry.v1.Trigger
-	18, // 12: gantry.v1.StartBuildCommand.job:type_name -> gantry.v1.Job
-	13, // 13: gantry.v1.ObserveRefsCommand.refs:type_name -> gantry.v1.ObserveRefsCommand.RefsEntry
+	16, // 11: gantry.v1.TriggerBuildCommand.trigger:type_name -> gantry.v1.Trigger
+	19, // 12: gantry.v1.StartBuildCommand.job:type_name -> gantry.v1.Job
+	14, // 13: gantry.v1.ObserveRefsCommand.refs:type_name -> gantry.v1.ObserveRefsCommand.RefsEntry
 	14, // [14:14] is the sub-list for method output_type
 	14, // [14:14] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
@@ -1101,7 +1168,7 @@ func file_gantry_v1_project_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_project_proto_rawDesc), len(file_gantry_v1_project_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
