@@ -48,7 +48,10 @@ func (e promoteExecutor) run(ctx context.Context, at *attempt) outcome {
 	if msg == "" || strings.HasPrefix(msg, "Source-Commit:") {
 		msg = strings.TrimSpace(fmt.Sprintf("promote %s to %s\n\n%s", p.GetImage().GetName(), p.GetImage().GetRef(), msg))
 	}
-	msg += fmt.Sprintf("\nGantry-Job: %s (%s)\nGantry-Task: %s", ref.GetJobId(), at.as.GetJobName(), ref.GetTask())
+	if !strings.Contains(msg, "\n\nSource-Commit: ") {
+		msg += "\n" // trailers are a paragraph of their own
+	}
+	msg += fmt.Sprintf("\nImage: %s\nGantry-Job: %s (%s)\nGantry-Task: %s", p.GetImage().GetRef(), ref.GetJobId(), at.as.GetJobName(), ref.GetTask())
 	res, err := promote.Run(ctx, e.root, promote.Request{
 		URL:        p.GetRepo().GetUrl(),
 		Credential: cred,

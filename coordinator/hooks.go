@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/gantryci/gantry/coordinator/api"
 	"github.com/gantryci/gantry/coordinator/follow"
 	"github.com/gantryci/gantry/internal/forge"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
@@ -68,8 +69,21 @@ func (s *Server) handleGitHook(w http.ResponseWriter, r *http.Request) {
 	}
 	forProject := len(urls) > 0 && s.projectFollows(urls)
 	if !forProject {
-		// A push for GitOps applications: --webhook-secret first.
-		if err := s.appHookAllowed(r, body); err != nil {
+		// A push for GitOps applications: verified before anything else
+		// is done with it.
+		if len(urls) == 0 {
+			var ev pushEvent
+			if err := json.Unmarshal(body, &ev); err != nil {
+				if err := s.appHookAllowed(r, body, nil); err != nil {
+					http.Error(w, err.Error(), hookErrCode(err))
+					return
+				}
+				http.Error(w, "body: not a push event: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			urls = ev.urls()
+		}
+		if err := s.appHookAllowed(r, body, urls); err != nil {
 			http.Error(w, err.Error(), hookErrCode(err))
 			return
 		}
@@ -77,12 +91,7 @@ func (s *Server) handleGitHook(w http.ResponseWriter, r *http.Request) {
 			w.Write([]byte("pong\n"))
 			return
 		}
-		var ev pushEvent
-		if err := json.Unmarshal(body, &ev); err != nil {
-			http.Error(w, "body: not a push event: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		if urls = ev.urls(); len(urls) == 0 {
+		if len(urls) == 0 {
 			http.Error(w, "repository: no URL (clone_url, html_url, url, ssh_url or git_url)", http.StatusBadRequest)
 			return
 		}
@@ -114,7 +123,7 @@ func (s *Server) handleGitHook(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	apps := s.gitops.Matching(urls)
-	if forProject && len(apps) > 0 && s.appHookAllowed(r, body) != nil {
+	if forProject && len(apps) > 0 && s.appHookAllowed(r, body, urls) != nil {
 		apps = nil // the project's delivery is not signed for applications
 	}
 	if len(apps) > 0 {
@@ -146,13 +155,34 @@ func hookErrCode(err error) int {
 	return http.StatusUnauthorized
 }
 
-// appHookAllowed checks a push announced for GitOps applications against
-// --webhook-secret.
-func (s *Server) appHookAllowed(r *http.Request, body []byte) error {
+// appHookAllowed checks a push announced for GitOps applications: signed
+// with the webhook secret of an application following the repository
+// (one CreateApp registered on the forge), or with --webhook-secret; under
+// gantry dev (Config.UnsignedHooks) unsigned pushes are taken too.
+func (s *Server) appHookAllowed(r *http.Request, body []byte, urls []string) error {
+	signed := false // an application following the repository has a secret
+	if kind, ok := forge.Detect(r.Header); ok && len(urls) > 0 {
+		if k := s.keyring.Load(); k != nil {
+			for _, name := range s.gitops.Matching(urls) {
+				a, ok := s.fsm.App(name)
+				if !ok || len(a.GetWebhookSecret()) == 0 {
+					continue
+				}
+				signed = true
+				sec, err := k.Open(api.AppWebhookSecretName(name), a.GetWebhookKeyId(), a.GetWebhookSecret())
+				if err == nil && forge.Verify(kind, r.Header, body, sec) == nil {
+					return nil
+				}
+			}
+		}
+	}
 	secret := s.cfg.WebhookSecret
 	if secret == "" {
 		if s.cfg.UnsignedHooks {
 			return nil
+		}
+		if signed {
+			return errHookSecret
 		}
 		return errHookUnsigned
 	}

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gantryci/gantry/coordinator/api"
 	"github.com/gantryci/gantry/coordinator/project"
 	"github.com/gantryci/gantry/coordinator/secret"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
@@ -158,8 +159,23 @@ func (s *Server) rekey(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		cmds = append(cmds, &gv1.Command{At: at, Cmd: &gv1.Command_ResealProject{ResealProject: &gv1.ResealProjectCommand{
+		cmds = append(cmds, &gv1.Command{At: at, Cmd: &gv1.Command_ResealWebhook{ResealWebhook: &gv1.ResealWebhookCommand{
 			Project: p.GetSpec().GetName(), WebhookSecret: ct, WebhookKeyId: id,
+		}}})
+	}
+	for _, a := range s.fsm.AppsNotSealedWith(k.Primary()) {
+		name := api.AppWebhookSecretName(a.GetSpec().GetName())
+		v, err := k.Open(name, a.GetWebhookKeyId(), a.GetWebhookSecret())
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		id, ct, err := k.Seal(name, v)
+		if err != nil {
+			return err
+		}
+		cmds = append(cmds, &gv1.Command{At: at, Cmd: &gv1.Command_ResealWebhook{ResealWebhook: &gv1.ResealWebhookCommand{
+			App: a.GetSpec().GetName(), WebhookSecret: ct, WebhookKeyId: id,
 		}}})
 	}
 	if len(cmds) > 0 {

@@ -60,6 +60,8 @@ func newAppCreateCmd(g *globals) *cobra.Command {
 					fmt.Fprintf(w, "application %s created (%s)\n", spec.Name, mode)
 					if resp.GetHookRegistered() {
 						fmt.Fprintf(w, "push webhook registered on %s, delivering to %s\n", spec.Forge, resp.GetWebhookUrl())
+					} else if resp.GetWebhookSecret() != "" {
+						fmt.Fprintf(w, "to see pushes at once, add a push webhook to the repository:\n  URL     %s\n  secret  %s\n", resp.GetWebhookUrl(), resp.GetWebhookSecret())
 					} else {
 						fmt.Fprintf(w, "to see pushes at once, add a push webhook to the repository delivering to %s (signed with the coordinators' --webhook-secret)\n", resp.GetWebhookUrl())
 					}

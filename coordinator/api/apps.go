@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -63,6 +65,19 @@ func validateApp(a *gv1.AppSpec) error {
 	return nil
 }
 
+// publicApp is an application as the API shows it: without its sealed
+// webhook secret. a is the FSM's copy.
+func publicApp(a *gv1.App) *gv1.App {
+	if a != nil {
+		a.WebhookSecret, a.WebhookKeyId = nil, ""
+	}
+	return a
+}
+
+// AppWebhookSecretName is the name an application's webhook secret is
+// sealed under (the keyring binds a value to its name).
+func AppWebhookSecretName(app string) string { return "app/" + app + "/webhook" }
+
 // CreateApp registers a GitOps application. With a forge and a
 // credential it first registers the repository's push webhook on the
 // forge, so that commits are seen at once rather than at the next poll.
@@ -80,18 +95,35 @@ func (s *Server) CreateApp(ctx context.Context, req *gv1.CreateAppRequest) (*gv1
 		return nil, status.Errorf(codes.AlreadyExists, "spec.name: application %q already exists", as.GetName())
 	}
 	resp := &gv1.CreateAppResponse{WebhookUrl: s.d.Projects.HookURL()}
+	create := &gv1.CreateAppCommand{Spec: as}
+	// The application's own webhook secret, when there is a keyring to
+	// seal it with; else pushes are checked against --webhook-secret.
+	hookSecret := s.d.AppHookSecret
+	if k := s.keyring.Load(); k != nil {
+		var raw [24]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return nil, status.Errorf(codes.Internal, "webhook secret: %v", err)
+		}
+		hookSecret = hex.EncodeToString(raw[:])
+		keyID, sealed, err := k.Seal(AppWebhookSecretName(as.GetName()), []byte(hookSecret))
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "seal webhook secret: %v", err)
+		}
+		create.WebhookSecret, create.WebhookKeyId = sealed, keyID
+		resp.WebhookSecret = hookSecret
+	}
 	cl, repo, err := s.d.Projects.ForgeClient(as.GetForge(), as.GetForgeUrl(), as.GetRepo(), as.GetCredential())
-	var hookID string
 	switch {
 	case err != nil:
 		resp.HookError = err.Error()
 	case cl != nil:
-		hookID, err = cl.CreateHook(ctx, repo, forge.Hook{URL: resp.WebhookUrl, Secret: s.d.AppHookSecret, Events: []forge.EventKind{forge.Push}})
+		create.HookId, err = cl.CreateHook(ctx, repo, forge.Hook{URL: resp.WebhookUrl, Secret: hookSecret, Events: []forge.EventKind{forge.Push}})
 		if err != nil {
 			resp.HookError = fmt.Sprintf("register webhook on %s: %v", as.GetForge(), err)
 		}
 	}
-	if _, err := s.d.Proposer.ProposeOne(ctx, s.command(ctx, &gv1.Command{Cmd: &gv1.Command_CreateApp{CreateApp: &gv1.CreateAppCommand{Spec: as, HookId: hookID}}})); err != nil {
+	hookID := create.HookId
+	if _, err := s.d.Proposer.ProposeOne(ctx, s.command(ctx, &gv1.Command{Cmd: &gv1.Command_CreateApp{CreateApp: create}})); err != nil {
 		if hookID != "" {
 			if derr := cl.DeleteHook(context.WithoutCancel(ctx), repo, hookID); derr != nil {
 				s.log.Warn("remove the webhook of an application not created", zap.String("app", as.GetName()), zap.String("hook", hookID), zap.Error(derr))
@@ -100,7 +132,8 @@ func (s *Server) CreateApp(ctx context.Context, req *gv1.CreateAppRequest) (*gv1
 		return nil, toStatus(err)
 	}
 	resp.HookRegistered = hookID != ""
-	resp.App, _ = s.d.FSM.App(as.GetName())
+	a, _ := s.d.FSM.App(as.GetName())
+	resp.App = publicApp(a)
 	return resp, nil
 }
 
@@ -119,7 +152,7 @@ func (s *Server) GetApp(ctx context.Context, req *gv1.GetAppRequest) (*gv1.GetAp
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "name: no application %q", req.GetName())
 	}
-	return &gv1.GetAppResponse{App: a, Summary: s.d.GitOps.Summary(fsm.ViewOf(a)), Drift: s.d.GitOps.Drift(req.GetName())}, nil
+	return &gv1.GetAppResponse{App: publicApp(a), Summary: s.d.GitOps.Summary(fsm.ViewOf(a)), Drift: s.d.GitOps.Drift(req.GetName())}, nil
 }
 
 // SyncApp deploys an application's target now: its pin, or the newest

@@ -37,10 +37,10 @@ func (s *state) createApp(at *timestamppb.Timestamp, c *gv1.CreateAppCommand) Re
 		}
 		// An application known only from pipeline deploys is adopted with
 		// its history.
-		a.Spec, a.HookId = spec, c.GetHookId()
+		a.Spec, a.HookId, a.WebhookSecret, a.WebhookKeyId = spec, c.GetHookId(), c.GetWebhookSecret(), c.GetWebhookKeyId()
 		return Result{}
 	}
-	s.apps[spec.GetName()] = &gv1.App{Spec: spec, CreatedAt: at, NextDeployId: 1, HookId: c.GetHookId()}
+	s.apps[spec.GetName()] = &gv1.App{Spec: spec, CreatedAt: at, NextDeployId: 1, HookId: c.GetHookId(), WebhookSecret: c.GetWebhookSecret(), WebhookKeyId: c.GetWebhookKeyId()}
 	return Result{}
 }
 

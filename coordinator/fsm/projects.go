@@ -348,18 +348,40 @@ func (s *state) setProjectHook(c *gv1.SetProjectHookCommand) Result {
 	return Result{}
 }
 
-// resealProject replaces a project's sealed webhook secret with the same
-// value sealed under another key.
-func (s *state) resealProject(c *gv1.ResealProjectCommand) Result {
+// resealWebhook replaces a project's (or an application's) sealed webhook
+// secret with the same value sealed under another key.
+func (s *state) resealWebhook(c *gv1.ResealWebhookCommand) Result {
+	if len(c.GetWebhookSecret()) == 0 || c.GetWebhookKeyId() == "" {
+		return Result{Err: fmt.Errorf("reseal webhook secret: no sealed secret or key id: %w", ErrInvalid)}
+	}
+	if c.GetApp() != "" {
+		a, ok := s.apps[c.GetApp()]
+		if !ok || len(a.GetWebhookSecret()) == 0 {
+			return Result{Err: fmt.Errorf("application %q with a webhook secret: %w", c.GetApp(), ErrNotFound)}
+		}
+		a.WebhookSecret, a.WebhookKeyId = c.GetWebhookSecret(), c.GetWebhookKeyId()
+		return Result{}
+	}
 	p, err := s.project(c.GetProject())
 	if err != nil {
 		return Result{Err: err}
 	}
-	if len(c.GetWebhookSecret()) == 0 || c.GetWebhookKeyId() == "" {
-		return Result{Err: fmt.Errorf("reseal project %s: no sealed secret or key id: %w", c.GetProject(), ErrInvalid)}
-	}
 	p.WebhookSecret, p.WebhookKeyId = c.GetWebhookSecret(), c.GetWebhookKeyId()
 	return Result{}
+}
+
+// AppsNotSealedWith lists the applications whose webhook secret is sealed
+// with another key than keyID.
+func (f *FSM) AppsNotSealedWith(keyID string) []*gv1.App {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []*gv1.App
+	for _, a := range f.state.apps {
+		if len(a.GetWebhookSecret()) > 0 && a.GetWebhookKeyId() != keyID {
+			out = append(out, &gv1.App{Spec: proto.Clone(a.GetSpec()).(*gv1.AppSpec), WebhookSecret: slices.Clone(a.GetWebhookSecret()), WebhookKeyId: a.GetWebhookKeyId()})
+		}
+	}
+	return out
 }
 
 // ProjectsNotSealedWith lists the projects whose webhook secret is sealed

@@ -238,7 +238,7 @@ func TestResealProject(t *testing.T) {
 		t.Fatalf("projects to reseal with k2: %v", got)
 	}
 	reseal := func(sec int, name string, ct []byte, key string) *gv1.Command {
-		return &gv1.Command{At: ts(sec), Cmd: &gv1.Command_ResealProject{ResealProject: &gv1.ResealProjectCommand{Project: name, WebhookSecret: ct, WebhookKeyId: key}}}
+		return &gv1.Command{At: ts(sec), Cmd: &gv1.Command_ResealWebhook{ResealWebhook: &gv1.ResealWebhookCommand{Project: name, WebhookSecret: ct, WebhookKeyId: key}}}
 	}
 	h.refused(reseal(2, "web", nil, "k2"), "", fsm.ErrInvalid)
 	h.refused(reseal(2, "nope", []byte("x"), "k2"), "", fsm.ErrNotFound)

@@ -177,8 +177,8 @@ func (s *state) applyCmd(index uint64, c *gv1.Command) Result {
 		return s.setProjectHook(x.SetProjectHook)
 	case *gv1.Command_DecideTask:
 		return s.decideTask(index, at, c)
-	case *gv1.Command_ResealProject:
-		return s.resealProject(x.ResealProject)
+	case *gv1.Command_ResealWebhook:
+		return s.resealWebhook(x.ResealWebhook)
 	case *gv1.Command_RecordAudit:
 		// The event is the command: the API decided its result.
 		e := proto.Clone(x.RecordAudit.GetEvent()).(*gv1.AuditEvent)

@@ -1674,6 +1674,9 @@ type CreateAppResponse struct {
 	// credential the user registers the hook there by hand.
 	WebhookUrl     string `protobuf:"bytes,2,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
 	HookRegistered bool   `protobuf:"varint,3,opt,name=hook_registered,json=hookRegistered,proto3" json:"hook_registered,omitempty"`
+	// The application's own webhook secret, shown once: the forge signs
+	// deliveries with it.
+	WebhookSecret string `protobuf:"bytes,5,opt,name=webhook_secret,json=webhookSecret,proto3" json:"webhook_secret,omitempty"`
 	// Why the webhook could not be registered (the application was created:
 	// polling finds its commits).
 	HookError     string `protobuf:"bytes,4,opt,name=hook_error,json=hookError,proto3" json:"hook_error,omitempty"`
@@ -1730,6 +1733,13 @@ func (x *CreateAppResponse) GetHookRegistered() bool {
 		return x.HookRegistered
 	}
 	return false
+}
+
+func (x *CreateAppResponse) GetWebhookSecret() string {
+	if x != nil {
+		return x.WebhookSecret
+	}
+	return ""
 }
 
 func (x *CreateAppResponse) GetHookError() string {
@@ -3980,12 +3990,13 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\x05tasks\x18\x01 \x03(\v2\x15.gantry.v1.QueuedTaskR\x05tasks\x12-\n" +
 	"\x06queues\x18\x02 \x03(\v2\x15.gantry.v1.QueueStatsR\x06queues\":\n" +
 	"\x10CreateAppRequest\x12&\n" +
-	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.AppSpecR\x04spec\"\x9e\x01\n" +
+	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.AppSpecR\x04spec\"\xc5\x01\n" +
 	"\x11CreateAppResponse\x12 \n" +
 	"\x03app\x18\x01 \x01(\v2\x0e.gantry.v1.AppR\x03app\x12\x1f\n" +
 	"\vwebhook_url\x18\x02 \x01(\tR\n" +
 	"webhookUrl\x12'\n" +
-	"\x0fhook_registered\x18\x03 \x01(\bR\x0ehookRegistered\x12\x1d\n" +
+	"\x0fhook_registered\x18\x03 \x01(\bR\x0ehookRegistered\x12%\n" +
+	"\x0ewebhook_secret\x18\x05 \x01(\tR\rwebhookSecret\x12\x1d\n" +
 	"\n" +
 	"hook_error\x18\x04 \x01(\tR\thookError\"\x11\n" +
 	"\x0fListAppsRequest\"\xe1\x02\n" +

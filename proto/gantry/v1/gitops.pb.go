@@ -536,7 +536,11 @@ type App struct {
 	NextDeployId uint64          `protobuf:"varint,6,opt,name=next_deploy_id,json=nextDeployId,proto3" json:"next_deploy_id,omitempty"`
 	// The push webhook registered on the forge (AppSpec.forge), removed
 	// with the application.
-	HookId        string `protobuf:"bytes,7,opt,name=hook_id,json=hookId,proto3" json:"hook_id,omitempty"`
+	HookId string `protobuf:"bytes,7,opt,name=hook_id,json=hookId,proto3" json:"hook_id,omitempty"`
+	// The secret the forge signs the webhook's deliveries with, sealed like
+	// any secret.
+	WebhookSecret []byte `protobuf:"bytes,8,opt,name=webhook_secret,json=webhookSecret,proto3" json:"webhook_secret,omitempty"`
+	WebhookKeyId  string `protobuf:"bytes,9,opt,name=webhook_key_id,json=webhookKeyId,proto3" json:"webhook_key_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -616,6 +620,20 @@ func (x *App) GetNextDeployId() uint64 {
 func (x *App) GetHookId() string {
 	if x != nil {
 		return x.HookId
+	}
+	return ""
+}
+
+func (x *App) GetWebhookSecret() []byte {
+	if x != nil {
+		return x.WebhookSecret
+	}
+	return nil
+}
+
+func (x *App) GetWebhookKeyId() string {
+	if x != nil {
+		return x.WebhookKeyId
 	}
 	return ""
 }
@@ -955,7 +973,7 @@ const file_gantry_v1_gitops_proto_rawDesc = "" +
 	"\tnamespace\x18\x10 \x01(\tR\tnamespace\x1a9\n" +
 	"\vImagesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf9\x02\n" +
 	"\x03App\x12&\n" +
 	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.AppSpecR\x04spec\x129\n" +
 	"\n" +
@@ -964,7 +982,9 @@ const file_gantry_v1_gitops_proto_rawDesc = "" +
 	"\x0fpinned_revision\x18\x04 \x01(\tR\x0epinnedRevision\x121\n" +
 	"\ahistory\x18\x05 \x03(\v2\x17.gantry.v1.DeployRecordR\ahistory\x12$\n" +
 	"\x0enext_deploy_id\x18\x06 \x01(\x04R\fnextDeployId\x12\x17\n" +
-	"\ahook_id\x18\a \x01(\tR\x06hookId\"a\n" +
+	"\ahook_id\x18\a \x01(\tR\x06hookId\x12%\n" +
+	"\x0ewebhook_secret\x18\b \x01(\fR\rwebhookSecret\x12$\n" +
+	"\x0ewebhook_key_id\x18\t \x01(\tR\fwebhookKeyId\"a\n" +
 	"\tDriftItem\x12\x16\n" +
 	"\x06object\x18\x01 \x01(\tR\x06object\x12\x14\n" +
 	"\x05field\x18\x02 \x01(\tR\x05field\x12\x12\n" +

@@ -100,7 +100,7 @@ type Command struct {
 	//	*Command_ApproveBuild
 	//	*Command_SetProjectHook
 	//	*Command_DecideTask
-	//	*Command_ResealProject
+	//	*Command_ResealWebhook
 	Cmd isCommand_Cmd `protobuf_oneof:"cmd"`
 	// Actor of the API call that proposed this command: Apply records the
 	// call and the command's result in the audit log. Unset for the
@@ -381,10 +381,10 @@ func (x *Command) GetDecideTask() *DecideTaskCommand {
 	return nil
 }
 
-func (x *Command) GetResealProject() *ResealProjectCommand {
+func (x *Command) GetResealWebhook() *ResealWebhookCommand {
 	if x != nil {
-		if x, ok := x.Cmd.(*Command_ResealProject); ok {
-			return x.ResealProject
+		if x, ok := x.Cmd.(*Command_ResealWebhook); ok {
+			return x.ResealWebhook
 		}
 	}
 	return nil
@@ -508,8 +508,8 @@ type Command_DecideTask struct {
 	DecideTask *DecideTaskCommand `protobuf:"bytes,34,opt,name=decide_task,json=decideTask,proto3,oneof"`
 }
 
-type Command_ResealProject struct {
-	ResealProject *ResealProjectCommand `protobuf:"bytes,35,opt,name=reseal_project,json=resealProject,proto3,oneof"`
+type Command_ResealWebhook struct {
+	ResealWebhook *ResealWebhookCommand `protobuf:"bytes,35,opt,name=reseal_webhook,json=resealWebhook,proto3,oneof"`
 }
 
 func (*Command_SubmitJob) isCommand_Cmd() {}
@@ -562,7 +562,7 @@ func (*Command_SetProjectHook) isCommand_Cmd() {}
 
 func (*Command_DecideTask) isCommand_Cmd() {}
 
-func (*Command_ResealProject) isCommand_Cmd() {}
+func (*Command_ResealWebhook) isCommand_Cmd() {}
 
 type SubmitJobCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1154,8 +1154,11 @@ func (x *DeleteSecretCommand) GetName() string {
 type CreateAppCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Spec  *AppSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
-	// The push webhook registered on the forge before the command.
+	// The push webhook registered on the forge before the command, and its
+	// sealed secret.
 	HookId        string `protobuf:"bytes,2,opt,name=hook_id,json=hookId,proto3" json:"hook_id,omitempty"`
+	WebhookSecret []byte `protobuf:"bytes,3,opt,name=webhook_secret,json=webhookSecret,proto3" json:"webhook_secret,omitempty"`
+	WebhookKeyId  string `protobuf:"bytes,4,opt,name=webhook_key_id,json=webhookKeyId,proto3" json:"webhook_key_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1200,6 +1203,20 @@ func (x *CreateAppCommand) GetSpec() *AppSpec {
 func (x *CreateAppCommand) GetHookId() string {
 	if x != nil {
 		return x.HookId
+	}
+	return ""
+}
+
+func (x *CreateAppCommand) GetWebhookSecret() []byte {
+	if x != nil {
+		return x.WebhookSecret
+	}
+	return nil
+}
+
+func (x *CreateAppCommand) GetWebhookKeyId() string {
+	if x != nil {
+		return x.WebhookKeyId
 	}
 	return ""
 }
@@ -1517,7 +1534,7 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\x10set_project_hook\x18! \x01(\v2 .gantry.v1.SetProjectHookCommandH\x00R\x0esetProjectHook\x12?\n" +
 	"\vdecide_task\x18\" \x01(\v2\x1c.gantry.v1.DecideTaskCommandH\x00R\n" +
 	"decideTask\x12H\n" +
-	"\x0ereseal_project\x18# \x01(\v2\x1f.gantry.v1.ResealProjectCommandH\x00R\rresealProject\x12&\n" +
+	"\x0ereseal_webhook\x18# \x01(\v2\x1f.gantry.v1.ResealWebhookCommandH\x00R\rresealWebhook\x12&\n" +
 	"\x05actor\x18\x02 \x01(\v2\x10.gantry.v1.ActorR\x05actor\x12\x16\n" +
 	"\x06method\x18\x03 \x01(\tR\x06methodB\x05\n" +
 	"\x03cmd\"4\n" +
@@ -1560,10 +1577,12 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\x10SetSecretCommand\x12)\n" +
 	"\x06secret\x18\x01 \x01(\v2\x11.gantry.v1.SecretR\x06secret\")\n" +
 	"\x13DeleteSecretCommand\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"S\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xa0\x01\n" +
 	"\x10CreateAppCommand\x12&\n" +
 	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.AppSpecR\x04spec\x12\x17\n" +
-	"\ahook_id\x18\x02 \x01(\tR\x06hookId\"&\n" +
+	"\ahook_id\x18\x02 \x01(\tR\x06hookId\x12%\n" +
+	"\x0ewebhook_secret\x18\x03 \x01(\fR\rwebhookSecret\x12$\n" +
+	"\x0ewebhook_key_id\x18\x04 \x01(\tR\fwebhookKeyId\"&\n" +
 	"\x10DeleteAppCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"?\n" +
 	"\rPinAppCommand\x12\x12\n" +
@@ -1624,7 +1643,7 @@ var file_gantry_v1_log_proto_goTypes = []any{
 	(*BuildStatusCommand)(nil),     // 27: gantry.v1.BuildStatusCommand
 	(*ApproveBuildCommand)(nil),    // 28: gantry.v1.ApproveBuildCommand
 	(*SetProjectHookCommand)(nil),  // 29: gantry.v1.SetProjectHookCommand
-	(*ResealProjectCommand)(nil),   // 30: gantry.v1.ResealProjectCommand
+	(*ResealWebhookCommand)(nil),   // 30: gantry.v1.ResealWebhookCommand
 	(*Actor)(nil),                  // 31: gantry.v1.Actor
 	(*Job)(nil),                    // 32: gantry.v1.Job
 	(*TaskRef)(nil),                // 33: gantry.v1.TaskRef
@@ -1663,7 +1682,7 @@ var file_gantry_v1_log_proto_depIdxs = []int32{
 	28, // 24: gantry.v1.Command.approve_build:type_name -> gantry.v1.ApproveBuildCommand
 	29, // 25: gantry.v1.Command.set_project_hook:type_name -> gantry.v1.SetProjectHookCommand
 	17, // 26: gantry.v1.Command.decide_task:type_name -> gantry.v1.DecideTaskCommand
-	30, // 27: gantry.v1.Command.reseal_project:type_name -> gantry.v1.ResealProjectCommand
+	30, // 27: gantry.v1.Command.reseal_webhook:type_name -> gantry.v1.ResealWebhookCommand
 	31, // 28: gantry.v1.Command.actor:type_name -> gantry.v1.Actor
 	32, // 29: gantry.v1.SubmitJobCommand.job:type_name -> gantry.v1.Job
 	33, // 30: gantry.v1.AssignTaskCommand.ref:type_name -> gantry.v1.TaskRef
@@ -1724,7 +1743,7 @@ func file_gantry_v1_log_proto_init() {
 		(*Command_ApproveBuild)(nil),
 		(*Command_SetProjectHook)(nil),
 		(*Command_DecideTask)(nil),
-		(*Command_ResealProject)(nil),
+		(*Command_ResealWebhook)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

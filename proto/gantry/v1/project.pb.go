@@ -509,31 +509,34 @@ func (x *CreateProjectCommand) GetProject() *Project {
 	return nil
 }
 
-// ResealProjectCommand stores a project's webhook secret sealed with the
-// keyring's new primary key (the leader's re-encryption).
-type ResealProjectCommand struct {
+// ResealWebhookCommand stores the webhook secret of a project (or of an
+// application) sealed with the keyring's new primary key (the leader's
+// re-encryption).
+type ResealWebhookCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
 	WebhookSecret []byte                 `protobuf:"bytes,2,opt,name=webhook_secret,json=webhookSecret,proto3" json:"webhook_secret,omitempty"`
 	WebhookKeyId  string                 `protobuf:"bytes,3,opt,name=webhook_key_id,json=webhookKeyId,proto3" json:"webhook_key_id,omitempty"`
+	// Set instead of project: an application's secret.
+	App           string `protobuf:"bytes,4,opt,name=app,proto3" json:"app,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *ResealProjectCommand) Reset() {
-	*x = ResealProjectCommand{}
+func (x *ResealWebhookCommand) Reset() {
+	*x = ResealWebhookCommand{}
 	mi := &file_gantry_v1_project_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *ResealProjectCommand) String() string {
+func (x *ResealWebhookCommand) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*ResealProjectCommand) ProtoMessage() {}
+func (*ResealWebhookCommand) ProtoMessage() {}
 
-func (x *ResealProjectCommand) ProtoReflect() protoreflect.Message {
+func (x *ResealWebhookCommand) ProtoReflect() protoreflect.Message {
 	mi := &file_gantry_v1_project_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -545,28 +548,35 @@ func (x *ResealProjectCommand) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use ResealProjectCommand.ProtoReflect.Descriptor instead.
-func (*ResealProjectCommand) Descriptor() ([]byte, []int) {
+// Deprecated: Use ResealWebhookCommand.ProtoReflect.Descriptor instead.
+func (*ResealWebhookCommand) Descriptor() ([]byte, []int) {
 	return file_gantry_v1_project_proto_rawDescGZIP(), []int{4}
 }
 
-func (x *ResealProjectCommand) GetProject() string {
+func (x *ResealWebhookCommand) GetProject() string {
 	if x != nil {
 		return x.Project
 	}
 	return ""
 }
 
-func (x *ResealProjectCommand) GetWebhookSecret() []byte {
+func (x *ResealWebhookCommand) GetWebhookSecret() []byte {
 	if x != nil {
 		return x.WebhookSecret
 	}
 	return nil
 }
 
-func (x *ResealProjectCommand) GetWebhookKeyId() string {
+func (x *ResealWebhookCommand) GetWebhookKeyId() string {
 	if x != nil {
 		return x.WebhookKeyId
+	}
+	return ""
+}
+
+func (x *ResealWebhookCommand) GetApp() string {
+	if x != nil {
+		return x.App
 	}
 	return ""
 }
@@ -1060,11 +1070,12 @@ const file_gantry_v1_project_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"D\n" +
 	"\x14CreateProjectCommand\x12,\n" +
-	"\aproject\x18\x01 \x01(\v2\x12.gantry.v1.ProjectR\aproject\"}\n" +
-	"\x14ResealProjectCommand\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\v2\x12.gantry.v1.ProjectR\aproject\"\x8f\x01\n" +
+	"\x14ResealWebhookCommand\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12%\n" +
 	"\x0ewebhook_secret\x18\x02 \x01(\fR\rwebhookSecret\x12$\n" +
-	"\x0ewebhook_key_id\x18\x03 \x01(\tR\fwebhookKeyId\"*\n" +
+	"\x0ewebhook_key_id\x18\x03 \x01(\tR\fwebhookKeyId\x12\x10\n" +
+	"\x03app\x18\x04 \x01(\tR\x03app\"*\n" +
 	"\x14DeleteProjectCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x83\x01\n" +
 	"\x13TriggerBuildCommand\x12\x18\n" +
@@ -1115,7 +1126,7 @@ var file_gantry_v1_project_proto_goTypes = []any{
 	(*Build)(nil),                 // 1: gantry.v1.Build
 	(*Project)(nil),               // 2: gantry.v1.Project
 	(*CreateProjectCommand)(nil),  // 3: gantry.v1.CreateProjectCommand
-	(*ResealProjectCommand)(nil),  // 4: gantry.v1.ResealProjectCommand
+	(*ResealWebhookCommand)(nil),  // 4: gantry.v1.ResealWebhookCommand
 	(*DeleteProjectCommand)(nil),  // 5: gantry.v1.DeleteProjectCommand
 	(*TriggerBuildCommand)(nil),   // 6: gantry.v1.TriggerBuildCommand
 	(*StartBuildCommand)(nil),     // 7: gantry.v1.StartBuildCommand
