@@ -100,6 +100,10 @@ func startCluster(t *testing.T) *cluster {
 		n.grpcAddr, n.httpAddr, n.raftAddr, n.natsAddr, n.natsRouteAddr = a.GRPC, a.HTTP, a.Raft, a.NATS, a.NATSRoute
 		tlsCAs.Store(n.grpcAddr, material.CAFile())
 		tlsCAs.Store(n.httpAddr, material.CAFile())
+		// The ports go back to the system with the test: a later test's
+		// plain-text server may get them.
+		grpcAddr, httpAddr := n.grpcAddr, n.httpAddr
+		t.Cleanup(func() { tlsCAs.Delete(grpcAddr); tlsCAs.Delete(httpAddr) })
 		if i == 1 {
 			c.mu.Lock()
 			c.secondRoute = n.natsRouteAddr
