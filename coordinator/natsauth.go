@@ -1,8 +1,10 @@
 package coordinator
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"strings"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/gantryci/gantry/internal/name"
 	"github.com/gantryci/gantry/internal/pki"
 	"github.com/gantryci/gantry/internal/subject"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
 // agentResponseTTL bounds how long an agent may answer a request it
@@ -31,9 +34,14 @@ const agentResponseTTL = time.Minute
 //   - anything else (client certificates, no certificate) is refused.
 //
 // A route must present a server certificate.
+//
+// An agent that enrolled with a join token (api/enroll.go) is refused once
+// its enrollment is revoked, and with any certificate but the one it
+// received.
 type natsAuth struct {
-	ns  subject.Namespace
-	log *zap.Logger
+	ns       subject.Namespace
+	log      *zap.Logger
+	enrolled func(agent string) (*gv1.Enrollment, bool)
 }
 
 // Check implements server.Authentication for client connections.
@@ -49,6 +57,12 @@ func (a natsAuth) Check(c server.ClientAuthentication) bool {
 		c.RegisterUser(&server.User{Username: "coordinator:" + holder})
 		return true
 	case pki.Agent:
+		if a.enrolled != nil {
+			if e, ok := a.enrolled(holder); ok && (e.GetRevoked() || e.GetSerial() != fmt.Sprintf("%x", cert.SerialNumber)) {
+				a.log.Warn("nats client refused: agent enrollment revoked or certificate replaced", zap.String("agent", holder), zap.Stringer("remote", c.RemoteAddress()))
+				return false
+			}
+		}
 		c.RegisterUser(&server.User{Username: "agent:" + holder, Permissions: a.agentPermissions(holder)})
 		return true
 	}
@@ -127,4 +141,53 @@ func hasUsage(cert *x509.Certificate, u x509.ExtKeyUsage) bool {
 		}
 	}
 	return false
+}
+
+// disconnectRevoked closes the NATS connections of agents whose enrollment
+// is revoked, on this coordinator's embedded server, as revocations are
+// applied; natsAuth refuses their reconnection.
+func (s *Server) disconnectRevoked(ctx context.Context) {
+	if s.natsd == nil || !s.cfg.TLS.Enabled() {
+		return
+	}
+	done := map[string]bool{} // revoked agents already disconnected
+	for {
+		ch := s.fsm.Changed()
+		for _, e := range s.fsm.RevokedEnrollments() {
+			if done[e] {
+				continue
+			}
+			if srv := s.natsdRef.Load(); srv != nil {
+				n := disconnectUser(srv, "agent:"+e)
+				s.log.Info("revoked agent disconnected", zap.String("agent", e), zap.Int("connections", n))
+			}
+			done[e] = true
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+		// At most a pass every 200 ms, however fast entries are applied.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// disconnectUser closes every client connection of NATS user name.
+func disconnectUser(srv *server.Server, user string) int {
+	cz, err := srv.Connz(&server.ConnzOptions{Username: true, User: user, Limit: 1024})
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, c := range cz.Conns {
+		if srv.DisconnectClientByID(c.Cid) == nil {
+			n++
+		}
+	}
+	return n
 }

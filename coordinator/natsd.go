@@ -18,6 +18,7 @@ import (
 	"github.com/gantryci/gantry/internal/limit"
 	"github.com/gantryci/gantry/internal/pki"
 	"github.com/gantryci/gantry/internal/subject"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
 // NATSConfig says which NATS the coordinator uses: its own embedded server
@@ -52,7 +53,8 @@ func splitHostPort(addr string) (string, int, error) {
 }
 
 // startNATS starts the embedded server.
-func startNATS(cfg Config, log *zap.Logger) (*server.Server, error) {
+// enrolled looks an agent's enrollment up in the replicated state.
+func startNATS(cfg Config, log *zap.Logger, enrolled func(agent string) (*gv1.Enrollment, bool)) (*server.Server, error) {
 	host, port, err := splitHostPort(cfg.NATS.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("nats listen %q: %w", cfg.NATS.Listen, err)
@@ -89,7 +91,7 @@ func startNATS(cfg Config, log *zap.Logger) (*server.Server, error) {
 			opts.Routes = append(opts.Routes, u)
 		}
 	}
-	if err := natsTLS(cfg, opts, log); err != nil {
+	if err := natsTLS(cfg, opts, log, enrolled); err != nil {
 		return nil, err
 	}
 	ns, err := server.NewServer(opts)
@@ -119,7 +121,7 @@ func startNATS(cfg Config, log *zap.Logger) (*server.Server, error) {
 // CA, which natsAuth maps to permissions (coordinators everything, an agent
 // its own subjects); routes are mutual TLS between coordinators, like Raft.
 // Without TLS the server is open, as in gantry dev.
-func natsTLS(cfg Config, opts *server.Options, log *zap.Logger) error {
+func natsTLS(cfg Config, opts *server.Options, log *zap.Logger, enrolled func(string) (*gv1.Enrollment, bool)) error {
 	c := cfg.TLS
 	if !c.Enabled() {
 		return nil
@@ -132,7 +134,7 @@ func natsTLS(cfg Config, opts *server.Options, log *zap.Logger) error {
 	opts.TLS, opts.TLSVerify, opts.TLSConfig = true, true, clients
 	opts.TLSTimeout = 5
 	log = log.Named("nats")
-	opts.CustomClientAuthentication = natsAuth{ns: subject.New(cfg.Cluster), log: log}
+	opts.CustomClientAuthentication = natsAuth{ns: subject.New(cfg.Cluster), log: log, enrolled: enrolled}
 	if cfg.NATS.ClusterListen != "" {
 		routes, err := cfg.TLS.raft()
 		if err != nil {

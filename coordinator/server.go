@@ -34,6 +34,7 @@ import (
 	"github.com/gantryci/gantry/coordinator/project"
 	"github.com/gantryci/gantry/coordinator/secret"
 	"github.com/gantryci/gantry/internal/limit"
+	"github.com/gantryci/gantry/internal/pki"
 	"github.com/gantryci/gantry/internal/subject"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -157,6 +158,7 @@ type Server struct {
 	log      *zap.Logger
 	ns       subject.Namespace
 	natsd    *server.Server
+	natsdRef atomic.Pointer[server.Server] // natsd, for loops racing RestartNATS
 	nc       *nats.Conn
 	fsm      *fsm.FSM
 	node     *consensus.Node
@@ -206,11 +208,12 @@ func (s *Server) start(ctx context.Context) error {
 	cfg := s.cfg
 	natsURL := cfg.NATS.URL
 	if natsURL == "" {
-		ns, err := startNATS(cfg, s.log)
+		ns, err := startNATS(cfg, s.log, s.fsm.Enrollment)
 		if err != nil {
 			return err
 		}
 		s.natsd = ns
+		s.natsdRef.Store(ns)
 		natsURL = ns.ClientURL()
 	}
 	natsOpts := []nats.Option{
@@ -260,9 +263,15 @@ func (s *Server) start(ctx context.Context) error {
 		Log: s.log, FSM: s.fsm, Proposer: s.prop, Keyring: s.keyring.Load, Cancel: s.disp.Cancel,
 		NewJobID: api.NewJobID, Dir: cfg.DataDir, ExternalURL: s.externalURL,
 	})
+	var agentCA *pki.CA
+	if cfg.TLS.CAKeyFile != "" {
+		if agentCA, err = pki.LoadCA(cfg.TLS.CAFile, cfg.TLS.CAKeyFile); err != nil {
+			return fmt.Errorf("--tls-ca-key: %w", err)
+		}
+	}
 	s.api = api.New(api.Deps{
 		Log: s.log, NATS: nc, Namespace: s.ns, FSM: s.fsm, Raft: node, Proposer: s.prop,
-		Dispatcher: s.disp, Cluster: s.nodes, GitOps: s.gitops, Projects: s.projects, AppHookSecret: cfg.WebhookSecret, Insecure: cfg.Insecure,
+		Dispatcher: s.disp, Cluster: s.nodes, GitOps: s.gitops, Projects: s.projects, AppHookSecret: cfg.WebhookSecret, AgentCA: agentCA, Insecure: cfg.Insecure,
 	})
 	if cfg.Insecure {
 		s.log.Warn("insecure: the API answers calls without a token and checks no role (--insecure)")
@@ -315,6 +324,7 @@ func (s *Server) start(ctx context.Context) error {
 	s.run(ctx, func(ctx context.Context) { s.prop.Run(ctx) })
 	s.run(ctx, s.catchUp)
 	s.run(ctx, s.keyringLoop)
+	s.run(ctx, s.disconnectRevoked)
 	s.run(ctx, s.watchLeadership)
 	s.run(ctx, s.nodes.announce)
 	s.run(ctx, func(ctx context.Context) {
@@ -472,11 +482,12 @@ func (s *Server) RestartNATS() error {
 	}
 	s.natsd.Shutdown()
 	s.natsd.WaitForShutdown()
-	ns, err := startNATS(cfg, s.log)
+	ns, err := startNATS(cfg, s.log, s.fsm.Enrollment)
 	if err != nil {
 		return fmt.Errorf("restart nats: %w", err)
 	}
 	s.natsd = ns
+	s.natsdRef.Store(ns)
 	return nil
 }
 

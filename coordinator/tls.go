@@ -28,15 +28,21 @@ type TLSConfig struct {
 	CertFile string
 	KeyFile  string
 	CAFile   string
+	// CAKeyFile is the CA's private key: with it the coordinators sign
+	// the certificates of agents that enroll with a join token. Optional.
+	CAKeyFile string
 }
 
 // Enabled reports whether TLS is configured.
-func (c TLSConfig) Enabled() bool { return c != TLSConfig{} }
+func (c TLSConfig) Enabled() bool { return c.CertFile != "" || c.KeyFile != "" || c.CAFile != "" }
 
 // Validate checks that the configuration is complete or empty.
 func (c TLSConfig) Validate() error {
 	if c.Enabled() && (c.CertFile == "" || c.KeyFile == "" || c.CAFile == "") {
 		return errors.New("tls: give the certificate, its key and the CA, or none of them")
+	}
+	if c.CAKeyFile != "" && !c.Enabled() {
+		return errors.New("tls: --tls-ca-key enrolls agents over TLS; give --tls-cert, --tls-key and --tls-ca too")
 	}
 	return nil
 }

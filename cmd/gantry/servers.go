@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -181,6 +182,9 @@ type agentFlags struct {
 	cfg    agent.Config
 	labels []string
 	kube   []string
+	// Enrollment: a join token and the coordinators to present it to.
+	joinToken    string
+	coordinators []string
 }
 
 func (f *agentFlags) register(cmd *cobra.Command, full bool) {
@@ -204,6 +208,30 @@ func (f *agentFlags) register(cmd *cobra.Command, full bool) {
 	fl.StringVar(&f.cfg.TLSCert, "tls-cert", "", "this agent's certificate (gantry tls cert create --agent NAME); with --tls-key and --tls-ca, NATS uses TLS and lets the agent use only its own subjects")
 	fl.StringVar(&f.cfg.TLSKey, "tls-key", "", "the key of --tls-cert")
 	fl.StringVar(&f.cfg.TLSCA, "tls-ca", "", "the cluster's CA certificate (ca.pem): the NATS servers' certificates must be signed by it")
+	fl.StringVar(&f.joinToken, "join-token", os.Getenv("GANTRY_JOIN_TOKEN"), "enroll with this join token (gantry agent-token create; env GANTRY_JOIN_TOKEN): the agent gets its own certificate from --coordinator and keeps it in WORK-DIR/tls; with --tls-ca, instead of --tls-cert and --tls-key")
+	fl.StringSliceVar(&f.coordinators, "coordinator", nil, "coordinators' gRPC addresses to enroll with (comma-separated)")
+}
+
+// enroll obtains the agent's certificate with --join-token, or reuses the
+// one it kept.
+func (f *agentFlags) enroll(ctx context.Context) error {
+	if f.joinToken == "" {
+		return nil
+	}
+	if f.cfg.TLSCert != "" || f.cfg.TLSKey != "" {
+		return errors.New("--join-token: the agent gets its certificate by enrolling; drop --tls-cert and --tls-key")
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	cert, key, err := agent.Enroll(ctx, agent.Enrollment{
+		Name: f.cfg.Name, JoinToken: f.joinToken, Addrs: f.coordinators, CAFile: f.cfg.TLSCA,
+		Dir: filepath.Join(f.cfg.WorkDir, "tls"),
+	})
+	if err != nil {
+		return err
+	}
+	f.cfg.TLSCert, f.cfg.TLSKey = cert, key
+	return nil
 }
 
 func (f *agentFlags) finish() error {
@@ -242,6 +270,9 @@ delivers the results and exits; a second SIGTERM stops it at once.`,
 				return err
 			}
 			defer log.Sync()
+			if err := f.enroll(cmd.Context()); err != nil {
+				return err
+			}
 			a, err := agent.New(f.cfg, log)
 			if err != nil {
 				return err

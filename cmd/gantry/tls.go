@@ -170,6 +170,7 @@ func registerTLSFlags(fl *pflag.FlagSet, c *coordinator.TLSConfig) {
 	fl.StringVar(&c.CertFile, "tls-cert", "", "this coordinator's certificate (gantry tls cert create --server); with --tls-key and --tls-ca, the API, HTTP and Raft use TLS")
 	fl.StringVar(&c.KeyFile, "tls-key", "", "the key of --tls-cert")
 	fl.StringVar(&c.CAFile, "tls-ca", "", "the cluster's CA certificate (ca.pem): Raft peers and client certificates must be signed by it")
+	fl.StringVar(&c.CAKeyFile, "tls-ca-key", "", "the CA's key (ca-key.pem): lets the coordinators sign the certificates of agents that enroll with a join token (gantry agent-token create)")
 }
 
 // warnPlaintext warns, at the start of a coordinator that is not gantry

@@ -31,6 +31,7 @@ import (
 	"github.com/gantryci/gantry/coordinator/project"
 	"github.com/gantryci/gantry/coordinator/secret"
 	"github.com/gantryci/gantry/coordinator/spec"
+	"github.com/gantryci/gantry/internal/pki"
 	"github.com/gantryci/gantry/internal/subject"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -52,6 +53,9 @@ type Deps struct {
 	Cluster    Cluster
 	GitOps     *gitops.Controller
 	Projects   *project.Controller
+	// AgentCA signs the certificates of agents that enroll with a join
+	// token (--tls-ca-key); nil: this coordinator cannot enroll agents.
+	AgentCA *pki.CA
 	// AppHookSecret is what forges sign pushes of applications'
 	// repositories with (--webhook-secret), given to the webhooks
 	// CreateApp registers; empty registers them unsigned (gantry dev).

@@ -81,6 +81,12 @@ var methods = map[string]where{
 	"ApproveBuild":  {role: operator, audit: true, leader: true},
 	// The approval task names who decides (DecideTask checks it).
 	"DecideTask": {role: viewer, audit: true, leader: true},
+	// Agent enrollment: EnrollAgent's credential is the join token in
+	// the request; the leader signs with the CA key (enroll.go).
+	"CreateJoinToken": {role: admin, audit: true, leader: true},
+	"ListJoinTokens":  {role: admin, read: true},
+	"RevokeJoinToken": {role: admin, audit: true, leader: true},
+	"EnrollAgent":     {open: true, audit: true, leader: true},
 	// Authenticated by the project's webhook secret (HMAC), not a token.
 	"DeliverWebhook": {open: true, leader: true},
 }

@@ -2,6 +2,8 @@ package dispatch
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -68,6 +70,12 @@ func (d *Dispatcher) heartbeat(subj string, data []byte, now time.Time) (*gv1.He
 	if agent := hb.GetAgent().GetName(); subj != d.ns.Heartbeat(agent) {
 		return nil, fmt.Errorf("heartbeat.agent.name: %q is not the agent of subject %q", agent, limit.Clip(subj, 256))
 	}
+	// An enrolled agent claims only what its join token allowed.
+	if e, ok := d.fsm.Enrollment(hb.GetAgent().GetName()); ok {
+		if err := EnrollmentBounds(e, hb.GetAgent()); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := d.fleet.Observe(&hb, now); err != nil {
 		return nil, err
 	}
@@ -117,6 +125,32 @@ func checkHeartbeat(hb *gv1.Heartbeat) error {
 	for i, ref := range hb.GetRunning() {
 		if err := checkRef(ref); err != nil {
 			return fmt.Errorf("heartbeat.running[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// EnrollmentBounds checks what an enrolled agent claims against its
+// enrollment: not revoked, and, when its join token named labels, every
+// label it claims among them and every cluster it reaches named by the
+// label cluster.NAME=true.
+func EnrollmentBounds(e *gv1.Enrollment, info *gv1.AgentInfo) error {
+	if e.GetRevoked() {
+		return fmt.Errorf("heartbeat.agent.name: agent %s was revoked (its join token %s is)", e.GetAgent(), e.GetTokenId())
+	}
+	allowed := e.GetLabels()
+	if len(allowed) == 0 {
+		return nil
+	}
+	keys := slices.Sorted(maps.Keys(info.GetLabels()))
+	for _, k := range keys {
+		if v, ok := allowed[k]; !ok || v != info.GetLabels()[k] {
+			return fmt.Errorf("heartbeat.agent.labels[%q]: %s=%s is not allowed by join token %s", k, k, info.GetLabels()[k], e.GetTokenId())
+		}
+	}
+	for i, c := range info.GetCapabilities() {
+		if cluster, ok := strings.CutPrefix(c, "cluster:"); ok && allowed["cluster."+cluster] != "true" {
+			return fmt.Errorf("heartbeat.agent.capabilities[%d]: %s needs cluster.%s=true in join token %s", i, c, cluster, e.GetTokenId())
 		}
 	}
 	return nil

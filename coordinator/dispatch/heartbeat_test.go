@@ -130,3 +130,28 @@ func TestHeartbeatOnAnotherAgentsSubjectIsDropped(t *testing.T) {
 		t.Fatal("fleet changed")
 	}
 }
+
+func TestEnrollmentBounds(t *testing.T) {
+	e := &gv1.Enrollment{Agent: "a1", TokenId: "tok", Labels: map[string]string{"pool": "ci", "cluster.prod": "true"}}
+	for _, c := range []struct {
+		info *gv1.AgentInfo
+		want string // part of the error; "" for none
+	}{
+		{&gv1.AgentInfo{Labels: map[string]string{"pool": "ci"}}, ""},
+		{&gv1.AgentInfo{Labels: map[string]string{"pool": "ci", "cluster.prod": "true"}, Capabilities: []string{"exec", "cluster:prod"}}, ""},
+		{&gv1.AgentInfo{Labels: map[string]string{"pool": "gpu"}}, `labels["pool"]: pool=gpu is not allowed`},
+		{&gv1.AgentInfo{Labels: map[string]string{"os": "linux"}}, `labels["os"]`},
+		{&gv1.AgentInfo{Capabilities: []string{"cluster:staging"}}, "cluster:staging needs cluster.staging=true"},
+	} {
+		err := EnrollmentBounds(e, c.info)
+		if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%v: %v, want %q", c.info, err, c.want)
+		}
+	}
+	if err := EnrollmentBounds(&gv1.Enrollment{Agent: "a1"}, &gv1.AgentInfo{Labels: map[string]string{"any": "thing"}, Capabilities: []string{"cluster:x"}}); err != nil {
+		t.Errorf("a token without labels bounds nothing: %v", err)
+	}
+	if err := EnrollmentBounds(&gv1.Enrollment{Agent: "a1", Revoked: true}, &gv1.AgentInfo{}); err == nil {
+		t.Error("a revoked agent's heartbeat accepted")
+	}
+}

@@ -117,6 +117,12 @@ func target(c *gv1.Command, res Result) string {
 		return "token " + x.CreateToken.GetToken().GetId()
 	case *gv1.Command_RevokeToken:
 		return "token " + x.RevokeToken.GetId()
+	case *gv1.Command_CreateJoinToken:
+		return "join token " + x.CreateJoinToken.GetToken().GetId()
+	case *gv1.Command_RevokeJoinToken:
+		return "join token " + x.RevokeJoinToken.GetId()
+	case *gv1.Command_EnrollAgent:
+		return "agent " + x.EnrollAgent.GetEnrollment().GetAgent()
 	}
 	return ""
 }

@@ -276,6 +276,8 @@ func (f *FSM) Encode() ([]byte, error) {
 	snap.Tokens = f.state.sortedTokens(false)
 	snap.Audit = f.state.audit
 	snap.Projects = f.state.sortedProjects()
+	snap.JoinTokens = f.state.sortedJoinTokens(false)
+	snap.Enrollments = f.state.sortedEnrollments(false)
 	if n := len(snap.Audit); n > limit.AuditEvents {
 		snap.Audit = snap.Audit[n-limit.AuditEvents:]
 	}
@@ -318,6 +320,16 @@ func Decode(data []byte) (*gv1.Snapshot, error) {
 			return nil, fmt.Errorf("decode snapshot: project %d has no name", i)
 		}
 	}
+	for i, t := range snap.JoinTokens {
+		if t.GetId() == "" || len(t.GetSecretSha256()) != 32 {
+			return nil, fmt.Errorf("decode snapshot: join token %d has no id or no hash", i)
+		}
+	}
+	for i, e := range snap.Enrollments {
+		if e.GetAgent() == "" || e.GetSerial() == "" {
+			return nil, fmt.Errorf("decode snapshot: enrollment %d has no agent or no serial", i)
+		}
+	}
 	return &snap, nil
 }
 
@@ -351,6 +363,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	st.audit = snap.Audit
 	for _, p := range snap.Projects {
 		st.projects[p.GetSpec().GetName()] = p
+	}
+	for _, t := range snap.JoinTokens {
+		st.joinTokens[t.GetId()] = t
+	}
+	for _, e := range snap.Enrollments {
+		st.enrollments[e.GetAgent()] = e
 	}
 	f.mu.Lock()
 	f.state = st

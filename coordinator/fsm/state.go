@@ -31,6 +31,9 @@ type state struct {
 	tokens   map[string]*gv1.Token // by id, hashed
 	audit    []*gv1.AuditEvent     // oldest first; see record
 	projects map[string]*gv1.Project
+	// joinTokens by id (hashed), enrollments by agent name.
+	joinTokens  map[string]*gv1.JoinToken
+	enrollments map[string]*gv1.Enrollment
 }
 
 func newState() *state {
@@ -45,6 +48,9 @@ func newState() *state {
 		secrets:  map[string]*gv1.Secret{},
 		tokens:   map[string]*gv1.Token{},
 		projects: map[string]*gv1.Project{},
+
+		joinTokens:  map[string]*gv1.JoinToken{},
+		enrollments: map[string]*gv1.Enrollment{},
 	}
 }
 
@@ -179,6 +185,12 @@ func (s *state) applyCmd(index uint64, c *gv1.Command) Result {
 		return s.decideTask(index, at, c)
 	case *gv1.Command_ResealWebhook:
 		return s.resealWebhook(x.ResealWebhook)
+	case *gv1.Command_CreateJoinToken:
+		return s.createJoinToken(index, at, x.CreateJoinToken)
+	case *gv1.Command_RevokeJoinToken:
+		return s.revokeJoinToken(at, x.RevokeJoinToken)
+	case *gv1.Command_EnrollAgent:
+		return s.enrollAgent(at, x.EnrollAgent)
 	case *gv1.Command_RecordAudit:
 		// The event is the command: the API decided its result.
 		e := proto.Clone(x.RecordAudit.GetEvent()).(*gv1.AuditEvent)

@@ -17,8 +17,10 @@ package pki
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -141,6 +143,34 @@ type Request struct {
 // Issue makes a new ECDSA P-256 key and a certificate for it signed by the
 // CA. The certificate never outlives the CA.
 func (ca *CA) Issue(req Request) (*KeyPair, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("key: %w", err)
+	}
+	cert, err := ca.IssueFor(req, key.Public())
+	if err != nil {
+		return nil, err
+	}
+	return &KeyPair{Cert: cert, Key: key}, nil
+}
+
+// IssueFor makes a certificate for a public key whose private key the
+// holder keeps (an enrolling agent), signed by the CA. Only ECDSA P-256,
+// Ed25519 and RSA keys of at least 2048 bits are taken.
+func (ca *CA) IssueFor(req Request, pub crypto.PublicKey) (*x509.Certificate, error) {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			return nil, fmt.Errorf("%s certificate %s: ECDSA keys must be P-256", req.Kind, req.Name)
+		}
+	case ed25519.PublicKey:
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return nil, fmt.Errorf("%s certificate %s: RSA keys must have at least 2048 bits", req.Kind, req.Name)
+		}
+	default:
+		return nil, fmt.Errorf("%s certificate %s: unsupported key type %T", req.Kind, req.Name, pub)
+	}
 	if err := name.Check(req.Name); err != nil {
 		return nil, fmt.Errorf("certificate name: %w", err)
 	}
@@ -183,11 +213,7 @@ func (ca *CA) Issue(req Request) (*KeyPair, error) {
 	if tmpl.SerialNumber, err = newSerial(); err != nil {
 		return nil, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("key: %w", err)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
 	if err != nil {
 		return nil, fmt.Errorf("%s certificate %s: %w", req.Kind, req.Name, err)
 	}
@@ -195,7 +221,7 @@ func (ca *CA) Issue(req Request) (*KeyPair, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s certificate %s: %w", req.Kind, req.Name, err)
 	}
-	return &KeyPair{Cert: cert, Key: key}, nil
+	return cert, nil
 }
 
 // CertPEM is the certificate in PEM.

@@ -14,9 +14,10 @@ import (
 
 // runningAgent is an agent started by the cluster.
 type runningAgent struct {
-	a    *agent.Agent
-	stop context.CancelFunc
-	done chan error
+	a       *agent.Agent
+	stop    context.CancelFunc
+	done    chan error
+	workDir string
 }
 
 // kill crashes the agent and waits until it has stopped.
@@ -58,12 +59,57 @@ func (c *Cluster) StartAgentWith(name string, slots int, labels map[string]strin
 		c.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ra := &runningAgent{a: a, stop: cancel, done: make(chan error, 1)}
+	ra := &runningAgent{a: a, stop: cancel, done: make(chan error, 1), workDir: cfg.WorkDir}
 	go func() { ra.done <- a.Run(ctx) }()
 	c.mu.Lock()
 	c.agents[name] = ra
 	c.mu.Unlock()
 	return a
+}
+
+// StartEnrolledAgent starts an agent of a TLS cluster that gets its
+// certificate by enrolling with joinToken at node i; the enrollment's
+// error is returned (the agent is not started).
+func (c *Cluster) StartEnrolledAgent(i int, name, joinToken string, labels map[string]string) (*agent.Agent, error) {
+	c.t.Helper()
+	if c.tls == nil {
+		c.t.Fatal("StartEnrolledAgent: the cluster has no TLS")
+	}
+	cfg := agent.DefaultConfig()
+	cfg.Name, cfg.Cluster, cfg.NATS, cfg.Slots, cfg.Labels = name, c.name, c.NATSURLs(), 2, labels
+	cfg.WorkDir = filepath.Join(c.t.TempDir(), name)
+	cfg.HeartbeatInterval, cfg.Grace, cfg.ReportTimeout = 100*time.Millisecond, time.Second, time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cert, key, err := agent.Enroll(ctx, agent.Enrollment{
+		Name: name, JoinToken: joinToken, Addrs: []string{c.Config(i).GRPCAddr}, CAFile: c.tls.CAFile(),
+		Dir: filepath.Join(cfg.WorkDir, "tls"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	cfg.TLSCert, cfg.TLSKey, cfg.TLSCA = cert, key, c.tls.CAFile()
+	a, err := agent.New(cfg, c.log.With(zap.String("test_agent", name)))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(context.Background())
+	ra := &runningAgent{a: a, stop: stop, done: make(chan error, 1), workDir: cfg.WorkDir}
+	go func() { ra.done <- a.Run(rctx) }()
+	c.mu.Lock()
+	c.agents[name] = ra
+	c.mu.Unlock()
+	return a, nil
+}
+
+// AgentWorkDir is a running agent's work directory.
+func (c *Cluster) AgentWorkDir(name string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ra := c.agents[name]; ra != nil {
+		return ra.workDir
+	}
+	return ""
 }
 
 // KillAgent crashes an agent: no drain, no more heartbeats or reports.

@@ -117,6 +117,8 @@ func Start(t testing.TB, o Options) *Cluster {
 		if c.tls != nil {
 			cfg.TLS.CertFile, cfg.TLS.KeyFile = c.tls.CertFiles(cfg.NodeID)
 			cfg.TLS.CAFile = c.tls.CAFile()
+			// The test CA's key: the coordinators can enroll agents.
+			cfg.TLS.CAKeyFile = filepath.Join(c.tls.Dir, "ca-key.pem")
 		}
 		if o.Configure != nil {
 			o.Configure(&cfg)

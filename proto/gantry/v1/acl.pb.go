@@ -1122,6 +1122,845 @@ func (x *ListAuditResponse) GetEvents() []*AuditEvent {
 	return nil
 }
 
+// JoinToken lets agents enroll: an agent presenting "gjoin_<id>_<secret>"
+// receives a certificate of its own from the coordinators. Kept hashed,
+// like API tokens.
+type JoinToken struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name         string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	SecretSha256 []byte                 `protobuf:"bytes,3,opt,name=secret_sha256,json=secretSha256,proto3" json:"secret_sha256,omitempty"`
+	// Labels an agent enrolled with it may claim (KEY=VALUE); a cluster
+	// capability cluster:NAME needs cluster.NAME=true among them. Empty: any.
+	Labels    map[string]string      `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Unset: the token does not expire (its agents' certificates do).
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	CreatedBy     string                 `protobuf:"bytes,7,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	Version       uint64                 `protobuf:"varint,8,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinToken) Reset() {
+	*x = JoinToken{}
+	mi := &file_gantry_v1_acl_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinToken) ProtoMessage() {}
+
+func (x *JoinToken) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_acl_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
+func (*JoinToken) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_acl_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *JoinToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *JoinToken) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JoinToken) GetSecretSha256() []byte {
+	if x != nil {
+		return x.SecretSha256
+	}
+	return nil
+}
+
+func (x *JoinToken) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *JoinToken) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *JoinToken) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *JoinToken) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *JoinToken) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// JoinTokenInfo describes a join token without its hash, with the agents
+// enrolled with it.
+type JoinTokenInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Labels        map[string]string      `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	CreatedBy     string                 `protobuf:"bytes,6,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	Agents        []string               `protobuf:"bytes,7,rep,name=agents,proto3" json:"agents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinTokenInfo) Reset() {
+	*x = JoinTokenInfo{}
+	mi := &file_gantry_v1_acl_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinTokenInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinTokenInfo) ProtoMessage() {}
+
+func (x *JoinTokenInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_acl_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinTokenInfo.ProtoReflect.Descriptor instead.
+func (*JoinTokenInfo) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_acl_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *JoinTokenInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *JoinTokenInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JoinTokenInfo) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *JoinTokenInfo) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *JoinTokenInfo) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *JoinTokenInfo) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *JoinTokenInfo) GetAgents() []string {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+// Enrollment is an agent that enrolled with a join token: the certificate
+// it received (by serial) and the labels it may claim. A revoked
+// enrollment is kept until its certificate expires, so that certificate
+// stays refused.
+type Enrollment struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Agent   string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	TokenId string                 `protobuf:"bytes,2,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	// The certificate's serial number, hexadecimal. Another certificate for
+	// the agent's name is refused.
+	Serial        string                 `protobuf:"bytes,3,opt,name=serial,proto3" json:"serial,omitempty"`
+	Labels        map[string]string      `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	EnrolledAt    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=enrolled_at,json=enrolledAt,proto3" json:"enrolled_at,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	Revoked       bool                   `protobuf:"varint,7,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Enrollment) Reset() {
+	*x = Enrollment{}
+	mi := &file_gantry_v1_acl_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Enrollment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Enrollment) ProtoMessage() {}
+
+func (x *Enrollment) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_acl_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Enrollment.ProtoReflect.Descriptor instead.
+func (*Enrollment) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_acl_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Enrollment) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *Enrollment) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *Enrollment) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *Enrollment) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Enrollment) GetEnrolledAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EnrolledAt
+	}
+	return nil
+}
+
+func (x *Enrollment) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *Enrollment) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+type CreateJoinTokenCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         *JoinToken             `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateJoinTokenCommand) Reset() {
+	*x = CreateJoinTokenCommand{}
+	mi := &file_gantry_v1_acl_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJoinTokenCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJoinTokenCommand) ProtoMessage() {}
+
+func (x *CreateJoinTokenCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_acl_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJoinTokenCommand.ProtoReflect.Descriptor instead.
+func (*CreateJoinTokenCommand) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_acl_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CreateJoinTokenCommand) GetToken() *JoinToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+// RevokeJoinTokenCommand forgets a join token and revokes the agents
+// enrolled with it.
+type RevokeJoinTokenCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeJoinTokenCommand) Reset() {
+	*x = RevokeJoinTokenCommand{}
+	mi := &file_gantry_v1_acl_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeJoinTokenCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeJoinTokenCommand) ProtoMessage() {}
+
+func (x *RevokeJoinTokenCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_acl_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeJoinTokenCommand.ProtoReflect.Descriptor instead.
+func (*RevokeJoinTokenCommand) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_acl_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RevokeJoinTokenCommand) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type EnrollAgentCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Enrollment    *Enrollment            `protobuf:"bytes,1,opt,name=enrollment,proto3" json:"enrollment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollAgentCommand) Reset() {
+	*x = EnrollAgentCommand{}
+	mi := &file_gantry_v1_acl_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollAgentCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollAgentCommand) ProtoMessage() {}
+
+func (x *EnrollAgentCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_acl_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollAgentCommand.ProtoReflect.Descriptor instead.
+func (*EnrollAgentCommand) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_acl_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *EnrollAgentCommand) GetEnrollment() *Enrollment {
+	if x != nil {
+		return x.Enrollment
+	}
+	return nil
+}
+
+type CreateJoinTokenRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Labels map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Seconds until the token expires; 0: never.
+	TtlSeconds    int64 `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateJoinTokenRequest) Reset() {
+	*x = CreateJoinTokenRequest{}
+	mi := &file_gantry_v1_acl_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJoinTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJoinTokenRequest) ProtoMessage() {}
+
+func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_acl_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_acl_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CreateJoinTokenRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateJoinTokenRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *CreateJoinTokenRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type CreateJoinTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Token *JoinTokenInfo         `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// The join token, shown once.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateJoinTokenResponse) Reset() {
+	*x = CreateJoinTokenResponse{}
+	mi := &file_gantry_v1_acl_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJoinTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJoinTokenResponse) ProtoMessage() {}
+
+func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_acl_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_acl_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *CreateJoinTokenResponse) GetToken() *JoinTokenInfo {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *CreateJoinTokenResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+type ListJoinTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJoinTokensRequest) Reset() {
+	*x = ListJoinTokensRequest{}
+	mi := &file_gantry_v1_acl_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJoinTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJoinTokensRequest) ProtoMessage() {}
+
+func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_acl_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_acl_proto_rawDescGZIP(), []int{27}
+}
+
+type ListJoinTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        []*JoinTokenInfo       `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	Enrollments   []*Enrollment          `protobuf:"bytes,2,rep,name=enrollments,proto3" json:"enrollments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJoinTokensResponse) Reset() {
+	*x = ListJoinTokensResponse{}
+	mi := &file_gantry_v1_acl_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJoinTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJoinTokensResponse) ProtoMessage() {}
+
+func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_acl_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_acl_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ListJoinTokensResponse) GetTokens() []*JoinTokenInfo {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+func (x *ListJoinTokensResponse) GetEnrollments() []*Enrollment {
+	if x != nil {
+		return x.Enrollments
+	}
+	return nil
+}
+
+type RevokeJoinTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeJoinTokenRequest) Reset() {
+	*x = RevokeJoinTokenRequest{}
+	mi := &file_gantry_v1_acl_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeJoinTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeJoinTokenRequest) ProtoMessage() {}
+
+func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_acl_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_acl_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RevokeJoinTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RevokeJoinTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agents revoked (disconnected and refused from now on).
+	Agents        []string `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeJoinTokenResponse) Reset() {
+	*x = RevokeJoinTokenResponse{}
+	mi := &file_gantry_v1_acl_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeJoinTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeJoinTokenResponse) ProtoMessage() {}
+
+func (x *RevokeJoinTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_acl_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeJoinTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeJoinTokenResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_acl_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RevokeJoinTokenResponse) GetAgents() []string {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+// EnrollAgentRequest is made without an API token: the join token is the
+// credential.
+type EnrollAgentRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	JoinToken string                 `protobuf:"bytes,1,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"`
+	Agent     string                 `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	// The agent's public key (PEM, PKIX); its private key never leaves it.
+	PublicKey     []byte `protobuf:"bytes,3,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollAgentRequest) Reset() {
+	*x = EnrollAgentRequest{}
+	mi := &file_gantry_v1_acl_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollAgentRequest) ProtoMessage() {}
+
+func (x *EnrollAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_acl_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollAgentRequest.ProtoReflect.Descriptor instead.
+func (*EnrollAgentRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_acl_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *EnrollAgentRequest) GetJoinToken() string {
+	if x != nil {
+		return x.JoinToken
+	}
+	return ""
+}
+
+func (x *EnrollAgentRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *EnrollAgentRequest) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+type EnrollAgentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent's certificate and the cluster's CA certificate (PEM).
+	Certificate   []byte `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	Ca            []byte `protobuf:"bytes,2,opt,name=ca,proto3" json:"ca,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollAgentResponse) Reset() {
+	*x = EnrollAgentResponse{}
+	mi := &file_gantry_v1_acl_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollAgentResponse) ProtoMessage() {}
+
+func (x *EnrollAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_acl_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollAgentResponse.ProtoReflect.Descriptor instead.
+func (*EnrollAgentResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_acl_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *EnrollAgentResponse) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *EnrollAgentResponse) GetCa() []byte {
+	if x != nil {
+		return x.Ca
+	}
+	return nil
+}
+
 var File_gantry_v1_acl_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_acl_proto_rawDesc = "" +
@@ -1194,7 +2033,85 @@ const file_gantry_v1_acl_proto_rawDesc = "" +
 	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\"B\n" +
 	"\x11ListAuditResponse\x12-\n" +
-	"\x06events\x18\x01 \x03(\v2\x15.gantry.v1.AuditEventR\x06events*d\n" +
+	"\x06events\x18\x01 \x03(\v2\x15.gantry.v1.AuditEventR\x06events\"\xf8\x02\n" +
+	"\tJoinToken\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12#\n" +
+	"\rsecret_sha256\x18\x03 \x01(\fR\fsecretSha256\x128\n" +
+	"\x06labels\x18\x04 \x03(\v2 .gantry.v1.JoinToken.LabelsEntryR\x06labels\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\a \x01(\tR\tcreatedBy\x12\x18\n" +
+	"\aversion\x18\b \x01(\x04R\aversion\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd9\x02\n" +
+	"\rJoinTokenInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12<\n" +
+	"\x06labels\x18\x03 \x03(\v2$.gantry.v1.JoinTokenInfo.LabelsEntryR\x06labels\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\x06 \x01(\tR\tcreatedBy\x12\x16\n" +
+	"\x06agents\x18\a \x03(\tR\x06agents\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdb\x02\n" +
+	"\n" +
+	"Enrollment\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x19\n" +
+	"\btoken_id\x18\x02 \x01(\tR\atokenId\x12\x16\n" +
+	"\x06serial\x18\x03 \x01(\tR\x06serial\x129\n" +
+	"\x06labels\x18\x04 \x03(\v2!.gantry.v1.Enrollment.LabelsEntryR\x06labels\x12;\n" +
+	"\venrolled_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"enrolledAt\x127\n" +
+	"\tnot_after\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x18\n" +
+	"\arevoked\x18\a \x01(\bR\arevoked\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"D\n" +
+	"\x16CreateJoinTokenCommand\x12*\n" +
+	"\x05token\x18\x01 \x01(\v2\x14.gantry.v1.JoinTokenR\x05token\"(\n" +
+	"\x16RevokeJoinTokenCommand\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"K\n" +
+	"\x12EnrollAgentCommand\x125\n" +
+	"\n" +
+	"enrollment\x18\x01 \x01(\v2\x15.gantry.v1.EnrollmentR\n" +
+	"enrollment\"\xcf\x01\n" +
+	"\x16CreateJoinTokenRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12E\n" +
+	"\x06labels\x18\x02 \x03(\v2-.gantry.v1.CreateJoinTokenRequest.LabelsEntryR\x06labels\x12\x1f\n" +
+	"\vttl_seconds\x18\x03 \x01(\x03R\n" +
+	"ttlSeconds\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"a\n" +
+	"\x17CreateJoinTokenResponse\x12.\n" +
+	"\x05token\x18\x01 \x01(\v2\x18.gantry.v1.JoinTokenInfoR\x05token\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"\x17\n" +
+	"\x15ListJoinTokensRequest\"\x83\x01\n" +
+	"\x16ListJoinTokensResponse\x120\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x18.gantry.v1.JoinTokenInfoR\x06tokens\x127\n" +
+	"\venrollments\x18\x02 \x03(\v2\x15.gantry.v1.EnrollmentR\venrollments\"(\n" +
+	"\x16RevokeJoinTokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"1\n" +
+	"\x17RevokeJoinTokenResponse\x12\x16\n" +
+	"\x06agents\x18\x01 \x03(\tR\x06agents\"h\n" +
+	"\x12EnrollAgentRequest\x12\x1d\n" +
+	"\n" +
+	"join_token\x18\x01 \x01(\tR\tjoinToken\x12\x14\n" +
+	"\x05agent\x18\x02 \x01(\tR\x05agent\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x03 \x01(\fR\tpublicKey\"G\n" +
+	"\x13EnrollAgentResponse\x12 \n" +
+	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12\x0e\n" +
+	"\x02ca\x18\x02 \x01(\fR\x02ca*d\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vROLE_VIEWER\x10\x01\x12\x12\n" +
@@ -1216,40 +2133,58 @@ func file_gantry_v1_acl_proto_rawDescGZIP() []byte {
 }
 
 var file_gantry_v1_acl_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gantry_v1_acl_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_gantry_v1_acl_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_gantry_v1_acl_proto_goTypes = []any{
-	(Role)(0),                     // 0: gantry.v1.Role
-	(*Token)(nil),                 // 1: gantry.v1.Token
-	(*TokenInfo)(nil),             // 2: gantry.v1.TokenInfo
-	(*CreateTokenCommand)(nil),    // 3: gantry.v1.CreateTokenCommand
-	(*RevokeTokenCommand)(nil),    // 4: gantry.v1.RevokeTokenCommand
-	(*Actor)(nil),                 // 5: gantry.v1.Actor
-	(*AuditEvent)(nil),            // 6: gantry.v1.AuditEvent
-	(*RecordAuditCommand)(nil),    // 7: gantry.v1.RecordAuditCommand
-	(*CreateTokenRequest)(nil),    // 8: gantry.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),   // 9: gantry.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),     // 10: gantry.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),    // 11: gantry.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),    // 12: gantry.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),   // 13: gantry.v1.RevokeTokenResponse
-	(*BootstrapACLRequest)(nil),   // 14: gantry.v1.BootstrapACLRequest
-	(*BootstrapACLResponse)(nil),  // 15: gantry.v1.BootstrapACLResponse
-	(*WhoAmIRequest)(nil),         // 16: gantry.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),        // 17: gantry.v1.WhoAmIResponse
-	(*ListAuditRequest)(nil),      // 18: gantry.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),     // 19: gantry.v1.ListAuditResponse
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(Role)(0),                       // 0: gantry.v1.Role
+	(*Token)(nil),                   // 1: gantry.v1.Token
+	(*TokenInfo)(nil),               // 2: gantry.v1.TokenInfo
+	(*CreateTokenCommand)(nil),      // 3: gantry.v1.CreateTokenCommand
+	(*RevokeTokenCommand)(nil),      // 4: gantry.v1.RevokeTokenCommand
+	(*Actor)(nil),                   // 5: gantry.v1.Actor
+	(*AuditEvent)(nil),              // 6: gantry.v1.AuditEvent
+	(*RecordAuditCommand)(nil),      // 7: gantry.v1.RecordAuditCommand
+	(*CreateTokenRequest)(nil),      // 8: gantry.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),     // 9: gantry.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),       // 10: gantry.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),      // 11: gantry.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),      // 12: gantry.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),     // 13: gantry.v1.RevokeTokenResponse
+	(*BootstrapACLRequest)(nil),     // 14: gantry.v1.BootstrapACLRequest
+	(*BootstrapACLResponse)(nil),    // 15: gantry.v1.BootstrapACLResponse
+	(*WhoAmIRequest)(nil),           // 16: gantry.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),          // 17: gantry.v1.WhoAmIResponse
+	(*ListAuditRequest)(nil),        // 18: gantry.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),       // 19: gantry.v1.ListAuditResponse
+	(*JoinToken)(nil),               // 20: gantry.v1.JoinToken
+	(*JoinTokenInfo)(nil),           // 21: gantry.v1.JoinTokenInfo
+	(*Enrollment)(nil),              // 22: gantry.v1.Enrollment
+	(*CreateJoinTokenCommand)(nil),  // 23: gantry.v1.CreateJoinTokenCommand
+	(*RevokeJoinTokenCommand)(nil),  // 24: gantry.v1.RevokeJoinTokenCommand
+	(*EnrollAgentCommand)(nil),      // 25: gantry.v1.EnrollAgentCommand
+	(*CreateJoinTokenRequest)(nil),  // 26: gantry.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil), // 27: gantry.v1.CreateJoinTokenResponse
+	(*ListJoinTokensRequest)(nil),   // 28: gantry.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),  // 29: gantry.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),  // 30: gantry.v1.RevokeJoinTokenRequest
+	(*RevokeJoinTokenResponse)(nil), // 31: gantry.v1.RevokeJoinTokenResponse
+	(*EnrollAgentRequest)(nil),      // 32: gantry.v1.EnrollAgentRequest
+	(*EnrollAgentResponse)(nil),     // 33: gantry.v1.EnrollAgentResponse
+	nil,                             // 34: gantry.v1.JoinToken.LabelsEntry
+	nil,                             // 35: gantry.v1.JoinTokenInfo.LabelsEntry
+	nil,                             // 36: gantry.v1.Enrollment.LabelsEntry
+	nil,                             // 37: gantry.v1.CreateJoinTokenRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 38: google.protobuf.Timestamp
 }
 var file_gantry_v1_acl_proto_depIdxs = []int32{
 	0,  // 0: gantry.v1.Token.role:type_name -> gantry.v1.Role
-	20, // 1: gantry.v1.Token.created_at:type_name -> google.protobuf.Timestamp
-	20, // 2: gantry.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	38, // 1: gantry.v1.Token.created_at:type_name -> google.protobuf.Timestamp
+	38, // 2: gantry.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 3: gantry.v1.TokenInfo.role:type_name -> gantry.v1.Role
-	20, // 4: gantry.v1.TokenInfo.created_at:type_name -> google.protobuf.Timestamp
-	20, // 5: gantry.v1.TokenInfo.expires_at:type_name -> google.protobuf.Timestamp
+	38, // 4: gantry.v1.TokenInfo.created_at:type_name -> google.protobuf.Timestamp
+	38, // 5: gantry.v1.TokenInfo.expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 6: gantry.v1.CreateTokenCommand.token:type_name -> gantry.v1.Token
 	0,  // 7: gantry.v1.Actor.role:type_name -> gantry.v1.Role
-	20, // 8: gantry.v1.AuditEvent.at:type_name -> google.protobuf.Timestamp
+	38, // 8: gantry.v1.AuditEvent.at:type_name -> google.protobuf.Timestamp
 	5,  // 9: gantry.v1.AuditEvent.actor:type_name -> gantry.v1.Actor
 	6,  // 10: gantry.v1.RecordAuditCommand.event:type_name -> gantry.v1.AuditEvent
 	0,  // 11: gantry.v1.CreateTokenRequest.role:type_name -> gantry.v1.Role
@@ -1257,13 +2192,28 @@ var file_gantry_v1_acl_proto_depIdxs = []int32{
 	2,  // 13: gantry.v1.ListTokensResponse.tokens:type_name -> gantry.v1.TokenInfo
 	2,  // 14: gantry.v1.BootstrapACLResponse.token:type_name -> gantry.v1.TokenInfo
 	2,  // 15: gantry.v1.WhoAmIResponse.token:type_name -> gantry.v1.TokenInfo
-	20, // 16: gantry.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	38, // 16: gantry.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
 	6,  // 17: gantry.v1.ListAuditResponse.events:type_name -> gantry.v1.AuditEvent
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	34, // 18: gantry.v1.JoinToken.labels:type_name -> gantry.v1.JoinToken.LabelsEntry
+	38, // 19: gantry.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	38, // 20: gantry.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	35, // 21: gantry.v1.JoinTokenInfo.labels:type_name -> gantry.v1.JoinTokenInfo.LabelsEntry
+	38, // 22: gantry.v1.JoinTokenInfo.created_at:type_name -> google.protobuf.Timestamp
+	38, // 23: gantry.v1.JoinTokenInfo.expires_at:type_name -> google.protobuf.Timestamp
+	36, // 24: gantry.v1.Enrollment.labels:type_name -> gantry.v1.Enrollment.LabelsEntry
+	38, // 25: gantry.v1.Enrollment.enrolled_at:type_name -> google.protobuf.Timestamp
+	38, // 26: gantry.v1.Enrollment.not_after:type_name -> google.protobuf.Timestamp
+	20, // 27: gantry.v1.CreateJoinTokenCommand.token:type_name -> gantry.v1.JoinToken
+	22, // 28: gantry.v1.EnrollAgentCommand.enrollment:type_name -> gantry.v1.Enrollment
+	37, // 29: gantry.v1.CreateJoinTokenRequest.labels:type_name -> gantry.v1.CreateJoinTokenRequest.LabelsEntry
+	21, // 30: gantry.v1.CreateJoinTokenResponse.token:type_name -> gantry.v1.JoinTokenInfo
+	21, // 31: gantry.v1.ListJoinTokensResponse.tokens:type_name -> gantry.v1.JoinTokenInfo
+	22, // 32: gantry.v1.ListJoinTokensResponse.enrollments:type_name -> gantry.v1.Enrollment
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_acl_proto_init() }
@@ -1277,7 +2227,7 @@ func file_gantry_v1_acl_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_acl_proto_rawDesc), len(file_gantry_v1_acl_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

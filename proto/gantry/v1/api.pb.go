@@ -4133,7 +4133,7 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\x17AGENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12AGENT_STATE_ACTIVE\x10\x01\x12\x18\n" +
 	"\x14AGENT_STATE_DRAINING\x10\x02\x12\x14\n" +
-	"\x10AGENT_STATE_LOST\x10\x032\xb0\x16\n" +
+	"\x10AGENT_STATE_LOST\x10\x032\x89\x19\n" +
 	"\rGantryService\x12F\n" +
 	"\tSubmitJob\x12\x1b.gantry.v1.SubmitJobRequest\x1a\x1c.gantry.v1.SubmitJobResponse\x12=\n" +
 	"\x06GetJob\x12\x18.gantry.v1.GetJobRequest\x1a\x19.gantry.v1.GetJobResponse\x12C\n" +
@@ -4179,7 +4179,11 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\fApproveBuild\x12\x1e.gantry.v1.ApproveBuildRequest\x1a\x1f.gantry.v1.ApproveBuildResponse\x12U\n" +
 	"\x0eDeliverWebhook\x12 .gantry.v1.DeliverWebhookRequest\x1a!.gantry.v1.DeliverWebhookResponse\x12I\n" +
 	"\n" +
-	"DecideTask\x12\x1c.gantry.v1.DecideTaskRequest\x1a\x1d.gantry.v1.DecideTaskResponseB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"DecideTask\x12\x1c.gantry.v1.DecideTaskRequest\x1a\x1d.gantry.v1.DecideTaskResponse\x12X\n" +
+	"\x0fCreateJoinToken\x12!.gantry.v1.CreateJoinTokenRequest\x1a\".gantry.v1.CreateJoinTokenResponse\x12U\n" +
+	"\x0eListJoinTokens\x12 .gantry.v1.ListJoinTokensRequest\x1a!.gantry.v1.ListJoinTokensResponse\x12X\n" +
+	"\x0fRevokeJoinToken\x12!.gantry.v1.RevokeJoinTokenRequest\x1a\".gantry.v1.RevokeJoinTokenResponse\x12L\n" +
+	"\vEnrollAgent\x12\x1d.gantry.v1.EnrollAgentRequest\x1a\x1e.gantry.v1.EnrollAgentResponseB5Z3github.com/gantryci/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_api_proto_rawDescOnce sync.Once
@@ -4295,12 +4299,20 @@ var file_gantry_v1_api_proto_goTypes = []any{
 	(*BootstrapACLRequest)(nil),     // 96: gantry.v1.BootstrapACLRequest
 	(*WhoAmIRequest)(nil),           // 97: gantry.v1.WhoAmIRequest
 	(*ListAuditRequest)(nil),        // 98: gantry.v1.ListAuditRequest
-	(*CreateTokenResponse)(nil),     // 99: gantry.v1.CreateTokenResponse
-	(*ListTokensResponse)(nil),      // 100: gantry.v1.ListTokensResponse
-	(*RevokeTokenResponse)(nil),     // 101: gantry.v1.RevokeTokenResponse
-	(*BootstrapACLResponse)(nil),    // 102: gantry.v1.BootstrapACLResponse
-	(*WhoAmIResponse)(nil),          // 103: gantry.v1.WhoAmIResponse
-	(*ListAuditResponse)(nil),       // 104: gantry.v1.ListAuditResponse
+	(*CreateJoinTokenRequest)(nil),  // 99: gantry.v1.CreateJoinTokenRequest
+	(*ListJoinTokensRequest)(nil),   // 100: gantry.v1.ListJoinTokensRequest
+	(*RevokeJoinTokenRequest)(nil),  // 101: gantry.v1.RevokeJoinTokenRequest
+	(*EnrollAgentRequest)(nil),      // 102: gantry.v1.EnrollAgentRequest
+	(*CreateTokenResponse)(nil),     // 103: gantry.v1.CreateTokenResponse
+	(*ListTokensResponse)(nil),      // 104: gantry.v1.ListTokensResponse
+	(*RevokeTokenResponse)(nil),     // 105: gantry.v1.RevokeTokenResponse
+	(*BootstrapACLResponse)(nil),    // 106: gantry.v1.BootstrapACLResponse
+	(*WhoAmIResponse)(nil),          // 107: gantry.v1.WhoAmIResponse
+	(*ListAuditResponse)(nil),       // 108: gantry.v1.ListAuditResponse
+	(*CreateJoinTokenResponse)(nil), // 109: gantry.v1.CreateJoinTokenResponse
+	(*ListJoinTokensResponse)(nil),  // 110: gantry.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenResponse)(nil), // 111: gantry.v1.RevokeJoinTokenResponse
+	(*EnrollAgentResponse)(nil),     // 112: gantry.v1.EnrollAgentResponse
 }
 var file_gantry_v1_api_proto_depIdxs = []int32{
 	76,  // 0: gantry.v1.SubmitJobRequest.spec:type_name -> gantry.v1.JobSpec
@@ -4394,46 +4406,54 @@ var file_gantry_v1_api_proto_depIdxs = []int32{
 	67,  // 88: gantry.v1.GantryService.ApproveBuild:input_type -> gantry.v1.ApproveBuildRequest
 	69,  // 89: gantry.v1.GantryService.DeliverWebhook:input_type -> gantry.v1.DeliverWebhookRequest
 	71,  // 90: gantry.v1.GantryService.DecideTask:input_type -> gantry.v1.DecideTaskRequest
-	2,   // 91: gantry.v1.GantryService.SubmitJob:output_type -> gantry.v1.SubmitJobResponse
-	4,   // 92: gantry.v1.GantryService.GetJob:output_type -> gantry.v1.GetJobResponse
-	6,   // 93: gantry.v1.GantryService.ListJobs:output_type -> gantry.v1.ListJobsResponse
-	8,   // 94: gantry.v1.GantryService.WatchJob:output_type -> gantry.v1.WatchJobResponse
-	10,  // 95: gantry.v1.GantryService.CancelJob:output_type -> gantry.v1.CancelJobResponse
-	12,  // 96: gantry.v1.GantryService.TaskLogs:output_type -> gantry.v1.TaskLogsResponse
-	15,  // 97: gantry.v1.GantryService.ListAgents:output_type -> gantry.v1.ListAgentsResponse
-	17,  // 98: gantry.v1.GantryService.DrainAgent:output_type -> gantry.v1.DrainAgentResponse
-	20,  // 99: gantry.v1.GantryService.ClusterStatus:output_type -> gantry.v1.ClusterStatusResponse
-	22,  // 100: gantry.v1.GantryService.AddNode:output_type -> gantry.v1.AddNodeResponse
-	24,  // 101: gantry.v1.GantryService.RemoveNode:output_type -> gantry.v1.RemoveNodeResponse
-	28,  // 102: gantry.v1.GantryService.ListQueue:output_type -> gantry.v1.ListQueueResponse
-	30,  // 103: gantry.v1.GantryService.CreateApp:output_type -> gantry.v1.CreateAppResponse
-	33,  // 104: gantry.v1.GantryService.ListApps:output_type -> gantry.v1.ListAppsResponse
-	35,  // 105: gantry.v1.GantryService.GetApp:output_type -> gantry.v1.GetAppResponse
-	37,  // 106: gantry.v1.GantryService.SyncApp:output_type -> gantry.v1.SyncAppResponse
-	39,  // 107: gantry.v1.GantryService.RollbackApp:output_type -> gantry.v1.RollbackAppResponse
-	41,  // 108: gantry.v1.GantryService.UnpinApp:output_type -> gantry.v1.UnpinAppResponse
-	43,  // 109: gantry.v1.GantryService.DeleteApp:output_type -> gantry.v1.DeleteAppResponse
-	45,  // 110: gantry.v1.GantryService.SaveSnapshot:output_type -> gantry.v1.SaveSnapshotResponse
-	47,  // 111: gantry.v1.GantryService.RestoreSnapshot:output_type -> gantry.v1.RestoreSnapshotResponse
-	49,  // 112: gantry.v1.GantryService.SetSecret:output_type -> gantry.v1.SetSecretResponse
-	52,  // 113: gantry.v1.GantryService.ListSecrets:output_type -> gantry.v1.ListSecretsResponse
-	54,  // 114: gantry.v1.GantryService.DeleteSecret:output_type -> gantry.v1.DeleteSecretResponse
-	99,  // 115: gantry.v1.GantryService.CreateToken:output_type -> gantry.v1.CreateTokenResponse
-	100, // 116: gantry.v1.GantryService.ListTokens:output_type -> gantry.v1.ListTokensResponse
-	101, // 117: gantry.v1.GantryService.RevokeToken:output_type -> gantry.v1.RevokeTokenResponse
-	102, // 118: gantry.v1.GantryService.BootstrapACL:output_type -> gantry.v1.BootstrapACLResponse
-	103, // 119: gantry.v1.GantryService.WhoAmI:output_type -> gantry.v1.WhoAmIResponse
-	104, // 120: gantry.v1.GantryService.ListAudit:output_type -> gantry.v1.ListAuditResponse
-	56,  // 121: gantry.v1.GantryService.CreateProject:output_type -> gantry.v1.CreateProjectResponse
-	60,  // 122: gantry.v1.GantryService.ListProjects:output_type -> gantry.v1.ListProjectsResponse
-	62,  // 123: gantry.v1.GantryService.GetProject:output_type -> gantry.v1.GetProjectResponse
-	64,  // 124: gantry.v1.GantryService.DeleteProject:output_type -> gantry.v1.DeleteProjectResponse
-	66,  // 125: gantry.v1.GantryService.RunProject:output_type -> gantry.v1.RunProjectResponse
-	68,  // 126: gantry.v1.GantryService.ApproveBuild:output_type -> gantry.v1.ApproveBuildResponse
-	70,  // 127: gantry.v1.GantryService.DeliverWebhook:output_type -> gantry.v1.DeliverWebhookResponse
-	72,  // 128: gantry.v1.GantryService.DecideTask:output_type -> gantry.v1.DecideTaskResponse
-	91,  // [91:129] is the sub-list for method output_type
-	53,  // [53:91] is the sub-list for method input_type
+	99,  // 91: gantry.v1.GantryService.CreateJoinToken:input_type -> gantry.v1.CreateJoinTokenRequest
+	100, // 92: gantry.v1.GantryService.ListJoinTokens:input_type -> gantry.v1.ListJoinTokensRequest
+	101, // 93: gantry.v1.GantryService.RevokeJoinToken:input_type -> gantry.v1.RevokeJoinTokenRequest
+	102, // 94: gantry.v1.GantryService.EnrollAgent:input_type -> gantry.v1.EnrollAgentRequest
+	2,   // 95: gantry.v1.GantryService.SubmitJob:output_type -> gantry.v1.SubmitJobResponse
+	4,   // 96: gantry.v1.GantryService.GetJob:output_type -> gantry.v1.GetJobResponse
+	6,   // 97: gantry.v1.GantryService.ListJobs:output_type -> gantry.v1.ListJobsResponse
+	8,   // 98: gantry.v1.GantryService.WatchJob:output_type -> gantry.v1.WatchJobResponse
+	10,  // 99: gantry.v1.GantryService.CancelJob:output_type -> gantry.v1.CancelJobResponse
+	12,  // 100: gantry.v1.GantryService.TaskLogs:output_type -> gantry.v1.TaskLogsResponse
+	15,  // 101: gantry.v1.GantryService.ListAgents:output_type -> gantry.v1.ListAgentsResponse
+	17,  // 102: gantry.v1.GantryService.DrainAgent:output_type -> gantry.v1.DrainAgentResponse
+	20,  // 103: gantry.v1.GantryService.ClusterStatus:output_type -> gantry.v1.ClusterStatusResponse
+	22,  // 104: gantry.v1.GantryService.AddNode:output_type -> gantry.v1.AddNodeResponse
+	24,  // 105: gantry.v1.GantryService.RemoveNode:output_type -> gantry.v1.RemoveNodeResponse
+	28,  // 106: gantry.v1.GantryService.ListQueue:output_type -> gantry.v1.ListQueueResponse
+	30,  // 107: gantry.v1.GantryService.CreateApp:output_type -> gantry.v1.CreateAppResponse
+	33,  // 108: gantry.v1.GantryService.ListApps:output_type -> gantry.v1.ListAppsResponse
+	35,  // 109: gantry.v1.GantryService.GetApp:output_type -> gantry.v1.GetAppResponse
+	37,  // 110: gantry.v1.GantryService.SyncApp:output_type -> gantry.v1.SyncAppResponse
+	39,  // 111: gantry.v1.GantryService.RollbackApp:output_type -> gantry.v1.RollbackAppResponse
+	41,  // 112: gantry.v1.GantryService.UnpinApp:output_type -> gantry.v1.UnpinAppResponse
+	43,  // 113: gantry.v1.GantryService.DeleteApp:output_type -> gantry.v1.DeleteAppResponse
+	45,  // 114: gantry.v1.GantryService.SaveSnapshot:output_type -> gantry.v1.SaveSnapshotResponse
+	47,  // 115: gantry.v1.GantryService.RestoreSnapshot:output_type -> gantry.v1.RestoreSnapshotResponse
+	49,  // 116: gantry.v1.GantryService.SetSecret:output_type -> gantry.v1.SetSecretResponse
+	52,  // 117: gantry.v1.GantryService.ListSecrets:output_type -> gantry.v1.ListSecretsResponse
+	54,  // 118: gantry.v1.GantryService.DeleteSecret:output_type -> gantry.v1.DeleteSecretResponse
+	103, // 119: gantry.v1.GantryService.CreateToken:output_type -> gantry.v1.CreateTokenResponse
+	104, // 120: gantry.v1.GantryService.ListTokens:output_type -> gantry.v1.ListTokensResponse
+	105, // 121: gantry.v1.GantryService.RevokeToken:output_type -> gantry.v1.RevokeTokenResponse
+	106, // 122: gantry.v1.GantryService.BootstrapACL:output_type -> gantry.v1.BootstrapACLResponse
+	107, // 123: gantry.v1.GantryService.WhoAmI:output_type -> gantry.v1.WhoAmIResponse
+	108, // 124: gantry.v1.GantryService.ListAudit:output_type -> gantry.v1.ListAuditResponse
+	56,  // 125: gantry.v1.GantryService.CreateProject:output_type -> gantry.v1.CreateProjectResponse
+	60,  // 126: gantry.v1.GantryService.ListProjects:output_type -> gantry.v1.ListProjectsResponse
+	62,  // 127: gantry.v1.GantryService.GetProject:output_type -> gantry.v1.GetProjectResponse
+	64,  // 128: gantry.v1.GantryService.DeleteProject:output_type -> gantry.v1.DeleteProjectResponse
+	66,  // 129: gantry.v1.GantryService.RunProject:output_type -> gantry.v1.RunProjectResponse
+	68,  // 130: gantry.v1.GantryService.ApproveBuild:output_type -> gantry.v1.ApproveBuildResponse
+	70,  // 131: gantry.v1.GantryService.DeliverWebhook:output_type -> gantry.v1.DeliverWebhookResponse
+	72,  // 132: gantry.v1.GantryService.DecideTask:output_type -> gantry.v1.DecideTaskResponse
+	109, // 133: gantry.v1.GantryService.CreateJoinToken:output_type -> gantry.v1.CreateJoinTokenResponse
+	110, // 134: gantry.v1.GantryService.ListJoinTokens:output_type -> gantry.v1.ListJoinTokensResponse
+	111, // 135: gantry.v1.GantryService.RevokeJoinToken:output_type -> gantry.v1.RevokeJoinTokenResponse
+	112, // 136: gantry.v1.GantryService.EnrollAgent:output_type -> gantry.v1.EnrollAgentResponse
+	95,  // [95:137] is the sub-list for method output_type
+	53,  // [53:95] is the sub-list for method input_type
 	53,  // [53:53] is the sub-list for extension type_name
 	53,  // [53:53] is the sub-list for extension extendee
 	0,   // [0:53] is the sub-list for field type_name

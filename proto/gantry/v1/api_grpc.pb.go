@@ -57,6 +57,10 @@ const (
 	GantryService_ApproveBuild_FullMethodName    = "/gantry.v1.GantryService/ApproveBuild"
 	GantryService_DeliverWebhook_FullMethodName  = "/gantry.v1.GantryService/DeliverWebhook"
 	GantryService_DecideTask_FullMethodName      = "/gantry.v1.GantryService/DecideTask"
+	GantryService_CreateJoinToken_FullMethodName = "/gantry.v1.GantryService/CreateJoinToken"
+	GantryService_ListJoinTokens_FullMethodName  = "/gantry.v1.GantryService/ListJoinTokens"
+	GantryService_RevokeJoinToken_FullMethodName = "/gantry.v1.GantryService/RevokeJoinToken"
+	GantryService_EnrollAgent_FullMethodName     = "/gantry.v1.GantryService/EnrollAgent"
 )
 
 // GantryServiceClient is the client API for GantryService service.
@@ -130,6 +134,12 @@ type GantryServiceClient interface {
 	DeliverWebhook(ctx context.Context, in *DeliverWebhookRequest, opts ...grpc.CallOption) (*DeliverWebhookResponse, error)
 	// Approves or rejects a waiting approval task of a job.
 	DecideTask(ctx context.Context, in *DecideTaskRequest, opts ...grpc.CallOption) (*DecideTaskResponse, error)
+	// Agent enrollment (acl.proto): join tokens, and the call an agent makes
+	// with one to receive its certificate.
+	CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error)
+	ListJoinTokens(ctx context.Context, in *ListJoinTokensRequest, opts ...grpc.CallOption) (*ListJoinTokensResponse, error)
+	RevokeJoinToken(ctx context.Context, in *RevokeJoinTokenRequest, opts ...grpc.CallOption) (*RevokeJoinTokenResponse, error)
+	EnrollAgent(ctx context.Context, in *EnrollAgentRequest, opts ...grpc.CallOption) (*EnrollAgentResponse, error)
 }
 
 type gantryServiceClient struct {
@@ -550,6 +560,46 @@ func (c *gantryServiceClient) DecideTask(ctx context.Context, in *DecideTaskRequ
 	return out, nil
 }
 
+func (c *gantryServiceClient) CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateJoinTokenResponse)
+	err := c.cc.Invoke(ctx, GantryService_CreateJoinToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gantryServiceClient) ListJoinTokens(ctx context.Context, in *ListJoinTokensRequest, opts ...grpc.CallOption) (*ListJoinTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListJoinTokensResponse)
+	err := c.cc.Invoke(ctx, GantryService_ListJoinTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gantryServiceClient) RevokeJoinToken(ctx context.Context, in *RevokeJoinTokenRequest, opts ...grpc.CallOption) (*RevokeJoinTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeJoinTokenResponse)
+	err := c.cc.Invoke(ctx, GantryService_RevokeJoinToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gantryServiceClient) EnrollAgent(ctx context.Context, in *EnrollAgentRequest, opts ...grpc.CallOption) (*EnrollAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnrollAgentResponse)
+	err := c.cc.Invoke(ctx, GantryService_EnrollAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GantryServiceServer is the server API for GantryService service.
 // All implementations must embed UnimplementedGantryServiceServer
 // for forward compatibility.
@@ -621,6 +671,12 @@ type GantryServiceServer interface {
 	DeliverWebhook(context.Context, *DeliverWebhookRequest) (*DeliverWebhookResponse, error)
 	// Approves or rejects a waiting approval task of a job.
 	DecideTask(context.Context, *DecideTaskRequest) (*DecideTaskResponse, error)
+	// Agent enrollment (acl.proto): join tokens, and the call an agent makes
+	// with one to receive its certificate.
+	CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error)
+	ListJoinTokens(context.Context, *ListJoinTokensRequest) (*ListJoinTokensResponse, error)
+	RevokeJoinToken(context.Context, *RevokeJoinTokenRequest) (*RevokeJoinTokenResponse, error)
+	EnrollAgent(context.Context, *EnrollAgentRequest) (*EnrollAgentResponse, error)
 	mustEmbedUnimplementedGantryServiceServer()
 }
 
@@ -744,6 +800,18 @@ func (UnimplementedGantryServiceServer) DeliverWebhook(context.Context, *Deliver
 }
 func (UnimplementedGantryServiceServer) DecideTask(context.Context, *DecideTaskRequest) (*DecideTaskResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DecideTask not implemented")
+}
+func (UnimplementedGantryServiceServer) CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateJoinToken not implemented")
+}
+func (UnimplementedGantryServiceServer) ListJoinTokens(context.Context, *ListJoinTokensRequest) (*ListJoinTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListJoinTokens not implemented")
+}
+func (UnimplementedGantryServiceServer) RevokeJoinToken(context.Context, *RevokeJoinTokenRequest) (*RevokeJoinTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeJoinToken not implemented")
+}
+func (UnimplementedGantryServiceServer) EnrollAgent(context.Context, *EnrollAgentRequest) (*EnrollAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnrollAgent not implemented")
 }
 func (UnimplementedGantryServiceServer) mustEmbedUnimplementedGantryServiceServer() {}
 func (UnimplementedGantryServiceServer) testEmbeddedByValue()                       {}
@@ -1418,6 +1486,78 @@ func _GantryService_DecideTask_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GantryService_CreateJoinToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateJoinTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).CreateJoinToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_CreateJoinToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).CreateJoinToken(ctx, req.(*CreateJoinTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GantryService_ListJoinTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListJoinTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).ListJoinTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_ListJoinTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).ListJoinTokens(ctx, req.(*ListJoinTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GantryService_RevokeJoinToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeJoinTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).RevokeJoinToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_RevokeJoinToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).RevokeJoinToken(ctx, req.(*RevokeJoinTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GantryService_EnrollAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnrollAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GantryServiceServer).EnrollAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GantryService_EnrollAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GantryServiceServer).EnrollAgent(ctx, req.(*EnrollAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GantryService_ServiceDesc is the grpc.ServiceDesc for GantryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1560,6 +1700,22 @@ var GantryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DecideTask",
 			Handler:    _GantryService_DecideTask_Handler,
+		},
+		{
+			MethodName: "CreateJoinToken",
+			Handler:    _GantryService_CreateJoinToken_Handler,
+		},
+		{
+			MethodName: "ListJoinTokens",
+			Handler:    _GantryService_ListJoinTokens_Handler,
+		},
+		{
+			MethodName: "RevokeJoinToken",
+			Handler:    _GantryService_RevokeJoinToken_Handler,
+		},
+		{
+			MethodName: "EnrollAgent",
+			Handler:    _GantryService_EnrollAgent_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

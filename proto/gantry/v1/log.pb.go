@@ -101,6 +101,9 @@ type Command struct {
 	//	*Command_SetProjectHook
 	//	*Command_DecideTask
 	//	*Command_ResealWebhook
+	//	*Command_CreateJoinToken
+	//	*Command_RevokeJoinToken
+	//	*Command_EnrollAgent
 	Cmd isCommand_Cmd `protobuf_oneof:"cmd"`
 	// Actor of the API call that proposed this command: Apply records the
 	// call and the command's result in the audit log. Unset for the
@@ -390,6 +393,33 @@ func (x *Command) GetResealWebhook() *ResealWebhookCommand {
 	return nil
 }
 
+func (x *Command) GetCreateJoinToken() *CreateJoinTokenCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_CreateJoinToken); ok {
+			return x.CreateJoinToken
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRevokeJoinToken() *RevokeJoinTokenCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_RevokeJoinToken); ok {
+			return x.RevokeJoinToken
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetEnrollAgent() *EnrollAgentCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_EnrollAgent); ok {
+			return x.EnrollAgent
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetActor() *Actor {
 	if x != nil {
 		return x.Actor
@@ -512,6 +542,18 @@ type Command_ResealWebhook struct {
 	ResealWebhook *ResealWebhookCommand `protobuf:"bytes,35,opt,name=reseal_webhook,json=resealWebhook,proto3,oneof"`
 }
 
+type Command_CreateJoinToken struct {
+	CreateJoinToken *CreateJoinTokenCommand `protobuf:"bytes,36,opt,name=create_join_token,json=createJoinToken,proto3,oneof"`
+}
+
+type Command_RevokeJoinToken struct {
+	RevokeJoinToken *RevokeJoinTokenCommand `protobuf:"bytes,37,opt,name=revoke_join_token,json=revokeJoinToken,proto3,oneof"`
+}
+
+type Command_EnrollAgent struct {
+	EnrollAgent *EnrollAgentCommand `protobuf:"bytes,38,opt,name=enroll_agent,json=enrollAgent,proto3,oneof"`
+}
+
 func (*Command_SubmitJob) isCommand_Cmd() {}
 
 func (*Command_AssignTask) isCommand_Cmd() {}
@@ -563,6 +605,12 @@ func (*Command_SetProjectHook) isCommand_Cmd() {}
 func (*Command_DecideTask) isCommand_Cmd() {}
 
 func (*Command_ResealWebhook) isCommand_Cmd() {}
+
+func (*Command_CreateJoinToken) isCommand_Cmd() {}
+
+func (*Command_RevokeJoinToken) isCommand_Cmd() {}
+
+func (*Command_EnrollAgent) isCommand_Cmd() {}
 
 type SubmitJobCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -872,6 +920,8 @@ type Snapshot struct {
 	Tokens        []*Token      `protobuf:"bytes,6,rep,name=tokens,proto3" json:"tokens,omitempty"`
 	Audit         []*AuditEvent `protobuf:"bytes,7,rep,name=audit,proto3" json:"audit,omitempty"`
 	Projects      []*Project    `protobuf:"bytes,8,rep,name=projects,proto3" json:"projects,omitempty"`
+	JoinTokens    []*JoinToken  `protobuf:"bytes,9,rep,name=join_tokens,json=joinTokens,proto3" json:"join_tokens,omitempty"`
+	Enrollments   []*Enrollment `protobuf:"bytes,10,rep,name=enrollments,proto3" json:"enrollments,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -958,6 +1008,20 @@ func (x *Snapshot) GetAudit() []*AuditEvent {
 func (x *Snapshot) GetProjects() []*Project {
 	if x != nil {
 		return x.Projects
+	}
+	return nil
+}
+
+func (x *Snapshot) GetJoinTokens() []*JoinToken {
+	if x != nil {
+		return x.JoinTokens
+	}
+	return nil
+}
+
+func (x *Snapshot) GetEnrollments() []*Enrollment {
+	if x != nil {
+		return x.Enrollments
 	}
 	return nil
 }
@@ -1494,7 +1558,7 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\n" +
 	"\x13gantry/v1/log.proto\x12\tgantry.v1\x1a\x13gantry/v1/acl.proto\x1a\x15gantry/v1/agent.proto\x1a\x16gantry/v1/gitops.proto\x1a\x13gantry/v1/job.proto\x1a\x17gantry/v1/project.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n" +
 	"\x05Batch\x12.\n" +
-	"\bcommands\x18\x01 \x03(\v2\x12.gantry.v1.CommandR\bcommands\"\xd0\x0e\n" +
+	"\bcommands\x18\x01 \x03(\v2\x12.gantry.v1.CommandR\bcommands\"\xb6\x10\n" +
 	"\aCommand\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12<\n" +
 	"\n" +
@@ -1534,7 +1598,10 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\x10set_project_hook\x18! \x01(\v2 .gantry.v1.SetProjectHookCommandH\x00R\x0esetProjectHook\x12?\n" +
 	"\vdecide_task\x18\" \x01(\v2\x1c.gantry.v1.DecideTaskCommandH\x00R\n" +
 	"decideTask\x12H\n" +
-	"\x0ereseal_webhook\x18# \x01(\v2\x1f.gantry.v1.ResealWebhookCommandH\x00R\rresealWebhook\x12&\n" +
+	"\x0ereseal_webhook\x18# \x01(\v2\x1f.gantry.v1.ResealWebhookCommandH\x00R\rresealWebhook\x12O\n" +
+	"\x11create_join_token\x18$ \x01(\v2!.gantry.v1.CreateJoinTokenCommandH\x00R\x0fcreateJoinToken\x12O\n" +
+	"\x11revoke_join_token\x18% \x01(\v2!.gantry.v1.RevokeJoinTokenCommandH\x00R\x0frevokeJoinToken\x12B\n" +
+	"\fenroll_agent\x18& \x01(\v2\x1d.gantry.v1.EnrollAgentCommandH\x00R\venrollAgent\x12&\n" +
 	"\x05actor\x18\x02 \x01(\v2\x10.gantry.v1.ActorR\x05actor\x12\x16\n" +
 	"\x06method\x18\x03 \x01(\tR\x06methodB\x05\n" +
 	"\x03cmd\"4\n" +
@@ -1552,7 +1619,7 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"A\n" +
 	"\x10CancelJobCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xc1\x02\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xb1\x03\n" +
 	"\bSnapshot\x12\"\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x0e.gantry.v1.JobR\x04jobs\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\"\n" +
@@ -1561,7 +1628,11 @@ const file_gantry_v1_log_proto_rawDesc = "" +
 	"\asecrets\x18\x05 \x03(\v2\x11.gantry.v1.SecretR\asecrets\x12(\n" +
 	"\x06tokens\x18\x06 \x03(\v2\x10.gantry.v1.TokenR\x06tokens\x12+\n" +
 	"\x05audit\x18\a \x03(\v2\x15.gantry.v1.AuditEventR\x05audit\x12.\n" +
-	"\bprojects\x18\b \x03(\v2\x12.gantry.v1.ProjectR\bprojects\"\xf9\x01\n" +
+	"\bprojects\x18\b \x03(\v2\x12.gantry.v1.ProjectR\bprojects\x125\n" +
+	"\vjoin_tokens\x18\t \x03(\v2\x14.gantry.v1.JoinTokenR\n" +
+	"joinTokens\x127\n" +
+	"\venrollments\x18\n" +
+	" \x03(\v2\x15.gantry.v1.EnrollmentR\venrollments\"\xf9\x01\n" +
 	"\x06Secret\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05scope\x18\x02 \x01(\tR\x05scope\x12\x15\n" +
@@ -1644,15 +1715,20 @@ var file_gantry_v1_log_proto_goTypes = []any{
 	(*ApproveBuildCommand)(nil),    // 28: gantry.v1.ApproveBuildCommand
 	(*SetProjectHookCommand)(nil),  // 29: gantry.v1.SetProjectHookCommand
 	(*ResealWebhookCommand)(nil),   // 30: gantry.v1.ResealWebhookCommand
-	(*Actor)(nil),                  // 31: gantry.v1.Actor
-	(*Job)(nil),                    // 32: gantry.v1.Job
-	(*TaskRef)(nil),                // 33: gantry.v1.TaskRef
-	(*Report)(nil),                 // 34: gantry.v1.Report
-	(*App)(nil),                    // 35: gantry.v1.App
-	(*Token)(nil),                  // 36: gantry.v1.Token
-	(*AuditEvent)(nil),             // 37: gantry.v1.AuditEvent
-	(*Project)(nil),                // 38: gantry.v1.Project
-	(*AppSpec)(nil),                // 39: gantry.v1.AppSpec
+	(*CreateJoinTokenCommand)(nil), // 31: gantry.v1.CreateJoinTokenCommand
+	(*RevokeJoinTokenCommand)(nil), // 32: gantry.v1.RevokeJoinTokenCommand
+	(*EnrollAgentCommand)(nil),     // 33: gantry.v1.EnrollAgentCommand
+	(*Actor)(nil),                  // 34: gantry.v1.Actor
+	(*Job)(nil),                    // 35: gantry.v1.Job
+	(*TaskRef)(nil),                // 36: gantry.v1.TaskRef
+	(*Report)(nil),                 // 37: gantry.v1.Report
+	(*App)(nil),                    // 38: gantry.v1.App
+	(*Token)(nil),                  // 39: gantry.v1.Token
+	(*AuditEvent)(nil),             // 40: gantry.v1.AuditEvent
+	(*Project)(nil),                // 41: gantry.v1.Project
+	(*JoinToken)(nil),              // 42: gantry.v1.JoinToken
+	(*Enrollment)(nil),             // 43: gantry.v1.Enrollment
+	(*AppSpec)(nil),                // 44: gantry.v1.AppSpec
 }
 var file_gantry_v1_log_proto_depIdxs = []int32{
 	1,  // 0: gantry.v1.Batch.commands:type_name -> gantry.v1.Command
@@ -1683,28 +1759,33 @@ var file_gantry_v1_log_proto_depIdxs = []int32{
 	29, // 25: gantry.v1.Command.set_project_hook:type_name -> gantry.v1.SetProjectHookCommand
 	17, // 26: gantry.v1.Command.decide_task:type_name -> gantry.v1.DecideTaskCommand
 	30, // 27: gantry.v1.Command.reseal_webhook:type_name -> gantry.v1.ResealWebhookCommand
-	31, // 28: gantry.v1.Command.actor:type_name -> gantry.v1.Actor
-	32, // 29: gantry.v1.SubmitJobCommand.job:type_name -> gantry.v1.Job
-	33, // 30: gantry.v1.AssignTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	33, // 31: gantry.v1.StartTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	34, // 32: gantry.v1.FinishTaskCommand.report:type_name -> gantry.v1.Report
-	33, // 33: gantry.v1.RequeueTaskCommand.ref:type_name -> gantry.v1.TaskRef
-	32, // 34: gantry.v1.Snapshot.jobs:type_name -> gantry.v1.Job
-	35, // 35: gantry.v1.Snapshot.apps:type_name -> gantry.v1.App
-	9,  // 36: gantry.v1.Snapshot.secrets:type_name -> gantry.v1.Secret
-	36, // 37: gantry.v1.Snapshot.tokens:type_name -> gantry.v1.Token
-	37, // 38: gantry.v1.Snapshot.audit:type_name -> gantry.v1.AuditEvent
-	38, // 39: gantry.v1.Snapshot.projects:type_name -> gantry.v1.Project
-	18, // 40: gantry.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
-	18, // 41: gantry.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
-	9,  // 42: gantry.v1.SetSecretCommand.secret:type_name -> gantry.v1.Secret
-	39, // 43: gantry.v1.CreateAppCommand.spec:type_name -> gantry.v1.AppSpec
-	18, // 44: gantry.v1.PruneJobsCommand.finished_before:type_name -> google.protobuf.Timestamp
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	31, // 28: gantry.v1.Command.create_join_token:type_name -> gantry.v1.CreateJoinTokenCommand
+	32, // 29: gantry.v1.Command.revoke_join_token:type_name -> gantry.v1.RevokeJoinTokenCommand
+	33, // 30: gantry.v1.Command.enroll_agent:type_name -> gantry.v1.EnrollAgentCommand
+	34, // 31: gantry.v1.Command.actor:type_name -> gantry.v1.Actor
+	35, // 32: gantry.v1.SubmitJobCommand.job:type_name -> gantry.v1.Job
+	36, // 33: gantry.v1.AssignTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	36, // 34: gantry.v1.StartTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	37, // 35: gantry.v1.FinishTaskCommand.report:type_name -> gantry.v1.Report
+	36, // 36: gantry.v1.RequeueTaskCommand.ref:type_name -> gantry.v1.TaskRef
+	35, // 37: gantry.v1.Snapshot.jobs:type_name -> gantry.v1.Job
+	38, // 38: gantry.v1.Snapshot.apps:type_name -> gantry.v1.App
+	9,  // 39: gantry.v1.Snapshot.secrets:type_name -> gantry.v1.Secret
+	39, // 40: gantry.v1.Snapshot.tokens:type_name -> gantry.v1.Token
+	40, // 41: gantry.v1.Snapshot.audit:type_name -> gantry.v1.AuditEvent
+	41, // 42: gantry.v1.Snapshot.projects:type_name -> gantry.v1.Project
+	42, // 43: gantry.v1.Snapshot.join_tokens:type_name -> gantry.v1.JoinToken
+	43, // 44: gantry.v1.Snapshot.enrollments:type_name -> gantry.v1.Enrollment
+	18, // 45: gantry.v1.Secret.created_at:type_name -> google.protobuf.Timestamp
+	18, // 46: gantry.v1.Secret.updated_at:type_name -> google.protobuf.Timestamp
+	9,  // 47: gantry.v1.SetSecretCommand.secret:type_name -> gantry.v1.Secret
+	44, // 48: gantry.v1.CreateAppCommand.spec:type_name -> gantry.v1.AppSpec
+	18, // 49: gantry.v1.PruneJobsCommand.finished_before:type_name -> google.protobuf.Timestamp
+	50, // [50:50] is the sub-list for method output_type
+	50, // [50:50] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_log_proto_init() }
@@ -1744,6 +1825,9 @@ func file_gantry_v1_log_proto_init() {
 		(*Command_SetProjectHook)(nil),
 		(*Command_DecideTask)(nil),
 		(*Command_ResealWebhook)(nil),
+		(*Command_CreateJoinToken)(nil),
+		(*Command_RevokeJoinToken)(nil),
+		(*Command_EnrollAgent)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
