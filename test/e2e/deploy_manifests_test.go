@@ -101,15 +101,23 @@ tasks:
 		}
 	}
 
-	// The agents' ServiceAccount may deploy an application into another
-	// namespace: what a deploy and its drift watch do.
-	for _, a := range []authzv1.ResourceAttributes{
-		{Verb: "create", Resource: "namespaces"},
-		{Verb: "patch", Group: "apps", Resource: "deployments", Namespace: "shop"},
-		{Verb: "watch", Group: "apps", Resource: "statefulsets", Namespace: "shop"},
-		{Verb: "update", Resource: "configmaps", Namespace: "shop"},
-		{Verb: "delete", Resource: "services", Namespace: "shop"},
+	// The agents' ServiceAccount may deploy an application into its own
+	// namespace (what a deploy and its drift watch do), and by default
+	// nowhere else: cluster-wide deploys are the component cluster-wide/.
+	for _, c := range []struct {
+		a       authzv1.ResourceAttributes
+		allowed bool
+	}{
+		{authzv1.ResourceAttributes{Verb: "patch", Group: "apps", Resource: "deployments", Namespace: installNS}, true},
+		{authzv1.ResourceAttributes{Verb: "watch", Group: "apps", Resource: "statefulsets", Namespace: installNS}, true},
+		{authzv1.ResourceAttributes{Verb: "update", Resource: "configmaps", Namespace: installNS}, true},
+		{authzv1.ResourceAttributes{Verb: "delete", Resource: "services", Namespace: installNS}, true},
+		{authzv1.ResourceAttributes{Verb: "create", Resource: "namespaces"}, false},
+		{authzv1.ResourceAttributes{Verb: "patch", Group: "apps", Resource: "deployments", Namespace: "shop"}, false},
+		{authzv1.ResourceAttributes{Verb: "list", Resource: "secrets"}, false},
+		{authzv1.ResourceAttributes{Verb: "create", Group: "apps", Resource: "daemonsets", Namespace: "kube-system"}, false},
 	} {
+		a := c.a
 		sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
 			User:               "system:serviceaccount:" + installNS + ":gantry-agent",
 			Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + installNS, "system:authenticated"},
@@ -119,8 +127,8 @@ tasks:
 		if err != nil {
 			t.Fatalf("subject access review: %v", err)
 		}
-		if !got.Status.Allowed {
-			t.Errorf("agent may not %s %s %s in %q: %s", a.Verb, a.Group, a.Resource, a.Namespace, got.Status.Reason)
+		if got.Status.Allowed != c.allowed {
+			t.Errorf("agent may %s %s %s in %q: %v, want %v (%s)", a.Verb, a.Group, a.Resource, a.Namespace, got.Status.Allowed, c.allowed, got.Status.Reason)
 		}
 	}
 
