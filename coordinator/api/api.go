@@ -77,6 +77,8 @@ type Server struct {
 	// chain is the unary interceptor chain the gRPC server runs, kept so
 	// forwarded calls run through it too.
 	chain atomic.Pointer[grpc.UnaryServerInterceptor]
+	// ready is the node's readiness the interceptors were built with.
+	ready atomic.Pointer[Readiness]
 	// refusals bounds the refused calls recorded in the audit log.
 	refusals *rate.Limiter
 }

@@ -145,6 +145,15 @@ func (s *Server) authenticate(ctx context.Context) (*Caller, error) {
 			t, ok = s.d.FSM.Token(id)
 		}
 	}
+	if !ok {
+		// A node catching up after a restart has not applied the token
+		// yet: say so rather than call it unknown.
+		if r := s.ready.Load(); r != nil {
+			if ready, why := (*r)(); !ready {
+				return nil, status.Error(codes.Unavailable, why)
+			}
+		}
+	}
 	if !ok || subtle.ConstantTimeCompare(t.GetSecretSha256(), sum) != 1 {
 		return nil, status.Error(codes.Unauthenticated, "token: unknown or revoked; ask an admin for one (`gantry token create`)")
 	}

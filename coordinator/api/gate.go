@@ -83,6 +83,7 @@ func (s *Server) indexHeader() metadata.MD {
 // authorization and audit (auth.go), honest reads, then forwarding of
 // leader-only methods (forward.go).
 func (s *Server) UnaryInterceptor(ready Readiness) grpc.UnaryServerInterceptor {
+	s.ready.Store(&ready)
 	honest := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if err := s.gate(ctx, info.FullMethod, ready); err != nil {
 			return nil, err
