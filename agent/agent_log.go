@@ -75,7 +75,7 @@ func newLogSink(a *Agent, ref *gv1.TaskRef, m *mask.Masker) *logSink {
 
 func newLogSinkClock(a *Agent, ref *gv1.TaskRef, m *mask.Masker, now func() time.Time) *logSink {
 	return &logSink{
-		a: a, ref: ref, subj: a.ns.Log(ref.JobId, ref.Task), mask: m, now: now,
+		a: a, ref: ref, subj: a.ns.Log(ref.JobId, ref.Task, a.cfg.Name), mask: m, now: now,
 		streams: map[gv1.LogStream]*mask.Stream{},
 		bucket:  newBucket(limit.LogRate, limit.LogBurst, now()),
 	}

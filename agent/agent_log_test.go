@@ -62,7 +62,7 @@ func TestLogSinkBounds(t *testing.T) {
 	f := newFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	a := &Agent{ns: f.ns, js: f.js, log: zaptest.NewLogger(t), logCtx: ctx, logStop: cancel}
+	a := &Agent{cfg: Config{Name: "a1"}, ns: f.ns, js: f.js, log: zaptest.NewLogger(t), logCtx: ctx, logStop: cancel}
 	now := time.Unix(1000, 0)
 	ref := &gv1.TaskRef{JobId: "j", Task: "flood", Attempt: 1}
 	s := newLogSinkClock(a, ref, mask.New([]byte("hidden-value")), func() time.Time { return now })

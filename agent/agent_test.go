@@ -160,7 +160,7 @@ func (f *fixture) logChunks(job, task string) []*gv1.LogChunk {
 	f.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cons, err := f.js.OrderedConsumer(ctx, f.ns.LogStream(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{f.ns.Log(job, task)}})
+	cons, err := f.js.OrderedConsumer(ctx, f.ns.LogStream(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{f.ns.TaskLogs(job, task)}})
 	if err != nil {
 		f.t.Fatal(err)
 	}

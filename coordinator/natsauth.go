@@ -76,7 +76,7 @@ func (a natsAuth) agentPermissions(agent string) *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
 			a.ns.AgentOwn(agent),
-			a.ns.AllLogs(),
+			a.ns.AgentLogs(agent),
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			a.ns.AgentControls(agent),

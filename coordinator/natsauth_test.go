@@ -63,7 +63,7 @@ func TestNATSAuth(t *testing.T) {
 		t.Fatalf("agent: want permissions, got %+v", a.user)
 	}
 	p := a.user.Permissions
-	if want := []string{"gantry.prod.agent.a1.>", "gantry.prod.log.>"}; !slices.Equal(p.Publish.Allow, want) {
+	if want := []string{"gantry.prod.agent.a1.>", "gantry.prod.log.*.*.a1"}; !slices.Equal(p.Publish.Allow, want) {
 		t.Errorf("agent publish = %v, want %v", p.Publish.Allow, want)
 	}
 	if want := []string{"gantry.prod.ctl.a1.>", "_INBOX.agent.a1.>"}; !slices.Equal(p.Subscribe.Allow, want) {

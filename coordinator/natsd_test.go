@@ -55,10 +55,10 @@ func TestEmbeddedNATSBounds(t *testing.T) {
 		t.Errorf("log stream max msg size %d, bytes %d, age %s; want %d, %d, %s",
 			c.MaxMsgSize, c.MaxBytes, c.MaxAge, limit.LogMessage, logMaxBytes, logMaxAge)
 	}
-	if _, err := js.Publish(ctx, names.Log("j", "t"), make([]byte, limit.LogMessage+1)); err == nil {
+	if _, err := js.Publish(ctx, names.Log("j", "t", "a1"), make([]byte, limit.LogMessage+1)); err == nil {
 		t.Error("the log stream stored a message larger than limit.LogMessage")
 	}
-	if _, err := js.Publish(ctx, names.Log("j", "t"), make([]byte, limit.LogChunk)); err != nil {
+	if _, err := js.Publish(ctx, names.Log("j", "t", "a1"), make([]byte, limit.LogChunk)); err != nil {
 		t.Errorf("a chunk of limit.LogChunk bytes: %v", err)
 	}
 }

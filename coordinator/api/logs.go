@@ -24,7 +24,7 @@ func (s *Server) TaskLogs(req *gv1.TaskLogsRequest, stream gv1.GantryService_Tas
 	if !ok {
 		return status.Errorf(codes.NotFound, "job_id: no job %q", req.GetJobId())
 	}
-	filter := s.d.Namespace.JobLogs(job.Id)
+	filters := []string{s.d.Namespace.JobLogs(job.Id), s.d.Namespace.LegacyLogs(job.Id, "")}
 	if req.GetTask() != "" {
 		found := false
 		for _, t := range job.Tasks {
@@ -33,14 +33,14 @@ func (s *Server) TaskLogs(req *gv1.TaskLogsRequest, stream gv1.GantryService_Tas
 		if !found {
 			return status.Errorf(codes.NotFound, "task: job %s has no task %q", job.Id, req.GetTask())
 		}
-		filter = s.d.Namespace.Log(job.Id, req.GetTask())
+		filters = []string{s.d.Namespace.TaskLogs(job.Id, req.GetTask()), s.d.Namespace.LegacyLogs(job.Id, req.GetTask())}
 	}
 	js, err := jetstream.New(s.d.NATS)
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "log stream: %v", err)
 	}
 	cons, err := js.OrderedConsumer(ctx, s.d.Namespace.LogStream(), jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter},
+		FilterSubjects: filters,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
@@ -57,6 +57,7 @@ func (s *Server) TaskLogs(req *gv1.TaskLogsRequest, stream gv1.GantryService_Tas
 	}
 	defer it.Stop()
 	ended := map[string]bool{} // "task/attempt" whose end-of-log chunk was seen
+	leased := &leases{s: s, jobID: job.Id, agent: map[string]string{}}
 	var finalAt time.Time
 	for {
 		if pending == 0 {
@@ -97,6 +98,11 @@ func (s *Server) TaskLogs(req *gv1.TaskLogsRequest, stream gv1.GantryService_Tas
 		}
 		var chunk gv1.LogChunk
 		if err := proto.Unmarshal(msg.Data(), &chunk); err != nil {
+			continue
+		}
+		// A chunk counts only from the agent its attempt was leased to
+		// (NATS lets each agent publish only under its own name).
+		if agent := s.d.Namespace.LogAgent(msg.Subject()); agent != "" && !leased.leasedTo(chunk.GetRef(), agent) {
 			continue
 		}
 		if chunk.GetEof() && ownAttempt(job, chunk.GetRef()) {
@@ -153,4 +159,34 @@ func logsComplete(j *gv1.Job, task string, ended map[string]bool) bool {
 		}
 	}
 	return true
+}
+
+// leases maps a job's attempts ("task/attempt") to the agents they were
+// leased to, read again from the state when a chunk names one not seen yet.
+type leases struct {
+	s     *Server
+	jobID string
+	agent map[string]string
+}
+
+// leasedTo reports whether attempt ref of the job was leased to agent.
+func (l *leases) leasedTo(ref *gv1.TaskRef, agent string) bool {
+	if ref.GetJobId() != l.jobID {
+		return false
+	}
+	key := fmt.Sprintf("%s/%d", ref.GetTask(), ref.GetAttempt())
+	got, ok := l.agent[key]
+	if !ok {
+		j, found := l.s.d.FSM.Job(l.jobID)
+		if !found {
+			return false
+		}
+		for _, t := range j.GetTasks() {
+			for _, a := range t.GetAttempts() {
+				l.agent[fmt.Sprintf("%s/%d", t.GetName(), a.GetNumber())] = a.GetAgent()
+			}
+		}
+		got, ok = l.agent[key]
+	}
+	return ok && got == agent
 }

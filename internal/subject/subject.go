@@ -98,13 +98,48 @@ func (n Namespace) AllDrift() string { return n.prefix() + ".agent.*.drift" }
 // /hooks/git endpoint (the repository URLs, one per line).
 func (n Namespace) GitPush() string { return n.prefix() + ".hooks.git" }
 
-// Log is where the output of one task of one job is published.
-func (n Namespace) Log(jobID, task string) string {
-	return n.prefix() + ".log." + jobID + "." + task
+// Log is where agent publishes the output of one task of one job. The
+// agent's name is the last token: NATS lets an agent publish only logs
+// under its own name (AgentLogs), and readers take a chunk only from the
+// agent its attempt was leased to.
+func (n Namespace) Log(jobID, task, agent string) string {
+	return n.prefix() + ".log." + jobID + "." + task + "." + agent
 }
 
-// JobLogs subscribes to the logs of every task of a job.
-func (n Namespace) JobLogs(jobID string) string { return n.prefix() + ".log." + jobID + ".*" }
+// TaskLogs filters the logs of one task of a job, from any agent.
+func (n Namespace) TaskLogs(jobID, task string) string {
+	return n.prefix() + ".log." + jobID + "." + task + ".*"
+}
+
+// JobLogs filters the logs of every task of a job, from any agent.
+func (n Namespace) JobLogs(jobID string) string { return n.prefix() + ".log." + jobID + ".*.*" }
+
+// AgentLogs is what agent may publish logs on.
+func (n Namespace) AgentLogs(agent string) string { return n.prefix() + ".log.*.*." + agent }
+
+// LogAgent is the agent a log subject names; "" for another subject (or
+// one written before logs carried the agent's name).
+func (n Namespace) LogAgent(subj string) string {
+	rest, ok := strings.CutPrefix(subj, n.prefix()+".log.")
+	if !ok {
+		return ""
+	}
+	parts := strings.Split(rest, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	return parts[2]
+}
+
+// LegacyLogs filters a job's logs written before log subjects carried the
+// agent's name (gantry.CLUSTER.log.JOB.TASK); agents can no longer
+// publish there.
+func (n Namespace) LegacyLogs(jobID, task string) string {
+	if task == "" {
+		task = "*"
+	}
+	return n.prefix() + ".log." + jobID + "." + task
+}
 
 // AllLogs is the subject filter of the log stream.
 func (n Namespace) AllLogs() string { return n.prefix() + ".log.>" }

@@ -146,7 +146,8 @@ func TestNATSSecurity(t *testing.T) {
 		// Positive control first: the real a1's heartbeats reach a
 		// coordinator over TLS.
 		waitMsg(t, seen, ns.Heartbeat("a1"), nil)
-		forbidden := []string{ns.Heartbeat("a2"), ns.Report("a2"), ns.Drift("a2"), ns.RPC("SubmitJob"), ns.Assign("a1"), ns.Assign("a2"), ns.Control("a2"), ns.NodeStatus("n1")}
+		forbidden := []string{ns.Heartbeat("a2"), ns.Report("a2"), ns.Drift("a2"), ns.RPC("SubmitJob"), ns.Assign("a1"), ns.Assign("a2"), ns.Control("a2"), ns.NodeStatus("n1"),
+			ns.Log("j", "t", "a2"), ns.LegacyLogs("j", "t")}
 		for _, s := range forbidden {
 			if err := impostor.Publish(s, []byte("forged")); err != nil {
 				t.Fatal(err)
@@ -159,7 +160,7 @@ func TestNATSSecurity(t *testing.T) {
 		// Everything the impostor published reaches the watcher in order:
 		// whatever of a2 came through would arrive before the probe.
 		waitMsg(t, seen, probe, func(m *nats.Msg) {
-			if strings.Contains(m.Subject, ".a2.") {
+			if strings.Contains(m.Subject, ".a2.") || strings.HasSuffix(m.Subject, ".a2") || m.Subject == ns.LegacyLogs("j", "t") {
 				t.Errorf("forged %s delivered", m.Subject)
 			}
 		})
