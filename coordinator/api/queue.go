@@ -26,7 +26,6 @@ const (
 // schedule-to-start latency per label set. Only the leader's dispatcher
 // knows the reasons, so a follower forwards the call.
 func (s *Server) ListQueue(ctx context.Context, req *gv1.ListQueueRequest) (*gv1.ListQueueResponse, error) {
-	waiting := s.d.Dispatcher.Waiting()
 	resp := &gv1.ListQueueResponse{}
 	queues := map[string]*gv1.QueueStats{}
 	queue := func(labels map[string]string) *gv1.QueueStats {
@@ -48,7 +47,7 @@ func (s *Server) ListQueue(ctx context.Context, req *gv1.ListQueueRequest) (*gv1
 			Labels:      p.Spec.GetLabels(),
 			QueuedAt:    timestamppb.New(time.Unix(0, p.QueuedAt)),
 			RunnableAt:  timestamppb.New(time.Unix(0, p.RunnableAt)),
-			Reason:      waiting[p.Key.JobID+"/"+p.Key.Task],
+			Reason:      s.d.Dispatcher.Reason(p),
 			Attempt:     p.Attempt,
 			Concurrency: p.Spec.GetConcurrency(),
 		}

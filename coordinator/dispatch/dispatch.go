@@ -65,7 +65,8 @@ type Dispatcher struct {
 	droppedHeartbeats atomic.Int64
 
 	mu      sync.Mutex
-	waiting map[string]string
+	// plan is the last scheduling pass's, for why tasks wait (Reason).
+	plan scheduler.Plan
 }
 
 // New returns a dispatcher.
@@ -73,22 +74,45 @@ func New(cfg Config, log *zap.Logger, nc *nats.Conn, ns subject.Namespace, f *fs
 	return &Dispatcher{
 		cfg: cfg, log: log.Named("dispatch"), nc: nc, ns: ns, fsm: f, prop: prop, fleet: fl, metrics: m,
 		quiet:   quiet(log.Named("dispatch")),
-		waiting: map[string]string{},
 	}
 }
 
 // Fleet is the node's view of the agents.
 func (d *Dispatcher) Fleet() *fleet.View { return d.fleet }
 
-// Waiting returns why each pending task waits, as of the last pass.
-func (d *Dispatcher) Waiting() map[string]string {
+// SchedulePass is one scheduling pass over f's queue: the queue is read in
+// order, only as far as there are free slots, skipping the classes that
+// cannot be placed this pass, so its cost follows what it places and the
+// number of classes, not the depth of the queue.
+func SchedulePass(f *fsm.FSM, cands []scheduler.Candidate, now time.Time) scheduler.Plan {
+	pass := scheduler.NewPass(cands, f.BusyConcurrency(), now.UnixNano())
+	f.EachPending(func(class string, task func() fsm.PendingTask) bool {
+		if pass.Full() {
+			return false
+		}
+		if _, blocked := pass.Blocked(class); !blocked {
+			pass.Offer(task(), class)
+		}
+		return true
+	})
+	return pass.Plan()
+}
+
+// Reason says why a pending task waits, as of the last scheduling pass;
+// "" while it is being scheduled.
+func (d *Dispatcher) Reason(t fsm.PendingTask) string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make(map[string]string, len(d.waiting))
-	for k, v := range d.waiting {
-		out[k] = v
+	if r := d.plan.Waiting[t.Key.JobID+"/"+t.Key.Task]; r != "" {
+		return r
 	}
-	return out
+	if r := d.plan.WaitingClass[t.Class]; r != "" {
+		return r
+	}
+	if d.plan.Full {
+		return "no free slot on any agent"
+	}
+	return ""
 }
 
 // Lead runs the leader's loops until ctx ends.
@@ -140,18 +164,14 @@ func (d *Dispatcher) scheduleLoop(ctx context.Context) {
 }
 
 func (d *Dispatcher) scheduleOnce(ctx context.Context) {
-	pending := d.fsm.Pending()
-	depth := map[string]float64{}
-	for _, p := range pending {
-		depth[scheduler.FormatLabels(p.Spec.GetLabels())]++
-	}
+	depth := d.fsm.PendingDepth()
 	d.metrics.QueueDepth.Reset()
 	for k, v := range depth {
-		d.metrics.QueueDepth.WithLabelValues(k).Set(v)
+		d.metrics.QueueDepth.WithLabelValues(k).Set(float64(v))
 	}
-	if len(pending) == 0 {
+	if len(depth) == 0 {
 		d.mu.Lock()
-		d.waiting = map[string]string{}
+		d.plan = scheduler.Plan{}
 		d.mu.Unlock()
 		return
 	}
@@ -170,9 +190,9 @@ func (d *Dispatcher) scheduleOnce(ctx context.Context) {
 			Warm:         a.Info.WarmCache,
 		})
 	}
-	plan := scheduler.Schedule(pending, cands, d.fsm.BusyConcurrency(), now.UnixNano())
+	plan := SchedulePass(d.fsm, cands, now)
 	d.mu.Lock()
-	d.waiting = plan.Waiting
+	d.plan = scheduler.Plan{Waiting: plan.Waiting, WaitingClass: plan.WaitingClass, Full: plan.Full}
 	d.mu.Unlock()
 	if len(plan.Placements) == 0 {
 		return

@@ -1,7 +1,9 @@
 package fsm
 
 import (
+	"maps"
 	"sort"
+	"strings"
 	"time"
 
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
@@ -76,6 +78,8 @@ type PendingTask struct {
 	// when none; when set, RunnableAt is the same time.
 	NotBefore   int64
 	AvoidAgents []string
+	// Class groups the tasks that fit the same agents (EachPending).
+	Class string
 }
 
 // Pending returns the pending tasks in the order the scheduler takes them,
@@ -86,41 +90,98 @@ func (f *FSM) Pending() []PendingTask {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	out := make([]PendingTask, 0, len(f.state.pending))
-	for k := range f.state.pending {
-		j := f.state.jobs[k.JobID]
-		t := f.state.task(j, k.Task)
-		p := PendingTask{
-			Key:        k,
-			JobName:    j.Spec.GetName(),
-			Priority:   j.Spec.GetPriority(),
-			Spec:       t.Spec,
-			Attempt:    t.Attempt,
-			QueuedAt:   t.QueuedAt.AsTime().UnixNano(),
-			RunnableAt: t.RunnableAt.AsTime().UnixNano(),
-		}
-		if t.NotBefore != nil {
-			p.NotBefore = t.NotBefore.AsTime().UnixNano()
-		}
-		for _, a := range t.Attempts {
-			if a.Failure == gv1.FailureClass_FAILURE_CLASS_INFRA {
-				p.AvoidAgents = append(p.AvoidAgents, a.Agent)
-			}
-		}
-		out = append(out, p)
-	}
-	sort.Slice(out, func(a, b int) bool {
-		if out[a].Priority != out[b].Priority {
-			return out[a].Priority > out[b].Priority
-		}
-		if out[a].RunnableAt != out[b].RunnableAt {
-			return out[a].RunnableAt < out[b].RunnableAt
-		}
-		if out[a].Key.JobID != out[b].Key.JobID {
-			return out[a].Key.JobID < out[b].Key.JobID
-		}
-		return out[a].Key.Task < out[b].Key.Task
+	f.state.queue.Ascend(func(q queueEntry) bool {
+		out = append(out, f.state.pendingTask(q))
+		return true
 	})
 	return out
+}
+
+// EachPending visits the pending tasks in the order of Pending until visit
+// returns false. visit gets the task's class (its labels, the capability it
+// needs and its concurrency key: tasks of one class fit the same agents)
+// and a function that builds the task, so that a scheduling pass pays
+// only for the tasks it looks at.
+func (f *FSM) EachPending(visit func(class string, task func() PendingTask) bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	f.state.queue.Ascend(func(q queueEntry) bool {
+		return visit(q.class, func() PendingTask { return f.state.pendingTask(q) })
+	})
+}
+
+// PendingCount is how many tasks are pending.
+func (f *FSM) PendingCount() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.state.pending)
+}
+
+// PendingDepth counts the pending tasks by label set (LabelKey).
+func (f *FSM) PendingDepth() map[string]int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return maps.Clone(f.state.depth)
+}
+
+// queueEntry is a pending task's place in the queue: by priority (higher
+// first), then runnable time, then job and task.
+type queueEntry struct {
+	priority int32
+	runnable int64
+	key      TaskKey
+	labels   string // LabelKey of the task's labels
+	class    string // labels, capability and concurrency key
+}
+
+func queueLess(a, b queueEntry) bool {
+	if a.priority != b.priority {
+		return a.priority > b.priority
+	}
+	if a.runnable != b.runnable {
+		return a.runnable < b.runnable
+	}
+	if a.key.JobID != b.key.JobID {
+		return a.key.JobID < b.key.JobID
+	}
+	return a.key.Task < b.key.Task
+}
+
+func (s *state) pendingTask(q queueEntry) PendingTask {
+	j := s.jobs[q.key.JobID]
+	t := s.task(j, q.key.Task)
+	p := PendingTask{
+		Key:        q.key,
+		JobName:    j.Spec.GetName(),
+		Priority:   j.Spec.GetPriority(),
+		Spec:       t.Spec,
+		Attempt:    t.Attempt,
+		QueuedAt:   t.QueuedAt.AsTime().UnixNano(),
+		RunnableAt: t.RunnableAt.AsTime().UnixNano(),
+		Class:      q.class,
+	}
+	if t.NotBefore != nil {
+		p.NotBefore = t.NotBefore.AsTime().UnixNano()
+	}
+	for _, a := range t.Attempts {
+		if a.Failure == gv1.FailureClass_FAILURE_CLASS_INFRA {
+			p.AvoidAgents = append(p.AvoidAgents, a.Agent)
+		}
+	}
+	return p
+}
+
+// LabelKey renders labels as sorted k=v pairs, comma-separated.
+func LabelKey(m map[string]string) string {
+	if len(m) == 0 {
+		return ""
+	}
+	parts := make([]string, 0, len(m))
+	for k, v := range m {
+		parts = append(parts, k+"="+v)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
 }
 
 // StartSample is one attempt's schedule-to-start latency: from the moment

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/btree"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gantryci/gantry/internal/capability"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -17,10 +19,15 @@ const MaxInfraRetries = 5
 // state is the replicated data plus indexes derived from it. Indexes are
 // rebuilt on Restore, never stored.
 type state struct {
-	jobs     map[string]*gv1.Job
-	order    []string          // job IDs in submit order
-	byKey    map[string]string // idempotency key -> job ID
-	pending  map[TaskKey]struct{}
+	jobs  map[string]*gv1.Job
+	order []string          // job IDs in submit order
+	byKey map[string]string // idempotency key -> job ID
+	// pending are the PENDING tasks; queue orders them as the scheduler
+	// takes them (queueLess), so a pass reads only the head it can
+	// place; depth counts them by label set.
+	pending  map[TaskKey]queueEntry
+	queue    *btree.BTreeG[queueEntry]
+	depth    map[string]int
 	active   map[TaskKey]struct{}
 	load     map[string]int     // agent -> leased tasks
 	busy     map[string]TaskKey // concurrency key -> holder
@@ -40,7 +47,9 @@ func newState() *state {
 	return &state{
 		jobs:     map[string]*gv1.Job{},
 		byKey:    map[string]string{},
-		pending:  map[TaskKey]struct{}{},
+		pending:  map[TaskKey]queueEntry{},
+		queue:    btree.NewG(32, queueLess),
+		depth:    map[string]int{},
 		active:   map[TaskKey]struct{}{},
 		load:     map[string]int{},
 		busy:     map[string]TaskKey{},
@@ -68,7 +77,13 @@ func (s *state) insert(j *gv1.Job) {
 
 func (s *state) index(jobID string, t *gv1.Task) {
 	k := TaskKey{jobID, t.Name}
-	delete(s.pending, k)
+	if q, ok := s.pending[k]; ok {
+		s.queue.Delete(q)
+		delete(s.pending, k)
+		if s.depth[q.labels]--; s.depth[q.labels] <= 0 {
+			delete(s.depth, q.labels)
+		}
+	}
 	if _, ok := s.active[k]; ok {
 		delete(s.active, k)
 		s.load[t.Agent]--
@@ -81,7 +96,16 @@ func (s *state) index(jobID string, t *gv1.Task) {
 	}
 	switch t.State {
 	case gv1.TaskState_TASK_STATE_PENDING:
-		s.pending[k] = struct{}{}
+		q := queueEntry{
+			priority: s.jobs[jobID].GetSpec().GetPriority(),
+			runnable: t.GetRunnableAt().AsTime().UnixNano(),
+			key:      k,
+			labels:   LabelKey(t.GetSpec().GetLabels()),
+		}
+		q.class = q.labels + "|" + capability.For(t.GetSpec()) + "|" + t.GetSpec().GetConcurrency()
+		s.pending[k] = q
+		s.queue.ReplaceOrInsert(q)
+		s.depth[q.labels]++
 	case gv1.TaskState_TASK_STATE_ASSIGNED, gv1.TaskState_TASK_STATE_RUNNING:
 		s.active[k] = struct{}{}
 		s.load[t.Agent]++

@@ -39,48 +39,107 @@ type Plan struct {
 	Placements []Placement
 	// Waiting says why each unplaced task waits, keyed by "job/task".
 	Waiting map[string]string
+	// WaitingClass says why the tasks of a class (fsm.PendingTask.Class)
+	// wait, for the tasks a Pass skipped once their class could not be
+	// placed.
+	WaitingClass map[string]string
+	// Full: the pass ended with no free slot on any agent; the tasks it
+	// did not look at wait for one.
+	Full bool
 }
 
 // Schedule places tasks, in the order given (fsm.Pending: by priority,
 // then runnable time), on agents. now is unix nanoseconds; a task not yet
 // runnable (RunnableAt after now: its retry backoff has not passed) waits.
 func Schedule(tasks []fsm.PendingTask, agents []Candidate, busy map[string]bool, now int64) Plan {
-	plan := Plan{Waiting: map[string]string{}}
-	free := make([]Candidate, len(agents))
-	copy(free, agents)
-	// Spread load: agents with more free slots first, then by name.
-	sort.SliceStable(free, func(a, b int) bool { return less(free[a], free[b]) })
-	held := map[string]bool{}
-	for k := range busy {
-		held[k] = true
-	}
+	p := NewPass(agents, busy, now)
 	for _, t := range tasks {
-		key := t.Key.JobID + "/" + t.Key.Task
-		if t.RunnableAt > now {
-			plan.Waiting[key] = "retry backoff"
-			continue
-		}
-		if c := t.Spec.GetConcurrency(); c != "" && held[c] {
-			plan.Waiting[key] = fmt.Sprintf("concurrency group %q busy", c)
-			continue
-		}
-		i, reason := pick(t, free)
-		if i < 0 {
-			plan.Waiting[key] = reason
-			continue
-		}
-		plan.Placements = append(plan.Placements, Placement{Task: t, Attempt: t.Attempt + 1, Agent: free[i].Name})
-		if c := t.Spec.GetConcurrency(); c != "" {
-			held[c] = true
-		}
-		free[i].Free--
-		// Keep the order (most free first): move the agent back past
-		// those that now have more free slots.
-		for j := i; j+1 < len(free) && less(free[j+1], free[j]); j++ {
-			free[j], free[j+1] = free[j+1], free[j]
-		}
+		p.Offer(t, "")
 	}
-	return plan
+	return p.Plan()
+}
+
+// Pass is one scheduling pass fed task by task, in queue order
+// (fsm.EachPending). Once a task of a class cannot be placed, no later task
+// of that class can in the same pass (free slots only shrink, held
+// concurrency keys only grow): Blocked says so before the task is even
+// built, so a pass over a deep queue costs what it places plus a look at
+// each class, not a sort of the whole queue.
+type Pass struct {
+	free      []Candidate
+	freeSlots int
+	held      map[string]bool
+	now       int64
+	plan      Plan
+}
+
+// NewPass starts a pass over agents (copied) with the busy concurrency
+// keys; now is unix nanoseconds.
+func NewPass(agents []Candidate, busy map[string]bool, now int64) *Pass {
+	p := &Pass{free: make([]Candidate, len(agents)), held: map[string]bool{}, now: now,
+		plan: Plan{Waiting: map[string]string{}, WaitingClass: map[string]string{}}}
+	copy(p.free, agents)
+	// Spread load: agents with more free slots first, then by name.
+	sort.SliceStable(p.free, func(a, b int) bool { return less(p.free[a], p.free[b]) })
+	for _, a := range agents {
+		p.freeSlots += max(a.Free, 0)
+	}
+	for k := range busy {
+		p.held[k] = true
+	}
+	return p
+}
+
+// Full reports whether no agent has a free slot left.
+func (p *Pass) Full() bool { return p.freeSlots <= 0 }
+
+// Blocked reports whether tasks of class wait in this pass, and why.
+func (p *Pass) Blocked(class string) (string, bool) {
+	r, ok := p.plan.WaitingClass[class]
+	return r, ok
+}
+
+// Offer places t if it can. With a class, a task that cannot be placed
+// for a reason its whole class shares blocks the class (Blocked).
+func (p *Pass) Offer(t fsm.PendingTask, class string) {
+	key := t.Key.JobID + "/" + t.Key.Task
+	wait := func(reason string) {
+		if class != "" {
+			p.plan.WaitingClass[class] = reason
+			return
+		}
+		p.plan.Waiting[key] = reason
+	}
+	if t.RunnableAt > p.now {
+		p.plan.Waiting[key] = "retry backoff"
+		return
+	}
+	if c := t.Spec.GetConcurrency(); c != "" && p.held[c] {
+		wait(fmt.Sprintf("concurrency group %q busy", c))
+		return
+	}
+	i, reason := pick(t, p.free)
+	if i < 0 {
+		wait(reason)
+		return
+	}
+	p.plan.Placements = append(p.plan.Placements, Placement{Task: t, Attempt: t.Attempt + 1, Agent: p.free[i].Name})
+	if c := t.Spec.GetConcurrency(); c != "" {
+		p.held[c] = true
+	}
+	p.free[i].Free--
+	p.freeSlots--
+	// Keep the order (most free first): move the agent back past those
+	// that now have more free slots.
+	for j := i; j+1 < len(p.free) && less(p.free[j+1], p.free[j]); j++ {
+		p.free[j], p.free[j+1] = p.free[j+1], p.free[j]
+	}
+}
+
+// Plan is what the pass decided.
+func (p *Pass) Plan() Plan {
+	p.plan.Full = p.Full()
+	return p.plan
 }
 
 // less orders agents with more free slots first, then by name.
