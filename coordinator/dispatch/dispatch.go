@@ -64,7 +64,7 @@ type Dispatcher struct {
 	quiet             *zap.Logger
 	droppedHeartbeats atomic.Int64
 
-	mu      sync.Mutex
+	mu sync.Mutex
 	// plan is the last scheduling pass's, for why tasks wait (Reason).
 	plan scheduler.Plan
 }
@@ -73,7 +73,7 @@ type Dispatcher struct {
 func New(cfg Config, log *zap.Logger, nc *nats.Conn, ns subject.Namespace, f *fsm.FSM, prop *consensus.Proposer, fl *fleet.View, m *metrics.Metrics) *Dispatcher {
 	return &Dispatcher{
 		cfg: cfg, log: log.Named("dispatch"), nc: nc, ns: ns, fsm: f, prop: prop, fleet: fl, metrics: m,
-		quiet:   quiet(log.Named("dispatch")),
+		quiet: quiet(log.Named("dispatch")),
 	}
 }
 
