@@ -124,7 +124,8 @@ func (s *Server) reloadKeyring() {
 	s.useKeyring(k, path)
 }
 
-// rekey re-encrypts the secrets sealed with an older key.
+// rekey re-encrypts the secrets sealed with an older key: named secrets,
+// and the webhook secrets of projects and applications.
 func (s *Server) rekey(ctx context.Context) error {
 	k := s.keyring.Load()
 	if k == nil {
@@ -133,50 +134,45 @@ func (s *Server) rekey(ctx context.Context) error {
 	var cmds []*gv1.Command
 	var errs []error
 	at := timestamppb.Now()
-	for _, sec := range s.fsm.SecretsNotSealedWith(k.Primary()) {
-		v, err := k.Open(sec.GetName(), sec.GetKeyId(), sec.GetCiphertext())
+	// reseal opens a value sealed under name with an older key and seals
+	// it with the primary; a value that does not open is skipped.
+	reseal := func(name, keyID string, sealed []byte, cmd func(id string, ct []byte) *gv1.Command) error {
+		v, err := k.Open(name, keyID, sealed)
 		if err != nil {
 			errs = append(errs, err)
-			continue
-		}
-		id, ct, err := k.Seal(sec.GetName(), v)
-		if err != nil {
-			return err
-		}
-		cmds = append(cmds, &gv1.Command{At: at, Cmd: &gv1.Command_SetSecret{SetSecret: &gv1.SetSecretCommand{
-			Secret: &gv1.Secret{Name: sec.GetName(), Scope: sec.GetScope(), KeyId: id, Ciphertext: ct},
-		}}})
-	}
-	// Projects' webhook secrets are sealed the same way.
-	for _, p := range s.fsm.ProjectsNotSealedWith(k.Primary()) {
-		name := project.WebhookSecretName(p.GetSpec().GetName())
-		v, err := k.Open(name, p.GetWebhookKeyId(), p.GetWebhookSecret())
-		if err != nil {
-			errs = append(errs, err)
-			continue
+			return nil
 		}
 		id, ct, err := k.Seal(name, v)
 		if err != nil {
 			return err
 		}
-		cmds = append(cmds, &gv1.Command{At: at, Cmd: &gv1.Command_ResealWebhook{ResealWebhook: &gv1.ResealWebhookCommand{
-			Project: p.GetSpec().GetName(), WebhookSecret: ct, WebhookKeyId: id,
-		}}})
+		c := cmd(id, ct)
+		c.At = at
+		cmds = append(cmds, c)
+		return nil
+	}
+	for _, sec := range s.fsm.SecretsNotSealedWith(k.Primary()) {
+		if err := reseal(sec.GetName(), sec.GetKeyId(), sec.GetCiphertext(), func(id string, ct []byte) *gv1.Command {
+			return &gv1.Command{Cmd: &gv1.Command_SetSecret{SetSecret: &gv1.SetSecretCommand{
+				Secret: &gv1.Secret{Name: sec.GetName(), Scope: sec.GetScope(), KeyId: id, Ciphertext: ct},
+			}}}
+		}); err != nil {
+			return err
+		}
+	}
+	for _, p := range s.fsm.ProjectsNotSealedWith(k.Primary()) {
+		if err := reseal(project.WebhookSecretName(p.GetSpec().GetName()), p.GetWebhookKeyId(), p.GetWebhookSecret(), func(id string, ct []byte) *gv1.Command {
+			return &gv1.Command{Cmd: &gv1.Command_ResealWebhook{ResealWebhook: &gv1.ResealWebhookCommand{Project: p.GetSpec().GetName(), WebhookSecret: ct, WebhookKeyId: id}}}
+		}); err != nil {
+			return err
+		}
 	}
 	for _, a := range s.fsm.AppsNotSealedWith(k.Primary()) {
-		name := api.AppWebhookSecretName(a.GetSpec().GetName())
-		v, err := k.Open(name, a.GetWebhookKeyId(), a.GetWebhookSecret())
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		id, ct, err := k.Seal(name, v)
-		if err != nil {
+		if err := reseal(api.AppWebhookSecretName(a.GetSpec().GetName()), a.GetWebhookKeyId(), a.GetWebhookSecret(), func(id string, ct []byte) *gv1.Command {
+			return &gv1.Command{Cmd: &gv1.Command_ResealWebhook{ResealWebhook: &gv1.ResealWebhookCommand{App: a.GetSpec().GetName(), WebhookSecret: ct, WebhookKeyId: id}}}
+		}); err != nil {
 			return err
 		}
-		cmds = append(cmds, &gv1.Command{At: at, Cmd: &gv1.Command_ResealWebhook{ResealWebhook: &gv1.ResealWebhookCommand{
-			App: a.GetSpec().GetName(), WebhookSecret: ct, WebhookKeyId: id,
-		}}})
 	}
 	if len(cmds) > 0 {
 		if _, err := s.prop.Propose(ctx, cmds...); err != nil {
