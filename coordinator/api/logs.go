@@ -102,7 +102,7 @@ func (s *Server) TaskLogs(req *gv1.TaskLogsRequest, stream gv1.GantryService_Tas
 		}
 		// A chunk counts only from the agent its attempt was leased to
 		// (NATS lets each agent publish only under its own name).
-		if agent := s.d.Namespace.LogAgent(msg.Subject()); agent != "" && !leased.leasedTo(chunk.GetRef(), agent) {
+		if agent := s.d.Namespace.LogAgent(msg.Subject()); agent != "" && (!ownAttempt(job, chunk.GetRef()) || !leased.leasedTo(ctx, chunk.GetRef(), agent)) {
 			continue
 		}
 		if chunk.GetEof() && ownAttempt(job, chunk.GetRef()) {
@@ -169,14 +169,21 @@ type leases struct {
 	agent map[string]string
 }
 
-// leasedTo reports whether attempt ref of the job was leased to agent.
-func (l *leases) leasedTo(ref *gv1.TaskRef, agent string) bool {
+// leasedTo reports whether attempt ref of the job was leased to agent. An
+// attempt this replica has not applied yet (a follower a little behind the
+// leader that assigned it) is waited for, a bounded while.
+func (l *leases) leasedTo(ctx context.Context, ref *gv1.TaskRef, agent string) bool {
 	if ref.GetJobId() != l.jobID {
 		return false
 	}
 	key := fmt.Sprintf("%s/%d", ref.GetTask(), ref.GetAttempt())
-	got, ok := l.agent[key]
-	if !ok {
+	deadline := time.NewTimer(leaseWait)
+	defer deadline.Stop()
+	for {
+		if got, ok := l.agent[key]; ok {
+			return got == agent
+		}
+		changed := l.s.d.FSM.Changed()
 		j, found := l.s.d.FSM.Job(l.jobID)
 		if !found {
 			return false
@@ -186,7 +193,21 @@ func (l *leases) leasedTo(ref *gv1.TaskRef, agent string) bool {
 				l.agent[fmt.Sprintf("%s/%d", t.GetName(), a.GetNumber())] = a.GetAgent()
 			}
 		}
-		got, ok = l.agent[key]
+		if got, ok := l.agent[key]; ok {
+			return got == agent
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			// Not leased to anyone: later chunks of it are dropped at once.
+			l.agent[key] = ""
+			return false
+		case <-ctx.Done():
+			return false
+		}
 	}
-	return ok && got == agent
 }
+
+// leaseWait bounds how long a log chunk waits for this replica to apply
+// the assignment of its attempt.
+const leaseWait = 5 * time.Second
