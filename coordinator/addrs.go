@@ -21,11 +21,14 @@ type Addrs struct {
 	// NATSRoute is the embedded server's route address; empty when it does
 	// not cluster.
 	NATSRoute string `json:"nats_route,omitempty"`
+	// CA is the CA certificate file the gRPC API's certificate is checked
+	// against; empty without TLS.
+	CA string `json:"ca,omitempty"`
 }
 
 // Addrs returns the bound addresses.
 func (s *Server) Addrs() Addrs {
-	return Addrs{GRPC: s.GRPCAddr(), HTTP: s.HTTPAddr(), Raft: s.RaftAddr(), NATS: s.NATSAddr(), NATSRoute: s.NATSRouteAddr()}
+	return Addrs{GRPC: s.GRPCAddr(), HTTP: s.HTTPAddr(), Raft: s.RaftAddr(), NATS: s.NATSAddr(), NATSRoute: s.NATSRouteAddr(), CA: s.cfg.TLS.CAFile}
 }
 
 // GRPCAddr is the API's address.

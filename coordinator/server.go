@@ -65,6 +65,10 @@ type Config struct {
 	// WebhookSecret (gantry dev): anyone who reaches the HTTP address can
 	// then make the GitOps controller poll a repository early.
 	UnsignedHooks bool
+	// PlainHTTP serves the HTTP address (console, hooks, metrics) without
+	// TLS even when TLS is configured: gantry dev, on loopback only, so
+	// that browsers and forges on the machine need not trust its CA.
+	PlainHTTP bool
 	// HTTPHosts are host names, besides localhost and the HTTP address's
 	// own, that the console and /debug/pprof/ answer to (the names users
 	// and proxies reach them by); IP addresses always are. A guard against
@@ -511,7 +515,7 @@ func (s *Server) externalURL() string {
 		return s.cfg.ExternalURL
 	}
 	scheme := "http"
-	if s.cfg.TLS.Enabled() {
+	if s.cfg.TLS.Enabled() && !s.cfg.PlainHTTP {
 		scheme = "https"
 	}
 	if s.httpLis == nil {

@@ -92,6 +92,8 @@ func (s *Server) serveTLS() (grpc.ServerOption, []client.Option, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	s.httpLis = tls.NewListener(s.httpLis, web)
+	if !s.cfg.PlainHTTP {
+		s.httpLis = tls.NewListener(s.httpLis, web)
+	}
 	return grpc.Creds(credentials.NewTLS(api)), []client.Option{client.WithTLS(pki.SkipHostname(self))}, nil
 }

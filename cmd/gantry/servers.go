@@ -17,6 +17,7 @@ import (
 	"github.com/gantryci/gantry/agent"
 	"github.com/gantryci/gantry/coordinator"
 	"github.com/gantryci/gantry/coordinator/consensus"
+	"github.com/gantryci/gantry/internal/pki"
 )
 
 func defaultDataDir(name string) string {
@@ -317,6 +318,23 @@ func newDevCmd(g *globals) *cobra.Command {
 			if cf.cfg.BootstrapToken == "" {
 				cf.cfg.BootstrapToken = token
 			}
+			// Its own CA and certificates, kept in the data dir: the API,
+			// Raft and NATS speak TLS, the local agent has its own agent
+			// certificate. The HTTP address (console, webhooks) stays plain
+			// on loopback, where browsers and local forges need not trust
+			// the CA; logging in still takes the token.
+			tlsMaterial, err := pki.EnsureLocal(filepath.Join(cf.cfg.DataDir, "tls"), "dev")
+			if err == nil {
+				err = tlsMaterial.EnsureAgent(af.cfg.Name)
+			}
+			if err != nil {
+				return fmt.Errorf("TLS material: %w", err)
+			}
+			cert, key := tlsMaterial.CertFiles("dev")
+			cf.cfg.TLS = coordinator.TLSConfig{CertFile: cert, KeyFile: key, CAFile: tlsMaterial.CAFile(), CAKeyFile: filepath.Join(tlsMaterial.Dir, "ca-key.pem")}
+			cf.cfg.PlainHTTP = true
+			af.cfg.TLSCert, af.cfg.TLSKey = tlsMaterial.AgentCertFiles(af.cfg.Name)
+			af.cfg.TLSCA = tlsMaterial.CAFile()
 			log, err := g.logger()
 			if err != nil {
 				return err
@@ -330,6 +348,10 @@ func newDevCmd(g *globals) *cobra.Command {
 				srv.Close()
 				return err
 			}
+			// The CLI finds the CA of this address there.
+			if err := rememberDevCA(srv.GRPCAddr(), tlsMaterial.CAFile()); err != nil {
+				log.Warn("the CLI will need --tls-ca "+tlsMaterial.CAFile(), zap.Error(err))
+			}
 			af.cfg.NATS = srv.NATSURL()
 			af.cfg.Cluster = cf.cfg.Cluster
 			af.cfg.WorkDir = filepath.Join(cf.cfg.DataDir, "agent")
@@ -339,11 +361,11 @@ func newDevCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(os.Stderr, `Gantry dev is running.
-  gRPC API    %s   (gantry --addr %s ...)
+  gRPC API    %s   (TLS; gantry --addr %s ...)
   HTTP        http://%s   (the console: log in with the admin token; /healthz /readyz /metrics)
   NATS        %s
   Raft        %s
-  data        %s
+  data        %s   (CA in tls/ca.pem)
   agent       %s (%d slots)
   kubernetes  %s
   admin token %s

@@ -354,6 +354,10 @@ func benchDev(b *testing.B, extra ...string) string {
 		}
 	}
 	addrs := readAddrs(b, exited, addrFile)
+	if addrs.CA != "" {
+		tlsCAs.Store(addrs.GRPC, addrs.CA)
+		b.Cleanup(func() { tlsCAs.Delete(addrs.GRPC) })
+	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if code, _, err := httpGet("http://" + addrs.HTTP + "/readyz"); err == nil && code == 200 {

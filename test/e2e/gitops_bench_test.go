@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/gantryci/gantry/client"
+	"github.com/gantryci/gantry/internal/pki"
 	"github.com/gantryci/gantry/internal/poll"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -38,7 +39,15 @@ func BenchmarkGitOpsDrift(b *testing.B) {
 	}
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	addr := benchDev(b, "--kubeconfig", path)
-	cl, err := client.New([]string{addr}, client.WithRetryTimeout(0), client.WithToken(adminToken))
+	opts := []client.Option{client.WithRetryTimeout(0), client.WithToken(adminToken)}
+	if ca, ok := tlsCAs.Load(addr); ok {
+		tc, err := pki.ClientTLS(ca.(string), "", "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		opts = append(opts, client.WithTLS(tc))
+	}
+	cl, err := client.New([]string{addr}, opts...)
 	if err != nil {
 		b.Fatal(err)
 	}

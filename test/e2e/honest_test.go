@@ -10,9 +10,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/gantryci/gantry/internal/pki"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -30,7 +32,15 @@ func (bearer) RequireTransportSecurity() bool { return false }
 // every answer a script would.
 func rawClient(t *testing.T, addr string) gv1.GantryServiceClient {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(bearer(adminToken)))
+	creds := insecure.NewCredentials()
+	if ca, ok := tlsCAs.Load(addr); ok {
+		cfg, err := pki.ClientTLS(ca.(string), "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		creds = credentials.NewTLS(cfg)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds), grpc.WithPerRPCCredentials(bearer(adminToken)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -94,7 +95,17 @@ tasks:
 		j := getJob(t, d.grpcAddr, longID)
 		return task(t, j, "sleep").GetState() == gv1.TaskState_TASK_STATE_RUNNING, j.GetState().String()
 	})
-	nc, err := nats.Connect("nats://" + d.natsAddr)
+	// gantry dev's NATS takes only its CA's certificates: a client
+	// without one is refused; the forgery comes from the local agent's
+	// own credentials, as a compromised agent's would.
+	tlsDir := filepath.Join(d.dataDir, "tls")
+	if nc, err := nats.Connect("nats://"+d.natsAddr, nats.Timeout(5*time.Second)); err == nil {
+		nc.Close()
+		t.Fatal("gantry dev's NATS accepted a client without a certificate")
+	}
+	nc, err := nats.Connect("nats://"+d.natsAddr, nats.RootCAs(filepath.Join(tlsDir, "ca.pem")),
+		nats.ClientCert(filepath.Join(tlsDir, "agent-local.pem"), filepath.Join(tlsDir, "agent-local-key.pem")),
+		nats.CustomInboxPrefix(subject.AgentInbox("local")), nats.Timeout(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -497,6 +497,13 @@ func (d *devNode) launch(t *testing.T) {
 		a := readAddrs(t, d.proc.exited, d.addrFile)
 		d.grpcAddr, d.httpAddr, d.raftAddr, d.natsAddr = a.GRPC, a.HTTP, a.Raft, a.NATS
 		d.bound = true
+		// gantry dev serves its API with TLS (its own CA, in the data
+		// dir) and its HTTP address in plain text on loopback.
+		if a.CA != "" {
+			tlsCAs.Store(d.grpcAddr, a.CA)
+			grpcAddr := d.grpcAddr
+			t.Cleanup(func() { tlsCAs.Delete(grpcAddr) })
+		}
 	}
 }
 
