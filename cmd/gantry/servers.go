@@ -360,6 +360,22 @@ func newDevCmd(g *globals) *cobra.Command {
 				srv.Close()
 				return err
 			}
+			// Say it runs once its admin token is committed (the first
+			// leader commits it), so that the CLI's first call is answered.
+			waitCtx, waitCancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			for {
+				changed := srv.FSM().Changed()
+				if srv.FSM().TokenCount() > 0 {
+					break
+				}
+				select {
+				case <-changed:
+					continue
+				case <-waitCtx.Done():
+				}
+				break
+			}
+			waitCancel()
 			fmt.Fprintf(os.Stderr, `Gantry dev is running.
   gRPC API    %s   (TLS; gantry --addr %s ...)
   HTTP        http://%s   (the console: log in with the admin token; /healthz /readyz /metrics)
