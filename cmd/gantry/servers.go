@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -310,6 +311,13 @@ func newDevCmd(g *globals) *cobra.Command {
 			}
 			if kubeconfig != "" {
 				af.cfg.Kube = append(af.cfg.Kube, agent.KubeCluster{Name: "local", Kubeconfig: kubeconfig})
+			}
+			// Loopback only: its HTTP address is plain text, and it is one
+			// machine's playground.
+			for flag, a := range map[string]string{"--grpc-addr": cf.cfg.GRPCAddr, "--http-addr": cf.cfg.HTTPAddr, "--raft-addr": cf.cfg.Raft.BindAddr, "--nats-listen": cf.cfg.NATS.Listen} {
+				if host, _, err := net.SplitHostPort(a); a != "" && (err != nil || !isLoopback(host)) {
+					return fmt.Errorf("%s %q: gantry dev listens on loopback only (127.0.0.1, ::1, localhost); for other addresses run gantry coordinator with TLS", flag, a)
+				}
 			}
 			token, savedTo, err := devToken(cf.cfg.DataDir)
 			if err != nil {
