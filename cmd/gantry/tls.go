@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gantryci/gantry/coordinator"
+	"github.com/gantryci/gantry/coordinator/api"
 	"github.com/gantryci/gantry/internal/pki"
 )
 
@@ -90,6 +91,7 @@ func newTLSCertCreateCmd() *cobra.Command {
 		dns                   []string
 		ips                   []net.IP
 		dir, caCert, caKey    string
+		role                  string
 		days                  int
 		force                 bool
 	)
@@ -102,7 +104,10 @@ func newTLSCertCreateCmd() *cobra.Command {
                  Valid for server and client authentication. Its names (--dns,
                  --ip; default localhost and 127.0.0.1) must include every host
                  clients and peers dial it by: its gRPC and Raft addresses.
-  --client NAME  a user or program calling the API (common name NAME).
+  --client NAME  a user or program calling the API (common name NAME) with
+                 the role of --role: it authenticates with the certificate
+                 instead of a token. Certificates cannot be revoked one by
+                 one (tokens can): keep them short-lived (--days).
   --agent NAME   an agent (common name agent:NAME).
 
 ` + tlsLayout,
@@ -119,6 +124,10 @@ func newTLSCertCreateCmd() *cobra.Command {
 				req.Kind, req.Name = pki.Server, server
 			case client != "":
 				req.Kind, req.Name = pki.Client, client
+				if _, err := api.ParseRole(role); err != nil {
+					return fmt.Errorf("--role (required with --client): %w", err)
+				}
+				req.Role = role
 			default:
 				req.Kind, req.Name = pki.Agent, agent
 			}
@@ -161,6 +170,7 @@ func newTLSCertCreateCmd() *cobra.Command {
 	fl.StringVar(&caCert, "ca-cert", "", "the CA's certificate (default DIR/ca.pem)")
 	fl.StringVar(&caKey, "ca-key", "", "the CA's key (default DIR/ca-key.pem)")
 	fl.IntVar(&days, "days", int(pki.DefaultValidity/(24*time.Hour)), "days the certificate is valid (never beyond the CA)")
+	fl.StringVar(&role, "role", "", "with --client: the API role the certificate carries (viewer, developer, operator, admin)")
 	fl.BoolVar(&force, "force", false, "replace existing files (rotation)")
 	return cmd
 }

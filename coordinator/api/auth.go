@@ -15,11 +15,14 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gantryci/gantry/internal/name"
+	"github.com/gantryci/gantry/internal/pki"
 	"github.com/gantryci/gantry/internal/wire"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -73,6 +76,9 @@ type Caller struct {
 	Peer string
 	// bearer is the token presented, forwarded with the call to the leader.
 	bearer string
+	// cert is the client certificate's identity ("NAME ROLE") when the
+	// caller authenticated with one instead of a token.
+	cert string
 	// audited: a command of this call carried the caller into the log, so
 	// its audit event is written by Apply; forwarded: the leader served
 	// the call and recorded it.
@@ -127,6 +133,17 @@ func (s *Server) authenticate(ctx context.Context) (*Caller, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	v := md.Get(wire.Authorization)
 	if len(v) == 0 {
+		// No token: a client certificate of the cluster's CA with a role,
+		// checked by this node's TLS handshake or, for a forwarded call,
+		// by the follower's (only coordinators publish forwarded calls).
+		if id, ok := ctx.Value(certKey{}).(string); ok {
+			c.Token, c.cert = certToken(id), id
+		} else if id := peerCertIdentity(ctx); id != "" {
+			c.Token, c.cert = certToken(id), id
+		}
+		if c.cert != "" && c.Token == nil {
+			return nil, status.Errorf(codes.Unauthenticated, "client certificate %q: no valid role", c.cert)
+		}
 		return c, nil
 	}
 	bearer, ok := strings.CutPrefix(v[0], "Bearer ")
@@ -340,3 +357,42 @@ func auditTarget(req any) string {
 
 // refusalRate bounds refused calls recorded per second on one node.
 func newRefusalLimiter() *rate.Limiter { return rate.NewLimiter(20, 40) }
+
+// certKey carries the client certificate identity of a forwarded call.
+type certKey struct{}
+
+// peerCertIdentity is "NAME ROLE" of the verified client certificate
+// (kind client, with a role) the caller presented, or "".
+func peerCertIdentity(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return ""
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.PeerCertificates) == 0 {
+		return ""
+	}
+	cert := ti.State.PeerCertificates[0]
+	if len(cert.Subject.OrganizationalUnit) != 1 || pki.Kind(cert.Subject.OrganizationalUnit[0]) != pki.Client {
+		return ""
+	}
+	role := pki.CertRole(cert)
+	if role == "" {
+		return ""
+	}
+	return cert.Subject.CommonName + " " + role
+}
+
+// certToken is the token a client certificate stands for: its common name
+// and role; nil when the identity is malformed.
+func certToken(id string) *gv1.Token {
+	cn, roleName, ok := strings.Cut(id, " ")
+	if !ok || name.Check(cn) != nil {
+		return nil
+	}
+	role, err := ParseRole(roleName)
+	if err != nil {
+		return nil
+	}
+	return &gv1.Token{Id: "cert-" + cn, Name: "certificate " + cn, Role: role, CreatedBy: "certificate"}
+}

@@ -46,6 +46,9 @@ const (
 const (
 	hdrAuthorization = "Gantry-Authorization"
 	hdrPeer          = "Gantry-Peer"
+	// hdrCertificate is the identity ("NAME ROLE") of a caller that
+	// authenticated with a client certificate.
+	hdrCertificate = "Gantry-Certificate"
 )
 
 // sealedSecret is the forwarded form of SetSecret: the follower seals the
@@ -159,6 +162,8 @@ func (s *Server) forward(ctx context.Context, method string, req, resp proto.Mes
 	if c := CallerFrom(ctx); c != nil {
 		if c.bearer != "" {
 			out.Header.Set(hdrAuthorization, "Bearer "+c.bearer)
+		} else if c.cert != "" {
+			out.Header.Set(hdrCertificate, c.cert)
 		}
 		out.Header.Set(hdrPeer, c.Peer)
 	}
@@ -199,6 +204,8 @@ func (s *Server) ServeForwarded(ctx context.Context, m *nats.Msg) {
 	ctx = context.WithValue(ctx, methodKey{}, name)
 	if a := m.Header.Get(hdrAuthorization); a != "" {
 		ctx = metadata.NewIncomingContext(ctx, metadata.Pairs(wire.Authorization, a))
+	} else if id := m.Header.Get(hdrCertificate); id != "" {
+		ctx = context.WithValue(ctx, certKey{}, id)
 	}
 	resp, err := s.serveForwarded(ctx, name, m.Data)
 	out := nats.NewMsg(m.Reply)

@@ -29,6 +29,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gantryci/gantry/internal/name"
@@ -138,6 +139,22 @@ type Request struct {
 	// Validity is how long the certificate is valid from NotBefore;
 	// DefaultValidity when zero.
 	Validity time.Duration
+	// Role is a client certificate's API role (viewer, developer,
+	// operator, admin), kept in its organization as RolePrefix+Role.
+	Role string
+}
+
+// RolePrefix marks the API role in a client certificate's organization.
+const RolePrefix = "gantry-role:"
+
+// CertRole is the API role a client certificate carries, "" for none.
+func CertRole(cert *x509.Certificate) string {
+	for _, o := range cert.Subject.Organization {
+		if r, ok := strings.CutPrefix(o, RolePrefix); ok {
+			return r
+		}
+	}
+	return ""
 }
 
 // Issue makes a new ECDSA P-256 key and a certificate for it signed by the
@@ -193,6 +210,9 @@ func (ca *CA) IssueFor(req Request, pub crypto.PublicKey) (*x509.Certificate, er
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 		if req.Kind == Agent {
 			tmpl.Subject.CommonName = "agent:" + req.Name
+		}
+		if req.Kind == Client && req.Role != "" {
+			tmpl.Subject.Organization = []string{RolePrefix + req.Role}
 		}
 	default:
 		return nil, fmt.Errorf("certificate kind %q: want %s, %s or %s", req.Kind, Server, Client, Agent)
