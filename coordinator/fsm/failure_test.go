@@ -1,13 +1,16 @@
 package fsm_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -436,4 +439,31 @@ func TestUndecodableEntryPanics(t *testing.T) {
 			h.f.Apply(&raft.Log{Index: 2, Type: raft.LogCommand, Data: tt.data})
 		})
 	}
+}
+
+func TestUnknownCommandTypeStops(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.ok(submitCmd(1, newJob("j1", "", 0, spec("a"))))
+	before := stateBytes(t, h.f)
+	// A Command whose oneof holds a field number this version has no case
+	// for, as a newer coordinator would write it: field 999, a message.
+	known, err := proto.Marshal(&gv1.Command{At: ts(2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := append(known, protowire.AppendTag(nil, 999, protowire.BytesType)...)
+	cmd = protowire.AppendBytes(cmd, []byte{0x0a, 0x01, 'x'})
+	batch := protowire.AppendTag(nil, 1, protowire.BytesType)
+	batch = protowire.AppendBytes(batch, cmd)
+	defer func() {
+		r := recover()
+		if r == nil || !strings.Contains(fmt.Sprint(r), "does not know") {
+			t.Fatalf("applying an unknown command type: recovered %v, want a stop naming it", r)
+		}
+		if !bytes.Equal(before, stateBytes(t, h.f)) {
+			t.Error("the state changed before the stop")
+		}
+	}()
+	h.f.Apply(&raft.Log{Index: 2, Term: 1, Type: raft.LogCommand, Data: batch})
 }

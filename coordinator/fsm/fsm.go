@@ -68,6 +68,15 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if err := proto.Unmarshal(l.Data, &b); err != nil {
 		panic(fmt.Sprintf("fsm: undecodable log entry %d: %v", l.Index, err))
 	}
+	// A command of a type this version does not know (a newer version
+	// proposed it) cannot be applied as the newer replicas apply it:
+	// skipping it would make this replica diverge. Stop instead, saying
+	// so, before touching the state.
+	for i, c := range b.Commands {
+		if c.Cmd == nil && len(c.ProtoReflect().GetUnknown()) > 0 {
+			panic(fmt.Sprintf("fsm: log entry %d, command %d: a command type this version of Gantry does not know (proposed by a newer coordinator); upgrade this coordinator: applying the log without it would diverge from the cluster", l.Index, i))
+		}
+	}
 	f.mu.Lock()
 	results := make([]Result, len(b.Commands))
 	for i, c := range b.Commands {

@@ -222,9 +222,9 @@ func (s *state) applyCmd(index uint64, c *gv1.Command) Result {
 		s.record(index, e)
 		return Result{}
 	default:
-		// A command type this version does not know: refuse it without
-		// changing state, so an old replica stays consistent with a newer one.
-		return Result{Err: fmt.Errorf("unknown command: %w", ErrInvalid)}
+		// No command at all (Apply stops at a command type this version
+		// does not know before it gets here).
+		return Result{Err: fmt.Errorf("no command: %w", ErrInvalid)}
 	}
 }
 
