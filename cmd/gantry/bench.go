@@ -29,8 +29,8 @@ leader with SIGKILL).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, s := range cfg.Scenarios {
-				if !slices.Contains(bench.Scenarios, s) {
-					return fmt.Errorf("--scenarios: %q is not one of %s", s, strings.Join(bench.Scenarios, ", "))
+				if !slices.Contains(bench.Scenarios, s) && !slices.Contains(bench.OptIn, s) {
+					return fmt.Errorf("--scenarios: %q is not one of %s", s, strings.Join(append(slices.Clone(bench.Scenarios), bench.OptIn...), ","))
 				}
 			}
 			if cfg.Local > 0 {
@@ -63,7 +63,7 @@ leader with SIGKILL).`,
 	fl := cmd.Flags()
 	fl.IntVar(&cfg.Local, "local", 0, "start this many coordinators as local processes (0: use --addr and --nats)")
 	fl.BoolVar(&cfg.Insecure, "insecure", false, "with --local: run the coordinators without TLS and token checks, to compare with the default (TLS on the API and Raft, tokens)")
-	fl.StringSliceVar(&cfg.Scenarios, "scenarios", bench.Scenarios, "scenarios to run: "+strings.Join(bench.Scenarios, ","))
+	fl.StringSliceVar(&cfg.Scenarios, "scenarios", bench.Scenarios, "scenarios to run: "+strings.Join(bench.Scenarios, ",")+"; exec (only when named: one-task `true` jobs on the real agents of the cluster at --addr, e.g. gantry dev's)")
 	fl.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of the throughput and latency runs")
 	fl.IntVar(&cfg.Rate, "rate", 200, "submissions per second in the latency run")
 	fl.IntVar(&cfg.SimAgents, "sim-agents", 100, "simulated agents connected during the run")
@@ -84,6 +84,9 @@ func fmtMs(v *float64) string {
 func printBench(w io.Writer, r *bench.Result) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "figure\tvalue\n")
+	if r.ExecTasksPerS != nil {
+		fmt.Fprintf(tw, "exec: `true` tasks finished by real agents\t%.0f tasks/s (acknowledged %.0f/s, %d open when submitting stopped)\n", *r.ExecTasksPerS, *r.ExecAcceptedPerS, *r.ExecBacklog)
+	}
 	if r.ThroughputTasksPerS != nil {
 		fmt.Fprintf(tw, "throughput (no-op tasks, %d coordinators)\t%.0f tasks/s\n", r.Nodes, *r.ThroughputTasksPerS)
 	}

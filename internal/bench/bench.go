@@ -25,6 +25,10 @@ import (
 // Scenarios are the scenarios Run knows, in the order it runs them.
 var Scenarios = []string{"floor", "fleet", "throughput", "latency", "lost-agent", "failover"}
 
+// OptIn are scenarios run only when named: exec needs the cluster's real
+// agents (gantry dev's, say) and runs before the simulated fleet joins.
+var OptIn = []string{"exec"}
+
 // Config says what to measure and against which cluster.
 type Config struct {
 	// Local starts this many coordinators as processes of Binary (the
@@ -73,6 +77,13 @@ type Result struct {
 	FloorRaftCommitP50Ms  *float64 `json:"floor_raft_commit_p50_ms"`
 	FloorRaftCommitP99Ms  *float64 `json:"floor_raft_commit_p99_ms"`
 	FloorNATSRTTP50Ms     *float64 `json:"floor_nats_rtt_p50_ms"`
+	// ExecTasksPerS is how many one-task `true` jobs real agents finished
+	// per second, from the first submit to the last finish; ExecAccepted
+	// how many the cluster acknowledged per second, and ExecBacklog how
+	// many were acknowledged but not finished when submitting stopped.
+	ExecTasksPerS    *float64 `json:"exec_tasks_per_s"`
+	ExecAcceptedPerS *float64 `json:"exec_accepted_per_s"`
+	ExecBacklog      *int     `json:"exec_backlog"`
 	Notes                 []string `json:"notes,omitempty"`
 }
 
@@ -104,8 +115,8 @@ func (t *target) client(i int) gv1.GantryServiceClient { return t.clients[i%len(
 // Run runs the scenarios of cfg.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	for _, s := range cfg.Scenarios {
-		if !slices.Contains(Scenarios, s) {
-			return nil, fmt.Errorf("scenario %q is not one of %s", s, strings.Join(Scenarios, ", "))
+		if !slices.Contains(Scenarios, s) && !slices.Contains(OptIn, s) {
+			return nil, fmt.Errorf("scenario %q is not one of %s", s, strings.Join(append(slices.Clone(Scenarios), OptIn...), ", "))
 		}
 	}
 	progress := cfg.Progress
@@ -154,6 +165,20 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("cluster status: %w", err)
 	}
 	res.Nodes = len(st.Nodes)
+	if want("exec") {
+		if t.local != nil {
+			res.Notes = append(res.Notes, "exec: needs a cluster with real agents (--addr of gantry dev, say), not --local")
+		} else {
+			fmt.Fprintf(progress, "bench: exec, one-task `true` jobs on the cluster's real agents for %s\n", cfg.Duration)
+			if err := execRun(ctx, t.client(0), cfg.Duration, res); err != nil {
+				res.Notes = append(res.Notes, "exec: "+err.Error())
+			}
+		}
+		rest = slices.DeleteFunc(rest, func(s string) bool { return s == "exec" })
+		if len(rest) == 0 {
+			return res, nil
+		}
+	}
 
 	lat := newLatencyProbe()
 	fleet, err := sim.Start(sim.Config{

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gantryci/gantry/internal/bench/sim"
@@ -193,4 +194,77 @@ func failover(ctx context.Context, t *target) (time.Duration, error) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// execRun submits one-task jobs running `true` from 32 submitters for d,
+// as fast as the cluster acknowledges them, then waits for the agents to
+// finish them all (at most 10 minutes). Only the cluster's real agents may
+// be connected: the tasks name no labels.
+func execRun(ctx context.Context, c gv1.GantryServiceClient, d time.Duration, res *Result) error {
+	spec := &gv1.JobSpec{Name: "bench-exec", Tasks: []*gv1.TaskSpec{noopTask("t", nil)}}
+	began := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var submitted atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for sctx.Err() == nil {
+				cctx, c2 := context.WithTimeout(ctx, 10*time.Second)
+				_, err := c.SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec})
+				c2()
+				if err != nil {
+					if sctx.Err() == nil {
+						firstErr.CompareAndSwap(nil, err)
+					}
+					continue
+				}
+				submitted.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	accepted := time.Since(began)
+	n := submitted.Load()
+	if n == 0 {
+		if err, ok := firstErr.Load().(error); ok {
+			return err
+		}
+		return errors.New("no job acknowledged")
+	}
+	// Counting the open jobs lists them all: once, for the backlog; then
+	// only whether one is left, so the measurement does not load the
+	// coordinator it measures.
+	open := func(limit int64) (int, error) {
+		resp, err := c.ListJobs(ctx, &gv1.ListJobsRequest{Limit: int32(min(limit, 1<<30)), States: []gv1.JobState{gv1.JobState_JOB_STATE_PENDING, gv1.JobState_JOB_STATE_RUNNING}})
+		if err != nil {
+			return 0, err
+		}
+		return len(resp.GetJobs()), nil
+	}
+	backlog, err := open(n + 1000)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		left, err := open(1)
+		if err != nil {
+			return err
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("jobs still open after 10 minutes (%d acknowledged)", n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	finished := time.Since(began)
+	rate, acc := float64(n)/finished.Seconds(), float64(n)/accepted.Seconds()
+	res.ExecTasksPerS, res.ExecAcceptedPerS, res.ExecBacklog = &rate, &acc, &backlog
+	return nil
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -30,5 +31,34 @@ func TestBenchLocalShort(t *testing.T) {
 	}
 	if n, _ := doc["sim_agents"].(float64); n != 20 {
 		t.Errorf("sim_agents = %v, want 20", doc["sim_agents"])
+	}
+}
+
+// TestBenchExecOnDev runs `gantry bench --scenarios exec` against gantry
+// dev: real `true` processes on its agent, every acknowledged job finished
+// before the figure is given.
+func TestBenchExecOnDev(t *testing.T) {
+	skipShort(t)
+	d := startDev(t)
+	r := gantry(t, d.grpcAddr, "bench", "--scenarios", "exec", "--duration", "1s", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("bench failed: %s", r)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatalf("bench -o json is not JSON: %v\n%s", err, r)
+	}
+	for _, k := range []string{"exec_tasks_per_s", "exec_accepted_per_s"} {
+		if v, ok := doc[k].(float64); !ok || v <= 0 {
+			t.Errorf("%s = %v, want a positive number\n%s", k, doc[k], r.stdout)
+		}
+	}
+	if _, ok := doc["exec_backlog"].(float64); !ok {
+		t.Errorf("exec_backlog missing\n%s", r.stdout)
+	}
+	// Every job it acknowledged has finished, and succeeded.
+	jobs := mustGantry(t, d.grpcAddr, "-o", "json", "jobs", "--state", "failed").stdout
+	if strings.Contains(jobs, "bench-exec") {
+		t.Errorf("bench-exec jobs failed:\n%s", jobs)
 	}
 }
