@@ -84,7 +84,7 @@ type Result struct {
 	ExecTasksPerS    *float64 `json:"exec_tasks_per_s"`
 	ExecAcceptedPerS *float64 `json:"exec_accepted_per_s"`
 	ExecBacklog      *int     `json:"exec_backlog"`
-	Notes                 []string `json:"notes,omitempty"`
+	Notes            []string `json:"notes,omitempty"`
 }
 
 func ms(d time.Duration) *float64 {
