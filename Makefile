@@ -9,8 +9,10 @@ TEST_FLAGS ?=
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## build the gantry binary into bin/
-	$(GO) build -o $(BIN) ./cmd/gantry
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+build: ## build the gantry binary into bin/ (gantry version says $(VERSION))
+	$(GO) build -ldflags "-X github.com/gantryci/gantry/internal/version.Version=$(VERSION)" -o $(BIN) ./cmd/gantry
 
 run: build ## run gantry dev (single node, embedded NATS, local agent)
 	$(BIN) dev

@@ -28,11 +28,12 @@ import (
 	"github.com/gantryci/gantry/internal/name"
 	"github.com/gantryci/gantry/internal/pki"
 	"github.com/gantryci/gantry/internal/subject"
+	"github.com/gantryci/gantry/internal/version"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
 // Version is reported in heartbeats; set at build time.
-var Version = "dev"
+var Version = version.String()
 
 // Config configures an agent.
 type Config struct {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gantryci/gantry/internal/limit"
 	"github.com/gantryci/gantry/internal/name"
+	"github.com/gantryci/gantry/internal/version"
 	"github.com/gantryci/gantry/internal/wire"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -113,6 +114,8 @@ func (t *nodeTable) local() *gv1.NodeStatus {
 		RaftState:    r.State().String(),
 		Leader:       r.State() == raft.Leader,
 		SeenAt:       timestamppb.Now(),
+		Version:      version.String(),
+		MaxCommand:   version.MaxCommand(),
 	}
 }
 

@@ -279,9 +279,9 @@ func newClusterCmd(g *globals) *cobra.Command {
 				}
 				return g.print(resp, func(w io.Writer) {
 					fmt.Fprintf(w, "cluster %s, leader %s, term %d\n\n", resp.Cluster, dash(resp.LeaderId), resp.Term)
-					fmt.Fprintln(w, "NODE\tSTATE\tVOTER\tRAFT\tGRPC\tHTTP\tCOMMIT\tAPPLIED")
+					fmt.Fprintln(w, "NODE\tSTATE\tVOTER\tRAFT\tGRPC\tHTTP\tCOMMIT\tAPPLIED\tVERSION")
 					for _, n := range resp.Nodes {
-						fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%s\t%s\t%d\t%d\n", n.Id, dash(n.RaftState), n.Voter, n.RaftAddr, dash(n.GrpcAddr), dash(n.HttpAddr), n.CommitIndex, n.AppliedIndex)
+						fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%s\t%s\t%d\t%d\t%s\n", n.Id, dash(n.RaftState), n.Voter, n.RaftAddr, dash(n.GrpcAddr), dash(n.HttpAddr), n.CommitIndex, n.AppliedIndex, dash(n.Version))
 					}
 				})
 			})

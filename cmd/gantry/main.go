@@ -71,7 +71,7 @@ func newRoot() *cobra.Command {
 		newSubmitCmd(g), newJobsCmd(g), newJobCmd(g), newLogsCmd(g), newCancelCmd(g), newDecideCmd(g, false), newDecideCmd(g, true),
 		newAgentsCmd(g), newDrainCmd(g), newClusterCmd(g), newBenchCmd(g),
 		newAppCmd(g), newProjectCmd(g), newBuildCmd(g), newSnapshotCmd(g), newSecretCmd(g),
-		newTLSCmd(), newTokenCmd(g), newAgentTokenCmd(g), newACLCmd(g), newAuditCmd(g),
+		newTLSCmd(), newTokenCmd(g), newAgentTokenCmd(g), newVersionCmd(g), newACLCmd(g), newAuditCmd(g),
 	)
 	return root
 }

@@ -2,8 +2,12 @@
 package metrics
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/gantryci/gantry/internal/version"
 )
 
 // Metrics holds the coordinator's collectors, registered on Registry.
@@ -68,7 +72,12 @@ func New() *Metrics {
 			Help: "Agent reports by outcome.",
 		}, []string{"outcome"}),
 	}
-	r.MustRegister(m.DispatchLatency, m.RaftApply, m.BatchSize, m.QueueDepth, m.Agents, m.Leader, m.Requeues, m.Reports,
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "gantry_build_info",
+		Help: "1, labeled with this coordinator's version and the highest Raft command type it knows.",
+	}, []string{"version", "max_command"})
+	build.WithLabelValues(version.String(), strconv.Itoa(int(version.MaxCommand()))).Set(1)
+	r.MustRegister(m.DispatchLatency, m.RaftApply, m.BatchSize, m.QueueDepth, m.Agents, m.Leader, m.Requeues, m.Reports, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

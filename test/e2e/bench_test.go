@@ -62,3 +62,21 @@ func TestBenchExecOnDev(t *testing.T) {
 		t.Errorf("bench-exec jobs failed:\n%s", jobs)
 	}
 }
+
+// TestVersion: `gantry version` names this build and each coordinator's,
+// and the highest Raft command type it knows.
+func TestVersion(t *testing.T) {
+	skipShort(t)
+	d := startDev(t)
+	var v struct {
+		Version    string            `json:"version"`
+		MaxCommand int               `json:"max_command"`
+		Nodes      map[string]string `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(mustGantry(t, d.grpcAddr, "version", "-o", "json").stdout), &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Version == "" || v.MaxCommand < 38 || v.Nodes["dev"] != v.Version {
+		t.Errorf("version %+v: want this build's version, the command types it knows, and node dev on the same build", v)
+	}
+}

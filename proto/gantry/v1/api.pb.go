@@ -938,13 +938,17 @@ type NodeStatus struct {
 	Voter    bool                   `protobuf:"varint,3,opt,name=voter,proto3" json:"voter,omitempty"`
 	Leader   bool                   `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
 	// Filled for nodes that announced themselves recently.
-	GrpcAddr      string                 `protobuf:"bytes,5,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	HttpAddr      string                 `protobuf:"bytes,6,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
-	CommitIndex   uint64                 `protobuf:"varint,7,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
-	AppliedIndex  uint64                 `protobuf:"varint,8,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	LastLogIndex  uint64                 `protobuf:"varint,9,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
-	RaftState     string                 `protobuf:"bytes,10,opt,name=raft_state,json=raftState,proto3" json:"raft_state,omitempty"`
-	SeenAt        *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=seen_at,json=seenAt,proto3" json:"seen_at,omitempty"`
+	GrpcAddr     string                 `protobuf:"bytes,5,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	HttpAddr     string                 `protobuf:"bytes,6,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
+	CommitIndex  uint64                 `protobuf:"varint,7,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	AppliedIndex uint64                 `protobuf:"varint,8,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	LastLogIndex uint64                 `protobuf:"varint,9,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
+	RaftState    string                 `protobuf:"bytes,10,opt,name=raft_state,json=raftState,proto3" json:"raft_state,omitempty"`
+	SeenAt       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=seen_at,json=seenAt,proto3" json:"seen_at,omitempty"`
+	// The node's build (gantry version) and the highest Raft command type it
+	// knows (a field number of Command's oneof); 0 from builds before them.
+	Version       string `protobuf:"bytes,12,opt,name=version,proto3" json:"version,omitempty"`
+	MaxCommand    int32  `protobuf:"varint,13,opt,name=max_command,json=maxCommand,proto3" json:"max_command,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1054,6 +1058,20 @@ func (x *NodeStatus) GetSeenAt() *timestamppb.Timestamp {
 		return x.SeenAt
 	}
 	return nil
+}
+
+func (x *NodeStatus) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetMaxCommand() int32 {
+	if x != nil {
+		return x.MaxCommand
+	}
+	return 0
 }
 
 type ClusterStatusResponse struct {
@@ -3925,7 +3943,7 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\x11DrainAgentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
 	"\x12DrainAgentResponse\"\x16\n" +
-	"\x14ClusterStatusRequest\"\xe3\x02\n" +
+	"\x14ClusterStatusRequest\"\x9e\x03\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -3940,7 +3958,10 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\n" +
 	"raft_state\x18\n" +
 	" \x01(\tR\traftState\x123\n" +
-	"\aseen_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x06seenAt\"\x8f\x01\n" +
+	"\aseen_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x06seenAt\x12\x18\n" +
+	"\aversion\x18\f \x01(\tR\aversion\x12\x1f\n" +
+	"\vmax_command\x18\r \x01(\x05R\n" +
+	"maxCommand\"\x8f\x01\n" +
 	"\x15ClusterStatusResponse\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12\x12\n" +
