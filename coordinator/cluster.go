@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gantryci/gantry/coordinator/consensus"
 	"github.com/gantryci/gantry/internal/limit"
 	"github.com/gantryci/gantry/internal/name"
 	"github.com/gantryci/gantry/internal/version"
@@ -222,4 +224,72 @@ func (s *Server) join(ctx context.Context) {
 			wait = min(2*wait, 5*time.Second)
 		}
 	}
+}
+
+// knownBefore is the highest Raft command type of the builds that did not
+// announce MaxCommand yet: a voter reporting none knows up to it.
+const knownBefore = 25
+
+// gateCommand refuses to propose a command of a type some voter does not
+// know (consensus.Proposer.Gate): that voter would stop at it. Types up to
+// knownBefore always pass; above it, each voter's last announcement says
+// (a voter not heard from, or announcing no MaxCommand, knows knownBefore).
+func (t *nodeTable) gateCommand(c *gv1.Command) error {
+	n := commandType(c)
+	if n <= knownBefore {
+		return nil
+	}
+	f := t.s.node.Raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil // the proposal fails on its own without a leader
+	}
+	var voters []string
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage == raft.Voter {
+			voters = append(voters, string(srv.ID))
+		}
+	}
+	// Voters announce every second: one not heard from yet (this node
+	// just started) gets a moment before its silence counts as an old
+	// build.
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		known := map[string]int32{}
+		t.mu.Lock()
+		for id, st := range t.nodes {
+			known[id] = st.GetMaxCommand()
+		}
+		t.mu.Unlock()
+		known[t.s.cfg.NodeID] = version.MaxCommand()
+		missing := slices.ContainsFunc(voters, func(id string) bool { _, ok := known[id]; return !ok })
+		if !missing || time.Now().After(deadline) {
+			return checkCommandType(n, voters, known)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// checkCommandType says whether command type n may be proposed to voters
+// whose known types are in known.
+func checkCommandType(n int32, voters []string, known map[string]int32) error {
+	sort.Strings(voters)
+	for _, id := range voters {
+		k := known[id]
+		if k < knownBefore {
+			k = knownBefore
+		}
+		if n > k {
+			return fmt.Errorf("%w: coordinator %s knows Raft command types up to %d, this needs %d: finish upgrading it first (gantry version)", consensus.ErrUpgrading, id, k, n)
+		}
+	}
+	return nil
+}
+
+// commandType is the field number of c's command in Command's oneof.
+func commandType(c *gv1.Command) int32 {
+	m := c.ProtoReflect()
+	if fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("cmd")); fd != nil {
+		return int32(fd.Number())
+	}
+	return 0
 }

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gantryci/gantry/coordinator/consensus"
 	"github.com/gantryci/gantry/internal/subject"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -102,4 +104,27 @@ func FuzzNodeStatus(f *testing.F) {
 func statusBytesF(st *gv1.NodeStatus) []byte {
 	data, _ := proto.Marshal(st)
 	return data
+}
+
+func TestCommandTypesWaitForEveryVoter(t *testing.T) {
+	voters := []string{"n1", "n2", "n3"}
+	// Before every voter announced: types of the builds before
+	// announcements pass, newer ones wait.
+	if err := checkCommandType(knownBefore, voters, map[string]int32{"n1": 38}); err != nil {
+		t.Errorf("a type every build knows: %v", err)
+	}
+	err := checkCommandType(knownBefore+1, voters, map[string]int32{"n1": 38, "n2": 38})
+	if !errors.Is(err, consensus.ErrUpgrading) || !strings.Contains(err.Error(), "coordinator n3 knows Raft command types up to 25") {
+		t.Errorf("a newer type while n3 has not announced: %v", err)
+	}
+	// An older build announcing less.
+	if err := checkCommandType(36, voters, map[string]int32{"n1": 38, "n2": 35, "n3": 38}); !errors.Is(err, consensus.ErrUpgrading) {
+		t.Errorf("type 36 while n2 knows up to 35: %v", err)
+	}
+	if err := checkCommandType(38, voters, map[string]int32{"n1": 38, "n2": 38, "n3": 40}); err != nil {
+		t.Errorf("every voter knows 38: %v", err)
+	}
+	if n := commandType(&gv1.Command{Cmd: &gv1.Command_DecideTask{DecideTask: &gv1.DecideTaskCommand{}}}); n != 34 {
+		t.Errorf("DecideTask is type %d, want 34", n)
+	}
 }

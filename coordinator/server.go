@@ -259,6 +259,7 @@ func (s *Server) start(ctx context.Context) error {
 	agents := fleet.New(cfg.Dispatch.LeaseTTL)
 	s.disp = dispatch.New(cfg.Dispatch, s.log, nc, s.ns, s.fsm, s.prop, agents, s.metrics)
 	s.nodes = newNodeTable(s)
+	s.prop.Gate = s.nodes.gateCommand
 	s.gitops = gitops.New(gitops.Deps{
 		Log: s.log, FSM: s.fsm, Proposer: s.prop, NATS: nc, Namespace: s.ns, Fleet: agents, NewJobID: api.NewJobID,
 		Credential: func(name string) ([]byte, error) { return s.projects.Secret(name) },

@@ -294,7 +294,7 @@ func toStatus(err error) error {
 	switch {
 	case errors.Is(err, fsm.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, fsm.ErrConflict), errors.Is(err, fsm.ErrStaleAttempt):
+	case errors.Is(err, fsm.ErrConflict), errors.Is(err, fsm.ErrStaleAttempt), errors.Is(err, consensus.ErrUpgrading):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, fsm.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())

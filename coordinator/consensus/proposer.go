@@ -20,6 +20,10 @@ var ErrNotLeader = errors.New("not the leader")
 // ErrTimeout: the entry's outcome is unknown; it may still commit.
 var ErrTimeout = errors.New("commit timed out")
 
+// ErrUpgrading: a command's type is not known yet to every voter (a
+// rolling upgrade is under way); nothing was proposed.
+var ErrUpgrading = errors.New("not every coordinator knows this command yet")
+
 // Proposer turns commands into Raft log entries. Concurrent proposals are
 // grouped: while entries are in flight, new commands queue up and leave as
 // one entry, so under load many commands share one fsync.
@@ -35,6 +39,11 @@ type Proposer struct {
 
 	// Observe, when set, is told the size and commit time of every entry.
 	Observe func(commands int, took time.Duration)
+
+	// Gate, when set, may refuse a command before it is proposed (an error
+	// wrapping ErrUpgrading); then none of the call's commands is. Set it
+	// before the proposer is used.
+	Gate func(*gv1.Command) error
 }
 
 type proposal struct {
@@ -64,6 +73,13 @@ func NewProposer(r *raft.Raft) *Proposer {
 func (p *Proposer) Propose(ctx context.Context, cmds ...*gv1.Command) ([]fsm.Result, error) {
 	if len(cmds) == 0 {
 		return nil, nil
+	}
+	if p.Gate != nil {
+		for _, c := range cmds {
+			if err := p.Gate(c); err != nil {
+				return nil, err
+			}
+		}
 	}
 	pr := &proposal{cmds: cmds, done: make(chan proposalResult, 1)}
 	select {
