@@ -145,4 +145,5 @@ func TestConsole(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`nav a[data-section="cluster"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-node="dev"]`)))
 	until(t, ctx, 5*time.Second, "the leader", `document.querySelector('tr[data-node="dev"]').textContent.includes('leader')`)
+	until(t, ctx, 5*time.Second, "the node's version", `document.querySelector('tr[data-node="dev"] td[data-version]')?.dataset.version !== ''`)
 }

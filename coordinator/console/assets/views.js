@@ -408,7 +408,7 @@ export function clusterView(root, ctx) {
     const leader = nodes.find((n) => n.leader);
     const commit = num(leader?.commitIndex);
     replace(body, table(
-      [['Node'], ['Role'], ['Commit', 'num'], ['Applied', 'num'], ['Last log', 'num hide-narrow'], ['Lag', 'num'], ['Addresses', 'hide-narrow'], ['Seen', 'hide-narrow']],
+      [['Node'], ['Role'], ['Commit', 'num'], ['Applied', 'num'], ['Last log', 'num hide-narrow'], ['Lag', 'num'], ['Version', 'hide-narrow'], ['Addresses', 'hide-narrow'], ['Seen', 'hide-narrow']],
       nodes.map((n) => {
         const role = n.raftState === 'Unreachable' ? 'unreachable' : n.leader ? 'leader' : (n.raftState || 'unknown').toLowerCase();
         const lag = commit && n.appliedIndex !== undefined ? commit - num(n.appliedIndex) : NaN;
@@ -419,6 +419,7 @@ export function clusterView(root, ctx) {
           h('td', { class: 'num' }, String(num(n.appliedIndex))),
           h('td', { class: 'num hide-narrow' }, String(num(n.lastLogIndex))),
           h('td', { class: 'num' }, Number.isFinite(lag) ? String(Math.max(0, lag)) : '—'),
+          h('td', { class: 'hide-narrow mono', 'data-version': n.version || '' }, n.version || '—'),
           h('td', { class: 'hide-narrow mono' }, n.grpcAddr ? `grpc ${n.grpcAddr}` : '', n.httpAddr ? h('div', {}, `http ${n.httpAddr}`) : null),
           h('td', { class: 'nowrap hide-narrow' }, when(n.seenAt)));
       }), 'No nodes.'));
