@@ -223,10 +223,7 @@ func (f *FSM) ActiveDeploys() map[string]Active {
 			out[app] = Active{JobID: j.Id, Revision: t.GetSpec().GetDeploy().GetSource().GetGit().GetRevision(), created: created}
 		}
 	}
-	for k := range f.state.pending {
-		consider(k)
-	}
-	for k := range f.state.active {
+	for k := range f.state.deploys {
 		consider(k)
 	}
 	return out

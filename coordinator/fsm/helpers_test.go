@@ -409,6 +409,32 @@ func checkIndexes(t testing.TB, f *fsm.FSM) {
 	if got := f.BusyConcurrency(); !reflect.DeepEqual(got, wantBusy) {
 		t.Errorf("BusyConcurrency() = %v, want %v", got, wantBusy)
 	}
+	// The newest waiting or leased deploy job per application.
+	wantDeploys := map[string]string{}
+	newest := map[string]int64{}
+	for _, j := range f.Jobs(nil, 0) {
+		for _, tk := range j.Tasks {
+			switch tk.State {
+			case gv1.TaskState_TASK_STATE_PENDING, gv1.TaskState_TASK_STATE_ASSIGNED, gv1.TaskState_TASK_STATE_RUNNING:
+			default:
+				continue
+			}
+			if tk.Spec.GetDeploy() == nil {
+				continue
+			}
+			app := fsm.DeployApp(j, tk)
+			if c := j.GetCreatedAt().AsTime().UnixNano(); wantDeploys[app] == "" || c > newest[app] {
+				wantDeploys[app], newest[app] = j.Id, c
+			}
+		}
+	}
+	gotDeploys := map[string]string{}
+	for app, a := range f.ActiveDeploys() {
+		gotDeploys[app] = a.JobID
+	}
+	if !reflect.DeepEqual(gotDeploys, wantDeploys) {
+		t.Errorf("ActiveDeploys() = %v, want %v", gotDeploys, wantDeploys)
+	}
 	for _, a := range wantActive {
 		if !f.IsCurrent(ref(a.Job, a.Task, a.Attempt)) {
 			t.Errorf("IsCurrent(%s/%s#%d) = false for a leased attempt", a.Job, a.Task, a.Attempt)

@@ -25,7 +25,10 @@ type state struct {
 	// pending are the PENDING tasks; queue orders them as the scheduler
 	// takes them (queueLess), so a pass reads only the head it can
 	// place; depth counts them by label set.
-	pending  map[TaskKey]queueEntry
+	pending map[TaskKey]queueEntry
+	// deploys are the pending, assigned and running deploy tasks (a
+	// subset of pending and active, for ActiveDeploys).
+	deploys  map[TaskKey]struct{}
 	queue    *btree.BTreeG[queueEntry]
 	depth    map[string]int
 	active   map[TaskKey]struct{}
@@ -48,6 +51,7 @@ func newState() *state {
 		jobs:     map[string]*gv1.Job{},
 		byKey:    map[string]string{},
 		pending:  map[TaskKey]queueEntry{},
+		deploys:  map[TaskKey]struct{}{},
 		queue:    btree.NewG(32, queueLess),
 		depth:    map[string]int{},
 		active:   map[TaskKey]struct{}{},
@@ -77,6 +81,7 @@ func (s *state) insert(j *gv1.Job) {
 
 func (s *state) index(jobID string, t *gv1.Task) {
 	k := TaskKey{jobID, t.Name}
+	delete(s.deploys, k)
 	if q, ok := s.pending[k]; ok {
 		s.queue.Delete(q)
 		delete(s.pending, k)
@@ -106,8 +111,14 @@ func (s *state) index(jobID string, t *gv1.Task) {
 		s.pending[k] = q
 		s.queue.ReplaceOrInsert(q)
 		s.depth[q.labels]++
+		if t.GetSpec().GetDeploy() != nil {
+			s.deploys[k] = struct{}{}
+		}
 	case gv1.TaskState_TASK_STATE_ASSIGNED, gv1.TaskState_TASK_STATE_RUNNING:
 		s.active[k] = struct{}{}
+		if t.GetSpec().GetDeploy() != nil {
+			s.deploys[k] = struct{}{}
+		}
 		s.load[t.Agent]++
 		if c := t.Spec.GetConcurrency(); c != "" {
 			s.busy[c] = k
