@@ -235,7 +235,7 @@ const knownBefore = 25
 // knownBefore always pass; above it, each voter's last announcement says
 // (a voter not heard from, or announcing no MaxCommand, knows knownBefore).
 func (t *nodeTable) gateCommand(c *gv1.Command) error {
-	n := commandType(c)
+	n := version.CommandType(c)
 	if n <= knownBefore {
 		return nil
 	}
@@ -283,13 +283,4 @@ func checkCommandType(n int32, voters []string, known map[string]int32) error {
 		}
 	}
 	return nil
-}
-
-// commandType is the field number of c's command in Command's oneof.
-func commandType(c *gv1.Command) int32 {
-	m := c.ProtoReflect()
-	if fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("cmd")); fd != nil {
-		return int32(fd.Number())
-	}
-	return 0
 }

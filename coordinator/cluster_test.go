@@ -11,6 +11,7 @@ import (
 
 	"github.com/gantryci/gantry/coordinator/consensus"
 	"github.com/gantryci/gantry/internal/subject"
+	"github.com/gantryci/gantry/internal/version"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -124,7 +125,7 @@ func TestCommandTypesWaitForEveryVoter(t *testing.T) {
 	if err := checkCommandType(38, voters, map[string]int32{"n1": 38, "n2": 38, "n3": 40}); err != nil {
 		t.Errorf("every voter knows 38: %v", err)
 	}
-	if n := commandType(&gv1.Command{Cmd: &gv1.Command_DecideTask{DecideTask: &gv1.DecideTaskCommand{}}}); n != 34 {
+	if n := version.CommandType(&gv1.Command{Cmd: &gv1.Command_DecideTask{DecideTask: &gv1.DecideTaskCommand{}}}); n != 34 {
 		t.Errorf("DecideTask is type %d, want 34", n)
 	}
 }

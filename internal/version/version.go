@@ -57,12 +57,26 @@ func String() string {
 // build knows: a node that reports a lower one cannot apply the command
 // types above it.
 func MaxCommand() int32 {
-	var max int32
-	fields := (&gv1.Command{}).ProtoReflect().Descriptor().Oneofs().ByName("cmd").Fields()
-	for i := range fields.Len() {
-		if n := int32(fields.Get(i).Number()); n > max {
-			max = n
+	maxOnce.Do(func() {
+		fields := cmdOneof.Fields()
+		for i := range fields.Len() {
+			maxCommand = max(maxCommand, int32(fields.Get(i).Number()))
 		}
+	})
+	return maxCommand
+}
+
+var (
+	cmdOneof   = (&gv1.Command{}).ProtoReflect().Descriptor().Oneofs().ByName("cmd")
+	maxOnce    sync.Once
+	maxCommand int32
+)
+
+// CommandType is the field number of c's command in Command's oneof; 0
+// for none.
+func CommandType(c *gv1.Command) int32 {
+	if fd := c.ProtoReflect().WhichOneof(cmdOneof); fd != nil {
+		return int32(fd.Number())
 	}
-	return max
+	return 0
 }
