@@ -25,6 +25,7 @@ import (
 
 	"github.com/gantryci/gantry/client"
 	"github.com/gantryci/gantry/coordinator/api"
+	"github.com/gantryci/gantry/coordinator/autoscale"
 	"github.com/gantryci/gantry/coordinator/consensus"
 	"github.com/gantryci/gantry/coordinator/dispatch"
 	"github.com/gantryci/gantry/coordinator/fleet"
@@ -97,6 +98,20 @@ type Config struct {
 	// and lets `gantry coordinator` run without TLS: for a trusted network
 	// or a test only. It is logged as a warning at every start.
 	Insecure bool
+	// Autoscale, when its Kubeconfig is set, lets the leader size agent
+	// pools on Kubernetes by queue depth (package autoscale).
+	Autoscale AutoscaleConfig
+}
+
+// AutoscaleConfig says where the agent pools to scale are.
+type AutoscaleConfig struct {
+	// Kubeconfig is "in-cluster" (the pod's service account) or the path of
+	// a kubeconfig file; empty turns autoscaling off.
+	Kubeconfig string
+	// Namespace holds the pools' Deployments; empty means the in-cluster
+	// namespace ($POD_NAMESPACE or the service account's), else the
+	// kubeconfig's current namespace.
+	Namespace string
 }
 
 // DefaultConfig is a single node on loopback.
@@ -170,6 +185,7 @@ type Server struct {
 	disp     *dispatch.Dispatcher
 	gitops   *gitops.Controller
 	projects *project.Controller
+	scaler   *autoscale.Controller // nil without Config.Autoscale
 	api      *api.Server
 	metrics  *metrics.Metrics
 	nodes    *nodeTable
@@ -260,6 +276,9 @@ func (s *Server) start(ctx context.Context) error {
 	s.disp = dispatch.New(cfg.Dispatch, s.log, nc, s.ns, s.fsm, s.prop, agents, s.metrics)
 	s.nodes = newNodeTable(s)
 	s.prop.Gate = s.nodes.gateCommand
+	if s.scaler, err = newScaler(cfg.Autoscale, s.fsm, agents, s.metrics, s.log); err != nil {
+		return err
+	}
 	s.gitops = gitops.New(gitops.Deps{
 		Log: s.log, FSM: s.fsm, Proposer: s.prop, NATS: nc, Namespace: s.ns, Fleet: agents, NewJobID: api.NewJobID,
 		Credential: func(name string) ([]byte, error) { return s.projects.Secret(name) },
@@ -400,7 +419,8 @@ func (s *Server) watchLeadership(ctx context.Context) {
 		go func() {
 			defer close(done)
 			var wg sync.WaitGroup
-			wg.Add(5)
+			wg.Add(6)
+			go func() { defer wg.Done(); s.autoscaleLead(lctx) }()
 			go func() { defer wg.Done(); s.projects.Lead(lctx) }()
 			go func() { defer wg.Done(); s.bootstrapACL(lctx) }()
 			go func() { defer wg.Done(); s.gitops.Lead(lctx) }()

@@ -80,6 +80,8 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, full bool) {
 		"secret that pushes to /hooks/git are signed with (X-Hub-Signature-256; default $GANTRY_WEBHOOK_SECRET); without it the hook refuses pushes, except under gantry dev")
 	fl.StringVar(&c.ExternalURL, "external-url", os.Getenv("GANTRY_EXTERNAL_URL"),
 		"URL users and forges reach the HTTP address by (links in commit statuses, the webhook URL projects register; default http(s)://HTTP-ADDR as bound, or $GANTRY_EXTERNAL_URL)")
+	fl.StringVar(&c.Autoscale.Kubeconfig, "autoscale", "", "size agent pools on Kubernetes by queue depth: \"in-cluster\" or a kubeconfig path (Deployments labelled gantry.dev/autoscale=true; README, Autoscaling agents)")
+	fl.StringVar(&c.Autoscale.Namespace, "autoscale-namespace", "", "namespace of the agent pools (default $POD_NAMESPACE in a cluster, else the kubeconfig's)")
 	fl.StringVar(&f.addrFile, "addr-file", "", "once listening, write the bound addresses to this file as JSON (grpc, http, raft, nats, nats_route): start on port 0 and read the ports back")
 	if !full {
 		return

@@ -21,6 +21,9 @@ type Metrics struct {
 	BatchSize prometheus.Histogram
 	// QueueDepth: pending tasks by label selector.
 	QueueDepth *prometheus.GaugeVec
+	// PoolDemand and PoolReplicas: each autoscaled agent pool's demand
+	// (tasks queued for it and running on it) and the replicas set.
+	PoolDemand, PoolReplicas *prometheus.GaugeVec
 	// Agents: agents by state.
 	Agents *prometheus.GaugeVec
 	// Leader is 1 on the leader.
@@ -55,6 +58,14 @@ func New() *Metrics {
 			Name: "gantry_queue_depth",
 			Help: "Pending tasks by label selector.",
 		}, []string{"labels"}),
+		PoolDemand: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gantry_pool_demand_tasks",
+			Help: "Tasks queued for an autoscaled agent pool plus the tasks its agents run (leader only).",
+		}, []string{"pool"}),
+		PoolReplicas: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gantry_pool_replicas",
+			Help: "The replica count the autoscaler set for an agent pool (leader only).",
+		}, []string{"pool"}),
 		Agents: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gantry_agents",
 			Help: "Agents by state.",
@@ -77,7 +88,7 @@ func New() *Metrics {
 		Help: "1, labeled with this coordinator's version and the highest Raft command type it knows.",
 	}, []string{"version", "max_command"})
 	build.WithLabelValues(version.String(), strconv.Itoa(int(version.MaxCommand()))).Set(1)
-	r.MustRegister(m.DispatchLatency, m.RaftApply, m.BatchSize, m.QueueDepth, m.Agents, m.Leader, m.Requeues, m.Reports, build,
+	r.MustRegister(m.DispatchLatency, m.RaftApply, m.BatchSize, m.QueueDepth, m.PoolDemand, m.PoolReplicas, m.Agents, m.Leader, m.Requeues, m.Reports, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
