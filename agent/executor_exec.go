@@ -30,5 +30,5 @@ func (e execExecutor) run(ctx context.Context, at *attempt) outcome {
 		Name:    at.name,
 		Log:     at.log,
 	}, at.out)
-	return outcome{exitCode: res.ExitCode, class: res.Class, err: res.Err}
+	return outcome{exitCode: res.ExitCode, class: res.Class, err: res.Err, outputs: res.Outputs}
 }

@@ -121,6 +121,9 @@ type Result struct {
 	// Err is nil on success. For a cancel it matches context.Canceled and for
 	// a timeout context.DeadlineExceeded (errors.Is).
 	Err error
+	// Outputs are what the process wrote to the file named by
+	// $GANTRY_OUTPUTS (key=value lines).
+	Outputs map[string]string
 }
 
 // Success reports whether the process ran and exited with status 0.
@@ -165,9 +168,10 @@ func (r *Runner) Run(ctx context.Context, req Request, out Sink) Result {
 	}
 	defer cleanup()
 
+	outputs := r.outputsPath()
 	cmd := osexec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
-	cmd.Env = env
+	cmd.Env = append(env, OutputsEnv+"="+outputs)
 	cmd.Stdout = streamWriter{out, gv1.LogStream_LOG_STREAM_STDOUT}
 	cmd.Stderr = streamWriter{out, gv1.LogStream_LOG_STREAM_STDERR}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -226,7 +230,7 @@ func (r *Runner) Run(ctx context.Context, req Request, out Sink) Result {
 		log.Warn("output pipes held open after exit", zap.Duration("wait_delay", r.grace))
 	}
 
-	res := Result{ExitCode: state.ExitCode()}
+	res := Result{ExitCode: state.ExitCode(), Outputs: readOutputs(outputs, func(m string) { system(out, m) })}
 	switch {
 	case stopped != nil:
 		res.Class, res.Err = gv1.FailureClass_FAILURE_CLASS_JOB, stopped
