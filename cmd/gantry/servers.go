@@ -16,9 +16,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gantryci/gantry/agent"
+	"github.com/gantryci/gantry/client"
 	"github.com/gantryci/gantry/coordinator"
 	"github.com/gantryci/gantry/coordinator/consensus"
 	"github.com/gantryci/gantry/internal/pki"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
 func defaultDataDir(name string) string {
@@ -299,7 +301,10 @@ func newDevCmd(g *globals) *cobra.Command {
 	cf.cfg.UnsignedHooks = true
 	af := &agentFlags{cfg: agent.DefaultConfig()}
 	af.cfg.Name = "local"
-	var kubeconfig string
+	var (
+		kubeconfig string
+		check      bool
+	)
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run Gantry in one process: a single-node coordinator, embedded NATS and a local agent",
@@ -404,6 +409,20 @@ func newDevCmd(g *globals) *cobra.Command {
 			actx, stopAgent := context.WithCancel(context.Background())
 			defer stopAgent()
 			go func() { agentDone <- a.Run(actx) }()
+			if check {
+				err := checkDev(ctx, srv.GRPCAddr(), token, tlsMaterial.CAFile(), af.cfg.Name)
+				stopAgent()
+				select {
+				case <-agentDone:
+				case <-time.After(30 * time.Second):
+					a.Kill()
+					<-agentDone
+				}
+				if serr := srv.Shutdown(); err == nil {
+					err = serr
+				}
+				return err
+			}
 			select {
 			case <-ctx.Done():
 				// Drain the local agent: it finishes what runs, then stops.
@@ -430,9 +449,51 @@ func newDevCmd(g *globals) *cobra.Command {
 	cf.register(cmd, false)
 	af.register(cmd, false)
 	cmd.Flags().StringVar(&af.cfg.Name, "agent-name", af.cfg.Name, "name of the local agent")
+	cmd.Flags().BoolVar(&check, "check", false, "start, check that the API answers with the admin token and the local agent joins, then stop (exit 0 when both do): a smoke test of a build or an image")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"),
 		"kubeconfig of the cluster the local agent deploys to, named local (default $KUBECONFIG; empty: no cluster)")
 	return cmd
+}
+
+// checkDev asks the dev coordinator at addr, as a client would, for the
+// cluster's status and waits until the local agent is in the fleet.
+func checkDev(ctx context.Context, addr, token, caFile, agentName string) error {
+	cfg, err := pki.ClientTLS(caFile, "", "")
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	c, err := client.New([]string{addr}, client.WithToken(token), client.WithTLS(cfg))
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	st, err := c.Raw().ClusterStatus(ctx, &gv1.ClusterStatusRequest{})
+	if err != nil {
+		return fmt.Errorf("check: cluster status: %w", err)
+	}
+	for {
+		agents, err := c.Agents(ctx)
+		if err != nil {
+			return fmt.Errorf("check: agents: %w", err)
+		}
+		for _, ag := range agents {
+			if ag.GetInfo().GetName() == agentName && ag.GetState() == gv1.AgentState_AGENT_STATE_ACTIVE {
+				version := ""
+				for _, n := range st.GetNodes() {
+					version = n.GetVersion()
+				}
+				fmt.Printf("gantry dev answers: coordinator %s (%s) leads, agent %s is active\n", st.GetLeaderId(), version, agentName)
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("check: agent %s did not join: %w", agentName, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func kubeSummary(kubeconfig string) string {
