@@ -7,11 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/memory"
 )
 
@@ -25,6 +27,12 @@ func Clone(ctx context.Context, url, revision, dir string, credential []byte) (s
 		return "", err
 	}
 	repo, err := git.PlainCloneContext(ctx, dir, false, &git.CloneOptions{URL: url, Auth: auth, NoCheckout: true, Tags: git.AllTags})
+	if errors.Is(err, plumbing.ErrReferenceNotFound) && revision != "" {
+		// The remote's HEAD names a branch it does not have (a bare
+		// repository made with another default branch than the one
+		// pushed): fetch its branches and tags without HEAD.
+		repo, err = fetchAll(ctx, url, dir, auth)
+	}
 	url = Redact(url)
 	if err != nil {
 		return "", fmt.Errorf("clone %s: %w", url, err)
@@ -64,6 +72,28 @@ func Clone(ctx context.Context, url, revision, dir string, credential []byte) (s
 		return "", fmt.Errorf("check out %s at %s: %w", url, h, err)
 	}
 	return h.String(), nil
+}
+
+// fetchAll makes dir a repository with url as its origin and fetches every
+// branch (as origin/NAME) and tag, whatever the remote's HEAD says.
+func fetchAll(ctx context.Context, url, dir string, auth transport.AuthMethod) (*git.Repository, error) {
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	repo, err := git.PlainInit(dir, false)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{url}}); err != nil {
+		return nil, err
+	}
+	err = repo.FetchContext(ctx, &git.FetchOptions{Auth: auth, Tags: git.AllTags, RefSpecs: []config.RefSpec{
+		"+refs/heads/*:refs/remotes/origin/*",
+	}})
+	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return nil, err
+	}
+	return repo, nil
 }
 
 // ErrNoRevision is returned by Resolve when the remote has no such branch or tag.

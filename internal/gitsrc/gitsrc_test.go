@@ -56,3 +56,31 @@ func TestResolveAndClone(t *testing.T) {
 		t.Errorf("checked out content %q, want 1", b)
 	}
 }
+
+// A bare repository whose HEAD names a branch it lacks (made with another
+// default branch than the one pushed) still clones at a branch or commit.
+func TestCloneWithDanglingHEAD(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git not installed")
+	}
+	src := t.TempDir()
+	run(t, src, "init", "-q", "-b", "main")
+	os.WriteFile(filepath.Join(src, "f"), []byte("1"), 0o644)
+	run(t, src, "add", "f")
+	run(t, src, "commit", "-q", "-m", "one")
+	sha := run(t, src, "rev-parse", "HEAD")
+	bare := filepath.Join(t.TempDir(), "r.git")
+	run(t, src, "init", "-q", "--bare", "-b", "trunk", bare)
+	run(t, src, "push", "-q", bare, "HEAD:refs/heads/main")
+	for _, rev := range []string{"main", sha} {
+		out := filepath.Join(t.TempDir(), "co")
+		got, err := Clone(context.Background(), "file://"+bare, rev, out, nil)
+		if err != nil || got != sha {
+			t.Errorf("Clone(%s) = %q, %v; want %s", rev, got, err, sha)
+			continue
+		}
+		if b, _ := os.ReadFile(filepath.Join(out, "f")); string(b) != "1" {
+			t.Errorf("Clone(%s): content %q", rev, b)
+		}
+	}
+}
