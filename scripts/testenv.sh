@@ -24,6 +24,9 @@
 #             every start, with an admin user and an API token. Exports
 #             GANTRY_TEST_GITEA_URL, GANTRY_TEST_GITEA_USER and
 #             GANTRY_TEST_GITEA_TOKEN. Not in a bare `up`.
+#   helm      not a service: the helm command, built by the tools module
+#             scripts/helmtool and cached outside the repository (about 8
+#             minutes cold). Exports HELM (its path). Not in a bare `up`.
 #
 # State (pid files, logs, sockets) lives in $GANTRY_TESTENV_DIR, default
 # ${XDG_RUNTIME_DIR:-/tmp}/gantry-testenv. Builds are cached in
@@ -36,6 +39,9 @@ BUILDKIT_VERSION=v0.34.2
 # names the cache and is stamped into the binaries.
 KUBE_VERSION=v1.37.2
 GITEA_VERSION=v1.27.3
+# helm: pinned by scripts/helmtool/go.mod (build_helm checks they agree);
+# HELM_VERSION names the cache and is stamped into the binary.
+HELM_VERSION=v3.22.0
 KUBE_PARTS=(kube-etcd kube-apiserver kube-controller-manager kube-scheduler kube-kwok)
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -536,13 +542,56 @@ GITEA_INI
   cat "$dir/env"
 }
 
+# --- helm -------------------------------------------------------------------
+
+# build_helm prints the path of the helm binary, building it first if it is
+# missing: from the tools module scripts/helmtool (its own go.mod, which the
+# project's does not see), into a temporary directory renamed into place.
+# Stamped as helm's Makefile does: its version, and the Kubernetes version
+# of its client-go (v0.X.Y is 1.X) as what `helm template` and `helm lint`
+# assume without a cluster.
+build_helm() {
+  local dir="$cache/helm-$HELM_VERSION" mod="$repo/scripts/helmtool/go.mod"
+  if [ ! -x "$dir/helm" ]; then
+    grep -Eq "^[[:space:]]*helm\.sh/helm/v3 $HELM_VERSION( |\$)" "$mod" ||
+      die "helm: scripts/helmtool/go.mod does not require helm.sh/helm/v3 $HELM_VERSION"
+    local kminor tmp v p
+    kminor="$(awk '$1 == "k8s.io/client-go" { split($2, p, "."); print p[2] }' "$mod")"
+    [ -n "$kminor" ] || die "helm: no k8s.io/client-go in $mod"
+    say "building helm $HELM_VERSION (about 8 minutes cold on 2 loaded cores, once)"
+    v="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+    v+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+    for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+      v+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$kminor"
+    done
+    mkdir -p "$(dirname "$dir")"
+    tmp="$(mktemp -d "$dir.tmp.XXXXXX")"
+    chmod 755 "$tmp"
+    if ! CGO_ENABLED=0 GOFLAGS=-mod=readonly GOWORK=off nice -n 10 go build -C "$repo/scripts/helmtool" \
+      -trimpath -ldflags "-s -w $v" -o "$tmp/helm" helm.sh/helm/v3/cmd/helm >&2; then
+      rm -rf "$tmp"
+      die "helm: build failed"
+    fi
+    rm -rf "$dir"
+    mv "$tmp" "$dir"
+  fi
+  echo "$dir/helm"
+}
+
+start_helm() {
+  local bin
+  bin="$(build_helm)"
+  echo "export HELM=$bin"
+}
+
 start_service() {
   case "$1" in
   buildkit) start_buildkit ;;
   registry) start_registry ;;
   kube) start_kube ;;
   gitea) start_gitea ;;
-  *) die "unknown service $1 (known: buildkit registry kube gitea)" ;;
+  helm) start_helm ;;
+  *) die "unknown service $1 (known: buildkit registry kube gitea helm)" ;;
   esac
 }
 
@@ -603,7 +652,7 @@ status)
   fi
   ;;
 *)
-  echo "usage: $0 up [buildkit] [registry] [kube] [gitea] | down | status" >&2
+  echo "usage: $0 up [buildkit] [registry] [kube] [gitea] [helm] | down | status" >&2
   exit 2
   ;;
 esac
