@@ -67,7 +67,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level of servers: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "console", "log format of servers: console or json")
 	root.AddCommand(
-		newDevCmd(g), newCoordinatorCmd(g), newAgentCmd(g),
+		newDevCmd(g), withInspect(newCoordinatorCmd(g), g), newAgentCmd(g),
 		newSubmitCmd(g), newJobsCmd(g), newJobCmd(g), newLogsCmd(g), newCancelCmd(g), newDecideCmd(g, false), newDecideCmd(g, true),
 		newAgentsCmd(g), newDrainCmd(g), newClusterCmd(g), newBenchCmd(g),
 		newAppCmd(g), newProjectCmd(g), newBuildCmd(g), newSnapshotCmd(g), newSecretCmd(g),
