@@ -684,7 +684,9 @@ func TestHelmInstall(t *testing.T) {
 		if _, err := k.cs.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("create persistent volume: %v", err)
 		}
-		t.Cleanup(func() { _ = k.cs.CoreV1().PersistentVolumes().Delete(context.Background(), pv.Name, metav1.DeleteOptions{}) })
+		t.Cleanup(func() {
+			_ = k.cs.CoreV1().PersistentVolumes().Delete(context.Background(), pv.Name, metav1.DeleteOptions{})
+		})
 	}
 
 	// Two pools: one the coordinators size (created with Kubernetes' default
