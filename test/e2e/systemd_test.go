@@ -52,6 +52,7 @@ func TestSystemdUnits(t *testing.T) {
 	runCLI(t, "tls", "ca", "create", "--dir", tlsDir)
 	token := strings.TrimSpace(runCLI(t, "token", "generate"))
 	fs.write(t, "/etc/gantry/admin-token", token+"\n", 0o600)
+	runCLI(t, "secret", "keygen", fs.path("/etc/gantry/secret-keys"))
 
 	var peers, natsURLs []string
 	for i, ip := range ips {
@@ -141,6 +142,14 @@ tasks:
 	}
 	if !strings.Contains(sub.stdout, "hello from "+host+" in "+fs.path("/var/lib/gantry-agent")) {
 		t.Errorf("the task did not run on %s in its state directory:\n%s", host, sub)
+	}
+	// The units give the coordinators the keyring (secrets can be sealed)
+	// and the CA key (agents can enroll).
+	if r := gantryStdin(t, grpcAddrs[0], "v", "--token", token, "secret", "set", "UNIT_SECRET"); r.code != 0 {
+		t.Errorf("secret set on the units' cluster: %s", r)
+	}
+	if r := gantry(t, grpcAddrs[2], "--token", token, "agent-token", "create", "units"); r.code != 0 {
+		t.Errorf("agent-token create on the units' cluster: %s", r)
 	}
 }
 
