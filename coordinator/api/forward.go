@@ -168,7 +168,10 @@ func (s *Server) forward(ctx context.Context, method string, req, resp proto.Mes
 		out.Header.Set(hdrPeer, c.Peer)
 	}
 	for {
-		msg, err := s.d.NATS.RequestMsgWithContext(ctx, out)
+		msg, err := s.request(ctx, out)
+		if errors.Is(err, errLeaderMoved) {
+			return 0, status.Errorf(codes.Unavailable, "forward %s: %v; its outcome is unknown: retry (a submit with the same idempotency key returns the job if it was created)", method, err)
+		}
 		if errors.Is(err, nats.ErrNoResponders) {
 			if pause() != nil {
 				return 0, status.Errorf(codes.Unavailable, "%s: no leader elected", method)
@@ -192,6 +195,46 @@ func (s *Server) forward(ctx context.Context, method string, req, resp proto.Mes
 		index, _ := strconv.ParseUint(msg.Header.Get(hdrIndex), 10, 64)
 		return index, nil
 	}
+}
+
+// errLeaderMoved: the leader a forwarded call went to lost leadership (it
+// died, say) before answering.
+var errLeaderMoved = errors.New("the leader changed while the call was in flight")
+
+// request sends a forwarded call to the leader and waits for its answer,
+// but no longer than the leader it went to leads: once this node knows
+// another leader, the first one cannot answer any more (it died, or will
+// refuse as a follower), and waiting for the caller's deadline would only
+// stretch a failover.
+func (s *Server) request(ctx context.Context, out *nats.Msg) (*nats.Msg, error) {
+	_, sentTo := s.d.Raft.Raft.LeaderWithID()
+	if sentTo == "" {
+		return s.d.NATS.RequestMsgWithContext(ctx, out)
+	}
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-t.C:
+				if _, id := s.d.Raft.Raft.LeaderWithID(); id != "" && id != sentTo {
+					cancel(fmt.Errorf("%w (from %s to %s)", errLeaderMoved, sentTo, id))
+					return
+				}
+			}
+		}
+	}()
+	msg, err := s.d.NATS.RequestMsgWithContext(rctx, out)
+	if err != nil && ctx.Err() == nil {
+		if cause := context.Cause(rctx); errors.Is(cause, errLeaderMoved) {
+			return nil, cause
+		}
+	}
+	return msg, err
 }
 
 // ServeForwarded answers calls forwarded by followers; the leader
