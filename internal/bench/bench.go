@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -55,6 +56,9 @@ type Config struct {
 	// the run.
 	SimAgents int
 	Slots     int
+	// Kills is how many times the failover scenario kills the leader
+	// (default 1).
+	Kills int
 	// Progress receives a line as each step starts; nil discards them.
 	Progress io.Writer
 }
@@ -62,21 +66,27 @@ type Config struct {
 // Result holds the figures; a figure not measured is nil. It is the
 // document of gantry bench -o json.
 type Result struct {
-	Scenarios             []string `json:"scenarios"`
-	Nodes                 int      `json:"nodes"`
-	ThroughputTasksPerS   *float64 `json:"throughput_tasks_per_s"`
-	DispatchP50Ms         *float64 `json:"dispatch_p50_ms"`
-	DispatchP99Ms         *float64 `json:"dispatch_p99_ms"`
-	DispatchMaxMs         *float64 `json:"dispatch_max_ms"`
-	FinishP50Ms           *float64 `json:"finish_p50_ms"`
-	FinishP99Ms           *float64 `json:"finish_p99_ms"`
-	LatencyRatePerS       int      `json:"latency_rate_per_s"`
-	FailoverMs            *float64 `json:"failover_ms"`
-	LostAgentRedispatchMs *float64 `json:"lost_agent_redispatch_ms"`
-	SimAgents             int      `json:"sim_agents"`
-	FloorRaftCommitP50Ms  *float64 `json:"floor_raft_commit_p50_ms"`
-	FloorRaftCommitP99Ms  *float64 `json:"floor_raft_commit_p99_ms"`
-	FloorNATSRTTP50Ms     *float64 `json:"floor_nats_rtt_p50_ms"`
+	Scenarios           []string `json:"scenarios"`
+	Nodes               int      `json:"nodes"`
+	ThroughputTasksPerS *float64 `json:"throughput_tasks_per_s"`
+	DispatchP50Ms       *float64 `json:"dispatch_p50_ms"`
+	DispatchP99Ms       *float64 `json:"dispatch_p99_ms"`
+	DispatchMaxMs       *float64 `json:"dispatch_max_ms"`
+	FinishP50Ms         *float64 `json:"finish_p50_ms"`
+	FinishP99Ms         *float64 `json:"finish_p99_ms"`
+	LatencyRatePerS     int      `json:"latency_rate_per_s"`
+	FailoverMs          *float64 `json:"failover_ms"`
+	// FailoverKills leader kills were made; the gaps are the longest
+	// pause between two acknowledged submits around each kill.
+	FailoverKills         int       `json:"failover_kills,omitempty"`
+	FailoverGapP50Ms      *float64  `json:"failover_gap_p50_ms"`
+	FailoverGapP99Ms      *float64  `json:"failover_gap_p99_ms"`
+	FailoverGapsMs        []float64 `json:"failover_gaps_ms,omitempty"`
+	LostAgentRedispatchMs *float64  `json:"lost_agent_redispatch_ms"`
+	SimAgents             int       `json:"sim_agents"`
+	FloorRaftCommitP50Ms  *float64  `json:"floor_raft_commit_p50_ms"`
+	FloorRaftCommitP99Ms  *float64  `json:"floor_raft_commit_p99_ms"`
+	FloorNATSRTTP50Ms     *float64  `json:"floor_nats_rtt_p50_ms"`
 	// ExecTasksPerS is how many one-task `true` jobs real agents finished
 	// per second, from the first submit to the last finish; ExecAccepted
 	// how many the cluster acknowledged per second, and ExecBacklog how
@@ -90,6 +100,17 @@ type Result struct {
 func ms(d time.Duration) *float64 {
 	v := float64(d.Microseconds()) / 1000
 	return &v
+}
+
+// nearestRank is the q quantile by the nearest-rank method: of 20
+// samples, p99 is the largest.
+func nearestRank(d []time.Duration, q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[max(int(math.Ceil(q*float64(len(s))))-1, 0)]
 }
 
 func quantile(d []time.Duration, q float64) time.Duration {
@@ -217,12 +238,19 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if t.local == nil {
 			res.Notes = append(res.Notes, "failover: needs --local (it kills the leader)")
 		} else {
-			fmt.Fprintln(progress, "bench: failover (SIGKILL the leader)")
-			d, err := failover(ctx, t)
+			kills := max(cfg.Kills, 1)
+			fmt.Fprintf(progress, "bench: failover (SIGKILL the leader %d times under load)\n", kills)
+			back, gaps, err := failovers(ctx, t, kills, progress)
 			if err != nil {
 				res.Notes = append(res.Notes, "failover: "+err.Error())
 			} else {
-				res.FailoverMs = ms(d)
+				res.FailoverKills = len(gaps)
+				res.FailoverMs = ms(quantile(back, 0.5))
+				res.FailoverGapP50Ms = ms(quantile(gaps, 0.5))
+				res.FailoverGapP99Ms = ms(nearestRank(gaps, 0.99))
+				for _, g := range gaps {
+					res.FailoverGapsMs = append(res.FailoverGapsMs, *ms(g))
+				}
 			}
 		}
 	}

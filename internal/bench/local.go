@@ -35,9 +35,10 @@ const benchNATSCert = "bench-nats"
 // cluster alone; the others join it and route their NATS servers to the
 // ones already running.
 type localCluster struct {
-	dir   string
-	keep  bool
-	nodes []*localNode
+	dir    string
+	binary string
+	keep   bool
+	nodes  []*localNode
 	// token is the cluster's admin token: every node is given it as its
 	// bootstrap token (a joining node asks with it too), and bench's
 	// clients present it.
@@ -60,6 +61,7 @@ type localCluster struct {
 type localNode struct {
 	id       string
 	addrFile string
+	args     []string // of its first start
 	cmd      *exec.Cmd
 	done     chan struct{} // closed when cmd has exited
 
@@ -93,7 +95,7 @@ func startLocalCluster(ctx context.Context, binary string, n int, keep, insecure
 		return nil, err
 	}
 	_, token, _ := api.NewToken()
-	lc := &localCluster{dir: dir, keep: keep, token: token}
+	lc := &localCluster{dir: dir, binary: binary, keep: keep, token: token}
 	tokenFile := filepath.Join(dir, "admin-token")
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		lc.stop()
@@ -168,6 +170,7 @@ func startLocalCluster(ctx context.Context, binary string, n int, keep, insecure
 			args = append(args, "--nats-cluster-listen", "127.0.0.1:0", "--nats-routes", strings.Join(routes, ","),
 				"--log-replicas", strconv.Itoa(replicas))
 		}
+		nd.args = args
 		if err := lc.start(nd, binary, args); err != nil {
 			return fail(err)
 		}
@@ -288,6 +291,37 @@ func (lc *localCluster) natsURLs() string {
 		urls = append(urls, "nats://"+nd.addrs.NATS)
 	}
 	return strings.Join(urls, ",")
+}
+
+// restart starts node i again on the addresses it bound at its first
+// start (peers know it by them), with its Raft state, and waits until it
+// is ready.
+func (lc *localCluster) restart(ctx context.Context, i int, binary string) error {
+	nd := lc.nodes[i]
+	bound := map[string]string{
+		"--raft-addr": nd.addrs.Raft, "--grpc-addr": nd.addrs.GRPC, "--http-addr": nd.addrs.HTTP,
+		"--nats-listen": nd.addrs.NATS, "--nats-cluster-listen": nd.addrs.NATSRoute,
+	}
+	var args []string
+	for j := 0; j < len(nd.args); j++ {
+		a := nd.args[j]
+		switch {
+		case a == "--bootstrap":
+			continue
+		case a == "--join":
+			j++
+			continue
+		case bound[a] != "" && j+1 < len(nd.args):
+			args = append(args, a, bound[a])
+			j++
+			continue
+		}
+		args = append(args, a)
+	}
+	if err := lc.start(nd, binary, args); err != nil {
+		return err
+	}
+	return lc.waitReady(ctx, nd, time.Now().Add(60*time.Second))
 }
 
 // kill sends SIGKILL to node i.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -162,38 +164,147 @@ func lostAgent(ctx context.Context, t *target) (time.Duration, error) {
 	}
 }
 
-// failover kills the leader process and measures until a submit
-// through a survivor succeeds again.
-func failover(ctx context.Context, t *target) (time.Duration, error) {
-	st, err := t.client(0).ClusterStatus(ctx, &gv1.ClusterStatusRequest{})
-	if err != nil {
-		return 0, err
-	}
-	leader := -1
-	for i, n := range t.local.nodes {
-		if n.id == st.LeaderId {
-			leader = i
-		}
-	}
-	if leader < 0 {
-		return 0, fmt.Errorf("leader %q is not one of the local nodes", st.LeaderId)
-	}
+// failovers kills the leader with SIGKILL kills times while four clients
+// submit one-task jobs to the live coordinators, restarting each killed
+// node (and waiting until it is ready) before the next kill. Per kill it
+// returns the time from the kill to the next acknowledged submit, and the
+// longest gap between two acknowledged submits around the kill: what a
+// client of the cluster sees.
+func failovers(ctx context.Context, t *target, kills int, progress io.Writer) (recovered, gaps []time.Duration, err error) {
+	var (
+		mu   sync.Mutex
+		acks []time.Time
+		dead = make([]atomic.Bool, len(t.clients))
+	)
+	lctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
 	spec := &gv1.JobSpec{Name: "failover", Tasks: []*gv1.TaskSpec{noopTask("t", map[string]string{"bench": "fleet"})}}
-	killed := time.Now()
-	t.local.kill(leader)
-	for i := 0; ; i++ {
-		c := t.client(leader + 1 + i%(len(t.clients)-1))
-		cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		_, err := c.SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec, IdempotencyKey: "failover-probe"})
-		cancel()
-		if err == nil {
-			return time.Since(killed), nil
-		}
-		if time.Since(killed) > 60*time.Second {
-			return 0, fmt.Errorf("no successful write 60s after the kill: %w", err)
-		}
-		time.Sleep(5 * time.Millisecond)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := w; lctx.Err() == nil; n++ {
+				i := n % len(t.clients)
+				if dead[i].Load() {
+					continue
+				}
+				cctx, cancel := context.WithTimeout(lctx, time.Second)
+				_, err := t.clients[i].SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec})
+				cancel()
+				if err == nil {
+					mu.Lock()
+					acks = append(acks, time.Now())
+					mu.Unlock()
+					// About 100 submits/s per client: load, not a flood.
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+		}()
 	}
+	defer func() { stop(); wg.Wait() }()
+	lastAck := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(acks) == 0 {
+			return time.Time{}
+		}
+		return acks[len(acks)-1]
+	}
+	type kill struct{ at, back time.Time }
+	var done []kill
+	// Load first: the first kill must interrupt a steady stream.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		mu.Lock()
+		n := len(acks)
+		mu.Unlock()
+		if n >= 100 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, nil, fmt.Errorf("only %d submits acknowledged in 30s before the first kill", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for k := range kills {
+		// The leader is the node that says it leads (a node just
+		// restarted may still name an old leader).
+		leader := -1
+		for deadline := time.Now().Add(30 * time.Second); leader < 0; {
+			for i, c := range t.clients {
+				if dead[i].Load() {
+					continue
+				}
+				st, err := c.ClusterStatus(ctx, &gv1.ClusterStatusRequest{})
+				if err == nil && st.LeaderId == t.local.nodes[i].id {
+					leader = i
+				}
+			}
+			if leader < 0 {
+				if time.Now().After(deadline) {
+					return nil, nil, fmt.Errorf("kill %d: no node says it leads", k+1)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		dead[leader].Store(true)
+		at := time.Now()
+		t.local.kill(leader)
+		// Recovered: another node leads, and a submit was acknowledged
+		// after it said so (acks just after the kill may answer writes
+		// committed before it).
+		var elected time.Time
+		for elected.IsZero() || !lastAck().After(elected) {
+			if time.Since(at) > 60*time.Second {
+				return nil, nil, fmt.Errorf("kill %d: no new leader with an acknowledged submit 60s after killing %s", k+1, t.local.nodes[leader].id)
+			}
+			if elected.IsZero() {
+				for i, c := range t.clients {
+					if i == leader {
+						continue
+					}
+					cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+					st, err := c.ClusterStatus(cctx, &gv1.ClusterStatusRequest{})
+					cancel()
+					if err == nil && st.LeaderId == t.local.nodes[i].id {
+						elected = time.Now()
+					}
+				}
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		back := lastAck()
+		done = append(done, kill{at, back})
+		fmt.Fprintf(progress, "bench: kill %d of %d: %s, next write after %s\n", k+1, kills, t.local.nodes[leader].id, back.Sub(at).Round(time.Millisecond))
+		if err := t.local.restart(ctx, leader, t.local.binary); err != nil {
+			return nil, nil, fmt.Errorf("kill %d: restart %s: %w", k+1, t.local.nodes[leader].id, err)
+		}
+		dead[leader].Store(false)
+		// Steady load before the next kill: the restarted node catches
+		// up, and the next gap starts from a cluster at rest.
+		time.Sleep(2 * time.Second)
+	}
+	stop()
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	slices.SortFunc(acks, func(a, b time.Time) int { return a.Compare(b) })
+	for _, k := range done {
+		// The longest pause around the kill, and when it ended: acks
+		// just after the kill may answer writes committed before it.
+		var gap time.Duration
+		end := k.back
+		for i := 1; i < len(acks); i++ {
+			if acks[i].Before(k.at.Add(-time.Second)) || acks[i-1].After(k.back.Add(2*time.Second)) {
+				continue
+			}
+			if d := acks[i].Sub(acks[i-1]); d > gap {
+				gap, end = d, acks[i]
+			}
+		}
+		recovered = append(recovered, max(end.Sub(k.at), 0))
+		gaps = append(gaps, gap)
+	}
+	return recovered, gaps, nil
 }
 
 // execRun submits one-task jobs running `true` from 32 submitters for d,
