@@ -86,14 +86,16 @@ func (d *Dispatcher) Fleet() *fleet.View { return d.fleet }
 // number of classes, not the depth of the queue.
 func SchedulePass(f *fsm.FSM, cands []scheduler.Candidate, now time.Time) scheduler.Plan {
 	pass := scheduler.NewPass(cands, f.BusyConcurrency(), now.UnixNano())
-	f.EachPending(func(class string, task func() fsm.PendingTask) bool {
+	f.EachPendingByClass(func(class string, task func() fsm.PendingTask) (more, classDone bool) {
 		if pass.Full() {
-			return false
+			return false, false
 		}
-		if _, blocked := pass.Blocked(class); !blocked {
-			pass.Offer(task(), class)
+		if _, blocked := pass.Blocked(class); blocked {
+			return true, true
 		}
-		return true
+		pass.Offer(task(), class)
+		_, blocked := pass.Blocked(class)
+		return true, blocked
 	})
 	return pass.Plan()
 }
@@ -191,6 +193,7 @@ func (d *Dispatcher) scheduleOnce(ctx context.Context) {
 		})
 	}
 	plan := SchedulePass(d.fsm, cands, now)
+	d.metrics.SchedulePass.Observe(time.Since(now).Seconds())
 	d.mu.Lock()
 	d.plan = scheduler.Plan{Waiting: plan.Waiting, WaitingClass: plan.WaitingClass, Full: plan.Full}
 	d.mu.Unlock()

@@ -86,6 +86,73 @@ func BenchmarkSchedulePass(b *testing.B) {
 	}
 }
 
+// unplaceable is backlog's queue with agents that fit none of it but 20
+// newer tasks of their own label set: free slots stay free, so a pass
+// cannot stop early; it must skip the classes it cannot place.
+func unplaceable(tb testing.TB, n int) (*fsm.FSM, []scheduler.Candidate) {
+	tb.Helper()
+	f, _ := backlog(tb, n)
+	at := timestamppb.New(time.Unix(1_700_000_050, 0))
+	var cmds []*gv1.Command
+	for i := range 20 {
+		spec := &gv1.TaskSpec{Name: "t", Labels: map[string]string{"set": "fleet"},
+			Executor: &gv1.TaskSpec_Exec{Exec: &gv1.ExecSpec{Command: []string{"true"}}}}
+		id := fmt.Sprintf("f%07d", i)
+		cmds = append(cmds, &gv1.Command{At: at, Cmd: &gv1.Command_SubmitJob{SubmitJob: &gv1.SubmitJobCommand{Job: &gv1.Job{
+			Id: id, Spec: &gv1.JobSpec{Name: "fleet", Tasks: []*gv1.TaskSpec{spec}},
+			Tasks: []*gv1.Task{{Name: "t", Spec: spec}},
+		}}}})
+	}
+	data, err := proto.Marshal(&gv1.Batch{Commands: cmds})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f.Apply(&raft.Log{Index: f.AppliedIndex() + 1, Term: 1, Type: raft.LogCommand, Data: data})
+	var cands []scheduler.Candidate
+	for i := range 10 {
+		cands = append(cands, scheduler.Candidate{Name: fmt.Sprintf("f%02d", i), Labels: map[string]string{"set": "fleet"}, Capabilities: []string{"exec"}, Free: 16})
+	}
+	return f, cands
+}
+
+// BenchmarkSchedulePassUnplaceable: 20 placeable tasks behind 100 or
+// 100,000 that no agent fits, with slots left free.
+func BenchmarkSchedulePassUnplaceable(b *testing.B) {
+	for _, n := range []int{100, 100_000} {
+		f, cands := unplaceable(b, n)
+		now := time.Unix(1_700_000_100, 0)
+		b.Run(fmt.Sprintf("pending=%d", n), func(b *testing.B) {
+			placed := 0
+			for b.Loop() {
+				placed = len(SchedulePass(f, cands, now).Placements)
+			}
+			if placed != 20 {
+				b.Fatalf("placed %d, want 20", placed)
+			}
+		})
+	}
+}
+
+func TestSchedulePassSkipsUnplaceableClasses(t *testing.T) {
+	f, cands := unplaceable(t, 3000)
+	now := time.Unix(1_700_000_100, 0)
+	fast := SchedulePass(f, cands, now)
+	whole := scheduler.Schedule(f.Pending(), cands, f.BusyConcurrency(), now.UnixNano())
+	if len(fast.Placements) != 20 || len(whole.Placements) != 20 {
+		t.Fatalf("%d placements, the whole-queue pass makes %d; want 20", len(fast.Placements), len(whole.Placements))
+	}
+	for i := range fast.Placements {
+		if fast.Placements[i].Task.Key != whole.Placements[i].Task.Key || fast.Placements[i].Agent != whole.Placements[i].Agent {
+			t.Fatalf("placement %d differs from the whole-queue pass", i)
+		}
+	}
+	for i := range 50 {
+		if r := fast.WaitingClass[fmt.Sprintf("set=%d|exec|", i)]; r == "" {
+			t.Errorf("class set=%d has no reason to wait", i)
+		}
+	}
+}
+
 func TestSchedulePassPlacesAsTheWholeQueuePass(t *testing.T) {
 	f, cands := backlog(t, 2000)
 	now := time.Unix(1_700_000_100, 0)

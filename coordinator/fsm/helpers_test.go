@@ -381,6 +381,15 @@ func checkIndexes(t testing.TB, f *fsm.FSM) {
 	for _, p := range f.Pending() {
 		gotPending = append(gotPending, p.Key)
 	}
+	// The walk by class, skipping none, is the queue in the same order.
+	var byClass []fsm.TaskKey
+	f.EachPendingByClass(func(_ string, task func() fsm.PendingTask) (bool, bool) {
+		byClass = append(byClass, task().Key)
+		return true, false
+	})
+	if !reflect.DeepEqual(byClass, gotPending) && (len(byClass) > 0 || len(gotPending) > 0) {
+		t.Errorf("EachPendingByClass order %v, Pending() order %v", byClass, gotPending)
+	}
 	sortKeys := func(ks []fsm.TaskKey) {
 		sort.Slice(ks, func(a, b int) bool {
 			if ks[a].JobID != ks[b].JobID {

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"container/heap"
 	"maps"
 	"sort"
 	"strings"
@@ -108,6 +109,60 @@ func (f *FSM) EachPending(visit func(class string, task func() PendingTask) bool
 	f.state.queue.Ascend(func(q queueEntry) bool {
 		return visit(q.class, func() PendingTask { return f.state.pendingTask(q) })
 	})
+}
+
+// EachPendingByClass visits the pending tasks in the order of Pending, like
+// EachPending, until visit returns more == false; when it returns
+// classDone, no other task of that class is visited. A scheduling pass
+// that gives up on a class (no agent fits it) so pays for the tasks it
+// looks at, not for the depth of the classes it skips.
+func (f *FSM) EachPendingByClass(visit func(class string, task func() PendingTask) (more, classDone bool)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	h := make(classHeads, 0, len(f.state.classes))
+	for _, c := range f.state.classes {
+		if q, ok := c.Min(); ok {
+			h = append(h, q)
+		}
+	}
+	heap.Init(&h)
+	for h.Len() > 0 {
+		q := h[0]
+		more, done := visit(q.class, func() PendingTask { return f.state.pendingTask(q) })
+		if !more {
+			return
+		}
+		next, ok := queueEntry{}, false
+		if !done {
+			f.state.classes[q.class].AscendGreaterOrEqual(q, func(e queueEntry) bool {
+				if e.key == q.key {
+					return true
+				}
+				next, ok = e, true
+				return false
+			})
+		}
+		if ok {
+			h[0] = next
+			heap.Fix(&h, 0)
+		} else {
+			heap.Pop(&h)
+		}
+	}
+}
+
+// classHeads is a min-heap of each class's first unvisited entry.
+type classHeads []queueEntry
+
+func (h classHeads) Len() int           { return len(h) }
+func (h classHeads) Less(i, j int) bool { return queueLess(h[i], h[j]) }
+func (h classHeads) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *classHeads) Push(x any)        { *h = append(*h, x.(queueEntry)) }
+func (h *classHeads) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // PendingCount is how many tasks are pending.

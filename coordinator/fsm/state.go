@@ -30,7 +30,11 @@ type state struct {
 	// subset of pending and active, for ActiveDeploys).
 	deploys  map[TaskKey]struct{}
 	queue    *btree.BTreeG[queueEntry]
-	depth    map[string]int
+	// classes holds the same entries by class (labels, capability,
+	// concurrency key), each in queue order: a scheduling pass drops a
+	// class it cannot place without walking the rest of it.
+	classes map[string]*btree.BTreeG[queueEntry]
+	depth   map[string]int
 	active   map[TaskKey]struct{}
 	load     map[string]int     // agent -> leased tasks
 	busy     map[string]TaskKey // concurrency key -> holder
@@ -53,6 +57,7 @@ func newState() *state {
 		pending:  map[TaskKey]queueEntry{},
 		deploys:  map[TaskKey]struct{}{},
 		queue:    btree.NewG(32, queueLess),
+		classes:  map[string]*btree.BTreeG[queueEntry]{},
 		depth:    map[string]int{},
 		active:   map[TaskKey]struct{}{},
 		load:     map[string]int{},
@@ -84,6 +89,11 @@ func (s *state) index(jobID string, t *gv1.Task) {
 	delete(s.deploys, k)
 	if q, ok := s.pending[k]; ok {
 		s.queue.Delete(q)
+		if c := s.classes[q.class]; c != nil {
+			if c.Delete(q); c.Len() == 0 {
+				delete(s.classes, q.class)
+			}
+		}
 		delete(s.pending, k)
 		if s.depth[q.labels]--; s.depth[q.labels] <= 0 {
 			delete(s.depth, q.labels)
@@ -110,6 +120,12 @@ func (s *state) index(jobID string, t *gv1.Task) {
 		q.class = q.labels + "|" + capability.For(t.GetSpec()) + "|" + t.GetSpec().GetConcurrency()
 		s.pending[k] = q
 		s.queue.ReplaceOrInsert(q)
+		c := s.classes[q.class]
+		if c == nil {
+			c = btree.NewG(16, queueLess)
+			s.classes[q.class] = c
+		}
+		c.ReplaceOrInsert(q)
 		s.depth[q.labels]++
 		if t.GetSpec().GetDeploy() != nil {
 			s.deploys[k] = struct{}{}

@@ -21,6 +21,9 @@ type Metrics struct {
 	BatchSize prometheus.Histogram
 	// QueueDepth: pending tasks by label selector.
 	QueueDepth *prometheus.GaugeVec
+	// SchedulePass: how long one scheduling pass on the leader took
+	// (choosing placements, before their commit).
+	SchedulePass prometheus.Histogram
 	// PoolDemand and PoolReplicas: each autoscaled agent pool's demand
 	// (tasks queued for it and running on it) and the replicas set.
 	PoolDemand, PoolReplicas *prometheus.GaugeVec
@@ -58,6 +61,11 @@ func New() *Metrics {
 			Name: "gantry_queue_depth",
 			Help: "Pending tasks by label selector.",
 		}, []string{"labels"}),
+		SchedulePass: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gantry_schedule_pass_seconds",
+			Help:    "Time one scheduling pass on the leader took to choose placements (before their commit).",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
+		}),
 		PoolDemand: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gantry_pool_demand_tasks",
 			Help: "Tasks queued for an autoscaled agent pool plus the tasks its agents run (leader only).",
@@ -88,7 +96,7 @@ func New() *Metrics {
 		Help: "1, labeled with this coordinator's version and the highest Raft command type it knows.",
 	}, []string{"version", "max_command"})
 	build.WithLabelValues(version.String(), strconv.Itoa(int(version.MaxCommand()))).Set(1)
-	r.MustRegister(m.DispatchLatency, m.RaftApply, m.BatchSize, m.QueueDepth, m.PoolDemand, m.PoolReplicas, m.Agents, m.Leader, m.Requeues, m.Reports, build,
+	r.MustRegister(m.DispatchLatency, m.RaftApply, m.BatchSize, m.QueueDepth, m.SchedulePass, m.PoolDemand, m.PoolReplicas, m.Agents, m.Leader, m.Requeues, m.Reports, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
