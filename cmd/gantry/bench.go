@@ -63,7 +63,7 @@ leader with SIGKILL).`,
 	fl := cmd.Flags()
 	fl.IntVar(&cfg.Local, "local", 0, "start this many coordinators as local processes (0: use --addr and --nats)")
 	fl.BoolVar(&cfg.Insecure, "insecure", false, "with --local: run the coordinators without TLS and token checks, to compare with the default (TLS on the API and Raft, tokens)")
-	fl.StringSliceVar(&cfg.Scenarios, "scenarios", bench.Scenarios, "scenarios to run: "+strings.Join(bench.Scenarios, ",")+"; exec (only when named: one-task `true` jobs on the real agents of the cluster at --addr, e.g. gantry dev's)")
+	fl.StringSliceVar(&cfg.Scenarios, "scenarios", bench.Scenarios, "scenarios to run: "+strings.Join(bench.Scenarios, ",")+"; only when named: exec (one-task `true` jobs on the real agents of the cluster at --addr, e.g. gantry dev's) and backlog (with --local: 100 then 100,000 tasks pending)")
 	fl.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of the throughput and latency runs")
 	fl.IntVar(&cfg.Rate, "rate", 200, "submissions per second in the latency run")
 	fl.IntVar(&cfg.SimAgents, "sim-agents", 100, "simulated agents connected during the run")
@@ -99,6 +99,14 @@ func printBench(w io.Writer, r *bench.Result) {
 	}
 	fmt.Fprintf(tw, "lost agent (kill → all tasks started elsewhere)\t%s\n", fmtMs(r.LostAgentRedispatchMs))
 	fmt.Fprintf(tw, "simulated agents held\t%d\n", r.SimAgents)
+	if r.SimAgentsRSSMB != nil {
+		fmt.Fprintf(tw, "leader with them: RSS / CPU during throughput\t%.0f MB / %.0f %% of a core\n", *r.SimAgentsRSSMB, *r.SimAgentsCPUPct)
+	}
+	if r.BacklogPassMs100 != nil {
+		fmt.Fprintf(tw, "backlog 100 → 100,000 pending: scheduling pass (mean)\t%s → %s\n", fmtMs(r.BacklogPassMs100), fmtMs(r.BacklogPassMs100k))
+		fmt.Fprintf(tw, "  submit call / submit→start / submit→finished p50\t%s / %s / %s → %s / %s / %s\n",
+			fmtMs(r.BacklogSubmitMs100), fmtMs(r.BacklogStartMs100), fmtMs(r.BacklogFinishMs100), fmtMs(r.BacklogSubmitMs100k), fmtMs(r.BacklogStartMs100k), fmtMs(r.BacklogFinishMs100k))
+	}
 	fmt.Fprintf(tw, "floor: raw 3-node Raft commit p50 / p99\t%s / %s\n", fmtMs(r.FloorRaftCommitP50Ms), fmtMs(r.FloorRaftCommitP99Ms))
 	fmt.Fprintf(tw, "floor: NATS request/reply p50\t%s\n", fmtMs(r.FloorNATSRTTP50Ms))
 	tw.Flush()

@@ -27,8 +27,9 @@ import (
 var Scenarios = []string{"floor", "fleet", "throughput", "latency", "lost-agent", "failover"}
 
 // OptIn are scenarios run only when named: exec needs the cluster's real
-// agents (gantry dev's, say) and runs before the simulated fleet joins.
-var OptIn = []string{"exec"}
+// agents (gantry dev's, say) and runs before the simulated fleet joins;
+// backlog queues 100,000 tasks (a minute or two) and runs last.
+var OptIn = []string{"exec", "backlog"}
 
 // Config says what to measure and against which cluster.
 type Config struct {
@@ -94,7 +95,23 @@ type Result struct {
 	ExecTasksPerS    *float64 `json:"exec_tasks_per_s"`
 	ExecAcceptedPerS *float64 `json:"exec_accepted_per_s"`
 	ExecBacklog      *int     `json:"exec_backlog"`
-	Notes            []string `json:"notes,omitempty"`
+	// Backlog: with 100 and with 100,000 tasks pending, the mean
+	// scheduling pass on the leader, and the p50 of a submit call, of
+	// submit → start and of submit → finished for other tasks.
+	BacklogPassMs100    *float64 `json:"backlog_pass_ms_100"`
+	BacklogPassMs100k   *float64 `json:"backlog_pass_ms_100k"`
+	BacklogSubmitMs100  *float64 `json:"backlog_submit_ms_100"`
+	BacklogSubmitMs100k *float64 `json:"backlog_submit_ms_100k"`
+	BacklogStartMs100   *float64 `json:"backlog_start_ms_100"`
+	BacklogStartMs100k  *float64 `json:"backlog_start_ms_100k"`
+	BacklogFinishMs100  *float64 `json:"backlog_finish_ms_100"`
+	BacklogFinishMs100k *float64 `json:"backlog_finish_ms_100k"`
+	// The leader's resident memory with the simulated agents connected,
+	// after the throughput run, and its CPU use during that run (100 =
+	// one core). Local clusters only.
+	SimAgentsRSSMB  *float64 `json:"sim_agents_rss_mb"`
+	SimAgentsCPUPct *float64 `json:"sim_agents_cpu_pct"`
+	Notes           []string `json:"notes,omitempty"`
 }
 
 func ms(d time.Duration) *float64 {
@@ -218,8 +235,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	if want("throughput") {
 		fmt.Fprintf(progress, "bench: throughput for %s\n", cfg.Duration)
+		m0, _ := t.leaderMetrics(ctx)
+		began := time.Now()
 		v := throughput(ctx, t, fleet, cfg.Duration)
 		res.ThroughputTasksPerS = &v
+		if m1, err := t.leaderMetrics(ctx); err == nil && m0 != nil {
+			rss := m1["process_resident_memory_bytes"] / (1 << 20)
+			cpu := (m1["process_cpu_seconds_total"] - m0["process_cpu_seconds_total"]) / time.Since(began).Seconds() * 100
+			res.SimAgentsRSSMB, res.SimAgentsCPUPct = &rss, &cpu
+		}
 	}
 	if want("latency") {
 		fmt.Fprintf(progress, "bench: latency at %d/s for %s\n", cfg.Rate, cfg.Duration)
@@ -251,6 +275,22 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 				for _, g := range gaps {
 					res.FailoverGapsMs = append(res.FailoverGapsMs, *ms(g))
 				}
+			}
+		}
+	}
+	if want("backlog") {
+		if t.local == nil {
+			res.Notes = append(res.Notes, "backlog: needs --local (reads the leader's /metrics)")
+		} else {
+			fmt.Fprintln(progress, "bench: backlog (100 then 100,000 tasks pending)")
+			small, big, err := backlog(ctx, t, lat, func(s string) { fmt.Fprintln(progress, "bench: backlog: "+s) })
+			if err != nil {
+				res.Notes = append(res.Notes, "backlog: "+err.Error())
+			} else {
+				res.BacklogPassMs100, res.BacklogPassMs100k = ms(small.pass), ms(big.pass)
+				res.BacklogSubmitMs100, res.BacklogSubmitMs100k = ms(small.submit), ms(big.submit)
+				res.BacklogStartMs100, res.BacklogStartMs100k = ms(small.start), ms(big.start)
+				res.BacklogFinishMs100, res.BacklogFinishMs100k = ms(small.finish), ms(big.finish)
 			}
 		}
 	}
