@@ -4,6 +4,7 @@
 #   eval "$(scripts/testenv.sh up buildkit registry)"   # prints export lines
 #   eval "$(scripts/testenv.sh up buildkit registry kube)"
 #   scripts/testenv.sh down                             # stops what up started
+#   scripts/testenv.sh down node                        # stops only the parts named
 #   scripts/testenv.sh status
 #
 # Services (one case each in start_service; add a case to add a service):
@@ -27,6 +28,17 @@
 #   helm      not a service: the helm command, built by the tools module
 #             scripts/helmtool and cached outside the repository (about 8
 #             minutes cold). Exports HELM (its path). Not in a bare `up`.
+#   node      one real Kubernetes node on this host, in the kube part's
+#             cluster: containerd (+ Debian's runc), kubelet, kube-proxy
+#             (iptables), CNI bridge networking and CoreDNS, built once and
+#             cached outside the repository (about 15 minutes cold). Brings
+#             buildkit, registry and kube first (it pushes its pause image
+#             to the registry and pulls images from it). The node is tainted
+#             gantry.dev/real-node=true:NoSchedule and labelled
+#             gantry.dev/real-node=true, so only pods that tolerate the
+#             taint run there. Exports GANTRY_TEST_NODE (its name). Needs
+#             root; `down` undoes what it changed on the host. Not in a bare
+#             `up`.
 #
 # State (pid files, logs, sockets) lives in $GANTRY_TESTENV_DIR, default
 # ${XDG_RUNTIME_DIR:-/tmp}/gantry-testenv. Builds are cached in
@@ -42,6 +54,20 @@ GITEA_VERSION=v1.27.3
 # helm: pinned by scripts/helmtool/go.mod (build_helm checks they agree);
 # HELM_VERSION names the cache and is stamped into the binary.
 HELM_VERSION=v3.22.0
+# node: kubelet and kube-proxy come from scripts/kubetools (KUBE_VERSION);
+# containerd and the CNI plugins are built from their modules; CoreDNS from
+# the tools module scripts/nodetools (pinned there; build_coredns checks).
+CONTAINERD_VERSION=v2.4.2
+CNI_PLUGINS_VERSION=v1.10.0
+COREDNS_VERSION=v1.15.0
+NODE_NAME=gantry-real-node
+NODE_TAINT_KEY=gantry.dev/real-node
+# The node's pods get addresses on this bridge; CoreDNS answers on its
+# gateway address.
+NODE_BRIDGE=gantry-cni0
+NODE_POD_CIDR=10.88.0.0/16
+NODE_DNS_IP=10.88.0.1
+NODE_PARTS=(node-dns node-proxy node-kubelet node-containerd)
 KUBE_PARTS=(kube-etcd kube-apiserver kube-controller-manager kube-scheduler kube-kwok)
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -584,6 +610,412 @@ start_helm() {
   echo "export HELM=$bin"
 }
 
+# --- node -------------------------------------------------------------------
+
+# kube_version_ldflags prints the -X flags that stamp KUBE_VERSION into the
+# Kubernetes binaries (what `kubelet --version` and the Node object report).
+kube_version_ldflags() {
+  local major minor v p
+  major="${KUBE_VERSION#v}"
+  major="${major%%.*}"
+  minor="${KUBE_VERSION#v*.}"
+  minor="${minor%%.*}"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    v+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=$major -X $p.gitMinor=$minor"
+  done
+  echo "$v"
+}
+
+# cached_build DIR WHAT FUNC: unless DIR exists, runs FUNC TMP to fill a
+# temporary directory that is renamed to DIR when FUNC succeeds, so an
+# interrupted build never counts as cached. Prints DIR.
+cached_build() {
+  local dir="$1" what="$2" fn="$3" tmp start=$SECONDS
+  if [ ! -d "$dir" ]; then
+    say "building $what (once)"
+    mkdir -p "$(dirname "$dir")"
+    tmp="$(mktemp -d "$dir.tmp.XXXXXX")"
+    chmod 755 "$tmp"
+    if ! "$fn" "$tmp" >&2; then
+      rm -rf "$tmp"
+      die "node: building $what failed"
+    fi
+    rm -rf "$dir"
+    mv "$tmp" "$dir"
+    say "built $what in $((SECONDS - start)) s"
+  fi
+  echo "$dir"
+}
+
+# kubelet and kube-proxy: from scripts/kubetools, like the control plane, but
+# cached apart so that adding them rebuilt nothing already cached.
+build_kubelet_into() {
+  GOFLAGS=-mod=readonly GOWORK=off nice -n 10 go build -C "$repo/scripts/kubetools" -trimpath \
+    -ldflags "$(kube_version_ldflags)" -o "$1/" \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
+}
+
+# containerd, its runc shim and ctr: static, from the release's module
+# (its own go.mod and go.sum), without the btrfs snapshotter (cgo).
+build_containerd_into() {
+  local m=github.com/containerd/containerd/v2 src ld
+  (cd / && GOWORK=off go mod download "$m@$CONTAINERD_VERSION")
+  src="$(go env GOMODCACHE)/$m@$CONTAINERD_VERSION"
+  ld="-X $m/version.Version=$CONTAINERD_VERSION"
+  GOFLAGS=-mod=mod GOWORK=off CGO_ENABLED=0 nice -n 10 go build -C "$src" -trimpath \
+    -tags "urfave_cli_no_docs no_btrfs" -ldflags "$ld" -o "$1/" ./cmd/containerd ./cmd/ctr &&
+    GOFLAGS=-mod=mod GOWORK=off CGO_ENABLED=0 nice -n 10 go build -C "$src" -trimpath \
+      -tags "urfave_cli_no_docs no_btrfs no_grpc" -ldflags "$ld" -o "$1/" ./cmd/containerd-shim-runc-v2
+}
+
+build_cni_into() {
+  local m=github.com/containernetworking/plugins src
+  (cd / && GOWORK=off go mod download "$m@$CNI_PLUGINS_VERSION")
+  src="$(go env GOMODCACHE)/$m@$CNI_PLUGINS_VERSION"
+  GOFLAGS=-mod=mod GOWORK=off CGO_ENABLED=0 nice -n 10 go build -C "$src" -trimpath -o "$1/" \
+    ./plugins/main/bridge ./plugins/main/loopback ./plugins/ipam/host-local ./plugins/meta/portmap
+}
+
+# CoreDNS with only the plugins the node's Corefile uses (scripts/nodetools).
+build_coredns_into() {
+  grep -Eq "github\.com/coredns/coredns $COREDNS_VERSION( |\$)" "$repo/scripts/nodetools/go.mod" ||
+    die "node: scripts/nodetools/go.mod does not require coredns $COREDNS_VERSION"
+  CGO_ENABLED=0 GOFLAGS=-mod=readonly GOWORK=off nice -n 10 go build -C "$repo/scripts/nodetools" \
+    -trimpath -ldflags "-s -w" -o "$1/coredns" .
+}
+
+# The pod sandbox ("pause") image's one binary: Kubernetes' own pause.c from
+# the kubernetes module, linked statically (registry.k8s.io is unreachable).
+build_pause_into() {
+  local src
+  src="$(cd "$repo/scripts/kubetools" && GOWORK=off go mod download -json k8s.io/kubernetes | jq -r .Dir)"
+  gcc -Os -Wall -Werror -static -DVERSION="$KUBE_VERSION-gantry-testenv" \
+    -o "$1/pause" "$src/build/pause/linux/pause.c" && strip "$1/pause"
+}
+
+node_ctr() { "$node_bin_containerd/ctr" -a "$state/node/containerd/containerd.sock" -n k8s.io "$@"; }
+
+node_ready() {
+  kcurl GET "/api/v1/nodes/$NODE_NAME" |
+    jq -e '.status.conditions[]? | select(.type == "Ready" and .status == "True")' >/dev/null
+}
+
+node_probe_ready() {
+  kcurl GET /api/v1/namespaces/default/pods/gantry-testenv-node-probe |
+    jq -e '.status.conditions[]? | select(.type == "Ready" and .status == "True")' >/dev/null
+}
+
+node_probe_gone() {
+  [ "$(curl -sk --max-time 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $kube_token" \
+    "https://127.0.0.1:$kube_port/api/v1/namespaces/default/pods/gantry-testenv-node-probe")" = 404 ]
+}
+
+node_dns_up() { (exec 3<>"/dev/tcp/$NODE_DNS_IP/53") 2>/dev/null; }
+
+# node_pods prints namespace/name of the pods bound to the node.
+node_pods() {
+  kcurl GET "/api/v1/pods?fieldSelector=spec.nodeName%3D$NODE_NAME" |
+    jq -r '.items[] | "\(.metadata.namespace)/\(.metadata.name)"'
+}
+
+node_no_pods() { [ -z "$(node_pods)" ] && [ -z "$(node_ctr tasks ls -q 2>/dev/null)" ]; }
+
+node_fail() { # PART MESSAGE
+  say "node: $2; last lines of $state/$1.log:"
+  tail -n 25 "$state/$1.log" >&2 || true
+  stop_node
+  die "node did not start (logs: $state/node-*.log)"
+}
+
+node_wait() { # SECONDS PART MESSAGE CMD...
+  local deadline=$((SECONDS + $1)) part="$2" msg="$3" p
+  shift 3
+  until "$@" >/dev/null 2>&1; do
+    for p in "${NODE_PARTS[@]}"; do
+      [ ! -f "$state/$p.pid" ] || running "$p" || node_fail "$p" "$p exited"
+    done
+    [ $SECONDS -lt $deadline ] || node_fail "$part" "$msg (after $1 s)"
+    sleep 0.2
+  done
+}
+
+node_builds() {
+  node_bin_kube="$(cached_build "$cache/kubelet-$KUBE_VERSION" "kubelet and kube-proxy $KUBE_VERSION (about 5 minutes cold)" build_kubelet_into)"
+  node_bin_containerd="$(cached_build "$cache/containerd-$CONTAINERD_VERSION" "containerd $CONTAINERD_VERSION (about 5 minutes cold)" build_containerd_into)"
+  node_bin_cni="$(cached_build "$cache/cni-plugins-$CNI_PLUGINS_VERSION" "CNI plugins $CNI_PLUGINS_VERSION (about 2 minutes cold)" build_cni_into)"
+  node_bin_coredns="$(cached_build "$cache/coredns-$COREDNS_VERSION" "CoreDNS $COREDNS_VERSION (kubernetes, forward, cache; a few minutes cold)" build_coredns_into)"
+  node_bin_pause="$(cached_build "$cache/pause-$KUBE_VERSION" "the pause binary" build_pause_into)"
+}
+
+start_node() {
+  [ "$(id -u)" -eq 0 ] || die "node: containerd and kubelet need root"
+  need_pkgs runc runc iptables iptables conntrack conntrack ip iproute2 gcc gcc \
+    /usr/include/stdio.h libc6-dev curl curl jq jq
+  # What the node needs running first; their export lines are printed too.
+  local deps
+  deps="$(start_buildkit)"$'\n'"$(start_registry)"$'\n'"$(start_kube)"
+  echo "$deps"
+  local reg
+  reg="$(cat "$state/registry.addr")"
+  kube_all_running || die "node: the kube part is not running"
+  node_builds
+  local p all=1
+  for p in "${NODE_PARTS[@]}"; do running "$p" || all=; done
+  if [ -n "$all" ] && node_ready; then
+    echo "export GANTRY_TEST_NODE=$NODE_NAME"
+    echo "export GANTRY_TEST_NODE_LOGS=$state/node/pod-logs"
+    return
+  fi
+  stop_node
+  local dir="$state/node" node_ip
+  node_ip="$(ip -4 route get 192.0.2.123 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')"
+  [ -n "$node_ip" ] || die "node: found no address for the node (no IPv4 route)"
+  mkdir -p "$dir"/{cni-conf,pause,certs.d/"$reg"}
+  # Remember what stop_node must put back or remove.
+  {
+    echo "ip_forward=$(cat /proc/sys/net/ipv4/ip_forward)"
+    echo "node_ip=$node_ip"
+    for p in /run/containerd /var/lib/kubelet /var/lib/cni /var/log/containers; do
+      [ -e "$p" ] || echo "created=$p"
+    done
+  } >"$state/node-host"
+
+  # Pod sandbox image, pushed to the test registry.
+  cp "$node_bin_pause/pause" "$dir/pause/"
+  printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$dir/pause/Dockerfile"
+  local pause="$reg/gantry-testenv/pause:$KUBE_VERSION"
+  BUILDKIT_HOST="unix://$state/buildkit/buildkitd.sock" nice -n 10 "$(build_buildkit)/buildctl" build \
+    --frontend dockerfile.v0 --local context="$dir/pause" --local dockerfile="$dir/pause" \
+    --output "type=image,name=$pause,push=true,registry.insecure=true" >"$state/node-pause.log" 2>&1 ||
+    { tail -n 20 "$state/node-pause.log" >&2; die "node: pushing the pause image failed"; }
+
+  cat >"$dir/certs.d/$reg/hosts.toml" <<EOF
+server = "http://$reg"
+[host."http://$reg"]
+  capabilities = ["pull", "resolve"]
+  skip_verify = true
+EOF
+  # restrict_oom_score_adj: root here may lack CAP_SYS_RESOURCE, and then
+  # runc cannot give the sandbox the oom_score_adj CRI asks for (-998):
+  # every pod fails with "can't get final child's PID from pipe: EOF".
+  cat >"$dir/containerd.toml" <<EOF
+version = 3
+root = "$dir/containerd/root"
+state = "$dir/containerd/state"
+[grpc]
+  address = "$dir/containerd/containerd.sock"
+[ttrpc]
+  address = "$dir/containerd/containerd.sock.ttrpc"
+[plugins.'io.containerd.internal.v1.opt']
+  path = "$dir/containerd/opt"
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "$pause"
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "$dir/certs.d"
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = "runc"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        BinaryName = "$(command -v runc)"
+        Root = "$dir/runc"
+        SystemdCgroup = false
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["$node_bin_cni"]
+    conf_dir = "$dir/cni-conf"
+EOF
+  cat >"$dir/cni-conf/10-gantry-testenv.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "gantry-testenv",
+  "plugins": [
+    {"type": "bridge", "bridge": "$NODE_BRIDGE", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+     "ipam": {"type": "host-local", "dataDir": "$dir/cni-ipam",
+              "ranges": [[{"subnet": "$NODE_POD_CIDR", "gateway": "$NODE_DNS_IP"}]],
+              "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+  # oomScoreAdj 0: see restrict_oom_score_adj above. The kubelet listens on
+  # loopback only (anonymous, AlwaysAllow): the apiserver does not reach it,
+  # so kubectl logs/exec do not work (container logs are in $dir/pod-logs).
+  cat >"$dir/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+failSwapOn: false
+failCgroupV1: false
+cgroupDriver: cgroupfs
+containerRuntimeEndpoint: unix://$dir/containerd/containerd.sock
+address: 127.0.0.1
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+authentication:
+  anonymous: {enabled: true}
+  webhook: {enabled: false}
+authorization: {mode: AlwaysAllow}
+clusterDomain: cluster.local
+clusterDNS: [$NODE_DNS_IP]
+resolvConf: /etc/resolv.conf
+podLogsDir: $dir/pod-logs
+registerWithTaints:
+- {key: $NODE_TAINT_KEY, value: "true", effect: NoSchedule}
+evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+serializeImagePulls: false
+oomScoreAdj: 0
+EOF
+  # NodePorts on the node's address only: the testenv's own services listen
+  # on random loopback ports.
+  cat >"$dir/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+clusterCIDR: $NODE_POD_CIDR
+hostnameOverride: $NODE_NAME
+bindAddress: $node_ip
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+nodePortAddresses: ["$node_ip/32"]
+conntrack: {maxPerCore: 0}
+clientConnection: {kubeconfig: $state/kube/kubeconfig}
+EOF
+  cat >"$dir/Corefile" <<EOF
+.:53 {
+    bind $NODE_DNS_IP
+    errors
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $state/kube/kubeconfig gantry-test
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }
+    forward . /etc/resolv.conf
+    cache 5
+}
+EOF
+
+  # The bridge exists before the first pod so that CoreDNS can bind its
+  # gateway address; the CNI bridge plugin takes it over.
+  ip link add "$NODE_BRIDGE" type bridge
+  ip addr add "$NODE_DNS_IP/${NODE_POD_CIDR#*/}" dev "$NODE_BRIDGE"
+  ip link set "$NODE_BRIDGE" up
+  sysctl -qw net.ipv4.ip_forward=1
+
+  say "starting containerd $CONTAINERD_VERSION"
+  PATH="$node_bin_containerd:$PATH" kube_start node-containerd "$node_bin_containerd/containerd" --config "$dir/containerd.toml"
+  node_wait 30 node-containerd "containerd not answering" node_ctr version
+  say "starting kubelet ($NODE_NAME, $node_ip)"
+  kube_start node-kubelet "$node_bin_kube/kubelet" --config "$dir/kubelet.yaml" \
+    --kubeconfig "$state/kube/kubeconfig" --hostname-override "$NODE_NAME" --node-ip "$node_ip" \
+    --node-labels "$NODE_TAINT_KEY=true" --root-dir "$dir/kubelet" --cert-dir "$dir/kubelet/pki" --v=1
+  say "starting kube-proxy and CoreDNS"
+  kube_start node-proxy "$node_bin_kube/kube-proxy" --config "$dir/kube-proxy.yaml" --v=1
+  kube_start node-dns "$node_bin_coredns/coredns" -conf "$dir/Corefile"
+  node_wait 60 node-dns "CoreDNS not listening on $NODE_DNS_IP:53" node_dns_up
+  node_wait 120 node-kubelet "node $NODE_NAME not Ready" node_ready
+
+  # Proof that the node runs pods: the pause image as a pod, scheduled there.
+  kcurl POST /api/v1/namespaces/default/pods "$(jq -cn --arg img "$pause" --arg key "$NODE_TAINT_KEY" '{
+    apiVersion: "v1", kind: "Pod", metadata: {name: "gantry-testenv-node-probe"},
+    spec: {nodeSelector: {($key): "true"}, tolerations: [{key: $key, operator: "Exists", effect: "NoSchedule"}],
+      automountServiceAccountToken: false, terminationGracePeriodSeconds: 0,
+      containers: [{name: "pause", image: $img}]}}')" >/dev/null ||
+    node_fail node-kubelet "creating the probe pod failed"
+  node_wait 120 node-kubelet "probe pod not Ready on $NODE_NAME" node_probe_ready
+  kcurl DELETE /api/v1/namespaces/default/pods/gantry-testenv-node-probe >/dev/null ||
+    node_fail node-kubelet "deleting the probe pod failed"
+  node_wait 60 node-kubelet "probe pod not deleted" node_probe_gone
+  say "node $NODE_NAME ready"
+  echo "export GANTRY_TEST_NODE=$NODE_NAME"
+  echo "export GANTRY_TEST_NODE_LOGS=$state/node/pod-logs"
+}
+
+# stop_node undoes start_node: the node's pods go first (the kubelet stops
+# them, so the CNI plugins remove their addresses and NAT rules), then its
+# processes, then what they left on the host: iptables chains, mounts, the
+# bridge, cgroups, ip_forward and the directories that did not exist before.
+stop_node() {
+  local dir="$state/node" p
+  [ -f "$state/node-host" ] || [ -d "$dir" ] || return 0
+  node_bin_containerd="${node_bin_containerd:-$cache/containerd-$CONTAINERD_VERSION}"
+  say "stopping node $NODE_NAME"
+  local api=
+  kube_all_running 2>/dev/null && api=1
+  if [ -n "$api" ] && running node-kubelet && running node-containerd; then
+    curl -fsSk --max-time 10 -X PATCH -H "Authorization: Bearer $kube_token" \
+      -H "Content-Type: application/merge-patch+json" --data '{"spec":{"unschedulable":true}}' \
+      "https://127.0.0.1:$kube_port/api/v1/nodes/$NODE_NAME" >/dev/null 2>&1 || true
+    for p in $(node_pods 2>/dev/null); do
+      kcurl DELETE "/api/v1/namespaces/${p%%/*}/pods/${p#*/}" '{"kind":"DeleteOptions","apiVersion":"v1","gracePeriodSeconds":1}' >/dev/null 2>&1 || true
+    done
+    wait_for 90 node_no_pods || say "node: pods still running after 90 s; killing them"
+  fi
+  stop_service node-dns node-proxy node-kubelet
+  if running node-containerd; then
+    for p in $(node_ctr tasks ls -q 2>/dev/null); do node_ctr tasks kill -s SIGKILL "$p" >/dev/null 2>&1 || true; done
+    wait_for 15 sh -c "[ -z \"\$('$node_bin_containerd/ctr' -a '$dir/containerd/containerd.sock' -n k8s.io tasks ls -q)\" ]" || true
+  fi
+  stop_service node-containerd
+  # Shims outlive containerd; any left belong to this node's containerd.
+  for p in /proc/[0-9]*; do
+    if { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -q -- "-address $dir/containerd/containerd.sock"; then
+      kill -KILL "${p#/proc/}" 2>/dev/null || true
+    fi
+  done
+  # iptables: kube-proxy's chains, the kubelet's, and NAT rules of pods
+  # whose CNI teardown did not run.
+  [ -x "$cache/kubelet-$KUBE_VERSION/kube-proxy" ] &&
+    "$cache/kubelet-$KUBE_VERSION/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  local ipt t c
+  for ipt in iptables ip6tables; do
+    command -v $ipt >/dev/null || continue
+    $ipt -D INPUT -j KUBE-FIREWALL 2>/dev/null || true
+    $ipt -D OUTPUT -j KUBE-FIREWALL 2>/dev/null || true
+    for t in filter nat mangle; do
+      for c in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT KUBE-PROXY-CANARY; do
+        $ipt -t $t -F $c 2>/dev/null && $ipt -t $t -X $c 2>/dev/null || true
+      done
+    done
+  done
+  if command -v iptables >/dev/null; then
+    { iptables -t nat -S POSTROUTING 2>/dev/null | grep -- 'name: \\"gantry-testenv\\"' || true; } | sed 's/^-A/-D/' |
+      while read -r rule; do
+        c="$(sed -n 's/.* -j \(CNI-[0-9a-f]*\).*/\1/p' <<<"$rule")"
+        eval "iptables -t nat $rule" 2>/dev/null || true
+        [ -z "$c" ] || { iptables -t nat -F "$c" && iptables -t nat -X "$c"; } 2>/dev/null || true
+      done
+  fi
+  # Mounts under the node's directory (the kubelet's own bind mount, pod
+  # volumes, container root file systems), deepest first.
+  awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/mounts | sort -r |
+    while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+  ip link del "$NODE_BRIDGE" 2>/dev/null || true
+  for c in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
+    [ ! -d "$c" ] || find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
+  if [ -f "$state/node-host" ]; then
+    local v
+    v="$(sed -n 's/^ip_forward=//p' "$state/node-host")"
+    [ -z "$v" ] || sysctl -qw "net.ipv4.ip_forward=$v"
+    for p in $(sed -n 's/^created=//p' "$state/node-host"); do
+      awk -v d="$p" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/mounts | sort -r |
+        while read -r m; do umount "$m" 2>/dev/null || true; done
+      rm -rf "$p"
+    done
+  fi
+  if [ -n "$api" ]; then
+    kcurl DELETE "/api/v1/nodes/$NODE_NAME" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$dir" "$state/node-host"
+}
+
 start_service() {
   case "$1" in
   buildkit) start_buildkit ;;
@@ -591,7 +1023,8 @@ start_service() {
   kube) start_kube ;;
   gitea) start_gitea ;;
   helm) start_helm ;;
-  *) die "unknown service $1 (known: buildkit registry kube gitea helm)" ;;
+  node) start_node ;;
+  *) die "unknown service $1 (known: buildkit registry kube gitea helm node)" ;;
   esac
 }
 
@@ -627,6 +1060,17 @@ up)
   for s in "$@"; do start_service "$s"; done
   ;;
 down)
+  if [ $# -gt 0 ]; then # only the parts named
+    for s in "$@"; do
+      case "$s" in
+      node) stop_node ;;
+      kube) stop_node && stop_kube ;;
+      *) stop_service "$s" ;;
+      esac
+    done
+    exit 0
+  fi
+  stop_node # its pods while the apiserver runs, then its host changes
   stop_kube # its parts in order, then whatever else has a pid file
   for f in "$state"/*.pid; do
     [ -e "$f" ] || continue
@@ -652,7 +1096,7 @@ status)
   fi
   ;;
 *)
-  echo "usage: $0 up [buildkit] [registry] [kube] [gitea] [helm] | down | status" >&2
+  echo "usage: $0 up [buildkit] [registry] [kube] [gitea] [helm] [node] | down [PART...] | status" >&2
   exit 2
   ;;
 esac
