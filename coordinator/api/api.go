@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -151,8 +152,13 @@ func (s *Server) ListJobs(ctx context.Context, req *gv1.ListJobsRequest) (*gv1.L
 	if limit == 0 {
 		limit = 100
 	}
-	return &gv1.ListJobsResponse{Jobs: s.d.FSM.Jobs(req.GetStates(), limit)}, nil
+	jobs, total, truncated := s.d.FSM.JobsPage(req.GetStates(), limit, maxListBytes)
+	return &gv1.ListJobsResponse{Jobs: jobs, Total: int32(min(total, math.MaxInt32)), Truncated: truncated}, nil
 }
+
+// maxListBytes bounds a listing's answer below gRPC's default message size
+// (4 MiB), which clients refuse to receive past.
+const maxListBytes = 3 << 20
 
 // WatchJob streams the job after every change until it is final.
 func (s *Server) WatchJob(req *gv1.WatchJobRequest, stream gv1.GantryService_WatchJobServer) error {

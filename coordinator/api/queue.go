@@ -25,6 +25,9 @@ const (
 // ListQueue lists the waiting tasks with the reason each waits and the
 // schedule-to-start latency per label set. Only the leader's dispatcher
 // knows the reasons, so a follower forwards the call.
+// maxQueueListed is the most tasks ListQueue lists; its queues count all.
+const maxQueueListed = 1000
+
 func (s *Server) ListQueue(ctx context.Context, req *gv1.ListQueueRequest) (*gv1.ListQueueResponse, error) {
 	resp := &gv1.ListQueueResponse{}
 	queues := map[string]*gv1.QueueStats{}
@@ -54,10 +57,19 @@ func (s *Server) ListQueue(ctx context.Context, req *gv1.ListQueueRequest) (*gv1
 		if p.NotBefore > 0 {
 			t.NotBefore = timestamppb.New(time.Unix(0, p.NotBefore))
 		}
-		resp.Tasks = append(resp.Tasks, t)
 		queue(t.Labels).Pending++
+		if len(resp.Tasks) == maxQueueListed {
+			resp.Truncated = true
+			continue
+		}
+		resp.Tasks = append(resp.Tasks, t)
 	}
 	for _, b := range s.d.FSM.Blocked() {
+		queue(b.Spec.GetLabels()).Blocked++
+		if len(resp.Tasks) == maxQueueListed {
+			resp.Truncated = true
+			continue
+		}
 		resp.Tasks = append(resp.Tasks, &gv1.QueuedTask{
 			JobId:       b.Key.JobID,
 			JobName:     b.JobName,
@@ -69,7 +81,6 @@ func (s *Server) ListQueue(ctx context.Context, req *gv1.ListQueueRequest) (*gv1
 			Reason:      "needs " + strings.Join(b.Unmet, ", "),
 			Concurrency: b.Spec.GetConcurrency(),
 		})
-		queue(b.Spec.GetLabels()).Blocked++
 	}
 	waits := map[string][]time.Duration{}
 	for _, smp := range s.d.FSM.RecentStarts(time.Now().Add(-latencyWindow), latencyJobs) {

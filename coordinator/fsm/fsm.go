@@ -130,21 +130,39 @@ func (f *FSM) JobVersion(id string) (uint64, bool) {
 // Jobs returns copies of the newest jobs first, at most limit of them, with
 // only the given states (all when states is empty).
 func (f *FSM) Jobs(states []gv1.JobState, limit int) []*gv1.Job {
+	out, _, _ := f.JobsPage(states, limit, 0)
+	return out
+}
+
+// JobsPage is Jobs, stopping before the jobs' encoded size passes maxBytes
+// (zero: no bound); it also counts every job in states (total) and says
+// whether the size stopped it short of limit.
+func (f *FSM) JobsPage(states []gv1.JobState, limit, maxBytes int) (out []*gv1.Job, total int, truncated bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	want := map[gv1.JobState]bool{}
 	for _, s := range states {
 		want[s] = true
 	}
-	var out []*gv1.Job
-	for i := len(f.state.order) - 1; i >= 0 && (limit <= 0 || len(out) < limit); i-- {
+	size := 0
+	for i := len(f.state.order) - 1; i >= 0; i-- {
 		j := f.state.jobs[f.state.order[i]]
 		if len(want) > 0 && !want[j.State] {
 			continue
 		}
+		total++
+		if truncated || (limit > 0 && len(out) >= limit) {
+			continue
+		}
+		if maxBytes > 0 {
+			if size += proto.Size(j) + 8; size > maxBytes {
+				truncated = true
+				continue
+			}
+		}
 		out = append(out, proto.Clone(j).(*gv1.Job))
 	}
-	return out
+	return out, total, truncated
 }
 
 // ActiveTask is a task leased to an agent (assigned or running).

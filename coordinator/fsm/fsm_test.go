@@ -2,6 +2,7 @@ package fsm_test
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -483,5 +484,23 @@ func TestApplyNonCommandEntry(t *testing.T) {
 	f := fsm.New()
 	if got := f.Apply(&raft.Log{Index: 1, Type: raft.LogNoop}); got != nil {
 		t.Errorf("Apply(noop) = %v, want nil", got)
+	}
+}
+
+func TestJobsPageCountsAndBoundsSize(t *testing.T) {
+	h := newHarness(t)
+	for i := range 30 {
+		h.ok(submitCmd(i, newJob(fmt.Sprintf("j%02d", i), "", 0, spec("t"))))
+	}
+	h.ok(cancelCmd(40, "j00", "test"))
+	pending := []gv1.JobState{gv1.JobState_JOB_STATE_PENDING}
+	jobs, total, truncated := h.f.JobsPage(pending, 5, 0)
+	if len(jobs) != 5 || total != 29 || truncated || jobs[0].Id != "j29" {
+		t.Errorf("limit 5: %d jobs (first %s), total %d, truncated %v; want 5 from j29, 29, false", len(jobs), jobs[0].Id, total, truncated)
+	}
+	one := proto.Size(h.job("j01"))
+	jobs, total, truncated = h.f.JobsPage(nil, 0, 3*one+30)
+	if len(jobs) != 3 || total != 30 || !truncated {
+		t.Errorf("byte bound of about 3 jobs: %d jobs, total %d, truncated %v", len(jobs), total, truncated)
 	}
 }

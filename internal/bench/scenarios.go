@@ -346,23 +346,21 @@ func execRun(ctx context.Context, c gv1.GantryServiceClient, d time.Duration, re
 		}
 		return errors.New("no job acknowledged")
 	}
-	// Counting the open jobs lists them all: once, for the backlog; then
-	// only whether one is left, so the measurement does not load the
-	// coordinator it measures.
-	open := func(limit int64) (int, error) {
-		resp, err := c.ListJobs(ctx, &gv1.ListJobsRequest{Limit: int32(min(limit, 1<<30)), States: []gv1.JobState{gv1.JobState_JOB_STATE_PENDING, gv1.JobState_JOB_STATE_RUNNING}})
+	// The open jobs, counted by the coordinator (listing one).
+	open := func() (int, error) {
+		resp, err := c.ListJobs(ctx, &gv1.ListJobsRequest{Limit: 1, States: []gv1.JobState{gv1.JobState_JOB_STATE_PENDING, gv1.JobState_JOB_STATE_RUNNING}})
 		if err != nil {
 			return 0, err
 		}
-		return len(resp.GetJobs()), nil
+		return int(resp.GetTotal()), nil
 	}
-	backlog, err := open(n + 1000)
+	backlog, err := open()
 	if err != nil {
 		return err
 	}
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
-		left, err := open(1)
+		left, err := open()
 		if err != nil {
 			return err
 		}

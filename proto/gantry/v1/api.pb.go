@@ -334,8 +334,13 @@ func (x *ListJobsRequest) GetLimit() int32 {
 }
 
 type ListJobsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Jobs          []*Job                 `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Jobs  []*Job                 `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// How many jobs are in the requested states, listed or not.
+	Total int32 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	// Fewer jobs than the limit were listed to keep the answer under the
+	// API's message size (4 MiB): ask for fewer, or narrow the states.
+	Truncated     bool `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -375,6 +380,20 @@ func (x *ListJobsResponse) GetJobs() []*Job {
 		return x.Jobs
 	}
 	return nil
+}
+
+func (x *ListJobsResponse) GetTotal() int32 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *ListJobsResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
 }
 
 type WatchJobRequest struct {
@@ -1591,8 +1610,11 @@ func (x *QueueStats) GetP95() *durationpb.Duration {
 type ListQueueResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Highest priority first, then oldest; blocked tasks after pending ones.
-	Tasks         []*QueuedTask `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
-	Queues        []*QueueStats `protobuf:"bytes,2,rep,name=queues,proto3" json:"queues,omitempty"`
+	// At most the first 1,000; the queues count every task.
+	Tasks  []*QueuedTask `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	Queues []*QueueStats `protobuf:"bytes,2,rep,name=queues,proto3" json:"queues,omitempty"`
+	// More tasks wait than are listed.
+	Truncated     bool `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1639,6 +1661,13 @@ func (x *ListQueueResponse) GetQueues() []*QueueStats {
 		return x.Queues
 	}
 	return nil
+}
+
+func (x *ListQueueResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
 }
 
 type CreateAppRequest struct {
@@ -3914,9 +3943,11 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\x03job\x18\x01 \x01(\v2\x0e.gantry.v1.JobR\x03job\"T\n" +
 	"\x0fListJobsRequest\x12+\n" +
 	"\x06states\x18\x01 \x03(\x0e2\x13.gantry.v1.JobStateR\x06states\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\x05R\x05limit\"6\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"j\n" +
 	"\x10ListJobsResponse\x12\"\n" +
-	"\x04jobs\x18\x01 \x03(\v2\x0e.gantry.v1.JobR\x04jobs\"(\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x0e.gantry.v1.JobR\x04jobs\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\x05R\x05total\x12\x1c\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"(\n" +
 	"\x0fWatchJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"4\n" +
 	"\x10WatchJobResponse\x12 \n" +
@@ -4006,10 +4037,11 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\x03p95\x18\a \x01(\v2\x19.google.protobuf.DurationR\x03p95\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"o\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8d\x01\n" +
 	"\x11ListQueueResponse\x12+\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x15.gantry.v1.QueuedTaskR\x05tasks\x12-\n" +
-	"\x06queues\x18\x02 \x03(\v2\x15.gantry.v1.QueueStatsR\x06queues\":\n" +
+	"\x06queues\x18\x02 \x03(\v2\x15.gantry.v1.QueueStatsR\x06queues\x12\x1c\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\":\n" +
 	"\x10CreateAppRequest\x12&\n" +
 	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.AppSpecR\x04spec\"\xc5\x01\n" +
 	"\x11CreateAppResponse\x12 \n" +
