@@ -28,13 +28,13 @@ type state struct {
 	pending map[TaskKey]queueEntry
 	// deploys are the pending, assigned and running deploy tasks (a
 	// subset of pending and active, for ActiveDeploys).
-	deploys  map[TaskKey]struct{}
-	queue    *btree.BTreeG[queueEntry]
+	deploys map[TaskKey]struct{}
+	queue   *btree.BTreeG[queueEntry]
 	// classes holds the same entries by class (labels, capability,
 	// concurrency key), each in queue order: a scheduling pass drops a
 	// class it cannot place without walking the rest of it.
-	classes map[string]*btree.BTreeG[queueEntry]
-	depth   map[string]int
+	classes  map[string]*btree.BTreeG[queueEntry]
+	depth    map[string]int
 	active   map[TaskKey]struct{}
 	load     map[string]int     // agent -> leased tasks
 	busy     map[string]TaskKey // concurrency key -> holder
