@@ -778,6 +778,9 @@ start_node() {
     for p in /run/containerd /var/lib/kubelet /var/lib/cni /var/log/containers; do
       [ -e "$p" ] || echo "created=$p"
     done
+    for p in /run/netns/cni-*; do
+      [ ! -e "$p" ] || echo "netns=$p"
+    done
   } >"$state/node-host"
 
   # Pod sandbox image, pushed to the test registry.
@@ -996,6 +999,13 @@ stop_node() {
   # volumes, container root file systems), deepest first.
   awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/mounts | sort -r |
     while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+  # Pod network namespaces whose sandbox was never stopped (no drain).
+  for p in /run/netns/cni-*; do
+    [ -e "$p" ] || continue
+    ! grep -qx "netns=$p" "$state/node-host" 2>/dev/null || continue
+    umount "$p" 2>/dev/null || true
+    rm -f "$p"
+  done
   ip link del "$NODE_BRIDGE" 2>/dev/null || true
   for c in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
     [ ! -d "$c" ] || find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null || true
