@@ -36,9 +36,10 @@
 #             to the registry and pulls images from it). The node is tainted
 #             gantry.dev/real-node=true:NoSchedule and labelled
 #             gantry.dev/real-node=true, so only pods that tolerate the
-#             taint run there. Exports GANTRY_TEST_NODE (its name). Needs
-#             root; `down` undoes what it changed on the host. Not in a bare
-#             `up`.
+#             taint run there. Exports GANTRY_TEST_NODE (its name) and
+#             GANTRY_TEST_NODE_LOGS (the kubelet's container logs: kubectl
+#             logs cannot reach it). Needs root; `down` undoes what it
+#             changed on the host. Not in a bare `up`.
 #
 # State (pid files, logs, sockets) lives in $GANTRY_TESTENV_DIR, default
 # ${XDG_RUNTIME_DIR:-/tmp}/gantry-testenv. Builds are cached in
@@ -56,7 +57,7 @@ GITEA_VERSION=v1.27.3
 HELM_VERSION=v3.22.0
 # node: kubelet and kube-proxy come from scripts/kubetools (KUBE_VERSION);
 # containerd and the CNI plugins are built from their modules; CoreDNS from
-# the tools module scripts/nodetools (pinned there; build_coredns checks).
+# the tools module scripts/nodetools (pinned there; build_coredns_into checks).
 CONTAINERD_VERSION=v2.4.2
 CNI_PLUGINS_VERSION=v1.10.0
 COREDNS_VERSION=v1.15.0
