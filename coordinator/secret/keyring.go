@@ -18,6 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"syscall"
 	"path/filepath"
 	"strings"
 	"time"
@@ -143,14 +145,17 @@ func Parse(data []byte) (*Keyring, error) {
 	return k, nil
 }
 
-// Load reads a keyring file. It must not be readable by others.
+// Load reads a keyring file. No one but this process's user and group may
+// read it, and no one else write it: mode 0600, or 0640/0440 with the
+// file's group one of the process's own (a Kubernetes Secret mounted with
+// the pod's fsGroup is group-readable).
 func Load(path string) (*Keyring, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("keyring: %w", err)
 	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("keyring %s: mode %v: readable by others; chmod 600 it", path, st.Mode().Perm())
+	if perm := st.Mode().Perm(); perm&0o037 != 0 || (perm&0o040 != 0 && !ownGroup(st)) {
+		return nil, fmt.Errorf("keyring %s: mode %v: readable by others; chmod 600 it", path, perm)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -205,4 +210,17 @@ func Create(path string, rotate bool) (*Keyring, error) {
 		return nil, fmt.Errorf("keyring: %w", err)
 	}
 	return Load(path)
+}
+
+// ownGroup reports whether the file's group is one of this process's.
+func ownGroup(st os.FileInfo) bool {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false
+	}
+	if int(sys.Gid) == os.Getgid() {
+		return true
+	}
+	groups, _ := os.Getgroups()
+	return slices.Contains(groups, int(sys.Gid))
 }

@@ -70,6 +70,17 @@ func TestLoadRefusesWorldReadable(t *testing.T) {
 	if _, err := Load(path); err == nil {
 		t.Fatal("a world-readable keyring loaded")
 	}
+	// Group-readable by the process's own group (a Secret mounted with
+	// the pod's fsGroup) loads; group-writable does not.
+	os.Chown(path, -1, os.Getgid())
+	os.Chmod(path, 0o440)
+	if _, err := Load(path); err != nil {
+		t.Errorf("keyring readable by this process's group only: %v", err)
+	}
+	os.Chmod(path, 0o460)
+	if _, err := Load(path); err == nil {
+		t.Error("a group-writable keyring loaded")
+	}
 }
 
 func TestParseErrors(t *testing.T) {

@@ -205,23 +205,6 @@ func TestRealPods(t *testing.T) {
 	runCLI(t, "tls", "cert", "create", "--server", "gantry-coordinator", "--dir", tlsDir,
 		"--dns", "localhost,"+strings.Join(names, ","), "--ip", "127.0.0.1")
 	runCLI(t, "secret", "keygen", filepath.Join(dir, "secret-keys"))
-	// Kubernetes makes every file of a Secret volume group-readable in a
-	// pod with an fsGroup (mode 0400 becomes 0440), and the coordinators
-	// refuse a keyring readable by anyone but its owner ("keyring
-	// /etc/gantry/secret-keys/keys: mode -r--r-----: readable by others"):
-	// with the chart as it is they exit at start. Until that is settled, the
-	// keyring is also put on each coordinator's data volume (hostPath: no
-	// fsGroup, mode 0600) and --secret-keys points there.
-	keyring := read(filepath.Join(dir, "secret-keys"))
-	for i := range 3 {
-		f := filepath.Join(hostDir, fmt.Sprint(i), "secret-keys")
-		if err := os.WriteFile(f, keyring, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(f, 65532, 65532); err != nil {
-			t.Fatal(err)
-		}
-	}
 	for name, data := range map[string]map[string][]byte{
 		"gantry-tls": {
 			"ca.pem": read(filepath.Join(tlsDir, "ca.pem")), "ca-key.pem": read(filepath.Join(tlsDir, "ca-key.pem")),
@@ -246,7 +229,6 @@ coordinator:
   resources:
     requests: {cpu: 50m, memory: 64Mi}
     limits: {memory: 1Gi}
-  extraArgs: [--secret-keys=/var/lib/gantry/secret-keys]
   %s
 agents:
   pools:
@@ -261,24 +243,14 @@ agents:
         limits: {memory: 1Gi}
       %s
 `, repo, suffix, placement, strings.ReplaceAll(placement, "\n  ", "\n      ")))
-	// The chart's probes ask for plain HTTP, but the coordinators serve
-	// TLS on their HTTP port ("client sent an HTTP request to an HTTPS
-	// server"): no coordinator ever becomes Ready, and the liveness probe
-	// restarts them. Until the chart (and deploy/kubernetes) say
-	// scheme: HTTPS, a post-renderer adds it.
-	postRender := filepath.Join(t.TempDir(), "probes-https")
-	if err := os.WriteFile(postRender, []byte("#!/bin/sh\nexec sed -E 's#(httpGet: \\{path: /(readyz|healthz), port: http)\\}#\\1, scheme: HTTPS}#'\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	installed := time.Now()
-	mustHelm(t, helm, "install", "gantry", chartDir(t), "--values", values, "--namespace", ns, "--kubeconfig", k.kubeconfig,
-		"--post-renderer", postRender)
+	mustHelm(t, helm, "install", "gantry", chartDir(t), "--values", values, "--namespace", ns, "--kubeconfig", k.kubeconfig)
 	sts, err := k.cs.AppsV1().StatefulSets(ns).Get(ctx, coordinatorSTS, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c := sts.Spec.Template.Spec.Containers[0]; c.ReadinessProbe.HTTPGet.Scheme != corev1.URISchemeHTTPS || c.LivenessProbe.HTTPGet.Scheme != corev1.URISchemeHTTPS {
-		t.Fatalf("post-renderer left the probes at %s, %s", c.ReadinessProbe.HTTPGet.Scheme, c.LivenessProbe.HTTPGet.Scheme)
+		t.Fatalf("the coordinators' probes ask for %s, %s; they serve HTTPS", c.ReadinessProbe.HTTPGet.Scheme, c.LivenessProbe.HTTPGet.Scheme)
 	}
 
 	// Three coordinators Running and Ready on the node.
