@@ -153,37 +153,86 @@ func (s *spool) list() []*gv1.Report {
 	return out
 }
 
-// reportLoop delivers spooled results to the leader until each is answered.
-// An answer, accepted or refused as stale, is final; no answer (no leader,
-// a timeout) means try again.
+// reportsInFlight is how many results an agent delivers at once: each
+// waits for its commit, and the leader batches concurrent commits into
+// one Raft entry, so one at a time would cap an agent at one result per
+// commit latency.
+const reportsInFlight = 32
+
+// reportLoop delivers spooled results to the leader until each is answered,
+// up to reportsInFlight at once. An answer, accepted or refused as stale,
+// is final; no answer (no leader, a timeout) means try again after a pause.
 func (a *Agent) reportLoop(ctx context.Context) {
+	var (
+		mu       sync.Mutex
+		inFlight = map[refKey]bool{}
+		failed   bool
+		wg       sync.WaitGroup
+	)
+	defer wg.Wait()
+	sem := make(chan struct{}, reportsInFlight)
+	done := make(chan struct{}, 1)
 	wait := 50 * time.Millisecond
 	for {
 		changed := a.spool.changed()
-		failed := false
+		mu.Lock()
+		retry := failed
+		failed = false
+		mu.Unlock()
+		if retry {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+				wait = min(2*wait, time.Second)
+			}
+		}
 		for _, r := range a.spool.list() {
 			if ctx.Err() != nil || a.isKilled() {
 				return
 			}
-			if !a.deliver(ctx, r) {
-				failed = true
-				break
+			k := keyOf(r.Ref)
+			mu.Lock()
+			busy := inFlight[k]
+			if !busy {
+				inFlight[k] = true
 			}
-		}
-		if !failed {
-			wait = 50 * time.Millisecond
+			mu.Unlock()
+			if busy {
+				continue
+			}
 			select {
+			case sem <- struct{}{}:
 			case <-ctx.Done():
 				return
-			case <-changed:
 			}
-			continue
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ok := a.deliver(ctx, r)
+				mu.Lock()
+				delete(inFlight, k)
+				if !ok {
+					failed = true
+				}
+				mu.Unlock()
+				<-sem
+				select {
+				case done <- struct{}{}:
+				default:
+				}
+			}()
 		}
+		mu.Lock()
+		if !failed {
+			wait = 50 * time.Millisecond
+		}
+		mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(wait):
-			wait = min(2*wait, time.Second)
+		case <-changed:
+		case <-done:
 		}
 	}
 }
