@@ -17,11 +17,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -60,7 +62,17 @@ type Runner struct {
 	// inherited are the KEY=VALUE entries of the agent's environment every
 	// process gets.
 	inherited []string
+
+	// idle are working directories left empty by their task, kept for the
+	// next one: creating and removing a directory per task costs more
+	// than the task itself for short ones (ext4 frees and discards its
+	// block each time).
+	mu   sync.Mutex
+	idle []string
 }
+
+// maxIdleDirs bounds the empty working directories kept for reuse.
+const maxIdleDirs = 64
 
 // New returns a Runner, creating cfg.WorkRoot if it is missing.
 func New(cfg Config, log *zap.Logger) (*Runner, error) {
@@ -321,6 +333,12 @@ func (r *Runner) workDir(ctx context.Context, req Request, log *zap.Logger) (str
 		}
 		return dir, func() {}, nil
 	}
+	co := req.Spec.GetCheckout()
+	if co == nil {
+		if dir := r.takeIdle(); dir != "" {
+			return dir, func() { r.release(dir, log) }, nil
+		}
+	}
 	if err := os.MkdirAll(r.root, 0o755); err != nil {
 		return "", nil, fmt.Errorf("create work root: %w", err)
 	}
@@ -333,9 +351,8 @@ func (r *Runner) workDir(ctx context.Context, req Request, log *zap.Logger) (str
 			log.Warn("remove working directory", zap.String("dir", dir), zap.Error(err))
 		}
 	}
-	co := req.Spec.GetCheckout()
 	if co == nil {
-		return dir, cleanup, nil
+		return dir, func() { r.release(dir, log) }, nil
 	}
 	commit, err := gitsrc.Clone(ctx, co.GetUrl(), co.GetRevision(), dir, req.Secrets[co.GetSecret()])
 	if err != nil {
@@ -352,6 +369,46 @@ func (r *Runner) workDir(ctx context.Context, req Request, log *zap.Logger) (str
 		run = filepath.Join(dir, sub)
 	}
 	return run, cleanup, nil
+}
+
+// takeIdle returns an empty working directory left by an earlier task, or "".
+func (r *Runner) takeIdle() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.idle) == 0 {
+		return ""
+	}
+	dir := r.idle[len(r.idle)-1]
+	r.idle = r.idle[:len(r.idle)-1]
+	return dir
+}
+
+// release keeps dir for the next task if its task left it as it got it
+// (empty, mode 0700 or 0755 as created, still ours), else removes it.
+func (r *Runner) release(dir string, log *zap.Logger) {
+	if fi, err := os.Lstat(dir); err == nil && fi.IsDir() && fi.Mode().Perm()&0o022 == 0 && fi.Mode().Perm()&0o700 == 0o700 && emptyDir(dir) {
+		r.mu.Lock()
+		if len(r.idle) < maxIdleDirs {
+			r.idle = append(r.idle, dir)
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Unlock()
+	}
+	if err := removeAll(dir); err != nil {
+		log.Warn("remove working directory", zap.String("dir", dir), zap.Error(err))
+	}
+}
+
+// emptyDir reports whether dir has no entries.
+func emptyDir(dir string) bool {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	return len(names) == 0 && err == io.EOF
 }
 
 // removeAll removes dir, making directories writable if the first attempt fails.

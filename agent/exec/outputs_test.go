@@ -46,3 +46,37 @@ echo "$GANTRY_OUTPUTS"
 		t.Errorf("oversized outputs file: %v\n%s", res.Outputs, rec.get(sysout))
 	}
 }
+
+// A working directory its task left empty serves the next task; one with
+// anything left in it, or its mode changed, is removed: every task starts
+// in an empty directory of its own.
+func TestWorkDirReuseOnlyWhenEmpty(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, 0)
+	pwd := func(script string) string {
+		rec := &recorder{}
+		if res := r.Run(context.Background(), Request{Name: "w", Spec: &gv1.ExecSpec{Shell: "pwd; ls -A; " + script}}, rec); !res.Success() {
+			t.Fatalf("run: %+v\n%s", res, rec.get(sysout))
+		}
+		lines := strings.Split(strings.TrimSpace(rec.get(stdout)), "\n")
+		if len(lines) != 1 {
+			t.Fatalf("working directory not empty at start: %q", lines)
+		}
+		return lines[0]
+	}
+	first := pwd("true")
+	if second := pwd("touch left-behind"); second != first {
+		t.Errorf("empty directory %s not reused (got %s)", first, second)
+	}
+	if _, err := os.Stat(first); !os.IsNotExist(err) {
+		t.Errorf("directory with a file left in it kept: %v", err)
+	}
+	third := pwd("chmod 0777 .")
+	if third == first {
+		t.Errorf("removed directory came back")
+	}
+	if _, err := os.Stat(third); !os.IsNotExist(err) {
+		t.Errorf("directory whose mode the task changed kept: %v", err)
+	}
+	pwd("true")
+}
