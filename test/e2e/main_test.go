@@ -172,15 +172,29 @@ type proc struct {
 // logged if the test failed.
 func startProc(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
+	return startBinary(t, gantryBin, name, args...)
+}
+
+// startBinary is startProc with another gantry binary.
+func startBinary(t *testing.T, bin, name string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "GANTRY_ADDR=")
+	return runProc(t, name, cmd, 20*time.Second)
+}
+
+// runProc starts cmd with its output in a log file; when the test ends it
+// is stopped (SIGTERM, then SIGKILL after grace), and the tail of its
+// output is logged if the test failed.
+func runProc(t *testing.T, name string, cmd *exec.Cmd, grace time.Duration) *proc {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatalf("open %s log: %v", name, err)
 	}
-	fmt.Fprintf(f, "=== %s %s\n", gantryBin, strings.Join(args, " "))
-	cmd := exec.Command(gantryBin, args...)
+	fmt.Fprintf(f, "=== %s\n", strings.Join(cmd.Args, " "))
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), "GANTRY_ADDR=")
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		t.Fatalf("start %s: %v", name, err)
@@ -197,7 +211,7 @@ func startProc(t *testing.T, name string, args ...string) *proc {
 			t.Logf("--- last lines of %s (%s):\n%s", name, logPath, tail(logPath, 80))
 		}
 	})
-	t.Cleanup(func() { p.stop(t, 20*time.Second) })
+	t.Cleanup(func() { p.stop(t, grace) })
 	return p
 }
 

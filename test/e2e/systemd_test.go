@@ -594,33 +594,10 @@ func runCLI(t *testing.T, args ...string) string {
 // systemd starts a service; stopped and its output shown like startProc's.
 func startUnitProc(t *testing.T, name string, fs unitRoot, argv, env []string) *proc {
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "=== %s\n", strings.Join(argv, " "))
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = env
 	cmd.Dir = fs.dir
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- last lines of %s (%s):\n%s", name, logPath, tail(logPath, 60))
-		}
-	})
-	t.Cleanup(func() { p.stop(t, 30*time.Second) })
-	return p
+	return runProc(t, name, cmd, 30*time.Second)
 }
 
 // systemdAnalyzeVerify runs `systemd-analyze verify` on the unit (the

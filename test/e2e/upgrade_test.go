@@ -109,37 +109,6 @@ func oldGantry(t *testing.T) string {
 	return bin
 }
 
-// startBinary is startProc with another gantry binary.
-func startBinary(t *testing.T, bin, name string, args ...string) *proc {
-	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatalf("open %s log: %v", name, err)
-	}
-	fmt.Fprintf(f, "=== %s %s\n", bin, strings.Join(args, " "))
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), "GANTRY_ADDR=")
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- last lines of %s (%s):\n%s", name, logPath, tail(logPath, 80))
-		}
-	})
-	t.Cleanup(func() { p.stop(t, 20*time.Second) })
-	return p
-}
-
 // upgradeCluster is a three-coordinator cluster started as startCluster
 // starts one, whose nodes can be restarted with another binary on the
 // same data directories and addresses.
