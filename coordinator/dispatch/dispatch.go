@@ -180,18 +180,15 @@ func (d *Dispatcher) scheduleOnce(ctx context.Context) {
 	now := time.Now()
 	load := d.fsm.AgentLoad()
 	var cands []scheduler.Candidate
-	for _, a := range d.fleet.Agents(now, 0) {
-		if a.State != gv1.AgentState_AGENT_STATE_ACTIVE {
-			continue
-		}
+	d.fleet.EachActive(now, func(a *gv1.AgentInfo) {
 		cands = append(cands, scheduler.Candidate{
-			Name:         a.Info.Name,
-			Labels:       a.Info.Labels,
-			Free:         int(a.Info.Slots) - load[a.Info.Name],
-			Capabilities: a.Info.Capabilities,
-			Warm:         a.Info.WarmCache,
+			Name:         a.Name,
+			Labels:       a.Labels,
+			Free:         int(a.Slots) - load[a.Name],
+			Capabilities: a.Capabilities,
+			Warm:         a.WarmCache,
 		})
-	}
+	})
 	plan := SchedulePass(d.fsm, cands, now)
 	d.metrics.SchedulePass.Observe(time.Since(now).Seconds())
 	d.mu.Lock()

@@ -60,3 +60,34 @@ func TestViewForgetsSilentAgents(t *testing.T) {
 		t.Fatal("live agent missing")
 	}
 }
+
+// EachActive walks the live, undrained agents by name, as agents join and
+// are forgotten.
+func TestEachActiveByName(t *testing.T) {
+	t.Parallel()
+	f := NewBounded(time.Second, 10, time.Minute)
+	now := time.Unix(1_800_000_000, 0)
+	for _, n := range []string{"c", "a", "old", "b"} {
+		if _, err := f.Observe(hbOf(n), now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drain := hbOf("b")
+	drain.Agent.Draining = true
+	later := now.Add(2 * time.Minute)
+	for _, hb := range []*gv1.Heartbeat{hbOf("c"), hbOf("a"), drain, hbOf("d")} {
+		if _, err := f.Observe(hb, later); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	f.EachActive(later, func(info *gv1.AgentInfo) { got = append(got, info.Name) })
+	if fmt.Sprint(got) != "[a c d]" {
+		t.Errorf("EachActive = %v; want [a c d] (old forgotten, b draining)", got)
+	}
+	got = nil
+	f.EachActive(later.Add(2*time.Second), func(info *gv1.AgentInfo) { got = append(got, info.Name) })
+	if len(got) != 0 {
+		t.Errorf("EachActive after the TTL = %v; want none", got)
+	}
+}

@@ -4,6 +4,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"sort"
@@ -79,8 +80,13 @@ func NewPass(agents []Candidate, busy map[string]bool, now int64) *Pass {
 	p := &Pass{free: make([]Candidate, len(agents)), held: map[string]bool{}, now: now,
 		plan: Plan{Waiting: map[string]string{}, WaitingClass: map[string]string{}}}
 	copy(p.free, agents)
-	// Spread load: agents with more free slots first, then by name.
-	sort.SliceStable(p.free, func(a, b int) bool { return less(p.free[a], p.free[b]) })
+	// Spread load: agents with more free slots first, then by name. Agents
+	// come by name (the fleet view keeps them so): a stable counting sort
+	// by free slots orders them in linear time, every pass.
+	if !slices.IsSortedFunc(p.free, func(a, b Candidate) int { return strings.Compare(a.Name, b.Name) }) {
+		slices.SortFunc(p.free, func(a, b Candidate) int { return strings.Compare(a.Name, b.Name) })
+	}
+	p.free = byFreeDesc(p.free)
 	for _, a := range agents {
 		p.freeSlots += max(a.Free, 0)
 	}
@@ -88,6 +94,36 @@ func NewPass(agents []Candidate, busy map[string]bool, now int64) *Pass {
 		p.held[k] = true
 	}
 	return p
+}
+
+// byFreeDesc orders cs by free slots, most first, keeping their order
+// within equal counts (as less, given cs in name order).
+func byFreeDesc(cs []Candidate) []Candidate {
+	if len(cs) == 0 {
+		return cs
+	}
+	lo, hi := cs[0].Free, cs[0].Free
+	for _, c := range cs {
+		lo, hi = min(lo, c.Free), max(hi, c.Free)
+	}
+	if hi-lo > 4096 {
+		slices.SortStableFunc(cs, func(a, b Candidate) int { return cmp.Compare(b.Free, a.Free) })
+		return cs
+	}
+	start := make([]int, hi-lo+2)
+	for _, c := range cs {
+		start[hi-c.Free+1]++
+	}
+	for i := 1; i < len(start); i++ {
+		start[i] += start[i-1]
+	}
+	out := make([]Candidate, len(cs))
+	for _, c := range cs {
+		k := hi - c.Free
+		out[start[k]] = c
+		start[k]++
+	}
+	return out
 }
 
 // Full reports whether no agent has a free slot left.
