@@ -72,7 +72,13 @@ type Pass struct {
 	held      map[string]bool
 	now       int64
 	plan      Plan
+	// labels counts the agents having each label, built when a task first
+	// asks for labels: a task asking for a label no agent has is told so
+	// without matching it against every agent.
+	labels map[label]int
 }
+
+type label struct{ k, v string }
 
 // NewPass starts a pass over agents (copied) with the busy concurrency
 // keys; now is unix nanoseconds.
@@ -153,6 +159,22 @@ func (p *Pass) Offer(t fsm.PendingTask, class string) {
 	if c := t.Spec.GetConcurrency(); c != "" && p.held[c] {
 		wait(fmt.Sprintf("concurrency group %q busy", c))
 		return
+	}
+	if want := t.Spec.GetLabels(); len(want) > 0 {
+		if p.labels == nil {
+			p.labels = map[label]int{}
+			for _, a := range p.free {
+				for k, v := range a.Labels {
+					p.labels[label{k, v}]++
+				}
+			}
+		}
+		for k, v := range want {
+			if p.labels[label{k, v}] == 0 {
+				wait("no agent with labels " + FormatLabels(want))
+				return
+			}
+		}
 	}
 	i, reason := pick(t, p.free)
 	if i < 0 {
