@@ -147,8 +147,8 @@ func TestSchedulePassSkipsUnplaceableClasses(t *testing.T) {
 		}
 	}
 	for i := range 50 {
-		if r := fast.WaitingClass[fmt.Sprintf("set=%d|exec|", i)]; r == "" {
-			t.Errorf("class set=%d has no reason to wait", i)
+		if r := fast.WaitingClass[fmt.Sprintf("set=%d|exec|", i)]; r != fmt.Sprintf("no agent with labels set=%d", i) {
+			t.Errorf("class set=%d waits because %q", i, r)
 		}
 	}
 }
