@@ -82,11 +82,17 @@ type Server struct {
 	ready atomic.Pointer[Readiness]
 	// refusals bounds the refused calls recorded in the audit log.
 	refusals *rate.Limiter
+	// leader wakes forwarded calls when the leader changes (forward.go).
+	leader leaderWatch
 }
 
 // New returns the API server.
 func New(d Deps) *Server {
-	return &Server{d: d, log: d.Log.Named("api"), refusals: newRefusalLimiter()}
+	s := &Server{d: d, log: d.Log.Named("api"), refusals: newRefusalLimiter()}
+	if d.Raft != nil && d.Raft.Raft != nil {
+		s.leader.watch(d.Raft.Raft)
+	}
+	return s
 }
 
 func (s *Server) isLeader() bool { return s.d.Raft.Raft.State() == raft.Leader }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -207,6 +208,7 @@ var errLeaderMoved = errors.New("the leader changed while the call was in flight
 // refuse as a follower), and waiting for the caller's deadline would only
 // stretch a failover.
 func (s *Server) request(ctx context.Context, out *nats.Msg) (*nats.Msg, error) {
+	changed := s.leader.changed()
 	_, sentTo := s.d.Raft.Raft.LeaderWithID()
 	if sentTo == "" {
 		return s.d.NATS.RequestMsgWithContext(ctx, out)
@@ -214,13 +216,12 @@ func (s *Server) request(ctx context.Context, out *nats.Msg) (*nats.Msg, error) 
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	go func() {
-		t := time.NewTicker(10 * time.Millisecond)
-		defer t.Stop()
 		for {
 			select {
 			case <-rctx.Done():
 				return
-			case <-t.C:
+			case <-changed:
+				changed = s.leader.changed()
 				if _, id := s.d.Raft.Raft.LeaderWithID(); id != "" && id != sentTo {
 					cancel(fmt.Errorf("%w (from %s to %s)", errLeaderMoved, sentTo, id))
 					return
@@ -235,6 +236,46 @@ func (s *Server) request(ctx context.Context, out *nats.Msg) (*nats.Msg, error) 
 		}
 	}
 	return msg, err
+}
+
+// leaderWatch wakes forwarded calls when Raft reports a leader change
+// (one observer per node, instead of each call polling Raft).
+type leaderWatch struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+// changed is closed at the next leader change.
+func (w *leaderWatch) changed() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ch == nil {
+		w.ch = make(chan struct{})
+	}
+	return w.ch
+}
+
+func (w *leaderWatch) fire() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ch != nil {
+		close(w.ch)
+		w.ch = nil
+	}
+}
+
+// watch registers the Raft observer that drives w.
+func (w *leaderWatch) watch(r *raft.Raft) {
+	obs := make(chan raft.Observation, 1)
+	r.RegisterObserver(raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	}))
+	go func() {
+		for range obs {
+			w.fire()
+		}
+	}()
 }
 
 // ServeForwarded answers calls forwarded by followers; the leader
