@@ -105,10 +105,7 @@ tasks:
 	// The agents' ServiceAccount may deploy an application into its own
 	// namespace (what a deploy and its drift watch do), and by default
 	// nowhere else: cluster-wide deploys are the component cluster-wide/.
-	for _, c := range []struct {
-		a       authzv1.ResourceAttributes
-		allowed bool
-	}{
+	k.checkAccess(t, installNS, "gantry-agent", []access{
 		{authzv1.ResourceAttributes{Verb: "patch", Group: "apps", Resource: "deployments", Namespace: installNS}, true},
 		{authzv1.ResourceAttributes{Verb: "watch", Group: "apps", Resource: "statefulsets", Namespace: installNS}, true},
 		{authzv1.ResourceAttributes{Verb: "update", Resource: "configmaps", Namespace: installNS}, true},
@@ -117,49 +114,18 @@ tasks:
 		{authzv1.ResourceAttributes{Verb: "patch", Group: "apps", Resource: "deployments", Namespace: "shop"}, false},
 		{authzv1.ResourceAttributes{Verb: "list", Resource: "secrets"}, false},
 		{authzv1.ResourceAttributes{Verb: "create", Group: "apps", Resource: "daemonsets", Namespace: "kube-system"}, false},
-	} {
-		a := c.a
-		sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
-			User:               "system:serviceaccount:" + installNS + ":gantry-agent",
-			Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + installNS, "system:authenticated"},
-			ResourceAttributes: &a,
-		}}
-		got, err := k.cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatalf("subject access review: %v", err)
-		}
-		if got.Status.Allowed != c.allowed {
-			t.Errorf("agent may %s %s %s in %q: %v, want %v (%s)", a.Verb, a.Group, a.Resource, a.Namespace, got.Status.Allowed, c.allowed, got.Status.Reason)
-		}
-	}
+	})
 
 	// The coordinators' ServiceAccount may size the agent pools in their
 	// namespace (the leader's autoscaler), and nothing more.
-	for _, c := range []struct {
-		a       authzv1.ResourceAttributes
-		allowed bool
-	}{
+	k.checkAccess(t, installNS, "gantry-coordinator", []access{
 		{authzv1.ResourceAttributes{Verb: "update", Group: "apps", Resource: "deployments", Subresource: "scale", Namespace: installNS}, true},
 		{authzv1.ResourceAttributes{Verb: "list", Group: "apps", Resource: "deployments", Namespace: installNS}, true},
 		{authzv1.ResourceAttributes{Verb: "patch", Resource: "pods", Namespace: installNS}, true},
 		{authzv1.ResourceAttributes{Verb: "update", Group: "apps", Resource: "deployments", Namespace: installNS}, false},
 		{authzv1.ResourceAttributes{Verb: "update", Group: "apps", Resource: "deployments", Subresource: "scale", Namespace: "shop"}, false},
 		{authzv1.ResourceAttributes{Verb: "get", Resource: "secrets", Namespace: installNS}, false},
-	} {
-		a := c.a
-		sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
-			User:               "system:serviceaccount:" + installNS + ":gantry-coordinator",
-			Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + installNS, "system:authenticated"},
-			ResourceAttributes: &a,
-		}}
-		got, err := k.cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatalf("subject access review: %v", err)
-		}
-		if got.Status.Allowed != c.allowed {
-			t.Errorf("coordinator may %s %s %s/%s in %q: %v, want %v (%s)", a.Verb, a.Group, a.Resource, a.Subresource, a.Namespace, got.Status.Allowed, c.allowed, got.Status.Reason)
-		}
-	}
+	})
 	// The agents' Deployment is a pool the coordinators size
 	// (TestAutoscalePoolOnQueueDepth runs the autoscaler itself).
 	if dep.Labels["gantry.dev/autoscale"] != "true" || dep.Annotations["gantry.dev/min-replicas"] != "2" || dep.Annotations["gantry.dev/max-replicas"] != "10" {
@@ -167,6 +133,33 @@ tasks:
 	}
 	if !slices.Contains(sts.Spec.Template.Spec.Containers[0].Args, "--autoscale=in-cluster") || sts.Spec.Template.Spec.ServiceAccountName != "gantry-coordinator" {
 		t.Errorf("statefulset %s: coordinators do not autoscale (args %v, service account %q)", coordinatorSTS, sts.Spec.Template.Spec.Containers[0].Args, sts.Spec.Template.Spec.ServiceAccountName)
+	}
+}
+
+// access is a request and whether the service account may make it.
+type access struct {
+	a       authzv1.ResourceAttributes
+	allowed bool
+}
+
+// checkAccess asks the API server, for each request, whether the service
+// account ns/sa may make it, and fails the test where it disagrees.
+func (k kubeEnv) checkAccess(t *testing.T, ns, sa string, cases []access) {
+	t.Helper()
+	for _, c := range cases {
+		a := c.a
+		sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+			User:               "system:serviceaccount:" + ns + ":" + sa,
+			Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+			ResourceAttributes: &a,
+		}}
+		got, err := k.cs.AuthorizationV1().SubjectAccessReviews().Create(context.Background(), sar, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("subject access review: %v", err)
+		}
+		if got.Status.Allowed != c.allowed {
+			t.Errorf("%s may %s %s %s/%s in %q: %v, want %v (%s)", sa, a.Verb, a.Group, a.Resource, a.Subresource, a.Namespace, got.Status.Allowed, c.allowed, got.Status.Reason)
+		}
 	}
 }
 

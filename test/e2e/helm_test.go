@@ -740,31 +740,14 @@ agents:
 
 	// The coordinators' ServiceAccount may size the pools here, and
 	// nothing elsewhere.
-	for _, c := range []struct {
-		a       authzv1.ResourceAttributes
-		allowed bool
-	}{
+	k.checkAccess(t, ns, "gantry-coordinator", []access{
 		{authzv1.ResourceAttributes{Verb: "list", Group: "apps", Resource: "deployments", Namespace: ns}, true},
 		{authzv1.ResourceAttributes{Verb: "patch", Group: "apps", Resource: "deployments", Subresource: "scale", Namespace: ns}, true},
 		{authzv1.ResourceAttributes{Verb: "patch", Resource: "pods", Namespace: ns}, true},
 		{authzv1.ResourceAttributes{Verb: "patch", Group: "apps", Resource: "deployments", Namespace: ns}, false},
 		{authzv1.ResourceAttributes{Verb: "get", Resource: "secrets", Namespace: ns}, false},
 		{authzv1.ResourceAttributes{Verb: "patch", Group: "apps", Resource: "deployments", Subresource: "scale", Namespace: "default"}, false},
-	} {
-		a := c.a
-		sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
-			User:               "system:serviceaccount:" + ns + ":gantry-coordinator",
-			Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
-			ResourceAttributes: &a,
-		}}
-		got, err := k.cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatalf("subject access review: %v", err)
-		}
-		if got.Status.Allowed != c.allowed {
-			t.Errorf("coordinators may %s %s %s/%s in %q: %v, want %v", a.Verb, a.Group, a.Resource, a.Subresource, a.Namespace, got.Status.Allowed, c.allowed)
-		}
-	}
+	})
 
 	mustHelm(t, helm, helmArgs("uninstall", "gantry")...)
 	uninstalled = true
