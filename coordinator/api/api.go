@@ -129,7 +129,15 @@ func (s *Server) SubmitJob(ctx context.Context, req *gv1.SubmitJobRequest) (*gv1
 	for _, t := range js.Tasks {
 		job.Tasks = append(job.Tasks, &gv1.Task{Name: t.Name, Spec: t})
 	}
-	res, err := s.d.Proposer.ProposeOne(ctx, s.command(ctx, &gv1.Command{Cmd: &gv1.Command_SubmitJob{SubmitJob: &gv1.SubmitJobCommand{Job: job}}}))
+	cmd := s.command(ctx, &gv1.Command{Cmd: &gv1.Command_SubmitJob{SubmitJob: &gv1.SubmitJobCommand{Job: job}}})
+	var res fsm.Result
+	var err error
+	if s.d.Dispatcher != nil {
+		// Its runnable tasks may be assigned in the same commit.
+		res, err = s.d.Dispatcher.Submit(ctx, cmd)
+	} else {
+		res, err = s.d.Proposer.ProposeOne(ctx, cmd)
+	}
 	if err != nil {
 		return nil, toStatus(err)
 	}

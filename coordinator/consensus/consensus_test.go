@@ -132,6 +132,49 @@ func TestProposerBatchesConcurrentCommands(t *testing.T) {
 	}
 }
 
+// A command given to Later rides with the next proposal, ahead of it, or
+// leaves alone after LaterDelay.
+func TestProposerLaterRidesWithTheNextEntry(t *testing.T) {
+	t.Parallel()
+	leader, f := cluster(t, 1, consensus.StoreBolt)
+	p := consensus.NewProposer(leader.Raft)
+	p.LaterDelay = time.Hour
+	var entries atomic.Int64
+	p.Observe = func(int, time.Duration) { entries.Add(1) }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Run(ctx)
+
+	// The later command submits job a; the next proposal, job a again:
+	// applied first, the later one wins and the proposal is refused.
+	got := make(chan error, 1)
+	p.Later(submitCmd("a"), func(_ fsm.Result, err error) { got <- err })
+	if _, err := p.ProposeOne(ctx, submitCmd("a")); err == nil {
+		t.Fatal("the proposal was applied before the command given to Later")
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("later command: %v", err)
+	}
+	if n := entries.Load(); n != 1 {
+		t.Fatalf("%d entries, want one for both", n)
+	}
+
+	// Alone, it leaves after the delay.
+	p.LaterDelay = 10 * time.Millisecond
+	p.Later(submitCmd("b"), func(_ fsm.Result, err error) { got <- err })
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("later command alone: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a command given to Later alone was never committed")
+	}
+	if _, ok := f.Job("b"); !ok {
+		t.Fatal("job b not applied")
+	}
+}
+
 func TestProposerOnFollowerSaysNotLeader(t *testing.T) {
 	t.Parallel()
 	leader, _ := cluster(t, 1, consensus.StoreBolt)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -44,11 +45,35 @@ type Proposer struct {
 	// wrapping ErrUpgrading); then none of the call's commands is. Set it
 	// before the proposer is used.
 	Gate func(*gv1.Command) error
+
+	// LaterDelay is the longest a command given to Later waits for an
+	// entry to ride with before it leaves alone.
+	LaterDelay time.Duration
+	mu         sync.Mutex
+	later      []*proposal
+	laterTimer *time.Timer
 }
 
 type proposal struct {
 	cmds []*gv1.Command
 	done chan proposalResult
+	// then, instead of done, is called with the only command's result
+	// (Later).
+	then func(fsm.Result, error)
+}
+
+// answer gives pr its results or error.
+func (pr *proposal) answer(r proposalResult) {
+	if pr.then == nil {
+		pr.done <- r
+		return
+	}
+	switch {
+	case r.err != nil:
+		pr.then(fsm.Result{}, r.err)
+	case len(r.results) == 1:
+		pr.then(r.results[0], r.results[0].Err)
+	}
 }
 
 type proposalResult struct {
@@ -64,7 +89,55 @@ func NewProposer(r *raft.Raft) *Proposer {
 		inflight: make(chan struct{}, 8),
 		maxBatch: 1024,
 		Timeout:  10 * time.Second,
+
+		LaterDelay: 20 * time.Millisecond,
 	}
+}
+
+// Later commits cmd with the next entry proposed, or alone after
+// LaterDelay, and calls then (when not nil) with its result. It is for
+// commands nobody waits for, whose commit can ride with others (a task's
+// start): under load they cost no entry, hence no fsync, of their own.
+// Commands given to Later keep their order, and are applied before the
+// commands of any Propose called after Later returned.
+func (p *Proposer) Later(cmd *gv1.Command, then func(fsm.Result, error)) {
+	if then == nil {
+		then = func(fsm.Result, error) {}
+	}
+	if p.Gate != nil {
+		if err := p.Gate(cmd); err != nil {
+			then(fsm.Result{}, err)
+			return
+		}
+	}
+	p.mu.Lock()
+	p.later = append(p.later, &proposal{cmds: []*gv1.Command{cmd}, then: then})
+	if p.laterTimer == nil {
+		p.laterTimer = time.AfterFunc(p.LaterDelay, p.flushLater)
+	}
+	p.mu.Unlock()
+}
+
+// flushLater wakes Run to send the commands waiting in later: an empty
+// proposal forms a batch of its own.
+func (p *Proposer) flushLater() {
+	select {
+	case p.reqs <- &proposal{done: make(chan proposalResult, 1)}:
+	default: // Run is busy: the next batch takes them
+	}
+}
+
+// takeLater returns the commands waiting in later.
+func (p *Proposer) takeLater() []*proposal {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := p.later
+	p.later = nil
+	if p.laterTimer != nil {
+		p.laterTimer.Stop()
+		p.laterTimer = nil
+	}
+	return out
 }
 
 // Propose commits cmds (in order, possibly together with other callers'
@@ -117,11 +190,12 @@ func (p *Proposer) Run(ctx context.Context) {
 		select {
 		case p.inflight <- struct{}{}:
 		case <-ctx.Done():
-			first.done <- proposalResult{err: ctx.Err()}
+			first.answer(proposalResult{err: ctx.Err()})
 			p.failQueued(ctx.Err())
 			return
 		}
-		// Take whatever queued while we waited for a free slot.
+		// Take whatever queued while we waited for a free slot, then the
+		// commands waiting to ride along, which go first.
 		batch := []*proposal{first}
 		n := len(first.cmds)
 	fill:
@@ -133,6 +207,15 @@ func (p *Proposer) Run(ctx context.Context) {
 			default:
 				break fill
 			}
+		}
+		if later := p.takeLater(); len(later) > 0 {
+			batch = append(later, batch...)
+			n += len(later)
+		}
+		if n == 0 {
+			// A wake-up for later commands another batch already took.
+			<-p.inflight
+			continue
 		}
 		p.send(batch, n)
 	}
@@ -147,7 +230,7 @@ func (p *Proposer) send(batch []*proposal, n int) {
 	if err != nil {
 		<-p.inflight
 		for _, pr := range batch {
-			pr.done <- proposalResult{err: fmt.Errorf("encode batch: %w", err)}
+			pr.answer(proposalResult{err: fmt.Errorf("encode batch: %w", err)})
 		}
 		return
 	}
@@ -164,19 +247,19 @@ func (p *Proposer) send(batch []*proposal, n int) {
 				err = fmt.Errorf("%w: %v", ErrNotLeader, err)
 			}
 			for _, pr := range batch {
-				pr.done <- proposalResult{err: fmt.Errorf("commit: %w", err)}
+				pr.answer(proposalResult{err: fmt.Errorf("commit: %w", err)})
 			}
 			return
 		}
 		results, _ := f.Response().([]fsm.Result)
 		if len(results) != n {
 			for _, pr := range batch {
-				pr.done <- proposalResult{err: fmt.Errorf("commit: %d results for %d commands", len(results), n)}
+				pr.answer(proposalResult{err: fmt.Errorf("commit: %d results for %d commands", len(results), n)})
 			}
 			return
 		}
 		for _, pr := range batch {
-			pr.done <- proposalResult{results: results[:len(pr.cmds):len(pr.cmds)]}
+			pr.answer(proposalResult{results: results[:len(pr.cmds):len(pr.cmds)]})
 			results = results[len(pr.cmds):]
 		}
 	}()
@@ -198,10 +281,13 @@ func (p *Proposer) wait(f raft.ApplyFuture) error {
 }
 
 func (p *Proposer) failQueued(err error) {
+	for _, pr := range p.takeLater() {
+		pr.answer(proposalResult{err: err})
+	}
 	for {
 		select {
 		case pr := <-p.reqs:
-			pr.done <- proposalResult{err: err}
+			pr.answer(proposalResult{err: err})
 		default:
 			return
 		}

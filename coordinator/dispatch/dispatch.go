@@ -46,6 +46,9 @@ func DefaultConfig() Config {
 	return Config{LeaseTTL: 2 * time.Second, AssignTimeout: 2 * time.Second, Tick: 100 * time.Millisecond}
 }
 
+// spareEvery bounds how often an idle queue's free slots are counted.
+const spareEvery = 10 * time.Millisecond
+
 // Dispatcher schedules and supervises tasks while its node leads.
 type Dispatcher struct {
 	cfg     Config
@@ -67,13 +70,25 @@ type Dispatcher struct {
 	mu sync.Mutex
 	// plan is the last scheduling pass's, for why tasks wait (Reason).
 	plan scheduler.Plan
+
+	// lead is the leadership's context while Lead runs.
+	lead atomic.Pointer[context.Context]
+	// placeMu orders the placements of scheduling passes and of Submit.
+	// reserved are the assignments proposed and not known to be applied
+	// (the FSM's load does not count them yet), by attempt, with their
+	// agents; spare is the last pass, holding the slots it left free,
+	// where Submit places new tasks.
+	placeMu  sync.Mutex
+	reserved map[attemptKey]string
+	spare    *scheduler.Pass
+	spareAt  time.Time
 }
 
 // New returns a dispatcher.
 func New(cfg Config, log *zap.Logger, nc *nats.Conn, ns subject.Namespace, f *fsm.FSM, prop *consensus.Proposer, fl *fleet.View, m *metrics.Metrics) *Dispatcher {
 	return &Dispatcher{
 		cfg: cfg, log: log.Named("dispatch"), nc: nc, ns: ns, fsm: f, prop: prop, fleet: fl, metrics: m,
-		quiet: quiet(log.Named("dispatch")),
+		quiet: quiet(log.Named("dispatch")), reserved: map[attemptKey]string{},
 	}
 }
 
@@ -85,6 +100,13 @@ func (d *Dispatcher) Fleet() *fleet.View { return d.fleet }
 // cannot be placed this pass, so its cost follows what it places and the
 // number of classes, not the depth of the queue.
 func SchedulePass(f *fsm.FSM, cands []scheduler.Candidate, now time.Time) scheduler.Plan {
+	_, plan := schedulePass(f, cands, now)
+	return plan
+}
+
+// schedulePass is SchedulePass, also returning the pass (the slots it
+// left free).
+func schedulePass(f *fsm.FSM, cands []scheduler.Candidate, now time.Time) (*scheduler.Pass, scheduler.Plan) {
 	pass := scheduler.NewPass(cands, f.BusyConcurrency(), now.UnixNano())
 	f.EachPendingByClass(func(class string, task func() fsm.PendingTask) (more, classDone bool) {
 		if pass.Full() {
@@ -97,7 +119,7 @@ func SchedulePass(f *fsm.FSM, cands []scheduler.Candidate, now time.Time) schedu
 		_, blocked := pass.Blocked(class)
 		return true, blocked
 	})
-	return pass.Plan()
+	return pass, pass.Plan()
 }
 
 // Reason says why a pending task waits, as of the last scheduling pass;
@@ -120,7 +142,14 @@ func (d *Dispatcher) Reason(t fsm.PendingTask) string {
 // Lead runs the leader's loops until ctx ends.
 func (d *Dispatcher) Lead(ctx context.Context) error {
 	d.leading.Store(true)
-	defer d.leading.Store(false)
+	d.lead.Store(&ctx)
+	defer func() {
+		d.lead.Store(nil)
+		d.leading.Store(false)
+		d.placeMu.Lock()
+		d.spare = nil
+		d.placeMu.Unlock()
+	}()
 	slots := make(chan struct{}, reportSlots)
 	sub, err := d.nc.Subscribe(d.ns.AllReports(), func(m *nats.Msg) {
 		select {
@@ -171,25 +200,25 @@ func (d *Dispatcher) scheduleOnce(ctx context.Context) {
 	for k, v := range depth {
 		d.metrics.QueueDepth.WithLabelValues(k).Set(float64(v))
 	}
+	now := time.Now()
+	d.placeMu.Lock()
 	if len(depth) == 0 {
+		// Nothing to place: keep the free slots for Submit, counted
+		// afresh at most every spareEvery (tasks end often under load;
+		// the spare only undercounts free slots meanwhile).
+		if d.spare == nil || now.Sub(d.spareAt) >= spareEvery {
+			d.spare, d.spareAt = scheduler.NewPass(d.candidates(now), d.fsm.BusyConcurrency(), now.UnixNano()), now
+		}
+		d.placeMu.Unlock()
 		d.mu.Lock()
 		d.plan = scheduler.Plan{}
 		d.mu.Unlock()
 		return
 	}
-	now := time.Now()
-	load := d.fsm.AgentLoad()
-	var cands []scheduler.Candidate
-	d.fleet.EachActive(now, func(a *gv1.AgentInfo) {
-		cands = append(cands, scheduler.Candidate{
-			Name:         a.Name,
-			Labels:       a.Labels,
-			Free:         int(a.Slots) - load[a.Name],
-			Capabilities: a.Capabilities,
-			Warm:         a.WarmCache,
-		})
-	})
-	plan := SchedulePass(d.fsm, cands, now)
+	pass, plan := schedulePass(d.fsm, d.candidates(now), now)
+	d.spare, d.spareAt = pass, now
+	d.reserve(plan.Placements, false)
+	d.placeMu.Unlock()
 	d.metrics.SchedulePass.Observe(time.Since(now).Seconds())
 	d.mu.Lock()
 	d.plan = scheduler.Plan{Waiting: plan.Waiting, WaitingClass: plan.WaitingClass, Full: plan.Full}
@@ -200,12 +229,12 @@ func (d *Dispatcher) scheduleOnce(ctx context.Context) {
 	at := timestamppb.New(now)
 	cmds := make([]*gv1.Command, len(plan.Placements))
 	for i, p := range plan.Placements {
-		cmds[i] = &gv1.Command{At: at, Cmd: &gv1.Command_AssignTask{AssignTask: &gv1.AssignTaskCommand{
-			Ref:   &gv1.TaskRef{JobId: p.Task.Key.JobID, Task: p.Task.Key.Task, Attempt: p.Attempt},
-			Agent: p.Agent,
-		}}}
+		cmds[i] = assignCommand(at, p)
 	}
 	results, err := d.prop.Propose(ctx, cmds...)
+	d.placeMu.Lock()
+	d.reserve(plan.Placements, true)
+	d.placeMu.Unlock()
 	if err != nil {
 		if ctx.Err() == nil {
 			d.log.Warn("commit assignments", zap.Int("tasks", len(cmds)), zap.Error(err))
@@ -218,6 +247,132 @@ func (d *Dispatcher) scheduleOnce(ctx context.Context) {
 			continue
 		}
 		go d.deliver(ctx, plan.Placements[i], cmds[i].GetAssignTask().GetRef())
+	}
+}
+
+func assignCommand(at *timestamppb.Timestamp, p scheduler.Placement) *gv1.Command {
+	return &gv1.Command{At: at, Cmd: &gv1.Command_AssignTask{AssignTask: &gv1.AssignTaskCommand{
+		Ref:   &gv1.TaskRef{JobId: p.Task.Key.JobID, Task: p.Task.Key.Task, Attempt: p.Attempt},
+		Agent: p.Agent,
+	}}}
+}
+
+// candidates are the active agents with their free slots: their slots less
+// the attempts the FSM has on them and those proposed but not applied.
+// Called with placeMu held.
+func (d *Dispatcher) candidates(now time.Time) []scheduler.Candidate {
+	load := d.fsm.AgentLoad()
+	// An assignment applied already is in the load: counted once.
+	for k, agent := range d.reserved {
+		if !d.fsm.Reached(&gv1.TaskRef{JobId: k.job, Task: k.task, Attempt: k.attempt}) {
+			load[agent]++
+		}
+	}
+	var cands []scheduler.Candidate
+	d.fleet.EachActive(now, func(a *gv1.AgentInfo) {
+		cands = append(cands, scheduler.Candidate{
+			Name:         a.Name,
+			Labels:       a.Labels,
+			Free:         int(a.Slots) - load[a.Name],
+			Capabilities: a.Capabilities,
+			Warm:         a.WarmCache,
+		})
+	})
+	return cands
+}
+
+// reserve records ps as proposed (placeMu held), or with done, as
+// applied or refused.
+func (d *Dispatcher) reserve(ps []scheduler.Placement, done bool) {
+	for _, p := range ps {
+		k := attemptKey{p.Task.Key.JobID, p.Task.Key.Task, p.Attempt}
+		if done {
+			delete(d.reserved, k)
+		} else {
+			d.reserved[k] = p.Agent
+		}
+	}
+}
+
+// Submit commits a SubmitJob command. On the leader, the job's tasks that
+// are runnable at once and fit a slot the last scheduling pass left free
+// are assigned in the same Raft entry, so an agent hears of such a task
+// after one commit, not two (submit, then a pass's assignment). A task
+// whose class has tasks queued is left to the pass, which takes the queue
+// in order. Apply checks each assignment as it checks a pass's: one the
+// submit did not leave pending (an idempotent resubmit, a task Apply
+// queued differently) is refused and the task waits for a pass.
+func (d *Dispatcher) Submit(ctx context.Context, cmd *gv1.Command) (fsm.Result, error) {
+	lead := d.lead.Load()
+	job := cmd.GetSubmitJob().GetJob()
+	if lead == nil || job == nil {
+		return d.prop.ProposeOne(ctx, cmd)
+	}
+	at := cmd.GetAt()
+	if at == nil {
+		at = timestamppb.Now()
+	}
+	var placed []scheduler.Placement
+	d.placeMu.Lock()
+	if d.spare != nil {
+		for _, t := range job.GetTasks() {
+			sp := t.GetSpec()
+			if len(sp.GetNeeds()) > 0 || sp.GetApproval() != nil || sp.GetConcurrency() != "" {
+				continue
+			}
+			class := fsm.ClassOf(sp)
+			if d.fsm.ClassPending(class) {
+				continue
+			}
+			pt := fsm.PendingTask{
+				Key: fsm.TaskKey{JobID: job.GetId(), Task: t.GetName()}, JobName: job.GetSpec().GetName(),
+				Priority: job.GetSpec().GetPriority(), Spec: sp, QueuedAt: at.AsTime().UnixNano(),
+				RunnableAt: at.AsTime().UnixNano(), Class: class,
+			}
+			if p, ok := d.spare.Place(pt); ok {
+				placed = append(placed, p)
+			}
+		}
+		d.reserve(placed, false)
+	}
+	d.placeMu.Unlock()
+	if len(placed) == 0 {
+		return d.prop.ProposeOne(ctx, cmd)
+	}
+	cmds := []*gv1.Command{cmd}
+	for _, p := range placed {
+		cmds = append(cmds, assignCommand(at, p))
+	}
+	// The commit and the deliveries belong to the leadership, not to the
+	// caller: a caller that leaves must not strand assigned tasks.
+	type outcome struct {
+		res fsm.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		results, err := d.prop.Propose(*lead, cmds...)
+		d.placeMu.Lock()
+		d.reserve(placed, true)
+		d.placeMu.Unlock()
+		if err != nil {
+			done <- outcome{err: err}
+			return
+		}
+		done <- outcome{res: results[0], err: results[0].Err}
+		for i, r := range results[1:] {
+			if r.Err != nil {
+				d.log.Debug("assignment at submit refused", zap.Error(r.Err))
+				continue
+			}
+			go d.deliver(*lead, placed[i], cmds[i+1].GetAssignTask().GetRef())
+		}
+	}()
+	select {
+	case o := <-done:
+		return o.res, o.err
+	case <-ctx.Done():
+		return fsm.Result{}, ctx.Err()
 	}
 }
 
@@ -274,10 +429,14 @@ func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv
 		d.metrics.DispatchLatency.WithLabelValues(scheduler.FormatLabels(p.Task.Spec.GetLabels())).
 			Observe(time.Since(time.Unix(0, r)).Seconds())
 	}
-	_, err = d.prop.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_StartTask{StartTask: &gv1.StartTaskCommand{Ref: ref}}})
-	if err != nil && !errors.Is(err, fsm.ErrStaleAttempt) && ctx.Err() == nil {
-		d.log.Warn("commit start", zap.String("job", ref.JobId), zap.String("task", ref.Task), zap.Error(err))
-	}
+	// Nobody waits for the start: it rides with the next entry (usually
+	// a submit or a report), and a start never committed leaves the
+	// attempt assigned, which its report ends all the same.
+	d.prop.Later(&gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_StartTask{StartTask: &gv1.StartTaskCommand{Ref: ref}}}, func(_ fsm.Result, err error) {
+		if err != nil && !errors.Is(err, fsm.ErrStaleAttempt) && ctx.Err() == nil {
+			d.log.Warn("commit start", zap.String("job", ref.JobId), zap.String("task", ref.Task), zap.Error(err))
+		}
+	})
 }
 
 func (d *Dispatcher) requeue(ctx context.Context, ref *gv1.TaskRef, reason, metric string) {

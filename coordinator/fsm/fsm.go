@@ -224,6 +224,19 @@ func (f *FSM) IsCurrent(ref *gv1.TaskRef) bool {
 	return t.Attempt == ref.GetAttempt()
 }
 
+// Reached reports whether ref's task has had attempt ref.Attempt assigned
+// (it may have ended since).
+func (f *FSM) Reached(ref *gv1.TaskRef) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	j, ok := f.state.jobs[ref.GetJobId()]
+	if !ok {
+		return false
+	}
+	t := f.state.task(j, ref.GetTask())
+	return t != nil && t.Attempt >= ref.GetAttempt()
+}
+
 // Holder returns the agent holding ref's task while the task is leased
 // (assigned or running), whatever attempt ref names.
 func (f *FSM) Holder(ref *gv1.TaskRef) (agent string, ok bool) {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gantryci/gantry/internal/capability"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -177,6 +178,23 @@ func (f *FSM) PendingDepth() map[string]int {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return maps.Clone(f.state.depth)
+}
+
+// ClassOf is the class of a task with spec (PendingTask.Class): tasks of
+// one class fit the same agents.
+func ClassOf(spec *gv1.TaskSpec) string {
+	return classOf(LabelKey(spec.GetLabels()), spec)
+}
+
+func classOf(labels string, spec *gv1.TaskSpec) string {
+	return labels + "|" + capability.For(spec) + "|" + spec.GetConcurrency()
+}
+
+// ClassPending reports whether tasks of class are pending.
+func (f *FSM) ClassPending(class string) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.classes[class] != nil
 }
 
 // queueEntry is a pending task's place in the queue: by priority (higher

@@ -8,7 +8,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/gantryci/gantry/internal/capability"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -117,7 +116,7 @@ func (s *state) index(jobID string, t *gv1.Task) {
 			key:      k,
 			labels:   LabelKey(t.GetSpec().GetLabels()),
 		}
-		q.class = q.labels + "|" + capability.For(t.GetSpec()) + "|" + t.GetSpec().GetConcurrency()
+		q.class = classOf(q.labels, t.GetSpec())
 		s.pending[k] = q
 		s.queue.ReplaceOrInsert(q)
 		c := s.classes[q.class]

@@ -181,7 +181,26 @@ func (p *Pass) Offer(t fsm.PendingTask, class string) {
 		wait(reason)
 		return
 	}
-	p.plan.Placements = append(p.plan.Placements, Placement{Task: t, Attempt: t.Attempt + 1, Agent: p.free[i].Name})
+	p.plan.Placements = append(p.plan.Placements, p.take(t, i))
+}
+
+// Place gives t a slot the pass left free, if an agent fits it, after the
+// pass's plan was made (the plan is not changed): a task that arrives
+// between passes can take a free slot at once.
+func (p *Pass) Place(t fsm.PendingTask) (Placement, bool) {
+	if c := t.Spec.GetConcurrency(); c != "" && p.held[c] {
+		return Placement{}, false
+	}
+	i, _ := pick(t, p.free)
+	if i < 0 {
+		return Placement{}, false
+	}
+	return p.take(t, i), true
+}
+
+// take places t on the free agent i.
+func (p *Pass) take(t fsm.PendingTask, i int) Placement {
+	pl := Placement{Task: t, Attempt: t.Attempt + 1, Agent: p.free[i].Name}
 	if c := t.Spec.GetConcurrency(); c != "" {
 		p.held[c] = true
 	}
@@ -192,6 +211,7 @@ func (p *Pass) Offer(t fsm.PendingTask, class string) {
 	for j := i; j+1 < len(p.free) && less(p.free[j+1], p.free[j]); j++ {
 		p.free[j], p.free[j+1] = p.free[j+1], p.free[j]
 	}
+	return pl
 }
 
 // Plan is what the pass decided.
