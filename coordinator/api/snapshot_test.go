@@ -72,7 +72,11 @@ func leaderAPI(t *testing.T) (*Server, *fsm.FSM, *consensus.Node) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { node.Close() })
-	if !poll.Until(10*time.Second, func() bool { return node.Raft.State() == raft.Leader }) {
+	// Leading, with its configuration entry applied (a restore refuses
+	// to run before).
+	if !poll.Until(10*time.Second, func() bool {
+		return node.Raft.State() == raft.Leader && node.Raft.AppliedIndex() >= node.Raft.LastIndex()
+	}) {
 		t.Fatal("no leader")
 	}
 	return New(Deps{Log: zap.NewNop(), FSM: f, Raft: node}), f, node
