@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/raft-wal/metadb"
 
 	"github.com/gantryci/gantry/coordinator/consensus"
+	"github.com/gantryci/gantry/coordinator/consensus/seglog"
 	"github.com/gantryci/gantry/coordinator/fsm"
 )
 
@@ -60,8 +61,11 @@ func Inspect(dataDir string) (*Inspection, error) {
 		raftDir = dataDir
 	}
 	in := &Inspection{DataDir: dataDir}
-	bolt, walDir := filepath.Join(raftDir, "raft.db"), filepath.Join(raftDir, "wal")
+	bolt, walDir, segDir := filepath.Join(raftDir, "raft.db"), filepath.Join(raftDir, "wal"), filepath.Join(raftDir, consensus.SegmentsDir)
 	switch {
+	case exists(segDir):
+		// raft.db holds the term and vote, and a log not moved yet.
+		in.Store = consensus.StoreSegments
 	case exists(bolt) && exists(walDir):
 		return nil, fmt.Errorf("%s holds both a bolt log store (raft.db) and a wal one (wal/): which one the coordinator uses is its --raft-store", raftDir)
 	case exists(bolt):
@@ -83,6 +87,21 @@ func Inspect(dataDir string) (*Inspection, error) {
 
 	var logs raft.LogStore
 	switch in.Store {
+	case consensus.StoreSegments:
+		b, err := raftboltdb.NewBoltStore(filepath.Join(tmp, "raft.db"))
+		if err != nil {
+			return nil, fmt.Errorf("open bolt store: %w", err)
+		}
+		defer b.Close()
+		if last, _ := b.LastIndex(); last > 0 {
+			return nil, fmt.Errorf("%s: the log is being moved from raft.db to %s: start the coordinator once first", raftDir, consensus.SegmentsDir)
+		}
+		s, err := seglog.Open(filepath.Join(tmp, consensus.SegmentsDir))
+		if err != nil {
+			return nil, fmt.Errorf("open log segments: %w", err)
+		}
+		defer s.Close()
+		logs = s
 	case consensus.StoreBolt:
 		b, err := raftboltdb.NewBoltStore(filepath.Join(tmp, "raft.db"))
 		if err != nil {
@@ -195,7 +214,8 @@ func (in *Inspection) replay(f *fsm.FSM, logs raft.LogStore) (err error) {
 
 // copyRaftDir copies the log store and the snapshots of the Raft directory
 // src into dst while holding a shared lock on the store's bolt file (the
-// log itself, or raft-wal's meta database): a coordinator using it holds
+// log itself, the term and vote beside the segments, or raft-wal's meta
+// database): a coordinator using it holds
 // an exclusive one, so the copy is never taken from a running node, and
 // a coordinator starting meanwhile waits for the copy.
 func copyRaftDir(src, dst string, store consensus.Store) error {
@@ -214,12 +234,22 @@ func copyRaftDir(src, dst string, store consensus.Store) error {
 		}
 		return fmt.Errorf("lock %s: %w", lockPath, err)
 	}
-	if store == consensus.StoreBolt {
+	switch store {
+	case consensus.StoreBolt:
 		if err := copyFile(lockPath, filepath.Join(dst, "raft.db")); err != nil {
 			return err
 		}
-	} else if err := copyTree(filepath.Join(src, "wal"), filepath.Join(dst, "wal")); err != nil {
-		return err
+	case consensus.StoreSegments:
+		if err := copyFile(lockPath, filepath.Join(dst, "raft.db")); err != nil {
+			return err
+		}
+		if err := copyTree(filepath.Join(src, consensus.SegmentsDir), filepath.Join(dst, consensus.SegmentsDir)); err != nil {
+			return err
+		}
+	default:
+		if err := copyTree(filepath.Join(src, "wal"), filepath.Join(dst, "wal")); err != nil {
+			return err
+		}
 	}
 	snaps := filepath.Join(src, "snapshots")
 	if !exists(snaps) {

@@ -81,7 +81,7 @@ func treeSums(t *testing.T, dir string) map[string]string {
 // data directory; while the node runs, Inspect refuses.
 func TestInspectMatchesTheStoppedNode(t *testing.T) {
 	t.Parallel()
-	for _, store := range []consensus.Store{consensus.StoreBolt, consensus.StoreWAL} {
+	for _, store := range []consensus.Store{consensus.StoreSegments, consensus.StoreBolt, consensus.StoreWAL} {
 		t.Run(string(store), func(t *testing.T) {
 			t.Parallel()
 			dataDir := t.TempDir()

@@ -92,7 +92,7 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, full bool) {
 	fl.BoolVar(&c.Raft.Bootstrap, "bootstrap", false, "bootstrap a new cluster from --peers (or this node alone) if there is no Raft state")
 	fl.StringVar(&f.peers, "peers", "", "initial voters for --bootstrap: id=host:port,id=host:port (Raft addresses)")
 	fl.StringVar(&c.Join, "join", "", "gRPC address of a running coordinator to join as a voter")
-	fl.StringVar(&f.store, "raft-store", string(consensus.StoreBolt), "Raft log store: bolt (raft-boltdb) or wal (raft-wal: faster commits, but see the README)")
+	fl.StringVar(&f.store, "raft-store", string(consensus.StoreSegments), "Raft log store: segments (append-only files; a bolt log is moved into them), bolt (raft-boltdb) or wal (raft-wal, see the README)")
 	fl.StringVar(&c.NATS.ClusterListen, "nats-cluster-listen", "", "embedded NATS route listen address (clusters the coordinators' servers)")
 	fl.StringVar(&f.natsRoute, "nats-routes", "", "other coordinators' NATS route URLs, comma-separated (nats://host:port)")
 	fl.IntVar(&c.NATS.LogReplicas, "log-replicas", 0, "replicas of the log stream (default: 3 with 3+ peers, else 1)")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/gantryci/gantry/coordinator/consensus"
 	"github.com/gantryci/gantry/coordinator/fsm"
+	"github.com/gantryci/gantry/internal/poll"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -84,7 +86,7 @@ func submitCmd(id string) *gv1.Command {
 
 func TestProposerBatchesConcurrentCommands(t *testing.T) {
 	t.Parallel()
-	leader, f := cluster(t, 3, consensus.StoreWAL)
+	leader, f := cluster(t, 3, consensus.StoreSegments)
 	p := consensus.NewProposer(leader.Raft)
 	var entries, commands atomic.Int64
 	p.Observe = func(n int, _ time.Duration) {
@@ -175,6 +177,57 @@ func TestProposerLaterRidesWithTheNextEntry(t *testing.T) {
 	}
 }
 
+// A node that ran with the bolt store opens with segments: its log moves
+// into them and its state comes back; it can then not be opened with bolt
+// again (an empty log there would forget what it acknowledged).
+func TestBoltLogMovesIntoSegments(t *testing.T) {
+	t.Parallel()
+	c := consensus.DefaultConfig()
+	c.ID, c.Dir, c.BindAddr, c.Bootstrap, c.Store = "n1", t.TempDir(), freeAddr(t), true, consensus.StoreBolt
+	c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, 500*time.Millisecond
+	open := func(f *fsm.FSM) *consensus.Node {
+		t.Helper()
+		node, err := consensus.Open(c, f, zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !poll.Until(10*time.Second, func() bool { return node.Raft.State() == raft.Leader }) {
+			t.Fatal("no leader")
+		}
+		return node
+	}
+	node := open(fsm.New())
+	ctx, cancel := context.WithCancel(context.Background())
+	p := consensus.NewProposer(node.Raft)
+	go p.Run(ctx)
+	for i := range 20 {
+		if _, err := p.ProposeOne(ctx, submitCmd(fmt.Sprintf("job-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	node.Close()
+
+	c.Store = consensus.StoreSegments
+	f := fsm.New()
+	node = open(f)
+	if !poll.Until(10*time.Second, func() bool { _, ok := f.Job("job-19"); return ok }) {
+		t.Fatal("the state did not come back from the moved log")
+	}
+	if n := len(f.Jobs(nil, 0)); n != 20 {
+		t.Fatalf("%d jobs after the move, want 20", n)
+	}
+	node.Close()
+	if m, _ := filepath.Glob(filepath.Join(c.Dir, consensus.SegmentsDir, "*.seg")); len(m) == 0 {
+		t.Fatal("no segment written")
+	}
+	c.Store = consensus.StoreBolt
+	if node, err := consensus.Open(c, fsm.New(), zap.NewNop()); err == nil {
+		node.Close()
+		t.Fatal("a node whose log is in segments opened with the bolt store")
+	}
+}
+
 func TestProposerOnFollowerSaysNotLeader(t *testing.T) {
 	t.Parallel()
 	leader, _ := cluster(t, 1, consensus.StoreBolt)
@@ -212,7 +265,7 @@ func TestParsePeers(t *testing.T) {
 // loopback TCP with fsync: one proposer at a time (latency-bound) and 256 in
 // flight (batching). Run: make bench.
 func BenchmarkCommit(b *testing.B) {
-	for _, store := range []consensus.Store{consensus.StoreWAL, consensus.StoreBolt} {
+	for _, store := range []consensus.Store{consensus.StoreSegments, consensus.StoreWAL, consensus.StoreBolt} {
 		for _, inflight := range []int{1, 256} {
 			b.Run(fmt.Sprintf("store=%s/inflight=%d", store, inflight), func(b *testing.B) {
 				leader, _ := cluster(b, 3, store)

@@ -15,6 +15,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/gantryci/gantry/coordinator/consensus/seglog"
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
 	"go.uber.org/zap"
@@ -24,7 +26,12 @@ import (
 type Store string
 
 const (
-	// StoreBolt is hashicorp/raft-boltdb/v2 (bbolt), the default.
+	// StoreSegments is package seglog: append-only segment files, one write
+	// and one fdatasync per batch of entries (bolt pays two syncs and page
+	// rewrites), the default. Term and vote stay in raft.db (bolt); a log
+	// a bolt store holds is moved into the segments when the node opens.
+	StoreSegments Store = "segments"
+	// StoreBolt is hashicorp/raft-boltdb/v2 (bbolt).
 	StoreBolt Store = "bolt"
 	// StoreWAL is hashicorp/raft-wal: segment files, half the commit latency
 	// of bolt. v0.4.0 seals the tail segment without an index when Raft
@@ -98,7 +105,7 @@ type Config struct {
 // DefaultConfig has timeouts tuned for sub-second failover on a LAN.
 func DefaultConfig() Config {
 	return Config{
-		Store:              StoreBolt,
+		Store:              StoreSegments,
 		HeartbeatTimeout:   300 * time.Millisecond,
 		ElectionTimeout:    300 * time.Millisecond,
 		LeaderLeaseTimeout: 150 * time.Millisecond,
@@ -117,8 +124,8 @@ func (c Config) Validate() error {
 	if c.Dir == "" {
 		return errors.New("raft: data dir is empty")
 	}
-	if c.Store != StoreWAL && c.Store != StoreBolt {
-		return fmt.Errorf("raft: store %q: want %q or %q", c.Store, StoreWAL, StoreBolt)
+	if c.Store != StoreSegments && c.Store != StoreWAL && c.Store != StoreBolt {
+		return fmt.Errorf("raft: store %q: want %q, %q or %q", c.Store, StoreSegments, StoreBolt, StoreWAL)
 	}
 	host, _, err := net.SplitHostPort(c.BindAddr)
 	if err != nil {
@@ -164,6 +171,12 @@ func Open(cfg Config, fsm raft.FSM, log *zap.Logger) (*Node, error) {
 	n := &Node{Dir: cfg.Dir}
 	var logs raft.LogStore
 	var stable raft.StableStore
+	if cfg.Store != StoreSegments {
+		// A node that ran with segments must not start on an empty log.
+		if m, _ := filepath.Glob(filepath.Join(cfg.Dir, SegmentsDir, "*.seg")); len(m) > 0 {
+			return nil, fmt.Errorf("raft: %s holds this node's log (--raft-store %s); it cannot start with --raft-store %s", filepath.Join(cfg.Dir, SegmentsDir), StoreSegments, cfg.Store)
+		}
+	}
 	switch cfg.Store {
 	case StoreBolt:
 		b, err := raftboltdb.NewBoltStore(filepath.Join(cfg.Dir, "raft.db"))
@@ -172,6 +185,28 @@ func Open(cfg Config, fsm raft.FSM, log *zap.Logger) (*Node, error) {
 		}
 		n.closers = append(n.closers, b.Close)
 		logs, stable = b, b
+	case StoreSegments:
+		b, err := raftboltdb.NewBoltStore(filepath.Join(cfg.Dir, "raft.db"))
+		if err != nil {
+			return nil, fmt.Errorf("open bolt store: %w", err)
+		}
+		n.closers = append(n.closers, b.Close)
+		segs, err := seglog.Open(filepath.Join(cfg.Dir, SegmentsDir))
+		if err != nil {
+			n.close()
+			return nil, fmt.Errorf("open log segments: %w", err)
+		}
+		n.closers = append(n.closers, segs.Close)
+		if err := moveBoltLog(b, segs, log); err != nil {
+			n.close()
+			return nil, err
+		}
+		cache, err := raft.NewLogCache(1024, segs)
+		if err != nil {
+			n.close()
+			return nil, err
+		}
+		logs, stable = cache, b
 	default:
 		dir := filepath.Join(cfg.Dir, "wal")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -332,4 +367,55 @@ func lastCommand(logs raft.LogStore) (uint64, error) {
 		}
 	}
 	return 0, nil
+}
+
+// SegmentsDir is the directory of a node's log segments (StoreSegments)
+// under its Raft directory.
+const SegmentsDir = "log"
+
+// moveBoltLog moves the log a bolt store holds (a node that ran with
+// StoreBolt) into segs, which must be empty or hold a prefix of it (a move
+// cut short), then empties the bolt log. The term and vote stay in bolt.
+func moveBoltLog(b *raftboltdb.BoltStore, segs *seglog.Store, log *zap.Logger) error {
+	first, err := b.FirstIndex()
+	if err != nil {
+		return fmt.Errorf("read bolt log: %w", err)
+	}
+	last, err := b.LastIndex()
+	if err != nil {
+		return fmt.Errorf("read bolt log: %w", err)
+	}
+	if last == 0 {
+		return nil
+	}
+	sFirst, _ := segs.FirstIndex()
+	sLast, _ := segs.LastIndex()
+	from := first
+	switch {
+	case sLast == 0:
+	case sFirst == first && sLast <= last:
+		from = sLast + 1
+	default:
+		return fmt.Errorf("raft.db holds log entries %d-%d and the segments %d-%d: move them by hand or remove one", first, last, sFirst, sLast)
+	}
+	if from <= last {
+		log.Info("moving the Raft log from raft.db to segments", zap.Uint64("first", from), zap.Uint64("last", last))
+	}
+	for i := from; i <= last; {
+		batch := make([]*raft.Log, 0, 256)
+		for ; i <= last && len(batch) < cap(batch); i++ {
+			l := new(raft.Log)
+			if err := b.GetLog(i, l); err != nil {
+				return fmt.Errorf("read bolt log entry %d: %w", i, err)
+			}
+			batch = append(batch, l)
+		}
+		if err := segs.StoreLogs(batch); err != nil {
+			return fmt.Errorf("move log entries: %w", err)
+		}
+	}
+	if err := b.DeleteRange(first, last); err != nil {
+		return fmt.Errorf("empty the bolt log: %w", err)
+	}
+	return nil
 }

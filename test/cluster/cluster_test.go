@@ -242,10 +242,10 @@ func TestFollowerCatchesUpFromSnapshot(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
 	c := newCluster(t, 3, func(cfg *coordinator.Config) {
-		// raft-wal keeps serving compacted entries until their segment is
-		// sealed and dropped (64 MiB), so it would rarely need a snapshot
-		// here; raft-boltdb deletes them at once.
-		cfg.Raft.Store = consensus.StoreBolt
+		// The default store (segments) no longer serves compacted
+		// entries, as raft-boltdb; raft-wal does until their segment is
+		// dropped (64 MiB), so it would rarely need a snapshot here.
+		cfg.Raft.Store = consensus.StoreSegments
 		cfg.Raft.TrailingLogs = 16
 		cfg.Raft.SnapshotThreshold = 32
 	})
