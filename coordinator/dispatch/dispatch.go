@@ -24,6 +24,7 @@ import (
 	"github.com/gantryci/gantry/coordinator/metrics"
 	"github.com/gantryci/gantry/coordinator/scheduler"
 	"github.com/gantryci/gantry/coordinator/secret"
+	"github.com/gantryci/gantry/coordinator/spec"
 	"github.com/gantryci/gantry/internal/limit"
 	"github.com/gantryci/gantry/internal/subject"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
@@ -231,23 +232,57 @@ func (d *Dispatcher) scheduleOnce(ctx context.Context) {
 	for i, p := range plan.Placements {
 		cmds[i] = assignCommand(at, p)
 	}
-	results, err := d.prop.Propose(ctx, cmds...)
+	if _, err := d.assign(ctx, cmds, plan.Placements); err != nil && ctx.Err() == nil {
+		d.log.Warn("commit assignments", zap.Int("tasks", len(cmds)), zap.Error(err))
+	}
+}
+
+// assign commits cmds, whose last len(ps) commands assign ps (reserved),
+// and delivers each assignment to its agent. An exec task that needs no
+// secret is sent while its entry commits: the attempt number and the agent
+// fence it (a report names both; an attempt Raft never assigned is refused,
+// and its agent told to stop), and the agent starts it a commit sooner.
+// Others (deploys, secrets, templates read from the state) are sent once
+// committed.
+func (d *Dispatcher) assign(lead context.Context, cmds []*gv1.Command, ps []scheduler.Placement) ([]fsm.Result, error) {
+	off := len(cmds) - len(ps)
+	early := make([]chan bool, len(ps))
+	for i, p := range ps {
+		if sendEarly(p.Task.Spec) {
+			early[i] = make(chan bool, 1)
+			go d.deliver(lead, p, cmds[off+i].GetAssignTask().GetRef(), early[i])
+		}
+	}
+	results, err := d.prop.Propose(lead, cmds...)
 	d.placeMu.Lock()
-	d.reserve(plan.Placements, true)
+	d.reserve(ps, true)
 	d.placeMu.Unlock()
-	if err != nil {
-		if ctx.Err() == nil {
-			d.log.Warn("commit assignments", zap.Int("tasks", len(cmds)), zap.Error(err))
+	for i, p := range ps {
+		ok := err == nil && results[off+i].Err == nil
+		switch {
+		case early[i] != nil:
+			early[i] <- ok
+		case ok:
+			go d.deliver(lead, p, cmds[off+i].GetAssignTask().GetRef(), nil)
+		case err == nil:
+			d.log.Debug("assignment refused", zap.Error(results[off+i].Err))
 		}
-		return
 	}
-	for i, r := range results {
-		if r.Err != nil {
-			d.log.Debug("assignment refused", zap.Error(r.Err))
-			continue
-		}
-		go d.deliver(ctx, plan.Placements[i], cmds[i].GetAssignTask().GetRef())
-	}
+	return results, err
+}
+
+// sendEarly: t's assignment can go to its agent before it commits.
+func sendEarly(t *gv1.TaskSpec) bool {
+	x := t.GetExec()
+	return x != nil && x.GetCheckout() == nil && len(spec.SecretRefs(t)) == 0
+}
+
+// inFlight reports whether ref's assignment is proposed and not applied.
+func (d *Dispatcher) inFlight(ref *gv1.TaskRef) bool {
+	d.placeMu.Lock()
+	defer d.placeMu.Unlock()
+	_, ok := d.reserved[attemptOf(ref)]
+	return ok
 }
 
 func assignCommand(at *timestamppb.Timestamp, p scheduler.Placement) *gv1.Command {
@@ -351,22 +386,12 @@ func (d *Dispatcher) Submit(ctx context.Context, cmd *gv1.Command) (fsm.Result, 
 	}
 	done := make(chan outcome, 1)
 	go func() {
-		results, err := d.prop.Propose(*lead, cmds...)
-		d.placeMu.Lock()
-		d.reserve(placed, true)
-		d.placeMu.Unlock()
+		results, err := d.assign(*lead, cmds, placed)
 		if err != nil {
 			done <- outcome{err: err}
 			return
 		}
 		done <- outcome{res: results[0], err: results[0].Err}
-		for i, r := range results[1:] {
-			if r.Err != nil {
-				d.log.Debug("assignment at submit refused", zap.Error(r.Err))
-				continue
-			}
-			go d.deliver(*lead, placed[i], cmds[i+1].GetAssignTask().GetRef())
-		}
 	}()
 	select {
 	case o := <-done:
@@ -376,9 +401,11 @@ func (d *Dispatcher) Submit(ctx context.Context, cmd *gv1.Command) (fsm.Result, 
 	}
 }
 
-// deliver sends one committed assignment to its agent. Accepted, the attempt
-// starts; refused or unanswered, it goes back to the queue.
-func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv1.TaskRef) {
+// deliver sends one assignment to its agent. Accepted, the attempt starts;
+// refused or unanswered, it goes back to the queue. With committed, it is
+// sent before its commit, which committed then tells: an assignment that
+// did not commit is taken back from its agent.
+func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv1.TaskRef, committed <-chan bool) {
 	spec, err := d.render(p.Task.Spec, ref)
 	if err != nil {
 		d.failTemplate(ctx, p.Agent, ref, err)
@@ -416,6 +443,20 @@ func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv
 	var reply gv1.AssignmentReply
 	if err == nil {
 		err = proto.Unmarshal(msg.Data, &reply)
+	}
+	if committed != nil {
+		var ok bool
+		select {
+		case ok = <-committed:
+		case <-ctx.Done():
+			return
+		}
+		if !ok {
+			if err == nil && reply.Accepted {
+				d.sendCancel(p.Agent, ref, "assignment not committed")
+			}
+			return
+		}
 	}
 	if err != nil || !reply.Accepted {
 		reason := reply.Reason

@@ -95,6 +95,11 @@ type Result struct {
 	ExecTasksPerS    *float64 `json:"exec_tasks_per_s"`
 	ExecAcceptedPerS *float64 `json:"exec_accepted_per_s"`
 	ExecBacklog      *int     `json:"exec_backlog"`
+	// ExecStart: submit -> the task's process started (its own clock
+	// reading), p50 and p99 of jobs submitted one at a time to an idle
+	// agent.
+	ExecStartP50Ms *float64 `json:"exec_start_p50_ms"`
+	ExecStartP99Ms *float64 `json:"exec_start_p99_ms"`
 	// Backlog: with 100 and with 100,000 tasks pending, the mean
 	// scheduling pass on the leader, and the p50 of a submit call, of
 	// submit → start and of submit → finished for other tasks.
@@ -207,6 +212,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if t.local != nil {
 			res.Notes = append(res.Notes, "exec: needs a cluster with real agents (--addr of gantry dev, say), not --local")
 		} else {
+			fmt.Fprintf(progress, "bench: exec, 200 jobs one at a time: submit -> process started\n")
+			if err := execStarts(ctx, t.client(0), 200, res); err != nil {
+				res.Notes = append(res.Notes, "exec starts: "+err.Error())
+			}
 			fmt.Fprintf(progress, "bench: exec, one-task `true` jobs on the cluster's real agents for %s\n", cfg.Duration)
 			if err := execRun(ctx, t.client(0), cfg.Duration, res); err != nil {
 				res.Notes = append(res.Notes, "exec: "+err.Error())

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -381,5 +382,65 @@ func execRun(ctx context.Context, c gv1.GantryServiceClient, d time.Duration, re
 	finished := time.Since(began)
 	rate, acc := float64(n)/finished.Seconds(), float64(n)/accepted.Seconds()
 	res.ExecTasksPerS, res.ExecAcceptedPerS, res.ExecBacklog = &rate, &acc, &backlog
+	return nil
+}
+
+// execStarts submits n one-task jobs one after another, each once the
+// previous one ended, whose process prints its own start time (`date
+// +%s%N`, on this machine's clock), and measures submit -> that time from
+// the task's log: what a user waits before a step runs on an idle agent.
+func execStarts(ctx context.Context, c gv1.GantryServiceClient, n int, res *Result) error {
+	spec := &gv1.JobSpec{Name: "bench-exec-start", Tasks: []*gv1.TaskSpec{{
+		Name: "t", Executor: &gv1.TaskSpec_Exec{Exec: &gv1.ExecSpec{Command: []string{"date", "+%s%N"}}},
+	}}}
+	var lat []time.Duration
+	for range n {
+		began := time.Now()
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		resp, err := c.SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec})
+		cancel()
+		if err != nil {
+			return err
+		}
+		id := resp.GetJob().GetId()
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			j, err := c.GetJob(ctx, &gv1.GetJobRequest{JobId: id})
+			if err != nil {
+				return err
+			}
+			if st := j.GetJob().GetState(); st == gv1.JobState_JOB_STATE_SUCCEEDED {
+				break
+			} else if st == gv1.JobState_JOB_STATE_FAILED || st == gv1.JobState_JOB_STATE_CANCELED {
+				return fmt.Errorf("job %s ended %s", id, st)
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("job %s not done after 30s", id)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		logs, err := c.TaskLogs(ctx, &gv1.TaskLogsRequest{JobId: id, Task: "t"})
+		if err != nil {
+			return err
+		}
+		var out []byte
+		for {
+			m, err := logs.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, m.GetChunk().GetData()...)
+		}
+		first, _, _ := strings.Cut(string(out), "\n") // the agent adds an exit line
+		ns, err := strconv.ParseInt(strings.TrimSpace(first), 10, 64)
+		if err != nil {
+			return fmt.Errorf("job %s log %q: not a time", id, out)
+		}
+		lat = append(lat, time.Unix(0, ns).Sub(began))
+	}
+	res.ExecStartP50Ms = ms(quantile(lat, 0.5))
+	res.ExecStartP99Ms = ms(quantile(lat, 0.99))
 	return nil
 }
