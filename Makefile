@@ -36,10 +36,11 @@ test-norace: ## every test, without the race detector (faster)
 test-e2e: ## integration and end-to-end tests only (test/)
 	$(GO) test -race -p 1 -count=1 $(TEST_FLAGS) -timeout 30m ./test/...
 
-bench: ## benchmarks: Raft stores and batching, GitOps controller at scale, scheduling over a deep queue, drift detection (with scripts/testenv.sh up kube); prints figures
+bench: ## benchmarks: Raft stores and batching, GitOps controller at scale, scheduling over a deep queue, memory and snapshot of retained jobs, drift detection (with scripts/testenv.sh up kube); prints figures
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./coordinator/consensus/
 	$(GO) test -run '^$$' -bench ReconcilePass -benchtime 20x ./coordinator/gitops/
 	$(GO) test -run '^$$' -bench SchedulePass -benchtime 20x ./coordinator/dispatch/
+	$(GO) test -run '^$$' -bench RetainedJobs -benchtime 1x ./coordinator/fsm/
 	$(GO) test -run '^$$' -bench GitOpsDrift -benchtime 10x ./test/e2e/
 
 SEEDS ?= 10

@@ -8,12 +8,15 @@
 package fsm
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"sort"
 	"sync"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gantryci/gantry/internal/limit"
@@ -108,6 +111,9 @@ func (f *FSM) AppliedIndex() uint64 {
 func (f *FSM) Job(id string) (*gv1.Job, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if sj, ok := f.state.sealed[id]; ok {
+		return sj.decode(id), true
+	}
 	j, ok := f.state.jobs[id]
 	if !ok {
 		return nil, false
@@ -120,6 +126,9 @@ func (f *FSM) Job(id string) (*gv1.Job, bool) {
 func (f *FSM) JobVersion(id string) (uint64, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if sj, ok := f.state.sealed[id]; ok {
+		return sj.version, true
+	}
 	j, ok := f.state.jobs[id]
 	if !ok {
 		return 0, false
@@ -146,8 +155,14 @@ func (f *FSM) JobsPage(states []gv1.JobState, limit, maxBytes int) (out []*gv1.J
 	}
 	size := 0
 	for i := len(f.state.order) - 1; i >= 0; i-- {
-		j := f.state.jobs[f.state.order[i]]
-		if len(want) > 0 && !want[j.State] {
+		id := f.state.order[i]
+		j, live := f.state.jobs[id]
+		sj := f.state.sealed[id]
+		st := sj.state
+		if live {
+			st = j.State
+		}
+		if len(want) > 0 && !want[st] {
 			continue
 		}
 		total++
@@ -155,12 +170,20 @@ func (f *FSM) JobsPage(states []gv1.JobState, limit, maxBytes int) (out []*gv1.J
 			continue
 		}
 		if maxBytes > 0 {
-			if size += proto.Size(j) + 8; size > maxBytes {
+			n := len(sj.data)
+			if live {
+				n = proto.Size(j)
+			}
+			if size += n + 8; size > maxBytes {
 				truncated = true
 				continue
 			}
 		}
-		out = append(out, proto.Clone(j).(*gv1.Job))
+		if live {
+			out = append(out, proto.Clone(j).(*gv1.Job))
+		} else {
+			out = append(out, sj.decode(id))
+		}
 	}
 	return out, total, truncated
 }
@@ -229,7 +252,7 @@ func (f *FSM) IsCurrent(ref *gv1.TaskRef) bool {
 func (f *FSM) Reached(ref *gv1.TaskRef) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	j, ok := f.state.jobs[ref.GetJobId()]
+	j, ok := f.state.job(ref.GetJobId())
 	if !ok {
 		return false
 	}
@@ -255,7 +278,7 @@ func (f *FSM) Holder(ref *gv1.TaskRef) (agent string, ok bool) {
 func (f *FSM) AttemptEnded(ref *gv1.TaskRef) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	j, ok := f.state.jobs[ref.GetJobId()]
+	j, ok := f.state.job(ref.GetJobId())
 	if !ok {
 		return false
 	}
@@ -277,33 +300,88 @@ func (f *FSM) Counts() (jobs map[gv1.JobState]int, tasks map[gv1.TaskState]int) 
 	defer f.mu.RUnlock()
 	jobs = map[gv1.JobState]int{}
 	tasks = map[gv1.TaskState]int{}
-	for _, j := range f.state.jobs {
+	count := func(j *gv1.Job) {
 		jobs[j.State]++
 		for _, t := range j.Tasks {
 			tasks[t.State]++
 		}
 	}
+	for _, j := range f.state.jobs {
+		count(j)
+	}
+	for id, sj := range f.state.sealed {
+		count(sj.decode(id))
+	}
 	return jobs, tasks
 }
 
-// Snapshot captures the state for Raft. The state is encoded here, under the
-// lock, so Persist can run concurrently with later Applies.
+// Snapshot captures the state for Raft: under the lock, the encodings of
+// the ended jobs (kept encoded: no work) and of the rest; Persist writes
+// them, concurrently with later Applies.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	data, err := f.Encode()
+	e, err := f.encode()
 	if err != nil {
 		return nil, err
 	}
-	return &snapshot{data: data}, nil
+	return &snapshot{enc: e}, nil
 }
 
 // Encode returns the whole state as an encoded gv1.Snapshot: what Raft
 // snapshots hold and what `gantry snapshot save` writes.
 func (f *FSM) Encode() ([]byte, error) {
-	f.mu.RLock()
-	snap := &gv1.Snapshot{Jobs: make([]*gv1.Job, 0, len(f.state.order)), AppliedIndex: f.state.applied, Fence: f.state.fence}
-	for _, id := range f.state.order {
-		snap.Jobs = append(snap.Jobs, f.state.jobs[id])
+	e, err := f.encode()
+	if err != nil {
+		return nil, err
 	}
+	var b bytes.Buffer
+	b.Grow(e.size())
+	if _, err := e.WriteTo(&b); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// encoded is the state's encoding in parts: each job's, in submit order
+// (Snapshot.jobs, field 1), then the other fields (head). Written out
+// they are the deterministic encoding of the whole gv1.Snapshot, which
+// emits fields by number.
+type encoded struct {
+	jobs [][]byte
+	head []byte
+}
+
+func (e *encoded) size() int {
+	n := len(e.head)
+	for _, j := range e.jobs {
+		n += protowire.SizeTag(1) + protowire.SizeBytes(len(j))
+	}
+	return n
+}
+
+// WriteTo writes the encoding to w.
+func (e *encoded) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	var hdr []byte
+	for _, j := range e.jobs {
+		hdr = protowire.AppendTag(hdr[:0], 1, protowire.BytesType)
+		hdr = protowire.AppendVarint(hdr, uint64(len(j)))
+		for _, b := range [][]byte{hdr, j} {
+			n, err := w.Write(b)
+			total += int64(n)
+			if err != nil {
+				return total, err
+			}
+		}
+	}
+	n, err := w.Write(e.head)
+	return total + int64(n), err
+}
+
+func (f *FSM) encode() (*encoded, error) {
+	det := proto.MarshalOptions{Deterministic: true}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	snap := &gv1.Snapshot{AppliedIndex: f.state.applied, Fence: f.state.fence}
 	names := make([]string, 0, len(f.state.apps))
 	for n := range f.state.apps {
 		names = append(names, n)
@@ -321,12 +399,21 @@ func (f *FSM) Encode() ([]byte, error) {
 	if n := len(snap.Audit); n > limit.AuditEvents {
 		snap.Audit = snap.Audit[n-limit.AuditEvents:]
 	}
-	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(snap)
-	f.mu.RUnlock()
+	head, err := det.Marshal(snap)
 	if err != nil {
 		return nil, fmt.Errorf("encode snapshot: %w", err)
 	}
-	return data, nil
+	e := &encoded{jobs: make([][]byte, len(f.state.order)), head: head}
+	for i, id := range f.state.order {
+		if sj, ok := f.state.sealed[id]; ok {
+			e.jobs[i] = sj.data
+			continue
+		}
+		if e.jobs[i], err = det.Marshal(f.state.jobs[id]); err != nil {
+			return nil, fmt.Errorf("encode job %s: %w", id, err)
+		}
+	}
+	return e, nil
 }
 
 // Decode checks that data is a snapshot this version can restore.
@@ -380,14 +467,37 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("read snapshot: %w", err)
 	}
-	var snap gv1.Snapshot
-	if err := proto.Unmarshal(data, &snap); err != nil {
-		return fmt.Errorf("decode snapshot: %w", err)
-	}
 	st := newState()
-	for _, j := range snap.Jobs {
-		fillRunnable(j)
-		st.insert(j)
+	// Jobs are read one by one: an ended one is kept as its bytes (what
+	// Encode wrote for it) without being decoded; the rest of the
+	// snapshot is decoded whole.
+	var rest []byte
+	for b := data; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("decode snapshot: %w", protowire.ParseError(n))
+		}
+		if num == 1 && typ == protowire.BytesType {
+			v, m := protowire.ConsumeBytes(b[n:])
+			if m < 0 {
+				return fmt.Errorf("decode snapshot: job: %w", protowire.ParseError(m))
+			}
+			if err := st.restoreJob(v); err != nil {
+				return fmt.Errorf("decode snapshot: %w", err)
+			}
+			b = b[n+m:]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return fmt.Errorf("decode snapshot: %w", protowire.ParseError(m))
+		}
+		rest = append(rest, b[:n+m]...)
+		b = b[n+m:]
+	}
+	var snap gv1.Snapshot
+	if err := proto.Unmarshal(rest, &snap); err != nil {
+		return fmt.Errorf("decode snapshot: %w", err)
 	}
 	st.applied = snap.AppliedIndex
 	st.fence = snap.Fence
@@ -419,10 +529,15 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-type snapshot struct{ data []byte }
+type snapshot struct{ enc *encoded }
 
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write(s.data); err != nil {
+	w := bufio.NewWriterSize(sink, 1<<20)
+	_, err := s.enc.WriteTo(w)
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
 		sink.Cancel()
 		return fmt.Errorf("write snapshot: %w", err)
 	}

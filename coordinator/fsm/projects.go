@@ -181,6 +181,7 @@ func (s *state) supersede(index uint64, at *timestamppb.Timestamp, j *gv1.Job, b
 	if !spared {
 		j.State = gv1.JobState_JOB_STATE_CANCELED
 		j.FinishedAt = at
+		s.ended = append(s.ended, j)
 	}
 	return refs
 }
@@ -549,7 +550,7 @@ func (s *state) sortedProjects() []*gv1.Project {
 func (f *FSM) JobUntrusted(id string) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	j, ok := f.state.jobs[id]
+	j, ok := f.state.job(id)
 	return ok && j.GetSpec().GetTrigger().GetUntrusted()
 }
 
@@ -596,7 +597,7 @@ func (f *FSM) BuildsToReport() []BuildView {
 		for _, b := range p.Builds {
 			open := StatusRank(b.StatusSent) < StatusRank(StatusSuccess)
 			v := BuildView{Project: p.Spec, Build: b}
-			if j, ok := f.state.jobs[b.JobId]; ok {
+			if j, ok := f.state.job(b.JobId); ok {
 				v.JobState = j.State
 				v.JobName = j.GetSpec().GetName()
 				if p.Spec.GetTaskStatuses() {
@@ -638,6 +639,9 @@ func (f *FSM) ProjectHeads() []*gv1.Project {
 func (f *FSM) JobState(id string) (gv1.JobState, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if sj, ok := f.state.sealed[id]; ok {
+		return sj.state, true
+	}
 	j, ok := f.state.jobs[id]
 	if !ok {
 		return gv1.JobState_JOB_STATE_UNSPECIFIED, false

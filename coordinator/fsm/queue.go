@@ -29,8 +29,8 @@ func (f *FSM) Blocked() []BlockedTask {
 	defer f.mu.RUnlock()
 	var out []BlockedTask
 	for _, id := range f.state.order {
-		j := f.state.jobs[id]
-		if JobFinal(j.State) {
+		j, live := f.state.jobs[id]
+		if !live || JobFinal(j.State) {
 			continue
 		}
 		var done map[string]bool
@@ -275,7 +275,7 @@ func (f *FSM) RecentStarts(since time.Time, maxJobs int) []StartSample {
 	defer f.mu.RUnlock()
 	var out []StartSample
 	for i, seen := len(f.state.order)-1, 0; i >= 0 && (maxJobs <= 0 || seen < maxJobs); i, seen = i-1, seen+1 {
-		j := f.state.jobs[f.state.order[i]]
+		j, _ := f.state.job(f.state.order[i])
 		for _, t := range j.Tasks {
 			for _, a := range t.Attempts {
 				if a.StartedAt == nil || a.RunnableAt == nil {

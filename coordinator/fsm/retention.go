@@ -18,12 +18,12 @@ func (s *state) pruneJobs(c *gv1.PruneJobsCommand) Result {
 	kept := s.order[:0]
 	pruned := 0
 	for _, id := range s.order {
-		j := s.jobs[id]
-		if prunable(j, before) {
-			delete(s.jobs, id)
-			if k := j.IdempotencyKey; k != "" && s.byKey[k] == id {
+		// Only ended jobs are pruned, and ended jobs are sealed.
+		if sj, ok := s.sealed[id]; ok && sj.prunable(before) {
+			if k := sj.decode(id).GetIdempotencyKey(); k != "" && s.byKey[k] == id {
 				delete(s.byKey, k)
 			}
+			delete(s.sealed, id)
 			pruned++
 			continue
 		}
@@ -37,8 +37,8 @@ func (s *state) pruneJobs(c *gv1.PruneJobsCommand) Result {
 	return Result{Pruned: pruned}
 }
 
-func prunable(j *gv1.Job, before time.Time) bool {
-	return JobFinal(j.GetState()) && j.GetFinishedAt() != nil && j.GetFinishedAt().AsTime().Before(before)
+func (sj sealedJob) prunable(before time.Time) bool {
+	return JobFinal(sj.state) && sj.finished != 0 && sj.finished < before.UnixNano()
 }
 
 // Prunable counts the jobs that ended before t.
@@ -46,8 +46,8 @@ func (f *FSM) Prunable(t time.Time) int {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	n := 0
-	for _, j := range f.state.jobs {
-		if prunable(j, t) {
+	for _, sj := range f.state.sealed {
+		if sj.prunable(t) {
 			n++
 		}
 	}

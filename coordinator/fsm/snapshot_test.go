@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/gantryci/gantry/coordinator/fsm"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
@@ -450,3 +451,64 @@ type iotestErrReader struct{}
 func (iotestErrReader) Read([]byte) (int, error) { return 0, errors.New("read failed") }
 
 var _ raft.FSM = fsm.New()
+
+// Ended jobs are kept encoded (sealed): the state's encoding is still the
+// deterministic encoding of the whole gv1.Snapshot, a restore reads the
+// same state back, and commands naming an ended job still answer as they
+// did.
+func TestEndedJobsSealedKeepTheEncoding(t *testing.T) {
+	h := buildVaried(t)
+	data, err := h.f.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := fsm.Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, err := proto.MarshalOptions{Deterministic: true}.Marshal(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(data, whole) {
+		t.Fatal("Encode differs from the deterministic encoding of the snapshot it holds")
+	}
+	g := fsm.New()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+		t.Fatal(err)
+	}
+	again, err := g.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(data, again) {
+		t.Fatal("a restored state encodes differently")
+	}
+	for _, f := range []*fsm.FSM{h.f, g} {
+		for _, id := range []string{"done", "bad", "gone"} {
+			j, ok := f.Job(id)
+			if !ok || !fsm.JobFinal(j.GetState()) || j.GetFinishedAt() == nil {
+				t.Fatalf("ended job %s: %v %v", id, ok, j)
+			}
+			if st, _ := f.JobState(id); st != j.GetState() {
+				t.Fatalf("JobState(%s) = %s, job says %s", id, st, j.GetState())
+			}
+			if v, _ := f.JobVersion(id); v != j.GetVersion() {
+				t.Fatalf("JobVersion(%s) = %d, job says %d", id, v, j.GetVersion())
+			}
+		}
+		if got := len(f.Jobs([]gv1.JobState{gv1.JobState_JOB_STATE_SUCCEEDED, gv1.JobState_JOB_STATE_FAILED, gv1.JobState_JOB_STATE_CANCELED}, 0)); got != 3 {
+			t.Fatalf("%d ended jobs listed, want 3", got)
+		}
+	}
+	// A report for an ended job is still stale, a
+	// cancel changes nothing, and a resubmit with its key finds it.
+	h.refused(reportCmd(11, &gv1.Report{Ref: ref("done", "a", 1), Success: true, Outputs: map[string]string{"z": "1", "a": "2", "m": "3"}}), "done", fsm.ErrStaleAttempt)
+	if res := h.one(cancelCmd(12, "done", "late")); res.Err != nil {
+		t.Fatalf("cancel of an ended job: %v", res.Err)
+	}
+	h.wantJobState("done", gv1.JobState_JOB_STATE_SUCCEEDED)
+	if res := h.one(submitCmd(13, newJob("done-again", "key-done", 0, spec("a")))); res.JobID != "done" || !res.Existing {
+		t.Fatalf("resubmit with an ended job's key: %+v", res)
+	}
+}

@@ -18,7 +18,13 @@ const MaxInfraRetries = 5
 // state is the replicated data plus indexes derived from it. Indexes are
 // rebuilt on Restore, never stored.
 type state struct {
-	jobs  map[string]*gv1.Job
+	// jobs are the jobs that have not ended; sealed the ended ones,
+	// encoded (sealed.go). order and byKey cover both.
+	jobs   map[string]*gv1.Job
+	sealed map[string]sealedJob
+	// ended are the jobs that ended in the command being applied, sealed
+	// once it is.
+	ended []*gv1.Job
 	order []string          // job IDs in submit order
 	byKey map[string]string // idempotency key -> job ID
 	// pending are the PENDING tasks; queue orders them as the scheduler
@@ -52,6 +58,7 @@ type state struct {
 func newState() *state {
 	return &state{
 		jobs:     map[string]*gv1.Job{},
+		sealed:   map[string]sealedJob{},
 		byKey:    map[string]string{},
 		pending:  map[TaskKey]queueEntry{},
 		deploys:  map[TaskKey]struct{}{},
@@ -150,8 +157,10 @@ func (s *state) task(j *gv1.Job, name string) *gv1.Task {
 	return nil
 }
 
+// lookup finds ref's job and task; a sealed (ended) job comes decoded, a
+// copy: commands refuse or change nothing on an ended job's tasks.
 func (s *state) lookup(ref *gv1.TaskRef) (*gv1.Job, *gv1.Task, error) {
-	j, ok := s.jobs[ref.GetJobId()]
+	j, ok := s.job(ref.GetJobId())
 	if !ok {
 		return nil, nil, fmt.Errorf("job %q: %w", ref.GetJobId(), ErrNotFound)
 	}
@@ -171,6 +180,7 @@ func (s *state) setState(j *gv1.Job, t *gv1.Task, st gv1.TaskState) {
 func (s *state) apply(index uint64, c *gv1.Command) Result {
 	res := s.applyCmd(index, c)
 	s.audited(index, c, res)
+	s.sealEnded()
 	return res
 }
 
@@ -264,7 +274,7 @@ func (s *state) submit(index uint64, at *timestamppb.Timestamp, c *gv1.SubmitJob
 			return Result{JobID: id, Existing: true}
 		}
 	}
-	if _, ok := s.jobs[j.Id]; ok {
+	if s.hasJob(j.Id) {
 		return Result{Err: fmt.Errorf("job %q exists: %w", j.Id, ErrConflict)}
 	}
 	j.State = gv1.JobState_JOB_STATE_PENDING
@@ -542,16 +552,20 @@ func (s *state) settle(j *gv1.Job, at *timestamppb.Timestamp) {
 	} else {
 		j.State = gv1.JobState_JOB_STATE_SUCCEEDED
 	}
+	s.ended = append(s.ended, j)
 }
 
 func (s *state) cancel(index uint64, at *timestamppb.Timestamp, c *gv1.CancelJobCommand) Result {
 	j, ok := s.jobs[c.GetJobId()]
 	if !ok {
+		if _, ended := s.sealed[c.GetJobId()]; ended {
+			return Result{JobID: c.GetJobId()} // canceling a finished job changes nothing
+		}
 		return Result{Err: fmt.Errorf("job %q: %w", c.GetJobId(), ErrNotFound)}
 	}
 	res := Result{JobID: j.Id}
 	if JobFinal(j.State) {
-		return res // canceling a finished job changes nothing
+		return res
 	}
 	for _, t := range j.Tasks {
 		switch t.State {
@@ -578,6 +592,7 @@ func (s *state) cancel(index uint64, at *timestamppb.Timestamp, c *gv1.CancelJob
 	j.State = gv1.JobState_JOB_STATE_CANCELED
 	j.FinishedAt = at
 	j.Version = index
+	s.ended = append(s.ended, j)
 	return res
 }
 
