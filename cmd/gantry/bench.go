@@ -63,7 +63,7 @@ leader with SIGKILL).`,
 	fl := cmd.Flags()
 	fl.IntVar(&cfg.Local, "local", 0, "start this many coordinators as local processes (0: use --addr and --nats)")
 	fl.BoolVar(&cfg.Insecure, "insecure", false, "with --local: run the coordinators without TLS and token checks, to compare with the default (TLS on the API and Raft, tokens)")
-	fl.StringSliceVar(&cfg.Scenarios, "scenarios", bench.Scenarios, "scenarios to run: "+strings.Join(bench.Scenarios, ",")+"; only when named: exec (one-task `true` jobs on the real agents of the cluster at --addr, e.g. gantry dev's) and backlog (with --local: 100 then 100,000 tasks pending)")
+	fl.StringSliceVar(&cfg.Scenarios, "scenarios", bench.Scenarios, "scenarios to run: "+strings.Join(bench.Scenarios, ",")+"; only when named: exec (one-task `true` jobs on the real agents of the cluster at --addr, e.g. gantry dev's), backlog (with --local: 100 then 100,000 tasks pending) and retained (with --local: --retained tasks run, then the leader's memory, a snapshot and a restart)")
 	fl.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of the throughput and latency runs")
 	fl.IntVar(&cfg.Rate, "rate", 200, "submissions per second in the latency run")
 	fl.IntVar(&cfg.SimAgents, "sim-agents", 100, "simulated agents connected during the run")
@@ -71,6 +71,7 @@ leader with SIGKILL).`,
 	fl.StringVar(&cfg.NATS, "nats", "nats://127.0.0.1:4222", "NATS URLs of the cluster (without --local)")
 	fl.StringVar(&cfg.Cluster, "cluster", "default", "cluster name (without --local)")
 	fl.IntVar(&cfg.Kills, "kills", 1, "failover: kill the leader this many times under load (restarting each killed node before the next)")
+	fl.IntVar(&cfg.Retained, "retained", 1000000, "retained: tasks run (in 20-task jobs) before the leader's memory, a snapshot and a restart are measured")
 	fl.BoolVar(&cfg.Keep, "keep", false, "with --local, leave the data directory behind")
 	return cmd
 }

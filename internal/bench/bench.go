@@ -29,7 +29,7 @@ var Scenarios = []string{"floor", "fleet", "throughput", "latency", "lost-agent"
 // OptIn are scenarios run only when named: exec needs the cluster's real
 // agents (gantry dev's, say) and runs before the simulated fleet joins;
 // backlog queues 100,000 tasks (a minute or two) and runs last.
-var OptIn = []string{"exec", "backlog"}
+var OptIn = []string{"exec", "backlog", "retained"}
 
 // Config says what to measure and against which cluster.
 type Config struct {
@@ -60,6 +60,9 @@ type Config struct {
 	// Kills is how many times the failover scenario kills the leader
 	// (default 1).
 	Kills int
+	// Retained is how many tasks the retained scenario runs before it
+	// measures (default 1,000,000).
+	Retained int
 	// Progress receives a line as each step starts; nil discards them.
 	Progress io.Writer
 }
@@ -116,6 +119,15 @@ type Result struct {
 	// one core). Local clusters only.
 	SimAgentsRSSMB  *float64 `json:"sim_agents_rss_mb"`
 	SimAgentsCPUPct *float64 `json:"sim_agents_cpu_pct"`
+	// Retained: with RetainedTasks ended tasks in the state (20-task
+	// jobs), the leader's resident memory, a snapshot of the whole state
+	// saved over the API (seconds, MiB) and a restart of the leader to
+	// serving (seconds). Local clusters only.
+	RetainedTasks      int      `json:"retained_tasks,omitempty"`
+	RetainedRSSMB      *float64 `json:"retained_1m_rss_mb"`
+	RetainedSnapshotS  *float64 `json:"snapshot_1m_s"`
+	RetainedSnapshotMB *float64 `json:"snapshot_1m_mb"`
+	RetainedRestartS   *float64 `json:"restart_1m_s"`
 	Notes           []string `json:"notes,omitempty"`
 }
 
@@ -300,6 +312,20 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 				res.BacklogSubmitMs100, res.BacklogSubmitMs100k = ms(small.submit), ms(big.submit)
 				res.BacklogStartMs100, res.BacklogStartMs100k = ms(small.start), ms(big.start)
 				res.BacklogFinishMs100, res.BacklogFinishMs100k = ms(small.finish), ms(big.finish)
+			}
+		}
+	}
+	if want("retained") {
+		if t.local == nil {
+			res.Notes = append(res.Notes, "retained: needs --local (reads the leader's /metrics and restarts it)")
+		} else {
+			n := cfg.Retained
+			if n <= 0 {
+				n = 1000000
+			}
+			fmt.Fprintf(progress, "bench: retained (%d tasks run, then memory, snapshot and restart)\n", n)
+			if err := retained(ctx, t, fleet, n, func(s string) { fmt.Fprintln(progress, "bench: retained: "+s) }, res); err != nil {
+				res.Notes = append(res.Notes, "retained: "+err.Error())
 			}
 		}
 	}
