@@ -128,7 +128,7 @@ type Result struct {
 	RetainedSnapshotS  *float64 `json:"snapshot_1m_s"`
 	RetainedSnapshotMB *float64 `json:"snapshot_1m_mb"`
 	RetainedRestartS   *float64 `json:"restart_1m_s"`
-	Notes           []string `json:"notes,omitempty"`
+	Notes              []string `json:"notes,omitempty"`
 }
 
 func ms(d time.Duration) *float64 {
