@@ -46,17 +46,17 @@ func (d *Dispatcher) HandleHeartbeat(m *nats.Msg) {
 	}
 	agent := hb.GetAgent().GetName()
 	for _, ref := range hb.Running {
-		// An assignment sent before its commit is not current yet.
-		if d.inFlight(ref) {
-			continue
-		}
-		if holder, held := d.fsm.Holder(ref); held && d.fsm.IsCurrent(ref) && holder != agent {
+		holder, held := d.fsm.Holder(ref)
+		current := held && d.fsm.IsCurrent(ref)
+		switch {
+		case current && holder == agent:
+		case d.inFlight(ref):
+			// Sent before its commit: not current yet.
+		case current:
 			// The same attempt on another agent: this one's assignment
 			// never committed (its report would be refused).
 			d.sendCancel(agent, ref, "attempt is held by another agent")
-			continue
-		}
-		if !d.fsm.IsCurrent(ref) && !d.fsm.AttemptEnded(ref) {
+		case !d.fsm.AttemptEnded(ref):
 			d.sendCancel(agent, ref, "attempt is no longer current")
 		}
 	}

@@ -60,6 +60,9 @@ type Config struct {
 	// Kills is how many times the failover scenario kills the leader
 	// (default 1).
 	Kills int
+	// LocalAgents real gantry agent processes of AgentSlots slots join a
+	// local cluster (for exec).
+	LocalAgents, AgentSlots int
 	// Retained is how many tasks the retained scenario runs before it
 	// measures (default 1,000,000).
 	Retained int
@@ -128,6 +131,7 @@ type Result struct {
 	RetainedSnapshotS  *float64 `json:"snapshot_1m_s"`
 	RetainedSnapshotMB *float64 `json:"snapshot_1m_mb"`
 	RetainedRestartS   *float64 `json:"restart_1m_s"`
+	RetainedMaxGapMs   *float64 `json:"retained_max_gap_ms"`
 	Notes              []string `json:"notes,omitempty"`
 }
 
@@ -220,9 +224,18 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("cluster status: %w", err)
 	}
 	res.Nodes = len(st.Nodes)
+	if want("exec") && t.local != nil && cfg.LocalAgents > 0 {
+		fmt.Fprintf(progress, "bench: starting %d agents\n", cfg.LocalAgents)
+		if err := t.local.startAgents(cfg.LocalAgents, max(cfg.AgentSlots, 1)); err != nil {
+			return nil, err
+		}
+		if n := waitAgents(ctx, t.client(0), "bench-agent-", cfg.LocalAgents, 60*time.Second); n < cfg.LocalAgents {
+			return nil, fmt.Errorf("only %d of %d agents joined", n, cfg.LocalAgents)
+		}
+	}
 	if want("exec") {
-		if t.local != nil {
-			res.Notes = append(res.Notes, "exec: needs a cluster with real agents (--addr of gantry dev, say), not --local")
+		if t.local != nil && cfg.LocalAgents == 0 {
+			res.Notes = append(res.Notes, "exec: needs a cluster with real agents (--addr of gantry dev, say, or --local with --local-agents)")
 		} else {
 			fmt.Fprintf(progress, "bench: exec, 200 jobs one at a time: submit -> process started\n")
 			if err := execStarts(ctx, t.client(0), 200, res); err != nil {

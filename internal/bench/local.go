@@ -39,6 +39,8 @@ type localCluster struct {
 	binary string
 	keep   bool
 	nodes  []*localNode
+	// agents are real gantry agent processes (--local-agents).
+	agents []*localNode
 	// token is the cluster's admin token: every node is given it as its
 	// bootstrap token (a joining node asks with it too), and bench's
 	// clients present it.
@@ -333,7 +335,37 @@ func (lc *localCluster) kill(i int) {
 	}
 }
 
+// startAgents starts n gantry agent processes of slots slots each
+// (bench-agent-1, ...), with their own certificates unless the cluster is
+// insecure.
+func (lc *localCluster) startAgents(n, slots int) error {
+	for i := range n {
+		name := fmt.Sprintf("bench-agent-%d", i+1)
+		args := []string{"agent", "--name", name, "--nats", lc.natsURLs(), "--cluster", localClusterName,
+			"--slots", strconv.Itoa(slots), "--work-dir", filepath.Join(lc.dir, name), "--log-level", "warn", "--log-format", "json"}
+		if lc.tls != nil {
+			if err := lc.tls.EnsureAgent(name); err != nil {
+				return err
+			}
+			cert, key := lc.tls.AgentCertFiles(name)
+			args = append(args, "--tls-cert", cert, "--tls-key", key, "--tls-ca", lc.tls.CAFile())
+		}
+		nd := &localNode{id: name}
+		if err := lc.start(nd, lc.binary, args); err != nil {
+			return err
+		}
+		lc.agents = append(lc.agents, nd)
+	}
+	return nil
+}
+
 func (lc *localCluster) stop() {
+	for _, nd := range lc.agents {
+		if nd.cmd != nil && nd.cmd.Process != nil {
+			_ = nd.cmd.Process.Signal(syscall.SIGKILL)
+			<-nd.done
+		}
+	}
 	for _, nd := range lc.nodes {
 		if nd.cmd != nil && nd.cmd.Process != nil {
 			_ = nd.cmd.Process.Signal(syscall.SIGTERM)

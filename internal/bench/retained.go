@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +18,8 @@ import (
 // simulated fleet until every job has ended, then measures what holding
 // them costs the leader: its resident memory, a snapshot of the whole state
 // saved over the API (gantry snapshot save), and a restart (SIGKILL, then
-// the same command line) until it serves again.
+// the same command line) until it serves again; and the longest pause
+// between two acknowledged submits during the run.
 func retained(ctx context.Context, t *target, fleet *sim.Fleet, n int, progress func(string), res *Result) error {
 	labels := map[string]string{"bench": "fleet"}
 	tasks := make([]*gv1.TaskSpec, 20)
@@ -29,6 +31,8 @@ func retained(ctx context.Context, t *target, fleet *sim.Fleet, n int, progress 
 	start := fleet.Finished.Load()
 	var next atomic.Int64
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var acks []time.Time
 	for w := 0; w < 8; w++ {
 		wg.Add(1)
 		go func() {
@@ -45,7 +49,11 @@ func retained(ctx context.Context, t *target, fleet *sim.Fleet, n int, progress 
 				c()
 				if err != nil {
 					next.Add(-1) // submit it again
+					continue
 				}
+				mu.Lock()
+				acks = append(acks, time.Now())
+				mu.Unlock()
 			}
 		}()
 	}
@@ -65,6 +73,14 @@ func retained(ctx context.Context, t *target, fleet *sim.Fleet, n int, progress 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	// The longest pause between acknowledged submits while the state grew
+	// (and was snapshotted), no fault injected.
+	slices.SortFunc(acks, func(a, b time.Time) int { return a.Compare(b) })
+	var gap time.Duration
+	for i := 1; i < len(acks); i++ {
+		gap = max(gap, acks[i].Sub(acks[i-1]))
+	}
+	res.RetainedMaxGapMs = ms(gap)
 	// Ended in the state as well (the last reports committed).
 	for deadline := time.Now().Add(time.Minute); ; {
 		resp, err := t.client(0).ListJobs(ctx, &gv1.ListJobsRequest{Limit: 1, States: []gv1.JobState{gv1.JobState_JOB_STATE_PENDING, gv1.JobState_JOB_STATE_RUNNING}})
