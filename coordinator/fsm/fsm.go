@@ -252,11 +252,7 @@ func (f *FSM) IsCurrent(ref *gv1.TaskRef) bool {
 func (f *FSM) Reached(ref *gv1.TaskRef) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	j, ok := f.state.job(ref.GetJobId())
-	if !ok {
-		return false
-	}
-	t := f.state.task(j, ref.GetTask())
+	t := f.state.taskAt(ref)
 	return t != nil && t.Attempt >= ref.GetAttempt()
 }
 
@@ -278,11 +274,7 @@ func (f *FSM) Holder(ref *gv1.TaskRef) (agent string, ok bool) {
 func (f *FSM) AttemptEnded(ref *gv1.TaskRef) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	j, ok := f.state.job(ref.GetJobId())
-	if !ok {
-		return false
-	}
-	t := f.state.task(j, ref.GetTask())
+	t := f.state.taskAt(ref)
 	if t == nil {
 		return false
 	}

@@ -47,6 +47,16 @@ func (s *state) job(id string) (*gv1.Job, bool) {
 	return nil, false
 }
 
+// taskAt returns ref's task (an ended job's decoded), nil when there is
+// none.
+func (s *state) taskAt(ref *gv1.TaskRef) *gv1.Task {
+	j, ok := s.job(ref.GetJobId())
+	if !ok {
+		return nil
+	}
+	return s.task(j, ref.GetTask())
+}
+
 func (s *state) hasJob(id string) bool {
 	if _, ok := s.jobs[id]; ok {
 		return true

@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -155,6 +158,40 @@ func backlogProbe(ctx context.Context, t *target, p *latencyProbe, tag string) (
 	p.mu.Unlock()
 	f.submit = quantile(submits, 0.5)
 	return f, nil
+}
+
+// leaderProfile writes a CPU profile of the leader over d to path
+// (/debug/pprof/profile, with the admin token).
+func (t *target) leaderProfile(ctx context.Context, d time.Duration, path string) error {
+	i, err := t.leaderIndex(ctx)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+		fmt.Sprintf("%s%s/debug/pprof/profile?seconds=%d", t.local.scheme(), t.local.nodes[i].addrs.HTTP, int(d.Seconds())), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+t.local.token)
+	hc := t.local.httpClient()
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // leaderMetrics scrapes the leader's /metrics (local clusters only) and

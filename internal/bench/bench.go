@@ -63,6 +63,9 @@ type Config struct {
 	// LocalAgents real gantry agent processes of AgentSlots slots join a
 	// local cluster (for exec).
 	LocalAgents, AgentSlots int
+	// CPUProfile, with a local cluster, is where a CPU profile of the
+	// leader during the throughput run is written.
+	CPUProfile string
 	// Retained is how many tasks the retained scenario runs before it
 	// measures (default 1,000,000).
 	Retained int
@@ -271,7 +274,18 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		fmt.Fprintf(progress, "bench: throughput for %s\n", cfg.Duration)
 		m0, _ := t.leaderMetrics(ctx)
 		began := time.Now()
+		var prof sync.WaitGroup
+		if cfg.CPUProfile != "" && t.local != nil && cfg.Duration >= 2*time.Second {
+			prof.Add(1)
+			go func() {
+				defer prof.Done()
+				if err := t.leaderProfile(ctx, cfg.Duration-time.Second, cfg.CPUProfile); err != nil {
+					res.Notes = append(res.Notes, "cpu profile: "+err.Error())
+				}
+			}()
+		}
 		v := throughput(ctx, t, fleet, cfg.Duration)
+		prof.Wait()
 		res.ThroughputTasksPerS = &v
 		if m1, err := t.leaderMetrics(ctx); err == nil && m0 != nil {
 			rss := m1["process_resident_memory_bytes"] / (1 << 20)

@@ -251,7 +251,7 @@ func (f *Fleet) heartbeats(ctx context.Context) {
 	}
 	for {
 		start := time.Now()
-		for _, a := range f.agents {
+		for i, a := range f.agents {
 			if ctx.Err() != nil {
 				return
 			}
@@ -259,8 +259,11 @@ func (f *Fleet) heartbeats(ctx context.Context) {
 				continue
 			}
 			f.beat(a)
-			if step > 0 {
-				time.Sleep(step)
+			// Sleep until the next agent's turn, not a step after this
+			// one: sleeps of 100 µs oversleep, and 10,000 of them would
+			// stretch the interval tenfold.
+			if wait := time.Until(start.Add(time.Duration(i+1) * step)); step > 0 && wait > time.Millisecond {
+				time.Sleep(wait)
 			}
 		}
 		select {
