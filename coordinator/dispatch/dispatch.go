@@ -47,6 +47,10 @@ func DefaultConfig() Config {
 	return Config{LeaseTTL: 2 * time.Second, AssignTimeout: 2 * time.Second, Tick: 100 * time.Millisecond}
 }
 
+// passRestFrom: a scheduling pass longer than this is followed by a rest
+// as long as itself.
+const passRestFrom = 500 * time.Microsecond
+
 // spareEvery bounds how often an idle queue's free slots are counted.
 const spareEvery = 10 * time.Millisecond
 
@@ -184,7 +188,17 @@ func (d *Dispatcher) scheduleLoop(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		fsmCh, fleetCh := d.fsm.Changed(), d.fleet.Changed()
-		d.scheduleOnce(ctx)
+		// Passes are triggered by every applied entry and fleet change:
+		// with thousands of agents back-to-back passes would take a core.
+		// Rest as long as the pass took (at most half the time in passes);
+		// what arrives meanwhile is placed by Submit or the next pass.
+		if took := d.scheduleOnce(ctx); took > passRestFrom {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(took):
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -195,7 +209,9 @@ func (d *Dispatcher) scheduleLoop(ctx context.Context) {
 	}
 }
 
-func (d *Dispatcher) scheduleOnce(ctx context.Context) {
+// scheduleOnce runs a pass and commits its placements; it returns how long
+// the pass itself took.
+func (d *Dispatcher) scheduleOnce(ctx context.Context) time.Duration {
 	depth := d.fsm.PendingDepth()
 	d.metrics.QueueDepth.Reset()
 	for k, v := range depth {
@@ -214,18 +230,19 @@ func (d *Dispatcher) scheduleOnce(ctx context.Context) {
 		d.mu.Lock()
 		d.plan = scheduler.Plan{}
 		d.mu.Unlock()
-		return
+		return time.Since(now)
 	}
 	pass, plan := schedulePass(d.fsm, d.candidates(now), now)
 	d.spare, d.spareAt = pass, now
 	d.reserve(plan.Placements, false)
 	d.placeMu.Unlock()
-	d.metrics.SchedulePass.Observe(time.Since(now).Seconds())
+	took := time.Since(now)
+	d.metrics.SchedulePass.Observe(took.Seconds())
 	d.mu.Lock()
 	d.plan = scheduler.Plan{Waiting: plan.Waiting, WaitingClass: plan.WaitingClass, Full: plan.Full}
 	d.mu.Unlock()
 	if len(plan.Placements) == 0 {
-		return
+		return took
 	}
 	at := timestamppb.New(now)
 	cmds := make([]*gv1.Command, len(plan.Placements))
@@ -235,6 +252,7 @@ func (d *Dispatcher) scheduleOnce(ctx context.Context) {
 	if _, err := d.assign(ctx, cmds, plan.Placements); err != nil && ctx.Err() == nil {
 		d.log.Warn("commit assignments", zap.Int("tasks", len(cmds)), zap.Error(err))
 	}
+	return took
 }
 
 // assign commits cmds, whose last len(ps) commands assign ps (reserved),
