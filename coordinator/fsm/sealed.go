@@ -57,6 +57,13 @@ func (s *state) taskAt(ref *gv1.TaskRef) *gv1.Task {
 	return s.task(j, ref.GetTask())
 }
 
+// jobEnded reports whether ref's job has ended (is sealed), without decoding
+// it: what assign and start need to refuse.
+func (s *state) jobEnded(ref *gv1.TaskRef) bool {
+	_, ok := s.sealed[ref.GetJobId()]
+	return ok
+}
+
 func (s *state) hasJob(id string) bool {
 	if _, ok := s.jobs[id]; ok {
 		return true

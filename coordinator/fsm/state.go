@@ -299,6 +299,9 @@ func (s *state) submit(index uint64, at *timestamppb.Timestamp, c *gv1.SubmitJob
 }
 
 func (s *state) assign(index uint64, at *timestamppb.Timestamp, c *gv1.AssignTaskCommand) Result {
+	if s.jobEnded(c.GetRef()) {
+		return Result{JobID: c.GetRef().GetJobId(), Err: fmt.Errorf("assign task %s/%s: the job has ended: %w", c.GetRef().GetJobId(), c.GetRef().GetTask(), ErrConflict)}
+	}
 	j, t, err := s.lookup(c.GetRef())
 	if err != nil {
 		return Result{Err: err}
@@ -336,6 +339,11 @@ func (s *state) assign(index uint64, at *timestamppb.Timestamp, c *gv1.AssignTas
 }
 
 func (s *state) start(index uint64, at *timestamppb.Timestamp, c *gv1.StartTaskCommand) Result {
+	// Common under short tasks: the start rides with a later entry than
+	// the report that ended the job (Proposer.Later).
+	if s.jobEnded(c.GetRef()) {
+		return Result{JobID: c.GetRef().GetJobId(), Err: fmt.Errorf("start task %s/%s: the job has ended: %w", c.GetRef().GetJobId(), c.GetRef().GetTask(), ErrStaleAttempt)}
+	}
 	j, t, err := s.lookup(c.GetRef())
 	if err != nil {
 		return Result{Err: err}

@@ -174,6 +174,7 @@ func (t *target) leaderProfile(ctx context.Context, d time.Duration, path string
 	}
 	req.Header.Set("Authorization", "Bearer "+t.local.token)
 	hc := t.local.httpClient()
+	hc.Timeout = d + 10*time.Second
 	defer hc.CloseIdleConnections()
 	resp, err := hc.Do(req)
 	if err != nil {
