@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,7 +18,7 @@ import (
 // them costs the leader: its resident memory, a snapshot of the whole state
 // saved over the API (gantry snapshot save), and a restart (SIGKILL, then
 // the same command line) until it serves again; and the longest pause
-// between two acknowledged submits during the run.
+// between two acknowledged submits of a steady probe during the run.
 func retained(ctx context.Context, t *target, fleet *sim.Fleet, n int, progress func(string), res *Result) error {
 	labels := map[string]string{"bench": "fleet"}
 	tasks := make([]*gv1.TaskSpec, 20)
@@ -51,12 +50,32 @@ func retained(ctx context.Context, t *target, fleet *sim.Fleet, n int, progress 
 					next.Add(-1) // submit it again
 					continue
 				}
+
+			}
+		}()
+	}
+	// A probe submits a one-task job every 10 ms throughout: the longest
+	// pause between its acknowledgements is what a client sees while the
+	// state grows and is snapshotted (the bulk submitters pause on their
+	// own when the backlog is full).
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	var probes sync.WaitGroup
+	probes.Add(1)
+	go func() {
+		defer probes.Done()
+		one := &gv1.JobSpec{Name: "retained-probe", Tasks: []*gv1.TaskSpec{noopTask("t", labels)}}
+		for i := 0; probeCtx.Err() == nil; i++ {
+			cctx, c := context.WithTimeout(probeCtx, 10*time.Second)
+			_, err := t.client(i).SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: one})
+			c()
+			if err == nil {
 				mu.Lock()
 				acks = append(acks, time.Now())
 				mu.Unlock()
 			}
-		}()
-	}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
 	began := time.Now()
 	for done := 0; ctx.Err() == nil; {
 		time.Sleep(time.Second)
@@ -65,17 +84,19 @@ func retained(ctx context.Context, t *target, fleet *sim.Fleet, n int, progress 
 			done = d
 			progress(fmt.Sprintf("%d of %d tasks finished (%s)", fin, n, time.Since(began).Round(time.Second)))
 		}
-		if fin >= jobs*20 {
+		mu.Lock()
+		probed := int64(len(acks))
+		mu.Unlock()
+		if fin >= jobs*20+probed {
 			break
 		}
 	}
 	wg.Wait()
+	stopProbe()
+	probes.Wait()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	// The longest pause between acknowledged submits while the state grew
-	// (and was snapshotted), no fault injected.
-	slices.SortFunc(acks, func(a, b time.Time) int { return a.Compare(b) })
 	var gap time.Duration
 	for i := 1; i < len(acks); i++ {
 		gap = max(gap, acks[i].Sub(acks[i-1]))
@@ -96,7 +117,8 @@ func retained(ctx context.Context, t *target, fleet *sim.Fleet, n int, progress 
 	if err != nil {
 		return err
 	}
-	res.RetainedTasks = int(total.GetTotal()) * len(tasks)
+	// Every bulk job has 20 tasks, every probe one.
+	res.RetainedTasks = (int(total.GetTotal())-len(acks))*len(tasks) + len(acks)
 	if m, err := t.leaderMetrics(ctx); err == nil {
 		rss := m["process_resident_memory_bytes"] / (1 << 20)
 		res.RetainedRSSMB = &rss

@@ -34,6 +34,34 @@ func TestBenchLocalShort(t *testing.T) {
 	}
 }
 
+// TestBenchLocalAgentsAndRetained runs exec on three local coordinators
+// with a real agent process, and a small retained run: its figures are
+// there, and the cluster served again after the leader's restart.
+func TestBenchLocalAgentsAndRetained(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
+	r := gantry(t, "127.0.0.1:1", "bench", "--local", "3", "--local-agents", "1", "--agent-slots", "4",
+		"--scenarios", "exec,retained", "--retained", "2000", "--duration", "1s", "--sim-agents", "20", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("bench failed: %s", r)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatalf("bench -o json is not JSON: %v\n%s", err, r)
+	}
+	if notes, ok := doc["notes"]; ok {
+		t.Errorf("notes: %v", notes)
+	}
+	for _, k := range []string{"exec_tasks_per_s", "exec_start_p50_ms", "retained_1m_rss_mb", "snapshot_1m_s", "snapshot_1m_mb", "restart_1m_s", "retained_max_gap_ms"} {
+		if v, ok := doc[k].(float64); !ok || v <= 0 {
+			t.Errorf("%s = %v, want a positive number\n%s", k, doc[k], r.stdout)
+		}
+	}
+	if n, _ := doc["retained_tasks"].(float64); n < 2000 {
+		t.Errorf("retained_tasks = %v, want at least 2000 (and the probe's)", doc["retained_tasks"])
+	}
+}
+
 // TestBenchExecOnDev runs `gantry bench --scenarios exec` against gantry
 // dev: real `true` processes on its agent, every acknowledged job finished
 // before the figure is given.
@@ -48,7 +76,7 @@ func TestBenchExecOnDev(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
 		t.Fatalf("bench -o json is not JSON: %v\n%s", err, r)
 	}
-	for _, k := range []string{"exec_tasks_per_s", "exec_accepted_per_s"} {
+	for _, k := range []string{"exec_tasks_per_s", "exec_accepted_per_s", "exec_start_p50_ms", "exec_start_p99_ms"} {
 		if v, ok := doc[k].(float64); !ok || v <= 0 {
 			t.Errorf("%s = %v, want a positive number\n%s", k, doc[k], r.stdout)
 		}
