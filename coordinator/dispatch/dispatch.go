@@ -358,7 +358,9 @@ func (d *Dispatcher) reserve(ps []scheduler.Placement, done bool) {
 func (d *Dispatcher) Submit(ctx context.Context, cmd *gv1.Command) (fsm.Result, error) {
 	lead := d.lead.Load()
 	job := cmd.GetSubmitJob().GetJob()
-	if lead == nil || job == nil {
+	// A resubmit with a known key commits nothing new: nothing to place
+	// (and nothing to send early to an agent).
+	if lead == nil || job == nil || (job.GetIdempotencyKey() != "" && d.fsm.KeyUsed(job.GetIdempotencyKey())) {
 		return d.prop.ProposeOne(ctx, cmd)
 	}
 	at := cmd.GetAt()

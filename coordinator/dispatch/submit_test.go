@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gantryci/gantry/coordinator/fsm"
 	"github.com/gantryci/gantry/coordinator/scheduler"
 	"github.com/gantryci/gantry/internal/poll"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
@@ -136,6 +137,28 @@ func TestSubmitDoesNotOvertakeTheQueue(t *testing.T) {
 	j, _ := x.fsm.Job(res.JobID)
 	if st := j.GetTasks()[0].GetState(); st != gv1.TaskState_TASK_STATE_PENDING {
 		t.Fatalf("second job acknowledged with its task %s; want pending behind the first", st)
+	}
+	// A resubmit with a used key finds its job and places nothing, even
+	// with a slot free that fits it.
+	first := jobCommand("keyed", nil)
+	first.GetSubmitJob().GetJob().IdempotencyKey = "k"
+	if _, err := x.d.Submit(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+	solo := map[string]string{"os": "solo"}
+	x.d.placeMu.Lock()
+	x.d.spare = scheduler.NewPass([]scheduler.Candidate{{Name: "a1", Labels: solo, Free: 1, Capabilities: []string{"exec"}}}, nil, time.Now().UnixNano())
+	x.d.placeMu.Unlock()
+	again := jobCommand("keyed-again", solo)
+	again.GetSubmitJob().GetJob().IdempotencyKey = "k"
+	if res, err := x.d.Submit(context.Background(), again); err != nil || !res.Existing || res.JobID != "keyed" {
+		t.Fatalf("resubmit with a used key: %v, %+v", err, res)
+	}
+	x.d.placeMu.Lock()
+	_, free := x.d.spare.Place(fsm.PendingTask{Key: fsm.TaskKey{JobID: "probe", Task: "t"}, Spec: again.GetSubmitJob().GetJob().GetTasks()[0].GetSpec()})
+	x.d.placeMu.Unlock()
+	if !free {
+		t.Fatal("the resubmit took the free slot")
 	}
 	// Another class may take the slot.
 	res, err = x.d.Submit(context.Background(), jobCommand("other", map[string]string{"os": "linux"}))

@@ -247,6 +247,14 @@ func (f *FSM) IsCurrent(ref *gv1.TaskRef) bool {
 	return t.Attempt == ref.GetAttempt()
 }
 
+// KeyUsed reports whether a job was submitted with idempotency key k.
+func (f *FSM) KeyUsed(k string) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	_, ok := f.state.byKey[k]
+	return ok
+}
+
 // Reached reports whether ref's task has had attempt ref.Attempt assigned
 // (it may have ended since).
 func (f *FSM) Reached(ref *gv1.TaskRef) bool {
