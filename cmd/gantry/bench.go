@@ -71,7 +71,7 @@ leader with SIGKILL).`,
 	fl.StringVar(&cfg.NATS, "nats", "nats://127.0.0.1:4222", "NATS URLs of the cluster (without --local)")
 	fl.StringVar(&cfg.Cluster, "cluster", "default", "cluster name (without --local)")
 	fl.IntVar(&cfg.Kills, "kills", 1, "failover: kill the leader this many times under load (restarting each killed node before the next)")
-	fl.StringVar(&cfg.CPUProfile, "cpu-profile", "", "with --local: write a CPU profile of the leader during the throughput run to this file (go tool pprof)")
+	fl.StringVar(&cfg.CPUProfile, "cpu-profile", "", "with --local: write a CPU profile of the leader during the throughput run to this file (and during exec to FILE.exec; go tool pprof)")
 	fl.IntVar(&cfg.LocalAgents, "local-agents", 0, "with --local: start this many real gantry agent processes (for exec)")
 	fl.IntVar(&cfg.AgentSlots, "agent-slots", 16, "slots of each --local-agents agent")
 	fl.IntVar(&cfg.Retained, "retained", 1000000, "retained: tasks run (in 20-task jobs) before the leader's memory, a snapshot and a restart are measured")

@@ -245,7 +245,19 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 				res.Notes = append(res.Notes, "exec starts: "+err.Error())
 			}
 			fmt.Fprintf(progress, "bench: exec, one-task `true` jobs on the cluster's real agents for %s\n", cfg.Duration)
-			if err := execRun(ctx, t.client(0), cfg.Duration, res); err != nil {
+			var prof sync.WaitGroup
+			if cfg.CPUProfile != "" && t.local != nil && cfg.Duration >= 2*time.Second {
+				prof.Add(1)
+				go func() {
+					defer prof.Done()
+					if err := t.leaderProfile(ctx, cfg.Duration-time.Second, cfg.CPUProfile+".exec"); err != nil {
+						res.Notes = append(res.Notes, "cpu profile: "+err.Error())
+					}
+				}()
+			}
+			err := execRun(ctx, t.client(0), cfg.Duration, res)
+			prof.Wait()
+			if err != nil {
 				res.Notes = append(res.Notes, "exec: "+err.Error())
 			}
 		}
