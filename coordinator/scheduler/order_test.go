@@ -6,6 +6,10 @@ import (
 	"slices"
 	"sort"
 	"testing"
+
+	"github.com/gantryci/gantry/coordinator/fsm"
+	"github.com/gantryci/gantry/internal/capability"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
 // NewPass orders agents as less does (most free first, then by name),
@@ -42,4 +46,35 @@ func cmpName(a, b Candidate) int {
 		return 1
 	}
 	return 0
+}
+
+// Each placement keeps the free list in the order NewPass gives it (most
+// free first, then by name), whichever agent it took a slot from.
+func TestPlacementsKeepTheOrder(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(3, 4))
+	exec := []string{capability.Exec}
+	for range 200 {
+		cs := make([]Candidate, 1+rng.IntN(40))
+		for i := range cs {
+			cs[i] = Candidate{Name: fmt.Sprintf("a%03d", i), Free: rng.IntN(5), Capabilities: exec,
+				Labels: map[string]string{"pool": fmt.Sprint(rng.IntN(3))}}
+		}
+		p := NewPass(cs, nil, 0)
+		for n := range 30 {
+			spec := &gv1.TaskSpec{Name: "t", Labels: map[string]string{"pool": fmt.Sprint(rng.IntN(3))}, Executor: &gv1.TaskSpec_Exec{Exec: &gv1.ExecSpec{Shell: "true"}}}
+			p.Place(fsm.PendingTask{Key: fsm.TaskKey{JobID: fmt.Sprint(n), Task: "t"}, Spec: spec})
+			if !slices.IsSortedFunc(p.free, func(a, b Candidate) int {
+				switch {
+				case less(a, b):
+					return -1
+				case less(b, a):
+					return 1
+				}
+				return 0
+			}) {
+				t.Fatalf("after placement %d the free list is out of order: %v", n, p.free)
+			}
+		}
+	}
 }

@@ -207,10 +207,14 @@ func (p *Pass) take(t fsm.PendingTask, i int) Placement {
 	p.free[i].Free--
 	p.freeSlots--
 	// Keep the order (most free first): move the agent back past those
-	// that now have more free slots.
-	for j := i; j+1 < len(p.free) && less(p.free[j+1], p.free[j]); j++ {
-		p.free[j], p.free[j+1] = p.free[j+1], p.free[j]
-	}
+	// that now come before it, found by binary search (the rest is in
+	// order) and shifted in one copy: with a thousand agents of equal free
+	// slots, a placement would otherwise swap its way past all of them.
+	a := p.free[i]
+	rest := p.free[i+1:]
+	k := sort.Search(len(rest), func(k int) bool { return !less(rest[k], a) })
+	copy(p.free[i:i+k], rest[:k])
+	p.free[i+k] = a
 	return pl
 }
 
