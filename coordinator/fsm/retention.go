@@ -20,7 +20,7 @@ func (s *state) pruneJobs(c *gv1.PruneJobsCommand) Result {
 	for _, id := range s.order {
 		// Only ended jobs are pruned, and ended jobs are sealed.
 		if sj, ok := s.sealed[id]; ok && sj.prunable(before) {
-			if k := sj.decode(id).GetIdempotencyKey(); k != "" && s.byKey[k] == id {
+			if k := sj.key; k != "" && s.byKey[k] == id {
 				delete(s.byKey, k)
 			}
 			delete(s.sealed, id)

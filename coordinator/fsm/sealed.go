@@ -24,6 +24,7 @@ type sealedJob struct {
 	state    gv1.JobState
 	finished int64 // unix nanoseconds; 0 when the job has none
 	version  uint64
+	key      string // idempotency key, for pruning without decoding
 }
 
 func (sj sealedJob) decode(id string) *gv1.Job {
@@ -90,7 +91,7 @@ func (s *state) seal(j *gv1.Job) {
 	if err != nil {
 		panic(fmt.Sprintf("fsm: encode ended job %s: %v", j.Id, err))
 	}
-	sj := sealedJob{data: data, state: j.State, version: j.Version}
+	sj := sealedJob{data: data, state: j.State, version: j.Version, key: j.IdempotencyKey}
 	if j.FinishedAt != nil {
 		sj.finished = j.FinishedAt.AsTime().UnixNano()
 	}
@@ -120,15 +121,15 @@ func (s *state) restoreJob(b []byte) error {
 	h.sealed.data = bytes.Clone(b)
 	s.sealed[h.id] = h.sealed
 	s.order = append(s.order, h.id)
-	if h.key != "" {
-		s.byKey[h.key] = h.id
+	if h.sealed.key != "" {
+		s.byKey[h.sealed.key] = h.id
 	}
 	return nil
 }
 
 type jobHeader struct {
-	id, key string
-	sealed  sealedJob
+	id     string
+	sealed sealedJob
 }
 
 // readJobHeader reads what the state indexes of an encoded gv1.Job: id (1),
@@ -150,7 +151,7 @@ func readJobHeader(b []byte) (jobHeader, error) {
 		case num == 4 && typ == protowire.BytesType:
 			var v []byte
 			v, m = protowire.ConsumeBytes(b)
-			h.key = string(v)
+			h.sealed.key = string(v)
 		case num == 3 && typ == protowire.VarintType:
 			var v uint64
 			v, m = protowire.ConsumeVarint(b)
