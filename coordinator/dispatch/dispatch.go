@@ -234,7 +234,7 @@ func (d *Dispatcher) scheduleOnce(ctx context.Context) time.Duration {
 	}
 	pass, plan := schedulePass(d.fsm, d.candidates(now), now)
 	d.spare, d.spareAt = pass, now
-	d.reserve(plan.Placements, false)
+	d.reserve(plan.Placements)
 	d.placeMu.Unlock()
 	took := time.Since(now)
 	d.metrics.SchedulePass.Observe(took.Seconds())
@@ -273,7 +273,7 @@ func (d *Dispatcher) assign(lead context.Context, cmds []*gv1.Command, ps []sche
 	}
 	results, err := d.prop.Propose(lead, cmds...)
 	d.placeMu.Lock()
-	d.reserve(ps, true)
+	d.release(ps)
 	d.placeMu.Unlock()
 	for i, p := range ps {
 		ok := err == nil && results[off+i].Err == nil
@@ -334,16 +334,17 @@ func (d *Dispatcher) candidates(now time.Time) []scheduler.Candidate {
 	return cands
 }
 
-// reserve records ps as proposed (placeMu held), or with done, as
-// applied or refused.
-func (d *Dispatcher) reserve(ps []scheduler.Placement, done bool) {
+// reserve records ps as proposed; release forgets them once applied or
+// refused. Both with placeMu held.
+func (d *Dispatcher) reserve(ps []scheduler.Placement) {
 	for _, p := range ps {
-		k := attemptKey{p.Task.Key.JobID, p.Task.Key.Task, p.Attempt}
-		if done {
-			delete(d.reserved, k)
-		} else {
-			d.reserved[k] = p.Agent
-		}
+		d.reserved[attemptKey{p.Task.Key.JobID, p.Task.Key.Task, p.Attempt}] = p.Agent
+	}
+}
+
+func (d *Dispatcher) release(ps []scheduler.Placement) {
+	for _, p := range ps {
+		delete(d.reserved, attemptKey{p.Task.Key.JobID, p.Task.Key.Task, p.Attempt})
 	}
 }
 
@@ -388,7 +389,7 @@ func (d *Dispatcher) Submit(ctx context.Context, cmd *gv1.Command) (fsm.Result, 
 				placed = append(placed, p)
 			}
 		}
-		d.reserve(placed, false)
+		d.reserve(placed)
 	}
 	d.placeMu.Unlock()
 	if len(placed) == 0 {

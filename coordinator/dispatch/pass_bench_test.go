@@ -69,21 +69,26 @@ func BenchmarkSchedulePass(b *testing.B) {
 	for _, n := range []int{100, 100_000} {
 		f, cands := backlog(b, n)
 		now := time.Unix(1_700_000_100, 0)
-		b.Run(fmt.Sprintf("pending=%d", n), func(b *testing.B) {
-			placed := 0
-			for b.Loop() {
-				placed = len(SchedulePass(f, cands, now).Placements)
-			}
-			if placed != 20 {
-				b.Fatalf("placed %d, want 20", placed)
-			}
-		})
+		benchPass(b, n, f, cands, now)
 		b.Run(fmt.Sprintf("pending=%d/whole-queue", n), func(b *testing.B) {
 			for b.Loop() {
 				scheduler.Schedule(f.Pending(), cands, f.BusyConcurrency(), now.UnixNano())
 			}
 		})
 	}
+}
+
+// benchPass times SchedulePass over f's queue of n, which must place 20.
+func benchPass(b *testing.B, n int, f *fsm.FSM, cands []scheduler.Candidate, now time.Time) {
+	b.Run(fmt.Sprintf("pending=%d", n), func(b *testing.B) {
+		placed := 0
+		for b.Loop() {
+			placed = len(SchedulePass(f, cands, now).Placements)
+		}
+		if placed != 20 {
+			b.Fatalf("placed %d, want 20", placed)
+		}
+	})
 }
 
 // unplaceable is backlog's queue with agents that fit none of it but 20
@@ -121,15 +126,7 @@ func BenchmarkSchedulePassUnplaceable(b *testing.B) {
 	for _, n := range []int{100, 100_000} {
 		f, cands := unplaceable(b, n)
 		now := time.Unix(1_700_000_100, 0)
-		b.Run(fmt.Sprintf("pending=%d", n), func(b *testing.B) {
-			placed := 0
-			for b.Loop() {
-				placed = len(SchedulePass(f, cands, now).Placements)
-			}
-			if placed != 20 {
-				b.Fatalf("placed %d, want 20", placed)
-			}
-		})
+		benchPass(b, n, f, cands, now)
 	}
 }
 

@@ -668,19 +668,7 @@ func TestHelmInstall(t *testing.T) {
 	}
 	// No storage provisioner here: volumes bound in advance to the claims.
 	for i := range 3 {
-		pv := &corev1.PersistentVolume{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-data-%d", ns, i)},
-			Spec: corev1.PersistentVolumeSpec{
-				Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("10Gi")},
-				AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-				PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
-				ClaimRef: &corev1.ObjectReference{Kind: "PersistentVolumeClaim", APIVersion: "v1",
-					Namespace: ns, Name: fmt.Sprintf("data-%s-%d", coordinatorSTS, i)},
-				PersistentVolumeSource: corev1.PersistentVolumeSource{
-					HostPath: &corev1.HostPathVolumeSource{Path: fmt.Sprintf("/var/lib/gantry-e2e/%s/%d", ns, i)},
-				},
-			},
-		}
+		pv := coordinatorVolume(ns, i, fmt.Sprintf("/var/lib/gantry-e2e/%s/%d", ns, i))
 		if _, err := k.cs.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("create persistent volume: %v", err)
 		}
@@ -790,4 +778,22 @@ func helmInstallState(k kubeEnv, ns string) string {
 		}
 	}
 	return b.String()
+}
+
+// coordinatorVolume is a hostPath volume at path bound in advance to the
+// claim of coordinator i in ns (no storage provisioner here).
+func coordinatorVolume(ns string, i int, path string) *corev1.PersistentVolume {
+	return &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-data-%d", ns, i)},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("10Gi")},
+			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
+			ClaimRef: &corev1.ObjectReference{Kind: "PersistentVolumeClaim", APIVersion: "v1",
+				Namespace: ns, Name: fmt.Sprintf("data-%s-%d", coordinatorSTS, i)},
+			PersistentVolumeSource: corev1.PersistentVolumeSource{
+				HostPath: &corev1.HostPathVolumeSource{Path: path},
+			},
+		},
+	}
 }

@@ -21,11 +21,11 @@ import (
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gantryci/gantry/client"
 	"github.com/gantryci/gantry/internal/pki"
+	"github.com/gantryci/gantry/internal/poll"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -140,17 +140,11 @@ func TestRealPods(t *testing.T) {
 			t.Errorf("delete namespace %s: %v", ns, err)
 			return
 		}
-		deadline := time.Now().Add(3 * time.Minute)
-		for {
+		if !poll.Until(3*time.Minute, func() bool {
 			_, err := k.cs.CoreV1().Namespaces().Get(c, ns, metav1.GetOptions{})
-			if apierrors.IsNotFound(err) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("namespace %s still there after 3m (%v)", ns, err)
-				return
-			}
-			time.Sleep(500 * time.Millisecond)
+			return apierrors.IsNotFound(err)
+		}) {
+			t.Errorf("namespace %s still there after 3m", ns)
 		}
 	})
 
@@ -165,19 +159,7 @@ func TestRealPods(t *testing.T) {
 		if err := os.Chown(dir, 65532, 65532); err != nil {
 			t.Fatal(err)
 		}
-		pv := &corev1.PersistentVolume{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-data-%d", ns, i)},
-			Spec: corev1.PersistentVolumeSpec{
-				Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("10Gi")},
-				AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-				PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
-				ClaimRef: &corev1.ObjectReference{Kind: "PersistentVolumeClaim", APIVersion: "v1",
-					Namespace: ns, Name: fmt.Sprintf("data-%s-%d", coordinatorSTS, i)},
-				PersistentVolumeSource: corev1.PersistentVolumeSource{
-					HostPath: &corev1.HostPathVolumeSource{Path: dir},
-				},
-			},
-		}
+		pv := coordinatorVolume(ns, i, dir)
 		if _, err := k.cs.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("create persistent volume: %v", err)
 		}
