@@ -186,32 +186,37 @@ func (d *Dispatcher) Lead(ctx context.Context) error {
 func (d *Dispatcher) scheduleLoop(ctx context.Context) {
 	tick := time.NewTicker(d.cfg.Tick)
 	defer tick.Stop()
+	fleetChanged := true
 	for {
 		fsmCh, fleetCh := d.fsm.Changed(), d.fleet.Changed()
 		// Passes are triggered by every applied entry and fleet change:
 		// with thousands of agents back-to-back passes would take a core.
 		// Rest as long as the pass took (at most half the time in passes);
 		// what arrives meanwhile is placed by Submit or the next pass.
-		if took := d.scheduleOnce(ctx); took > passRestFrom {
+		if took := d.scheduleOnce(ctx, fleetChanged); took > passRestFrom {
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(took):
 			}
 		}
+		fleetChanged = false
 		select {
 		case <-ctx.Done():
 			return
 		case <-fsmCh:
 		case <-fleetCh:
+			fleetChanged = true
 		case <-tick.C:
 		}
 	}
 }
 
 // scheduleOnce runs a pass and commits its placements; it returns how long
-// the pass itself took.
-func (d *Dispatcher) scheduleOnce(ctx context.Context) time.Duration {
+// the pass itself took. fleetChanged: an agent came, went, drained or freed
+// a slot since the last pass, so the free slots kept for Submit are
+// counted afresh however recent they are.
+func (d *Dispatcher) scheduleOnce(ctx context.Context, fleetChanged bool) time.Duration {
 	depth := d.fsm.PendingDepth()
 	d.metrics.QueueDepth.Reset()
 	for k, v := range depth {
@@ -221,9 +226,11 @@ func (d *Dispatcher) scheduleOnce(ctx context.Context) time.Duration {
 	d.placeMu.Lock()
 	if len(depth) == 0 {
 		// Nothing to place: keep the free slots for Submit, counted
-		// afresh at most every spareEvery (tasks end often under load;
-		// the spare only undercounts free slots meanwhile).
-		if d.spare == nil || now.Sub(d.spareAt) >= spareEvery {
+		// afresh on a fleet change and otherwise at most every
+		// spareEvery (tasks end often under load; the spare only
+		// undercounts free slots meanwhile). Submit also checks each
+		// agent it places on is still schedulable.
+		if d.spare == nil || fleetChanged || now.Sub(d.spareAt) >= spareEvery {
 			d.spare, d.spareAt = scheduler.NewPass(d.candidates(now), d.fsm.BusyConcurrency(), now.UnixNano()), now
 		}
 		d.placeMu.Unlock()
@@ -385,9 +392,17 @@ func (d *Dispatcher) Submit(ctx context.Context, cmd *gv1.Command) (fsm.Result, 
 				Priority: job.GetSpec().GetPriority(), Spec: sp, QueuedAt: at.AsTime().UnixNano(),
 				RunnableAt: at.AsTime().UnixNano(), Class: class,
 			}
-			if p, ok := d.spare.Place(pt); ok {
-				placed = append(placed, p)
+			p, ok := d.spare.Place(pt)
+			if !ok {
+				continue
 			}
+			if !d.fleet.Schedulable(p.Agent, time.Now()) {
+				// The agent drained or went silent since the spare
+				// was counted: count afresh at the next pass.
+				d.spare = nil
+				break
+			}
+			placed = append(placed, p)
 		}
 		d.reserve(placed)
 	}

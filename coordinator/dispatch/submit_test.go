@@ -170,3 +170,33 @@ func TestSubmitDoesNotOvertakeTheQueue(t *testing.T) {
 		t.Fatalf("job other acknowledged with its task %s; want pending (no agent has its label)", st)
 	}
 }
+
+// An agent that drains (or goes silent) right after a pass counted its
+// free slots is not given the next submit's task: Submit checks each agent
+// it places on against the fleet as it is now.
+func TestSubmitSkipsAnAgentDrainedSinceThePass(t *testing.T) {
+	t.Parallel()
+	x := newFixture(t, zap.NewNop())
+	got := x.leading(t, "a1", 2)
+	if _, err := x.d.fleet.Observe(&gv1.Heartbeat{Agent: &gv1.AgentInfo{Name: "a1", Slots: 2, Capabilities: []string{"exec"}, Draining: true}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// The spare as a pass just before the drain left it.
+	x.d.placeMu.Lock()
+	x.d.spare = scheduler.NewPass([]scheduler.Candidate{{Name: "a1", Free: 2, Capabilities: []string{"exec"}}}, nil, time.Now().UnixNano())
+	x.d.spareAt = time.Now()
+	x.d.placeMu.Unlock()
+	res, err := x.d.Submit(context.Background(), jobCommand("after-drain", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, _ := x.fsm.Job(res.JobID)
+	if tk := j.GetTasks()[0]; tk.GetState() != gv1.TaskState_TASK_STATE_PENDING || tk.GetAgent() != "" {
+		t.Fatalf("task submitted after its only agent drained: %s on %q; want pending on no agent", tk.GetState(), tk.GetAgent())
+	}
+	select {
+	case as := <-got:
+		t.Fatalf("the drained agent was sent %v", as.GetRef())
+	default:
+	}
+}

@@ -180,6 +180,15 @@ func (f *View) Alive(agent string, now time.Time) bool {
 	return ok && now.Sub(v.lastSeen) <= f.ttl
 }
 
+// Schedulable reports whether agent may be given a task at now: heard
+// from within the TTL and not draining (what EachActive lists).
+func (f *View) Schedulable(agent string, now time.Time) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	v, ok := f.agents[agent]
+	return ok && now.Sub(v.lastSeen) <= f.ttl && !v.info.GetDraining()
+}
+
 // LastSeen returns when agent was last heard from.
 func (f *View) LastSeen(agent string) (time.Time, bool) {
 	f.mu.RLock()
