@@ -154,8 +154,7 @@ func (f *FSM) JobsPage(states []gv1.JobState, limit, maxBytes int) (out []*gv1.J
 		want[s] = true
 	}
 	size := 0
-	for i := len(f.state.order) - 1; i >= 0; i-- {
-		id := f.state.order[i]
+	f.state.order.eachNewest(func(id string, _ []byte) bool {
 		j, live := f.state.jobs[id]
 		sj := f.state.sealed[id]
 		st := sj.state
@@ -163,11 +162,11 @@ func (f *FSM) JobsPage(states []gv1.JobState, limit, maxBytes int) (out []*gv1.J
 			st = j.State
 		}
 		if len(want) > 0 && !want[st] {
-			continue
+			return true
 		}
 		total++
 		if truncated || (limit > 0 && len(out) >= limit) {
-			continue
+			return true
 		}
 		if maxBytes > 0 {
 			n := len(sj.data)
@@ -176,7 +175,7 @@ func (f *FSM) JobsPage(states []gv1.JobState, limit, maxBytes int) (out []*gv1.J
 			}
 			if size += n + 8; size > maxBytes {
 				truncated = true
-				continue
+				return true
 			}
 		}
 		if live {
@@ -184,7 +183,8 @@ func (f *FSM) JobsPage(states []gv1.JobState, limit, maxBytes int) (out []*gv1.J
 		} else {
 			out = append(out, sj.decode(id))
 		}
-	}
+		return true
+	})
 	return out, total, truncated
 }
 
@@ -346,15 +346,33 @@ func (f *FSM) Encode() ([]byte, error) {
 // they are the deterministic encoding of the whole gv1.Snapshot, which
 // emits fields by number.
 type encoded struct {
-	jobs [][]byte
-	head []byte
+	order [][]orderEntry
+	live  map[string][]byte // the encoding of each job not ended
+	head  []byte
+}
+
+// each calls fn with each job's encoding in submit order until fn fails.
+func (e *encoded) each(fn func(b []byte) error) error {
+	for _, c := range e.order {
+		for _, j := range c {
+			b := j.data
+			if b == nil {
+				b = e.live[j.id]
+			}
+			if err := fn(b); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (e *encoded) size() int {
 	n := len(e.head)
-	for _, j := range e.jobs {
-		n += protowire.SizeTag(1) + protowire.SizeBytes(len(j))
-	}
+	_ = e.each(func(b []byte) error {
+		n += protowire.SizeTag(1) + protowire.SizeBytes(len(b))
+		return nil
+	})
 	return n
 }
 
@@ -362,16 +380,20 @@ func (e *encoded) size() int {
 func (e *encoded) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	var hdr []byte
-	for _, j := range e.jobs {
+	err := e.each(func(j []byte) error {
 		hdr = protowire.AppendTag(hdr[:0], 1, protowire.BytesType)
 		hdr = protowire.AppendVarint(hdr, uint64(len(j)))
 		for _, b := range [][]byte{hdr, j} {
 			n, err := w.Write(b)
 			total += int64(n)
 			if err != nil {
-				return total, err
+				return err
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return total, err
 	}
 	n, err := w.Write(e.head)
 	return total + int64(n), err
@@ -403,13 +425,11 @@ func (f *FSM) encode() (*encoded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode snapshot: %w", err)
 	}
-	e := &encoded{jobs: make([][]byte, len(f.state.order)), head: head}
-	for i, id := range f.state.order {
-		if sj, ok := f.state.sealed[id]; ok {
-			e.jobs[i] = sj.data
-			continue
-		}
-		if e.jobs[i], err = det.Marshal(f.state.jobs[id]); err != nil {
+	// The ended jobs' encodings are shared with the order; the live
+	// ones, which Apply goes on changing, are encoded now.
+	e := &encoded{order: f.state.order.capture(), live: make(map[string][]byte, len(f.state.jobs)), head: head}
+	for id, j := range f.state.jobs {
+		if e.live[id], err = det.Marshal(j); err != nil {
 			return nil, fmt.Errorf("encode job %s: %w", id, err)
 		}
 	}

@@ -28,10 +28,10 @@ func (f *FSM) Blocked() []BlockedTask {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	var out []BlockedTask
-	for _, id := range f.state.order {
+	f.state.order.each(func(id string, _ []byte) bool {
 		j, live := f.state.jobs[id]
 		if !live || JobFinal(j.State) {
-			continue
+			return true
 		}
 		var done map[string]bool
 		for _, t := range j.Tasks {
@@ -58,7 +58,8 @@ func (f *FSM) Blocked() []BlockedTask {
 			}
 			out = append(out, b)
 		}
-	}
+		return true
+	})
 	// order is oldest first already; a stable sort keeps it within a priority.
 	sort.SliceStable(out, func(a, b int) bool { return out[a].Priority > out[b].Priority })
 	return out
@@ -274,8 +275,13 @@ func (f *FSM) RecentStarts(since time.Time, maxJobs int) []StartSample {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	var out []StartSample
-	for i, seen := len(f.state.order)-1, 0; i >= 0 && (maxJobs <= 0 || seen < maxJobs); i, seen = i-1, seen+1 {
-		j, _ := f.state.job(f.state.order[i])
+	seen := 0
+	f.state.order.eachNewest(func(id string, _ []byte) bool {
+		if maxJobs > 0 && seen >= maxJobs {
+			return false
+		}
+		seen++
+		j, _ := f.state.job(id)
 		for _, t := range j.Tasks {
 			for _, a := range t.Attempts {
 				if a.StartedAt == nil || a.RunnableAt == nil {
@@ -288,7 +294,8 @@ func (f *FSM) RecentStarts(since time.Time, maxJobs int) []StartSample {
 				out = append(out, StartSample{Labels: t.Spec.GetLabels(), StartedAt: started, Wait: max(started.Sub(a.RunnableAt.AsTime()), 0)})
 			}
 		}
-	}
+		return true
+	})
 	return out
 }
 

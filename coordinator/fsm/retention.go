@@ -15,25 +15,22 @@ func (s *state) pruneJobs(c *gv1.PruneJobsCommand) Result {
 		return Result{Err: fmt.Errorf("prune jobs: finished_before is required: %w", ErrInvalid)}
 	}
 	before := cutoff.AsTime()
-	kept := s.order[:0]
 	pruned := 0
-	for _, id := range s.order {
-		// Only ended jobs are pruned, and ended jobs are sealed.
-		if sj, ok := s.sealed[id]; ok && sj.prunable(before) {
-			if k := sj.key; k != "" && s.byKey[k] == id {
-				delete(s.byKey, k)
-			}
-			delete(s.sealed, id)
-			pruned++
-			continue
+	s.order.keep(func(id string, data []byte) bool {
+		if data == nil {
+			return true // live: only ended jobs are pruned
 		}
-		kept = append(kept, id)
-	}
-	// Clear the tail so the pruned IDs are not kept alive by the array.
-	for i := len(kept); i < len(s.order); i++ {
-		s.order[i] = ""
-	}
-	s.order = kept
+		sj := s.sealed[id]
+		if !sj.prunable(before) {
+			return true
+		}
+		if k := sj.key; k != "" && s.byKey[k] == id {
+			delete(s.byKey, k)
+		}
+		delete(s.sealed, id)
+		pruned++
+		return false
+	})
 	return Result{Pruned: pruned}
 }
 

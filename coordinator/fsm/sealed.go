@@ -97,6 +97,7 @@ func (s *state) seal(j *gv1.Job) {
 	}
 	delete(s.jobs, j.Id)
 	s.sealed[j.Id] = sj
+	s.order.seal(j.Id, data)
 }
 
 // restoreJob adds a job read from a snapshot: an ended one sealed as
@@ -120,7 +121,7 @@ func (s *state) restoreJob(b []byte) error {
 	}
 	h.sealed.data = bytes.Clone(b)
 	s.sealed[h.id] = h.sealed
-	s.order = append(s.order, h.id)
+	s.order.push(h.id, h.sealed.data)
 	if h.sealed.key != "" {
 		s.byKey[h.sealed.key] = h.id
 	}

@@ -181,6 +181,64 @@ func TestSnapshotIsPointInTime(t *testing.T) {
 	}
 }
 
+// A snapshot shares the submit order with the state (the chunks of
+// order.go): ending jobs in the chunks it holds, appending to its last one
+// and pruning after it is taken change nothing it writes, and the state
+// goes on as if it had not been taken.
+func TestSnapshotSharesTheOrder(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	other := newHarness(t) // the same commands, never snapshotted
+	// both applies cmds as one entry to each.
+	both := func(cmds ...*gv1.Command) {
+		t.Helper()
+		for _, x := range []*harness{h, other} {
+			for i, r := range x.apply(cmds...) {
+				if r.Err != nil {
+					t.Fatalf("command %d refused: %v", i, r.Err)
+				}
+			}
+		}
+	}
+	const n = 2500 // three chunks
+	var setup []*gv1.Command
+	for i := range n {
+		id := fmt.Sprintf("j%04d", i)
+		setup = append(setup, submitCmd(1, newJob(id, "", 0, spec("a"))))
+		if i%2 == 0 {
+			setup = append(setup, cancelCmd(2, id, "ended before the snapshot"))
+		}
+	}
+	both(setup...)
+	want := snapshotBytes(t, h.f)
+	snap, err := h.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var after []*gv1.Command
+	for i := 1; i < n; i += 4 { // end live jobs in every chunk
+		after = append(after, cancelCmd(20, fmt.Sprintf("j%04d", i), "ended after"))
+	}
+	both(after...)
+	both(submitCmd(21, newJob("later", "", 0, spec("a"))))
+	both(&gv1.Command{At: ts(22), Cmd: &gv1.Command_PruneJobs{PruneJobs: &gv1.PruneJobsCommand{FinishedBefore: ts(10)}}})
+	both(cancelCmd(23, "j0003", "ended after the prune"))
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	if !bytes.Equal(sink.Bytes(), want) {
+		t.Error("Persist wrote changes applied after Snapshot")
+	}
+	if !bytes.Equal(stateBytes(t, h.f), stateBytes(t, other.f)) {
+		t.Error("the state after a snapshot differs from the same state never snapshotted")
+	}
+	if got := len(h.f.Jobs(nil, 0)); got != n/2+1 {
+		t.Errorf("%d jobs after pruning those ended before the snapshot; want %d", got, n/2+1)
+	}
+}
+
 func TestPersistWriteError(t *testing.T) {
 	t.Parallel()
 	h := buildVaried(t)

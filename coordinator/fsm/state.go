@@ -25,7 +25,7 @@ type state struct {
 	// ended are the jobs that ended in the command being applied, sealed
 	// once it is.
 	ended []*gv1.Job
-	order []string          // job IDs in submit order
+	order *jobOrder         // every job in submit order (order.go)
 	byKey map[string]string // idempotency key -> job ID
 	// pending are the PENDING tasks; queue orders them as the scheduler
 	// takes them (queueLess), so a pass reads only the head it can
@@ -59,6 +59,7 @@ func newState() *state {
 	return &state{
 		jobs:     map[string]*gv1.Job{},
 		sealed:   map[string]sealedJob{},
+		order:    newJobOrder(),
 		byKey:    map[string]string{},
 		pending:  map[TaskKey]queueEntry{},
 		deploys:  map[TaskKey]struct{}{},
@@ -81,7 +82,7 @@ func newState() *state {
 // insert adds a job as it is (used by submit and restore) and indexes it.
 func (s *state) insert(j *gv1.Job) {
 	s.jobs[j.Id] = j
-	s.order = append(s.order, j.Id)
+	s.order.push(j.Id, nil)
 	if j.IdempotencyKey != "" {
 		s.byKey[j.IdempotencyKey] = j.Id
 	}
