@@ -166,6 +166,34 @@ const (
 	logMaxBytes = 4 << 30
 )
 
+// logStreamKnown marks the log stream ready as soon as the embedded NATS
+// server has it assigned from before a restart: the stream is durable, and
+// what ensureLogStream waits for then is the JetStream cluster electing a
+// new meta leader (when the node that restarted held it), which took 5-8 s
+// and held /readyz that long after a restart although the coordinator
+// served from its first second. ensureLogStream still applies the
+// configuration once JetStream answers.
+func (s *Server) logStreamKnown(ctx context.Context) {
+	if s.natsd == nil || !s.natsd.JetStreamIsClustered() {
+		return
+	}
+	acct := s.natsd.GlobalAccount().Name
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for !s.logStreamReady.Load() {
+		if s.natsd.JetStreamIsStreamAssigned(acct, s.ns.LogStream()) {
+			s.logStreamReady.Store(true)
+			s.log.Info("log stream known from before the restart", zap.String("stream", s.ns.LogStream()))
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
 // ensureLogStream creates or updates the stream that keeps task logs. In a
 // NATS cluster that is still forming this fails for a while; it retries
 // until it succeeds or ctx ends.
@@ -175,9 +203,13 @@ func ensureLogStream(ctx context.Context, nc *nats.Conn, cfg Config, name, subje
 		log.Error("jetstream", zap.Error(err))
 		return
 	}
-	wait := 100 * time.Millisecond
+	// An attempt made while this server is still joining the cluster
+	// (a restarted coordinator) can go unanswered: waiting 5 s for it
+	// held /readyz for 5 s after every restart, where the next attempt
+	// succeeds at once. Attempts start short and grow.
+	wait, timeout := 100*time.Millisecond, time.Second
 	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, timeout)
 		_, err := js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
 			Name:       name,
 			Subjects:   []string{subjects},
@@ -200,7 +232,7 @@ func ensureLogStream(ctx context.Context, nc *nats.Conn, cfg Config, name, subje
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
-			wait = min(2*wait, 2*time.Second)
+			wait, timeout = min(2*wait, 2*time.Second), min(2*timeout, 5*time.Second)
 		}
 	}
 }

@@ -354,6 +354,7 @@ func (s *Server) start(ctx context.Context) error {
 	s.run(ctx, func(ctx context.Context) {
 		ensureLogStream(ctx, nc, cfg, s.ns.LogStream(), s.ns.AllLogs(), s.log, func() { s.logStreamReady.Store(true) })
 	})
+	s.run(ctx, s.logStreamKnown)
 	s.run(ctx, func(context.Context) {
 		if err := s.grpc.Serve(s.grpcLis); err != nil {
 			s.log.Error("grpc serve", zap.Error(err))
