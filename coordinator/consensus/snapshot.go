@@ -57,11 +57,63 @@ func (s *privateSnapshots) Create(version raft.SnapshotVersion, index, term uint
 	if err != nil {
 		return nil, err
 	}
-	if err := restrictTree(filepath.Join(s.dir, sink.ID()+tmpSuffix)); err != nil {
+	dir := filepath.Join(s.dir, sink.ID()+tmpSuffix)
+	if err := restrictTree(dir); err != nil {
 		sink.Cancel()
 		return nil, fmt.Errorf("snapshot %s modes: %w", sink.ID(), err)
 	}
-	return sink, nil
+	// The state file opened again, for its write-back only.
+	f, err := os.Open(filepath.Join(dir, stateFile))
+	if err != nil {
+		return sink, nil // written as raft writes it, synced at the end
+	}
+	return &smoothSink{SnapshotSink: sink, f: f}, nil
+}
+
+// stateFile is the file of a snapshot that holds the state (raft's
+// stateFilePath).
+const stateFile = "state.bin"
+
+// writeBehindBytes is how much of a snapshot is written before its
+// write-back is started. Measured here while 210 MB were written and
+// synced beside a log appending and syncing every 2 ms: the log's sync
+// p99 / max were 66-124 / 185-251 ms written at once, 30-35 / 66-137 ms
+// with 4 MB ranges, 12.5-12.7 / 123-126 ms with 1 MB.
+const writeBehindBytes = 1 << 20
+
+// smoothSink writes a snapshot's state back to disk as it is written, a
+// megabyte at a time, instead of all at once when raft syncs it at
+// the end. A large snapshot synced at once (210 MB with a million
+// retained jobs) held the Raft log's own syncs on the same disk behind it:
+// every write paused while a snapshot was saved, longer the larger the
+// state.
+type smoothSink struct {
+	raft.SnapshotSink
+	f       *os.File
+	written int64 // bytes written
+	started int64 // bytes whose write-back has been started
+}
+
+func (s *smoothSink) Write(p []byte) (int, error) {
+	n, err := s.SnapshotSink.Write(p)
+	s.written += int64(n)
+	// raft buffers what it is given; what reached the file is at
+	// least the bytes written less its buffer.
+	for s.written-s.started >= 2*writeBehindBytes {
+		writeBehind(s.f, s.started, writeBehindBytes)
+		s.started += writeBehindBytes
+	}
+	return n, err
+}
+
+func (s *smoothSink) Close() error {
+	defer s.f.Close()
+	return s.SnapshotSink.Close()
+}
+
+func (s *smoothSink) Cancel() error {
+	defer s.f.Close()
+	return s.SnapshotSink.Cancel()
 }
 
 // restrictTree makes dir and every directory below it 0700 and every file
