@@ -171,14 +171,7 @@ func TestSnapshotIsPointInTime(t *testing.T) {
 	}
 	h.ok(cancelCmd(30, "mixed", "later"))
 	h.ok(submitCmd(30, newJob("later", "", 0, spec("a"))))
-	var sink memSink
-	if err := snap.Persist(&sink); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
-	if !bytes.Equal(sink.Bytes(), want) {
-		t.Error("Persist wrote changes applied after Snapshot")
-	}
+	wantPersisted(t, snap, want)
 }
 
 // A snapshot shares the submit order with the state (the chunks of
@@ -223,6 +216,18 @@ func TestSnapshotSharesTheOrder(t *testing.T) {
 	both(submitCmd(21, newJob("later", "", 0, spec("a"))))
 	both(&gv1.Command{At: ts(22), Cmd: &gv1.Command_PruneJobs{PruneJobs: &gv1.PruneJobsCommand{FinishedBefore: ts(10)}}})
 	both(cancelCmd(23, "j0003", "ended after the prune"))
+	wantPersisted(t, snap, want)
+	if !bytes.Equal(stateBytes(t, h.f), stateBytes(t, other.f)) {
+		t.Error("the state after a snapshot differs from the same state never snapshotted")
+	}
+	if got := len(h.f.Jobs(nil, 0)); got != n/2+1 {
+		t.Errorf("%d jobs after pruning those ended before the snapshot; want %d", got, n/2+1)
+	}
+}
+
+// wantPersisted persists and releases snap and fails unless it wrote want.
+func wantPersisted(t *testing.T, snap raft.FSMSnapshot, want []byte) {
+	t.Helper()
 	var sink memSink
 	if err := snap.Persist(&sink); err != nil {
 		t.Fatal(err)
@@ -230,12 +235,6 @@ func TestSnapshotSharesTheOrder(t *testing.T) {
 	snap.Release()
 	if !bytes.Equal(sink.Bytes(), want) {
 		t.Error("Persist wrote changes applied after Snapshot")
-	}
-	if !bytes.Equal(stateBytes(t, h.f), stateBytes(t, other.f)) {
-		t.Error("the state after a snapshot differs from the same state never snapshotted")
-	}
-	if got := len(h.f.Jobs(nil, 0)); got != n/2+1 {
-		t.Errorf("%d jobs after pruning those ended before the snapshot; want %d", got, n/2+1)
 	}
 }
 
