@@ -192,9 +192,11 @@ func startLocalCluster(ctx context.Context, binary string, n int, keep, insecure
 	return lc, nil
 }
 
-// start starts nd's process with its output in the cluster's directory.
+// start starts nd's process with its output in the cluster's directory,
+// after the output of its earlier runs (a restarted node's log keeps what
+// it wrote before it was killed).
 func (lc *localCluster) start(nd *localNode, binary string, args []string) error {
-	logf, err := os.Create(filepath.Join(lc.dir, nd.id+".log"))
+	logf, err := os.OpenFile(filepath.Join(lc.dir, nd.id+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
