@@ -341,6 +341,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	_ = nc.Flush()
 	stopBG()
 	bgwg.Wait()
+	a.spool.close()
 	a.log.Info("agent stopped")
 	return nil
 }
