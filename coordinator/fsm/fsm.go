@@ -153,8 +153,23 @@ func (f *FSM) JobsPage(states []gv1.JobState, limit, maxBytes int) (out []*gv1.J
 	for _, s := range states {
 		want[s] = true
 	}
-	size := 0
+	// The total without a walk: ended jobs are counted by state as they
+	// are sealed, the live ones are few.
+	for st, n := range f.state.endedBy {
+		if len(want) == 0 || want[st] {
+			total += n
+		}
+	}
+	for _, j := range f.state.jobs {
+		if len(want) == 0 || want[j.State] {
+			total++
+		}
+	}
+	size, seen := 0, 0
 	f.state.order.eachNewest(func(id string, _ []byte) bool {
+		if seen == total || truncated || (limit > 0 && len(out) >= limit) {
+			return false
+		}
 		j, live := f.state.jobs[id]
 		sj := f.state.sealed[id]
 		st := sj.state
@@ -164,10 +179,7 @@ func (f *FSM) JobsPage(states []gv1.JobState, limit, maxBytes int) (out []*gv1.J
 		if len(want) > 0 && !want[st] {
 			return true
 		}
-		total++
-		if truncated || (limit > 0 && len(out) >= limit) {
-			return true
-		}
+		seen++
 		if maxBytes > 0 {
 			n := len(sj.data)
 			if live {

@@ -20,8 +20,9 @@ import (
 // BenchmarkRetainedJobs applies 100,000 one-task jobs from submit to
 // success (RETAINED=N for another count) and reports the heap each ended
 // job holds, and how long the state takes to encode (a snapshot) and to
-// restore, and how long FSM.Snapshot holds the state (Raft applies
-// nothing meanwhile). Run: make bench.
+// restore, how long FSM.Snapshot holds the state (Raft applies nothing
+// meanwhile) and how long a listing of the newest 100 takes. Run: make
+// bench.
 func BenchmarkRetainedJobs(b *testing.B) {
 	n, _ := strconv.Atoi(os.Getenv("RETAINED"))
 	if n <= 0 {
@@ -71,6 +72,11 @@ func retained(t *testing.B, n int) {
 	}
 	hold := time.Since(t0)
 	t0 = time.Now()
+	if page, total, _ := f.JobsPage(nil, 100, 3<<20); len(page) != 100 || total != n {
+		t.Fatalf("JobsPage: %d jobs of %d; want 100 of %d", len(page), total, n)
+	}
+	list := time.Since(t0)
+	t0 = time.Now()
 	data, err := f.Encode()
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +91,7 @@ func retained(t *testing.B, n int) {
 	t.ReportMetric(float64(len(data))/float64(n), "encoded-B/job")
 	t.ReportMetric(float64(enc.Milliseconds()), "encode-ms")
 	t.ReportMetric(float64(hold.Microseconds())/1000, "snapshot-hold-ms")
+	t.ReportMetric(float64(list.Microseconds())/1000, "list-100-ms")
 	t.ReportMetric(float64(time.Since(t0).Milliseconds()), "restore-ms")
 	t.ReportMetric(float64(n), "jobs")
 }

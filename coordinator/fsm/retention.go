@@ -28,6 +28,7 @@ func (s *state) pruneJobs(c *gv1.PruneJobsCommand) Result {
 			delete(s.byKey, k)
 		}
 		delete(s.sealed, id)
+		s.endedBy[sj.state]--
 		pruned++
 		return false
 	})

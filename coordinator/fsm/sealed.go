@@ -97,6 +97,7 @@ func (s *state) seal(j *gv1.Job) {
 	}
 	delete(s.jobs, j.Id)
 	s.sealed[j.Id] = sj
+	s.endedBy[sj.state]++
 	s.order.seal(j.Id, data)
 }
 
@@ -121,6 +122,7 @@ func (s *state) restoreJob(b []byte) error {
 	}
 	h.sealed.data = bytes.Clone(b)
 	s.sealed[h.id] = h.sealed
+	s.endedBy[h.sealed.state]++
 	s.order.push(h.id, h.sealed.data)
 	if h.sealed.key != "" {
 		s.byKey[h.sealed.key] = h.id

@@ -569,3 +569,54 @@ func TestEndedJobsSealedKeepTheEncoding(t *testing.T) {
 		t.Fatalf("resubmit with an ended job's key: %+v", res)
 	}
 }
+
+// A listing stops walking once its page is full, yet counts every job in
+// the states asked for: the same pages and totals as a walk of every job,
+// also after a restore and a prune.
+func TestJobsPageTotalsWithoutAWalk(t *testing.T) {
+	t.Parallel()
+	h := buildVaried(t)
+	var more []*gv1.Command
+	for i := range 40 {
+		id := fmt.Sprintf("n%02d", i)
+		more = append(more, submitCmd(11+i/10, newJob(id, "", 0, spec("a"))))
+		if i%3 == 0 {
+			more = append(more, cancelCmd(11+i/10, id, "ended"))
+		}
+	}
+	h.apply(more...)
+	all := h.f.Jobs(nil, 0) // newest first
+	check := func(f *fsm.FSM, what string) {
+		t.Helper()
+		for _, states := range [][]gv1.JobState{nil, {gv1.JobState_JOB_STATE_CANCELED}, {gv1.JobState_JOB_STATE_RUNNING, gv1.JobState_JOB_STATE_PENDING}, {gv1.JobState_JOB_STATE_FAILED, gv1.JobState_JOB_STATE_SUCCEEDED}} {
+			want := map[gv1.JobState]bool{}
+			for _, s := range states {
+				want[s] = true
+			}
+			var ids []string
+			for _, j := range f.Jobs(nil, 0) {
+				if len(want) == 0 || want[j.GetState()] {
+					ids = append(ids, j.GetId())
+				}
+			}
+			for _, limit := range []int{1, 5, 100} {
+				page, total, _ := f.JobsPage(states, limit, 0)
+				var got []string
+				for _, j := range page {
+					got = append(got, j.GetId())
+				}
+				wantPage := ids[:min(limit, len(ids))]
+				if total != len(ids) || fmt.Sprint(got) != fmt.Sprint(wantPage) {
+					t.Errorf("%s: JobsPage(%v, %d) = %v, total %d; want %v, total %d", what, states, limit, got, total, wantPage, len(ids))
+				}
+			}
+		}
+	}
+	check(h.f, "applied")
+	check(restored(t, snapshotBytes(t, h.f)), "restored")
+	h.ok(&gv1.Command{At: ts(100), Cmd: &gv1.Command_PruneJobs{PruneJobs: &gv1.PruneJobsCommand{FinishedBefore: ts(12)}}})
+	if n := len(h.f.Jobs(nil, 0)); n >= len(all) {
+		t.Fatalf("the prune removed nothing (%d jobs of %d)", n, len(all))
+	}
+	check(h.f, "pruned")
+}

@@ -25,8 +25,11 @@ type state struct {
 	// ended are the jobs that ended in the command being applied, sealed
 	// once it is.
 	ended []*gv1.Job
-	order *jobOrder         // every job in submit order (order.go)
-	byKey map[string]string // idempotency key -> job ID
+	order *jobOrder // every job in submit order (order.go)
+	// endedBy counts the sealed jobs by state (their state is final), so
+	// a listing's total is not a walk of every job.
+	endedBy map[gv1.JobState]int
+	byKey   map[string]string // idempotency key -> job ID
 	// pending are the PENDING tasks; queue orders them as the scheduler
 	// takes them (queueLess), so a pass reads only the head it can
 	// place; depth counts them by label set.
@@ -60,6 +63,7 @@ func newState() *state {
 		jobs:     map[string]*gv1.Job{},
 		sealed:   map[string]sealedJob{},
 		order:    newJobOrder(),
+		endedBy:  map[gv1.JobState]int{},
 		byKey:    map[string]string{},
 		pending:  map[TaskKey]queueEntry{},
 		deploys:  map[TaskKey]struct{}{},
