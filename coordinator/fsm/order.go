@@ -1,6 +1,9 @@
 package fsm
 
-import "slices"
+import (
+	"cmp"
+	"slices"
+)
 
 // orderChunkLen is how many jobs a chunk of the submit order holds.
 const orderChunkLen = 1024
@@ -16,8 +19,10 @@ const orderChunkLen = 1024
 type jobOrder struct {
 	chunks []*orderChunk
 	n      int
-	// live locates each job that has not ended, for seal.
+	// live locates each job that has not ended, for seal, with its rank
+	// in the order (liveInOrder).
 	live map[string]orderPos
+	next uint64 // the rank of the next job pushed
 }
 
 type orderEntry struct {
@@ -31,8 +36,9 @@ type orderChunk struct {
 }
 
 type orderPos struct {
-	c *orderChunk
-	i int
+	c    *orderChunk
+	i    int
+	rank uint64
 }
 
 func newJobOrder() *jobOrder { return &jobOrder{live: map[string]orderPos{}} }
@@ -50,8 +56,9 @@ func (o *jobOrder) push(id string, data []byte) {
 	}
 	c.e = append(c.e, orderEntry{id: id, data: data})
 	if data == nil {
-		o.live[id] = orderPos{c: c, i: len(c.e) - 1}
+		o.live[id] = orderPos{c: c, i: len(c.e) - 1, rank: o.next}
 	}
+	o.next++
 	o.n++
 }
 
@@ -67,6 +74,17 @@ func (o *jobOrder) seal(id string, data []byte) {
 		p.c.shared = false
 	}
 	p.c.e[p.i].data = data
+}
+
+// liveInOrder returns the jobs that have not ended, in submit order, in
+// time proportional to their number.
+func (o *jobOrder) liveInOrder() []string {
+	ids := make([]string, 0, len(o.live))
+	for id := range o.live {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b string) int { return cmp.Compare(o.live[a].rank, o.live[b].rank) })
+	return ids
 }
 
 // each calls fn with every job in submit order until fn returns false.

@@ -28,10 +28,11 @@ func (f *FSM) Blocked() []BlockedTask {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	var out []BlockedTask
-	f.state.order.each(func(id string, _ []byte) bool {
-		j, live := f.state.jobs[id]
-		if !live || JobFinal(j.State) {
-			return true
+	// Only live jobs have blocked tasks: walk them, not every job.
+	for _, id := range f.state.order.liveInOrder() {
+		j := f.state.jobs[id]
+		if JobFinal(j.State) {
+			continue
 		}
 		var done map[string]bool
 		for _, t := range j.Tasks {
@@ -58,8 +59,7 @@ func (f *FSM) Blocked() []BlockedTask {
 			}
 			out = append(out, b)
 		}
-		return true
-	})
+	}
 	// order is oldest first already; a stable sort keeps it within a priority.
 	sort.SliceStable(out, func(a, b int) bool { return out[a].Priority > out[b].Priority })
 	return out

@@ -1,6 +1,7 @@
 package fsm_test
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -170,5 +171,31 @@ func TestQueueViewAndSchedulerAgree(t *testing.T) {
 	h.ok(startCmd(13, "old", "a", 3))
 	if got := h.f.RecentStarts(ts(13).AsTime(), 0); len(got) != 1 || got[0].Wait != 2*time.Second {
 		t.Errorf("RecentStarts since 13s = %+v; want old/a waiting 2s (runnable at 11, started at 13)", got)
+	}
+}
+
+// Blocked tasks of one priority come oldest job first, in submit order,
+// also with ended jobs between them and after a restore.
+func TestBlockedInSubmitOrder(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	var want []string
+	for i := range 30 {
+		id := fmt.Sprintf("j%02d", i)
+		h.ok(submitCmd(i, newJob(id, "", 5, spec("a"), spec("b", "a"))))
+		if i%4 == 0 {
+			h.ok(cancelCmd(i, id, "ended"))
+			continue
+		}
+		want = append(want, id+"/b")
+	}
+	for _, f := range []*fsm.FSM{h.f, restored(t, snapshotBytes(t, h.f))} {
+		var got []string
+		for _, b := range f.Blocked() {
+			got = append(got, b.Key.JobID+"/"+b.Key.Task)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("Blocked() = %v, want %v (submit order)", got, want)
+		}
 	}
 }
