@@ -26,7 +26,7 @@ func (s *Server) pruneLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		cutoff := time.Now().Add(-keep)
-		if n := s.fsm.Prunable(cutoff); n > 0 {
+		if s.fsm.PrunableBefore(cutoff) {
 			res, err := s.prop.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_PruneJobs{
 				PruneJobs: &gv1.PruneJobsCommand{FinishedBefore: timestamppb.New(cutoff)},
 			}})

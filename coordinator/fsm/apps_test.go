@@ -141,12 +141,18 @@ func TestPruneJobsForgetsOnlyEndedOldJobs(t *testing.T) {
 	h.ok(cancelCmd(20, "new-done", "x"))
 
 	h.refused(&gv1.Command{At: ts(30), Cmd: &gv1.Command_PruneJobs{PruneJobs: &gv1.PruneJobsCommand{}}}, "", fsm.ErrInvalid)
-	if n := h.f.Prunable(t0.Add(10 * 1e9)); n != 1 {
-		t.Fatalf("Prunable = %d, want 1", n)
+	for _, f := range []*fsm.FSM{h.f, restored(t, snapshotBytes(t, h.f))} {
+		if !f.PrunableBefore(ts(10).AsTime()) || f.PrunableBefore(ts(3).AsTime()) {
+			t.Fatalf("PrunableBefore 10 s = %v, 3 s = %v; want true (old-done ended at 3 s), false",
+				f.PrunableBefore(ts(10).AsTime()), f.PrunableBefore(ts(3).AsTime()))
+		}
 	}
 	r := h.ok(&gv1.Command{At: ts(30), Cmd: &gv1.Command_PruneJobs{PruneJobs: &gv1.PruneJobsCommand{FinishedBefore: ts(10)}}})
 	if r.Pruned != 1 {
 		t.Fatalf("pruned %d jobs, want 1", r.Pruned)
+	}
+	if h.f.PrunableBefore(ts(20).AsTime()) || !h.f.PrunableBefore(ts(21).AsTime()) {
+		t.Error("after the prune, the oldest end is not new-done's (20 s)")
 	}
 	if _, ok := h.f.Job("old-done"); ok {
 		t.Error("old finished job still there")

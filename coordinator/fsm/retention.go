@@ -16,12 +16,14 @@ func (s *state) pruneJobs(c *gv1.PruneJobsCommand) Result {
 	}
 	before := cutoff.AsTime()
 	pruned := 0
+	s.oldestEnd = 0
 	s.order.keep(func(id string, data []byte) bool {
 		if data == nil {
 			return true // live: only ended jobs are pruned
 		}
 		sj := s.sealed[id]
 		if !sj.prunable(before) {
+			s.noteEnd(sj.finished)
 			return true
 		}
 		if k := sj.key; k != "" && s.byKey[k] == id {
@@ -39,15 +41,10 @@ func (sj sealedJob) prunable(before time.Time) bool {
 	return JobFinal(sj.state) && sj.finished != 0 && sj.finished < before.UnixNano()
 }
 
-// Prunable counts the jobs that ended before t.
-func (f *FSM) Prunable(t time.Time) int {
+// PrunableBefore reports whether a job ended before t, without a walk:
+// counting them walked every ended job, a minute apart, with Apply waiting.
+func (f *FSM) PrunableBefore(t time.Time) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	n := 0
-	for _, sj := range f.state.sealed {
-		if sj.prunable(t) {
-			n++
-		}
-	}
-	return n
+	return f.state.oldestEnd != 0 && f.state.oldestEnd < t.UnixNano()
 }

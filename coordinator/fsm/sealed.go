@@ -98,7 +98,15 @@ func (s *state) seal(j *gv1.Job) {
 	delete(s.jobs, j.Id)
 	s.sealed[j.Id] = sj
 	s.endedBy[sj.state]++
+	s.noteEnd(sj.finished)
 	s.order.seal(j.Id, data)
+}
+
+// noteEnd keeps oldestEnd the earliest end of a sealed job.
+func (s *state) noteEnd(finished int64) {
+	if finished != 0 && (s.oldestEnd == 0 || finished < s.oldestEnd) {
+		s.oldestEnd = finished
+	}
 }
 
 // restoreJob adds a job read from a snapshot: an ended one sealed as
@@ -123,6 +131,7 @@ func (s *state) restoreJob(b []byte) error {
 	h.sealed.data = bytes.Clone(b)
 	s.sealed[h.id] = h.sealed
 	s.endedBy[h.sealed.state]++
+	s.noteEnd(h.sealed.finished)
 	s.order.push(h.id, h.sealed.data)
 	if h.sealed.key != "" {
 		s.byKey[h.sealed.key] = h.id

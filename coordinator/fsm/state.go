@@ -29,7 +29,11 @@ type state struct {
 	// endedBy counts the sealed jobs by state (their state is final), so
 	// a listing's total is not a walk of every job.
 	endedBy map[gv1.JobState]int
-	byKey   map[string]string // idempotency key -> job ID
+	// oldestEnd is the earliest end (unix nanoseconds) of a sealed job
+	// that has one, 0 when none has: whether a prune would remove
+	// anything, without a walk.
+	oldestEnd int64
+	byKey     map[string]string // idempotency key -> job ID
 	// pending are the PENDING tasks; queue orders them as the scheduler
 	// takes them (queueLess), so a pass reads only the head it can
 	// place; depth counts them by label set.
