@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/gantryci/gantry/internal/pki"
+	"github.com/gantryci/gantry/internal/poll"
 	"github.com/gantryci/gantry/internal/subject"
 	"github.com/gantryci/gantry/internal/testcluster"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
@@ -185,6 +186,22 @@ func TestNATSSecurity(t *testing.T) {
 		if err := impostor.Flush(); err != nil {
 			t.Fatal(err)
 		}
+		// The impostor's interest crosses the cluster's routes on its own
+		// time (the watcher may be on another server): probe until one
+		// gets through.
+		if !poll.Until(15*time.Second, func() bool {
+			if err := watcher.Publish(probe, []byte("warm-up")); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-own:
+				return true
+			case <-time.After(100 * time.Millisecond):
+				return false
+			}
+		}) {
+			t.Fatalf("no message on %s", probe)
+		}
 		// Messages the forbidden subscriptions would match (none that a
 		// coordinator acts on), then one on the impostor's own subject:
 		// from one publisher they arrive in order.
@@ -193,7 +210,17 @@ func TestNATSSecurity(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		waitMsg(t, own, probe, nil)
+		for deadline := time.After(15 * time.Second); ; {
+			select {
+			case m := <-own:
+				if string(m.Data) != "secret" {
+					continue // a late warm-up probe
+				}
+			case <-deadline:
+				t.Fatalf("no message on %s", probe)
+			}
+			break
+		}
 		select {
 		case m := <-everything:
 			t.Fatalf("a forbidden subscription received %s", m.Subject)
