@@ -18,7 +18,6 @@ const orderChunkLen = 1024
 // appending past what the snapshot holds changes nothing it reads.
 type jobOrder struct {
 	chunks []*orderChunk
-	n      int
 	// live locates each job that has not ended, for seal, with its rank
 	// in the order (liveInOrder).
 	live map[string]orderPos
@@ -43,8 +42,6 @@ type orderPos struct {
 
 func newJobOrder() *jobOrder { return &jobOrder{live: map[string]orderPos{}} }
 
-func (o *jobOrder) len() int { return o.n }
-
 // push appends a job: data is its encoding if it has ended, nil if not.
 func (o *jobOrder) push(id string, data []byte) {
 	var c *orderChunk
@@ -59,7 +56,6 @@ func (o *jobOrder) push(id string, data []byte) {
 		o.live[id] = orderPos{c: c, i: len(c.e) - 1, rank: o.next}
 	}
 	o.next++
-	o.n++
 }
 
 // seal records that the live job id has ended, encoded as data.
@@ -85,17 +81,6 @@ func (o *jobOrder) liveInOrder() []string {
 	}
 	slices.SortFunc(ids, func(a, b string) int { return cmp.Compare(o.live[a].rank, o.live[b].rank) })
 	return ids
-}
-
-// each calls fn with every job in submit order until fn returns false.
-func (o *jobOrder) each(fn func(id string, data []byte) bool) {
-	for _, c := range o.chunks {
-		for _, e := range c.e {
-			if !fn(e.id, e.data) {
-				return
-			}
-		}
-	}
 }
 
 // eachNewest calls fn with every job, the last submitted first, until fn
