@@ -186,37 +186,32 @@ func (d *Dispatcher) Lead(ctx context.Context) error {
 func (d *Dispatcher) scheduleLoop(ctx context.Context) {
 	tick := time.NewTicker(d.cfg.Tick)
 	defer tick.Stop()
-	fleetChanged := true
 	for {
 		fsmCh, fleetCh := d.fsm.Changed(), d.fleet.Changed()
 		// Passes are triggered by every applied entry and fleet change:
 		// with thousands of agents back-to-back passes would take a core.
 		// Rest as long as the pass took (at most half the time in passes);
 		// what arrives meanwhile is placed by Submit or the next pass.
-		if took := d.scheduleOnce(ctx, fleetChanged); took > passRestFrom {
+		if took := d.scheduleOnce(ctx); took > passRestFrom {
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(took):
 			}
 		}
-		fleetChanged = false
 		select {
 		case <-ctx.Done():
 			return
 		case <-fsmCh:
 		case <-fleetCh:
-			fleetChanged = true
 		case <-tick.C:
 		}
 	}
 }
 
 // scheduleOnce runs a pass and commits its placements; it returns how long
-// the pass itself took. fleetChanged: an agent came, went, drained or freed
-// a slot since the last pass, so the free slots kept for Submit are
-// counted afresh however recent they are.
-func (d *Dispatcher) scheduleOnce(ctx context.Context, fleetChanged bool) time.Duration {
+// the pass itself took.
+func (d *Dispatcher) scheduleOnce(ctx context.Context) time.Duration {
 	depth := d.fsm.PendingDepth()
 	d.metrics.QueueDepth.Reset()
 	for k, v := range depth {
@@ -226,11 +221,13 @@ func (d *Dispatcher) scheduleOnce(ctx context.Context, fleetChanged bool) time.D
 	d.placeMu.Lock()
 	if len(depth) == 0 {
 		// Nothing to place: keep the free slots for Submit, counted
-		// afresh on a fleet change and otherwise at most every
-		// spareEvery (tasks end often under load; the spare only
-		// undercounts free slots meanwhile). Submit also checks each
-		// agent it places on is still schedulable.
-		if d.spare == nil || fleetChanged || now.Sub(d.spareAt) >= spareEvery {
+		// afresh at most every spareEvery (tasks end often under load,
+		// and with many agents nearly every heartbeat changes the
+		// fleet: recounting on each would walk the fleet per
+		// heartbeat). Meanwhile the spare undercounts free slots, and
+		// an agent that drained or went silent is caught by Submit's
+		// check of each agent it places on.
+		if d.spare == nil || now.Sub(d.spareAt) >= spareEvery {
 			d.spare, d.spareAt = scheduler.NewPass(d.candidates(now), d.fsm.BusyConcurrency(), now.UnixNano()), now
 		}
 		d.placeMu.Unlock()
