@@ -25,10 +25,10 @@ import (
 //
 // They are appended to one file (spoolLog): a record per result and one
 // per acknowledgement, and the file is rewritten with only the results
-// still held once it is mostly acknowledgements. A file per result, as
-// before, cost a create, a rename and an unlink per task: a quarter of
-// the agent's CPU running `true` tasks, with creates waiting on the
-// filesystem journal behind the coordinators' syncs.
+// still held once it is mostly acknowledgements. A file per result cost a
+// create, a rename and an unlink per task: a quarter of the agent's CPU
+// running `true` tasks, with creates waiting on the filesystem journal
+// behind the coordinators' syncs.
 type spool struct {
 	dir string
 
@@ -244,13 +244,11 @@ func (s *spool) remove(k refKey) {
 	if err == nil && (s.size < spoolCompactAt || s.held*4 > s.size) {
 		return
 	}
-	// A failed append is mended by starting a new log.
-	if err := s.rewrite(); err != nil {
-		// The next acknowledgement tries again; meanwhile a restart
-		// may deliver an acknowledged result again, which the leader
-		// refuses as stale.
-		return
-	}
+	// Rewritten once mostly acknowledged, or to mend a failed append.
+	// Should the rewrite fail too, the next acknowledgement tries again;
+	// meanwhile a restart may deliver an acknowledged result again, which
+	// the leader refuses as stale.
+	_ = s.rewrite()
 }
 
 // close closes the log; what is held stays on disk for the next start.

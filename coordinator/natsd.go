@@ -203,13 +203,9 @@ func ensureLogStream(ctx context.Context, nc *nats.Conn, cfg Config, name, subje
 		log.Error("jetstream", zap.Error(err))
 		return
 	}
-	// An attempt made while this server is still joining the cluster
-	// (a restarted coordinator) can go unanswered: waiting 5 s for it
-	// held /readyz for 5 s after every restart, where the next attempt
-	// succeeds at once. Attempts start short and grow.
-	wait, timeout := 100*time.Millisecond, time.Second
+	wait := 100 * time.Millisecond
 	for {
-		cctx, cancel := context.WithTimeout(ctx, timeout)
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
 			Name:       name,
 			Subjects:   []string{subjects},
@@ -232,7 +228,7 @@ func ensureLogStream(ctx context.Context, nc *nats.Conn, cfg Config, name, subje
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
-			wait, timeout = min(2*wait, 2*time.Second), min(2*timeout, 5*time.Second)
+			wait = min(2*wait, 2*time.Second)
 		}
 	}
 }
