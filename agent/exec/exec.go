@@ -11,6 +11,9 @@
 // temporary files and pick a locale. TERM is not in it (output goes to a
 // log, not a terminal), nor is anything that grants access (KUBECONFIG,
 // DOCKER_CONFIG, SSH_AUTH_SOCK, cloud credentials).
+//
+// A command's program is looked up in that environment's PATH (a spec may
+// set its own), in its absolute entries only.
 package exec
 
 import (
@@ -69,6 +72,8 @@ type Runner struct {
 	// block each time).
 	mu   sync.Mutex
 	idle []string
+
+	programs finder
 }
 
 // maxIdleDirs bounds the empty working directories kept for reuse.
@@ -181,17 +186,9 @@ func (r *Runner) Run(ctx context.Context, req Request, out Sink) Result {
 	defer cleanup()
 
 	outputs := r.outputsPath()
-	cmd := osexec.Command(argv[0], argv[1:]...)
-	cmd.Dir = dir
-	cmd.Env = append(env, OutputsEnv+"="+outputs)
-	cmd.Stdout = streamWriter{out, gv1.LogStream_LOG_STREAM_STDOUT}
-	cmd.Stderr = streamWriter{out, gv1.LogStream_LOG_STREAM_STDERR}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	// Bounds the wait for pipes held open by a process that outlives the
-	// main one; Wait then closes them.
-	cmd.WaitDelay = r.grace
-
-	if err := cmd.Start(); err != nil {
+	env = append(env, OutputsEnv+"="+outputs)
+	cmd, err := r.start(argv, env, dir, out)
+	if err != nil {
 		return r.fail(out, log, gv1.FailureClass_FAILURE_CLASS_INFRA, fmt.Errorf("start: %w", err))
 	}
 	start := time.Now()
@@ -251,6 +248,32 @@ func (r *Runner) Run(ctx context.Context, req Request, out Sink) Result {
 	}
 	log.Info("process exited", zap.Int("exit_code", res.ExitCode), zap.Duration("elapsed", elapsed), zap.Error(res.Err))
 	return res
+}
+
+// start starts argv in dir with env, its program looked up in env's PATH.
+// A path kept from an earlier lookup that no longer exists is looked up
+// once more.
+func (r *Runner) start(argv, env []string, dir string, out Sink) (*osexec.Cmd, error) {
+	for retry := true; ; retry = false {
+		path, err := r.programs.find(argv[0], env, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		cmd := &osexec.Cmd{Path: path, Args: argv, Dir: dir, Env: env,
+			Stdout:      streamWriter{out, gv1.LogStream_LOG_STREAM_STDOUT},
+			Stderr:      streamWriter{out, gv1.LogStream_LOG_STREAM_STDERR},
+			SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+			// Bounds the wait for pipes held open by a process that
+			// outlives the main one; Wait then closes them.
+			WaitDelay: r.grace,
+		}
+		err = cmd.Start()
+		if err != nil && retry && missing(err) && path != argv[0] {
+			r.programs.forget(argv[0], env)
+			continue
+		}
+		return cmd, err
+	}
 }
 
 // stop signals the process group to terminate, escalating to SIGKILL after
