@@ -31,6 +31,9 @@ type View struct {
 	// so that a scheduling pass walks the view in name order unsorted.
 	names   []string
 	changed chan struct{}
+	// roster is closed when the set of agents or what they offer
+	// changes, not when an agent only takes or frees a slot.
+	roster  chan struct{}
 	swept   time.Time // last sweep of forgotten agents
 	evicted time.Time // last sweep of lost agents in a full view
 }
@@ -63,7 +66,7 @@ func New(ttl time.Duration) *View { return NewBounded(ttl, limit.Agents, limit.A
 // NewBounded returns an empty view of at most maxAgents agents that forgets
 // an agent silent for forget; an agent silent for ttl is lost.
 func NewBounded(ttl time.Duration, maxAgents int, forget time.Duration) *View {
-	return &View{ttl: ttl, max: maxAgents, forget: forget, agents: map[string]*agentView{}, changed: make(chan struct{})}
+	return &View{ttl: ttl, max: maxAgents, forget: forget, agents: map[string]*agentView{}, changed: make(chan struct{}), roster: make(chan struct{})}
 }
 
 // Observe records a heartbeat received at now. It reports whether the agent
@@ -91,16 +94,24 @@ func (f *View) Observe(hb *gv1.Heartbeat, now time.Time) (bool, error) {
 		i, _ := slices.BinarySearch(f.names, info.Name)
 		f.names = slices.Insert(f.names, i, info.Name)
 	}
-	notable := old == nil || now.Sub(old.lastSeen) > f.ttl || old.info.GetSession() != info.GetSession() ||
-		old.info.GetDraining() != info.GetDraining() || old.info.GetSlots() != info.GetSlots() || len(old.refs) != len(hb.Running)
-	var ch chan struct{}
+	joined := old == nil || now.Sub(old.lastSeen) > f.ttl || old.info.GetSession() != info.GetSession() ||
+		old.info.GetDraining() != info.GetDraining() || !slices.Equal(old.info.GetCapabilities(), info.GetCapabilities())
+	notable := joined || old.info.GetSlots() != info.GetSlots() || len(old.refs) != len(hb.Running)
+	var ch, rch chan struct{}
 	if notable {
 		ch = f.changed
 		f.changed = make(chan struct{})
 	}
+	if joined {
+		rch = f.roster
+		f.roster = make(chan struct{})
+	}
 	f.mu.Unlock()
 	if ch != nil {
 		close(ch)
+	}
+	if rch != nil {
+		close(rch)
 	}
 	return notable, nil
 }
@@ -158,6 +169,16 @@ func (f *View) Changed() <-chan struct{} {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.changed
+}
+
+// Roster returns a channel closed when an agent appears, restarts, comes
+// back from lost, starts or stops draining or changes its capabilities:
+// what decides who watches what, without the slot changes that close
+// Changed on nearly every heartbeat of a busy fleet.
+func (f *View) Roster() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.roster
 }
 
 // HeldAt returns when agent's latest heartbeat listing ref arrived; ok is

@@ -91,3 +91,51 @@ func TestEachActiveByName(t *testing.T) {
 		t.Errorf("EachActive after the TTL = %v; want none", got)
 	}
 }
+
+func TestRosterIgnoresSlotChanges(t *testing.T) {
+	t.Parallel()
+	f := New(time.Second)
+	now := time.Unix(1_800_000_000, 0)
+	closed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	observe := func(hb *gv1.Heartbeat) {
+		t.Helper()
+		if _, err := f.Observe(hb, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roster, changed := f.Roster(), f.Changed()
+	observe(hbOf("a"))
+	if !closed(roster) || !closed(changed) {
+		t.Fatal("a new agent: want Roster and Changed closed")
+	}
+	// The agent takes a task: the schedule changes, the roster does not.
+	roster, changed = f.Roster(), f.Changed()
+	busy := hbOf("a")
+	busy.Running = []*gv1.TaskRef{{JobId: "j", Task: "t", Attempt: 1}}
+	observe(busy)
+	if closed(roster) || !closed(changed) {
+		t.Fatalf("a slot taken: Roster closed %v (want false), Changed closed %v (want true)", closed(roster), closed(changed))
+	}
+	// Each step changes one thing over the step before.
+	for _, step := range []struct {
+		name string
+		info *gv1.AgentInfo
+	}{
+		{"draining", &gv1.AgentInfo{Name: "a", Slots: 1, Draining: true}},
+		{"capabilities", &gv1.AgentInfo{Name: "a", Slots: 1, Draining: true, Capabilities: []string{"cluster:x"}}},
+		{"restarted", &gv1.AgentInfo{Name: "a", Slots: 1, Draining: true, Capabilities: []string{"cluster:x"}, Session: "s2"}},
+	} {
+		roster = f.Roster()
+		observe(&gv1.Heartbeat{Agent: step.info, Running: busy.Running})
+		if !closed(roster) {
+			t.Fatalf("%s: Roster not closed", step.name)
+		}
+	}
+}

@@ -125,9 +125,13 @@ func (c *Controller) Lead(ctx context.Context) {
 	watchTick := time.NewTicker(time.Second)
 	defer watchTick.Stop()
 	var sent map[string]string // agent -> encoded watch set last sent
+	reconcile := true
 	for {
-		c.record(ctx)
-		c.reconcile(ctx)
+		if reconcile {
+			c.record(ctx)
+			c.reconcile(ctx)
+		}
+		reconcile = true
 		select {
 		case <-ctx.Done():
 			return
@@ -135,7 +139,12 @@ func (c *Controller) Lead(ctx context.Context) {
 		case <-tick.C:
 		case <-watchTick.C:
 			sent = nil // resend: an agent may have restarted
-		case <-c.d.Fleet.Changed():
+		case <-c.d.Fleet.Roster():
+			// An agent came, went or changed what it reaches: only the
+			// watch sets depend on that. (Not Changed: under load that
+			// closes on nearly every heartbeat, and reconciling then
+			// walked every application a thousand times a second.)
+			reconcile = false
 		}
 		sent = c.sendWatchSets(sent)
 	}
