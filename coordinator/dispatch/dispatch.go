@@ -321,7 +321,7 @@ func (d *Dispatcher) candidates(now time.Time) []scheduler.Candidate {
 	load := d.fsm.AgentLoad()
 	// An assignment applied already is in the load: counted once.
 	for k, agent := range d.reserved {
-		if !d.fsm.Reached(&gv1.TaskRef{JobId: k.job, Task: k.task, Attempt: k.attempt}) {
+		if !d.fsm.Settled(&gv1.TaskRef{JobId: k.job, Task: k.task, Attempt: k.attempt}) {
 			load[agent]++
 		}
 	}

@@ -267,11 +267,17 @@ func (f *FSM) KeyUsed(k string) bool {
 	return ok
 }
 
-// Reached reports whether ref's task has had attempt ref.Attempt assigned
-// (it may have ended since).
-func (f *FSM) Reached(ref *gv1.TaskRef) bool {
+// Settled reports whether a proposed assignment of ref no longer needs
+// counting beside AgentLoad: its task has had attempt ref.Attempt assigned
+// (AgentLoad counts it while it runs), or its job has ended (nothing of it
+// holds a slot). An ended job is not decoded to tell which: the scheduler
+// asks this for every reservation on each pass.
+func (f *FSM) Settled(ref *gv1.TaskRef) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if f.state.jobEnded(ref) {
+		return true
+	}
 	t := f.state.taskAt(ref)
 	return t != nil && t.Attempt >= ref.GetAttempt()
 }

@@ -504,3 +504,21 @@ func TestJobsPageCountsAndBoundsSize(t *testing.T) {
 		t.Errorf("byte bound of about 3 jobs: %d jobs, total %d, truncated %v", len(jobs), total, truncated)
 	}
 }
+
+func TestSettled(t *testing.T) {
+	h := newHarness(t)
+	h.ok(submitCmd(1, newJob("j1", "", 0, spec("a"), spec("b"))))
+	h.ok(assignCmd(2, "j1", "a", 1, "ag"))
+	if !h.f.Settled(ref("j1", "a", 1)) {
+		t.Fatal("an applied assignment: want settled")
+	}
+	if h.f.Settled(ref("j1", "b", 1)) {
+		t.Fatal("a live job's task never assigned: want not settled (its reservation holds a slot)")
+	}
+	h.ok(successCmd(3, "j1", "a", 1, "ag"))
+	h.ok(cancelCmd(4, "j1", "done"))
+	h.wantJobState("j1", gv1.JobState_JOB_STATE_CANCELED)
+	if !h.f.Settled(ref("j1", "b", 1)) {
+		t.Fatal("an ended job's task: want settled (nothing of the job holds a slot)")
+	}
+}
