@@ -235,12 +235,7 @@ func Open(cfg Config, fsm raft.FSM, log *zap.Logger) (*Node, error) {
 		MaxPool:               4,
 		Timeout:               10 * time.Second,
 	}
-	var tr *raft.NetworkTransport
-	if cfg.TLS == nil {
-		tr, err = raft.NewTCPTransportWithConfig(cfg.BindAddr, nil, tc)
-	} else {
-		tr, err = newTLSTransport(cfg.BindAddr, cfg.TLS, tc)
-	}
+	tr, stream, err := newStreamTransport(cfg.BindAddr, cfg.TLS, tc)
 	if err != nil {
 		n.close()
 		return nil, fmt.Errorf("raft transport on %s: %w", cfg.BindAddr, err)
@@ -300,6 +295,11 @@ func Open(cfg Config, fsm raft.FSM, log *zap.Logger) (*Node, error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	n.Raft = r
+	w := &leaderWatch{r: r, id: rc.LocalID, stream: stream, addrs: cfg.AddressProvider, log: log.Named("raft"),
+		normal: [2]time.Duration{rc.HeartbeatTimeout, rc.ElectionTimeout}, fast: rc.LeaderLeaseTimeout,
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go w.run()
+	n.closers = append(n.closers, w.close)
 	return n, nil
 }
 

@@ -34,24 +34,28 @@ func validateTLS(c *tls.Config) error {
 	return nil
 }
 
-// tlsStream is a raft.StreamLayer over TCP and TLS: it accepts only peers
-// whose certificate its configuration verifies and dials with the node's
-// certificate, checking the dialed host against the server's.
+// tlsStream is a raft.StreamLayer over TCP, and TLS when it has a
+// configuration: it then accepts only peers whose certificate its
+// configuration verifies and dials with the node's certificate, checking
+// the dialed host against the server's. It tells (dropped) when a peer's
+// connection to it ends: see leaderWatch.
 type tlsStream struct {
-	ln  net.Listener
-	cfg *tls.Config
+	ln      net.Listener
+	cfg     *tls.Config
+	dropped chan time.Time
 }
 
 var _ raft.StreamLayer = (*tlsStream)(nil)
 
-// newTLSTransport is raft.NewTCPTransportWithConfig with a tlsStream.
-func newTLSTransport(bindAddr string, cfg *tls.Config, tc *raft.NetworkTransportConfig) (*raft.NetworkTransport, error) {
+// newStreamTransport is raft.NewTCPTransportWithConfig with a tlsStream
+// (TLS when cfg is not nil).
+func newStreamTransport(bindAddr string, cfg *tls.Config, tc *raft.NetworkTransportConfig) (*raft.NetworkTransport, *tlsStream, error) {
 	s, err := newTLSStream(bindAddr, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	tc.Stream = s
-	return raft.NewNetworkTransportWithConfig(tc), nil
+	return raft.NewNetworkTransportWithConfig(tc), s, nil
 }
 
 func newTLSStream(bindAddr string, cfg *tls.Config) (*tlsStream, error) {
@@ -63,7 +67,7 @@ func newTLSStream(bindAddr string, cfg *tls.Config) (*tlsStream, error) {
 		ln.Close()
 		return nil, fmt.Errorf("listen address %s cannot be advertised to peers", ln.Addr())
 	}
-	return &tlsStream{ln: ln, cfg: cfg}, nil
+	return &tlsStream{ln: ln, cfg: cfg, dropped: make(chan time.Time, 1)}, nil
 }
 
 // Accept returns the next connection. Its handshake runs at its first read
@@ -74,11 +78,17 @@ func (s *tlsStream) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &serverConn{Conn: tls.Server(c, s.cfg)}, nil
+	if s.cfg == nil {
+		return &watchedConn{Conn: c, dropped: s.dropped}, nil
+	}
+	return &watchedConn{Conn: &serverConn{Conn: tls.Server(c, s.cfg)}, dropped: s.dropped}, nil
 }
 
 // Dial connects to a peer and completes the handshake within timeout.
 func (s *tlsStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if s.cfg == nil {
+		return net.DialTimeout("tcp", string(address), timeout)
+	}
 	host, _, err := net.SplitHostPort(string(address))
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", address, err)
@@ -132,4 +142,25 @@ func (c *serverConn) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	return c.Conn.Write(b)
+}
+
+// watchedConn is an accepted connection that tells its stream when a read
+// fails (the peer closed it, reset it, or died), and when.
+type watchedConn struct {
+	net.Conn
+	dropped chan<- time.Time
+	once    sync.Once
+}
+
+func (c *watchedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil {
+		c.once.Do(func() {
+			select {
+			case c.dropped <- time.Now():
+			default:
+			}
+		})
+	}
+	return n, err
 }
