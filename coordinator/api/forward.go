@@ -135,6 +135,13 @@ func newResponse(fullMethod string) (proto.Message, error) {
 	return m.response.New().Interface(), nil
 }
 
+// The pauses of a forwarded call while no leader answers: the first, and
+// the longest.
+const (
+	forwardFirst = 10 * time.Millisecond
+	forwardPoll  = 100 * time.Millisecond
+)
+
 // forward sends a call to the leader over NATS, decodes its answer into
 // resp and returns the leader's applied index after serving it. While
 // there is no leader (an election) it retries until ctx ends.
@@ -148,15 +155,24 @@ func (s *Server) forward(ctx context.Context, method string, req, resp proto.Mes
 		ctx, cancel = context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
 	}
-	wait := 20 * time.Millisecond
+	// While no leader answers, the call is sent again at a leader change
+	// (the new leader may take a moment to subscribe), or after a pause
+	// that grows to forwardPoll. (Pauses that grew to half a second kept a
+	// call waiting up to 300 ms after the election that ended them.)
+	wait := forwardFirst
+	var changed <-chan struct{}
 	pause := func() error {
+		t := time.NewTimer(wait)
+		defer t.Stop()
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(wait):
-			wait = min(2*wait, 500*time.Millisecond)
-			return nil
+		case <-changed:
+			wait = forwardFirst
+		case <-t.C:
+			wait = min(2*wait, forwardPoll)
 		}
+		return nil
 	}
 	out := nats.NewMsg(s.d.Namespace.RPC(method))
 	out.Data = data
@@ -169,6 +185,7 @@ func (s *Server) forward(ctx context.Context, method string, req, resp proto.Mes
 		out.Header.Set(hdrPeer, c.Peer)
 	}
 	for {
+		changed = s.leader.changed()
 		msg, err := s.request(ctx, out)
 		if errors.Is(err, errLeaderMoved) {
 			return 0, status.Errorf(codes.Unavailable, "forward %s: %v; its outcome is unknown: retry (a submit with the same idempotency key returns the job if it was created)", method, err)
