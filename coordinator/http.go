@@ -20,20 +20,11 @@ func (s *Server) httpHandler() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		addr, _ := s.node.Raft.LeaderWithID()
-		ok, why := s.ready()
-		switch {
-		case !ok:
+		if ok, why := s.Ready(); !ok {
 			http.Error(w, why, http.StatusServiceUnavailable)
-		case addr == "":
-			http.Error(w, "no raft leader", http.StatusServiceUnavailable)
-		case !s.nc.IsConnected():
-			http.Error(w, "nats disconnected", http.StatusServiceUnavailable)
-		case !s.logStreamReady.Load():
-			http.Error(w, "log stream not ready", http.StatusServiceUnavailable)
-		default:
-			w.Write([]byte("ready\n"))
+			return
 		}
+		w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", s.metricsHandler())
 	mux.HandleFunc("POST /hooks/git", s.handleGitHook)
@@ -43,6 +34,27 @@ func (s *Server) httpHandler() http.Handler {
 	mountPprof(mux, con.Admin)
 	mux.Handle("/", con)
 	return mux
+}
+
+// Ready reports whether the node serves (what /readyz answers), and why
+// not: its replica caught up, a leader known, NATS connected, the log
+// stream there, and on a follower the leader's forwarding reachable.
+func (s *Server) Ready() (bool, string) {
+	addr, _ := s.node.Raft.LeaderWithID()
+	ok, why := s.ready()
+	switch {
+	case !ok:
+		return false, why
+	case addr == "":
+		return false, "no raft leader"
+	case !s.nc.IsConnected():
+		return false, "nats disconnected"
+	case !s.logStreamReady.Load():
+		return false, "log stream not ready"
+	case !s.forwardReady():
+		return false, "the leader's forwarding subscription has not reached this node's NATS server yet"
+	}
+	return true, ""
 }
 
 // httpHosts are the names the console and the profiles answer to:
