@@ -92,6 +92,9 @@ func printBench(w io.Writer, r *bench.Result) {
 	if r.ExecTasksPerS != nil {
 		fmt.Fprintf(tw, "exec: `true` tasks finished by real agents\t%.0f tasks/s (acknowledged %.0f/s, %d open when submitting stopped)\n", *r.ExecTasksPerS, *r.ExecAcceptedPerS, *r.ExecBacklog)
 	}
+	if r.ExecStartP50Ms != nil {
+		fmt.Fprintf(tw, "exec: one job at a time, submit → process started p50 / p99\t%s / %s\n", fmtMs(r.ExecStartP50Ms), fmtMs(r.ExecStartP99Ms))
+	}
 	if r.ThroughputTasksPerS != nil {
 		fmt.Fprintf(tw, "throughput (no-op tasks, %d coordinators)\t%.0f tasks/s\n", r.Nodes, *r.ThroughputTasksPerS)
 	}
