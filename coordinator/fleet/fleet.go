@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,9 +28,11 @@ type View struct {
 
 	mu     sync.RWMutex
 	agents map[string]*agentView
-	// names are the agents' names, sorted: kept as agents come and go,
-	// so that a scheduling pass walks the view in name order unsorted.
-	names   []string
+	// order is the agents' views sorted by name, kept as agents come, go
+	// and send heartbeats, so that a scheduling pass walks the view in
+	// name order without sorting it or looking each name up (a map lookup
+	// per agent was most of the walk with a thousand agents).
+	order   []*agentView
 	changed chan struct{}
 	// roster is closed when the set of agents or what they offer
 	// changes, not when an agent only takes or frees a slot.
@@ -90,9 +93,11 @@ func (f *View) Observe(hb *gv1.Heartbeat, now time.Time) (bool, error) {
 		return false, fmt.Errorf("agent %s: %d agents known: %w", info.Name, f.max, ErrFull)
 	}
 	f.agents[info.Name] = v
-	if old == nil {
-		i, _ := slices.BinarySearch(f.names, info.Name)
-		f.names = slices.Insert(f.names, i, info.Name)
+	i, found := slices.BinarySearchFunc(f.order, info.Name, func(a *agentView, name string) int { return strings.Compare(a.info.GetName(), name) })
+	if found {
+		f.order[i] = v
+	} else {
+		f.order = slices.Insert(f.order, i, v)
 	}
 	joined := old == nil || now.Sub(old.lastSeen) > f.ttl || old.info.GetSession() != info.GetSession() ||
 		old.info.GetDraining() != info.GetDraining() || !slices.Equal(old.info.GetCapabilities(), info.GetCapabilities())
@@ -131,17 +136,17 @@ func (f *View) sweepLocked(now time.Time) {
 	f.renameLocked()
 }
 
-// renameLocked makes names the sorted names of agents again after some
+// renameLocked makes order the agents' views by name again after some
 // were forgotten.
 func (f *View) renameLocked() {
-	if len(f.names) == len(f.agents) {
+	if len(f.order) == len(f.agents) {
 		return
 	}
-	f.names = f.names[:0]
-	for name := range f.agents {
-		f.names = append(f.names, name)
+	f.order = f.order[:0]
+	for _, v := range f.agents {
+		f.order = append(f.order, v)
 	}
-	slices.Sort(f.names)
+	slices.SortFunc(f.order, func(a, b *agentView) int { return strings.Compare(a.info.GetName(), b.info.GetName()) })
 }
 
 // roomLocked makes room for a new agent in a full view by forgetting every
@@ -247,8 +252,7 @@ type Agent struct {
 func (f *View) EachActive(now time.Time, fn func(info *gv1.AgentInfo)) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	for _, name := range f.names {
-		v := f.agents[name]
+	for _, v := range f.order {
 		if now.Sub(v.lastSeen) > f.ttl || v.info.GetDraining() {
 			continue
 		}

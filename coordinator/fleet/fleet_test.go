@@ -139,3 +139,40 @@ func TestRosterIgnoresSlotChanges(t *testing.T) {
 		}
 	}
 }
+
+// EachActive walks the agents by name with their latest heartbeats, as
+// agents come, send heartbeats and are forgotten.
+func TestEachActiveInNameOrder(t *testing.T) {
+	t.Parallel()
+	f := NewBounded(time.Second, 100, 2*time.Second)
+	now := time.Unix(1_800_000_000, 0)
+	observe := func(name string, slots int32, at time.Time) {
+		t.Helper()
+		if _, err := f.Observe(&gv1.Heartbeat{Agent: &gv1.AgentInfo{Name: name, Slots: slots}}, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"c", "a", "e", "b", "d"} {
+		observe(n, 1, now)
+	}
+	// Later heartbeats replace what an agent said; "e" stays silent.
+	later := now.Add(1500 * time.Millisecond)
+	for _, n := range []string{"d", "a", "c", "b"} {
+		observe(n, 2, later)
+	}
+	// Past e's forget time: it is forgotten (the sweep runs at a
+	// heartbeat), and a new agent comes.
+	last := now.Add(3 * time.Second)
+	observe("aa", 3, last)
+	for _, n := range []string{"a", "b", "c", "d"} {
+		observe(n, 4, last)
+	}
+	var got []string
+	f.EachActive(last, func(info *gv1.AgentInfo) {
+		got = append(got, fmt.Sprintf("%s:%d", info.GetName(), info.GetSlots()))
+	})
+	want := []string{"a:4", "aa:3", "b:4", "c:4", "d:4"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("EachActive: %v; want %v", got, want)
+	}
+}
