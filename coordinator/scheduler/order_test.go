@@ -28,7 +28,7 @@ func TestNewPassOrdersAsLess(t *testing.T) {
 		}
 		want := slices.Clone(cs)
 		sort.SliceStable(want, func(a, b int) bool { return want[a].Name < want[b].Name })
-		sort.SliceStable(want, func(a, b int) bool { return less(want[a], want[b]) })
+		sort.SliceStable(want, func(a, b int) bool { return less(&want[a], &want[b]) })
 		got := NewPass(cs, nil, 0).free
 		for i := range want {
 			if got[i].Name != want[i].Name || got[i].Free != want[i].Free {
@@ -64,7 +64,7 @@ func TestPlacementsKeepTheOrder(t *testing.T) {
 		for n := range 30 {
 			spec := &gv1.TaskSpec{Name: "t", Labels: map[string]string{"pool": fmt.Sprint(rng.IntN(3))}, Executor: &gv1.TaskSpec_Exec{Exec: &gv1.ExecSpec{Shell: "true"}}}
 			p.Place(fsm.PendingTask{Key: fsm.TaskKey{JobID: fmt.Sprint(n), Task: "t"}, Spec: spec})
-			if !slices.IsSortedFunc(p.free, func(a, b Candidate) int {
+			if !slices.IsSortedFunc(p.free, func(a, b *Candidate) int {
 				switch {
 				case less(a, b):
 					return -1

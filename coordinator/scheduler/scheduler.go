@@ -67,7 +67,11 @@ func Schedule(tasks []fsm.PendingTask, agents []Candidate, busy map[string]bool,
 // built, so a pass over a deep queue costs what it places plus a look at
 // each class, not a sort of the whole queue.
 type Pass struct {
-	free      []Candidate
+	// free points into the pass's copy of its agents: moving an agent
+	// down the order after a placement copies pointers, not the
+	// candidates (with a thousand agents of equal free slots that copy
+	// was 80 KB per placement).
+	free      []*Candidate
 	freeSlots int
 	held      map[string]bool
 	now       int64
@@ -83,14 +87,18 @@ type label struct{ k, v string }
 // NewPass starts a pass over agents (copied) with the busy concurrency
 // keys; now is unix nanoseconds.
 func NewPass(agents []Candidate, busy map[string]bool, now int64) *Pass {
-	p := &Pass{free: make([]Candidate, len(agents)), held: map[string]bool{}, now: now,
+	p := &Pass{held: map[string]bool{}, now: now,
 		plan: Plan{Waiting: map[string]string{}, WaitingClass: map[string]string{}}}
-	copy(p.free, agents)
+	cs := slices.Clone(agents)
 	// Spread load: agents with more free slots first, then by name. Agents
 	// come by name (the fleet view keeps them so): a stable counting sort
 	// by free slots orders them in linear time, every pass.
-	if !slices.IsSortedFunc(p.free, func(a, b Candidate) int { return strings.Compare(a.Name, b.Name) }) {
-		slices.SortFunc(p.free, func(a, b Candidate) int { return strings.Compare(a.Name, b.Name) })
+	if !slices.IsSortedFunc(cs, func(a, b Candidate) int { return strings.Compare(a.Name, b.Name) }) {
+		slices.SortFunc(cs, func(a, b Candidate) int { return strings.Compare(a.Name, b.Name) })
+	}
+	p.free = make([]*Candidate, len(cs))
+	for i := range cs {
+		p.free[i] = &cs[i]
 	}
 	p.free = byFreeDesc(p.free)
 	for _, a := range agents {
@@ -104,7 +112,7 @@ func NewPass(agents []Candidate, busy map[string]bool, now int64) *Pass {
 
 // byFreeDesc orders cs by free slots, most first, keeping their order
 // within equal counts (as less, given cs in name order).
-func byFreeDesc(cs []Candidate) []Candidate {
+func byFreeDesc(cs []*Candidate) []*Candidate {
 	if len(cs) == 0 {
 		return cs
 	}
@@ -113,7 +121,7 @@ func byFreeDesc(cs []Candidate) []Candidate {
 		lo, hi = min(lo, c.Free), max(hi, c.Free)
 	}
 	if hi-lo > 4096 {
-		slices.SortStableFunc(cs, func(a, b Candidate) int { return cmp.Compare(b.Free, a.Free) })
+		slices.SortStableFunc(cs, func(a, b *Candidate) int { return cmp.Compare(b.Free, a.Free) })
 		return cs
 	}
 	start := make([]int, hi-lo+2)
@@ -123,7 +131,7 @@ func byFreeDesc(cs []Candidate) []Candidate {
 	for i := 1; i < len(start); i++ {
 		start[i] += start[i-1]
 	}
-	out := make([]Candidate, len(cs))
+	out := make([]*Candidate, len(cs))
 	for _, c := range cs {
 		k := hi - c.Free
 		out[start[k]] = c
@@ -225,7 +233,7 @@ func (p *Pass) Plan() Plan {
 }
 
 // less orders agents with more free slots first, then by name.
-func less(a, b Candidate) bool {
+func less(a, b *Candidate) bool {
 	if a.Free != b.Free {
 		return a.Free > b.Free
 	}
@@ -237,7 +245,7 @@ func less(a, b Candidate) bool {
 // when no other agent fits.
 //
 // A build goes to a free agent whose cache is warm for it when there is one.
-func pick(t fsm.PendingTask, agents []Candidate) (int, string) {
+func pick(t fsm.PendingTask, agents []*Candidate) (int, string) {
 	need := capability.For(t.Spec)
 	var warmKey string
 	if b := t.Spec.GetBuild(); b != nil {
