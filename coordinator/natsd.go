@@ -174,15 +174,21 @@ const (
 // and held /readyz that long after a restart although the coordinator
 // served from its first second. ensureLogStream still applies the
 // configuration once JetStream answers.
+//
+// The server is read from natsdRef at each look (fault injection restarts
+// it), and asked for the stream only once it says it is clustered: that
+// answer is an atomic set after JetStream's cluster state, which the
+// stream lookup reads without a lock (the race detector caught a look at
+// a server still starting).
 func (s *Server) logStreamKnown(ctx context.Context) {
-	if s.natsd == nil || !s.natsd.JetStreamIsClustered() {
+	if srv := s.natsdRef.Load(); srv == nil || !srv.JetStreamIsClustered() {
 		return
 	}
-	acct := s.natsd.GlobalAccount().Name
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for !s.logStreamReady.Load() {
-		if s.natsd.JetStreamIsStreamAssigned(acct, s.ns.LogStream()) {
+		srv := s.natsdRef.Load()
+		if srv != nil && srv.JetStreamIsClustered() && srv.JetStreamIsStreamAssigned(srv.GlobalAccount().Name, s.ns.LogStream()) {
 			s.logStreamReady.Store(true)
 			s.log.Info("log stream known from before the restart", zap.String("stream", s.ns.LogStream()))
 			return
@@ -201,10 +207,11 @@ func (s *Server) logStreamKnown(ctx context.Context) {
 // routes carried it 0.3-0.5 s after the rest was ready, and every write
 // sent through the node meanwhile waited for it.
 func (s *Server) forwardReady() bool {
-	if s.natsd == nil || s.node.Raft.State() == raft.Leader {
+	srv := s.natsdRef.Load()
+	if srv == nil || s.node.Raft.State() == raft.Leader {
 		return true
 	}
-	return s.natsd.GlobalAccount().SubscriptionInterest(s.ns.RPC("SubmitJob"))
+	return srv.GlobalAccount().SubscriptionInterest(s.ns.RPC("SubmitJob"))
 }
 
 // ensureLogStream creates or updates the stream that keeps task logs. In a
