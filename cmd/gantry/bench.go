@@ -114,6 +114,18 @@ func printBench(w io.Writer, r *bench.Result) {
 		fmt.Fprintf(tw, "  submit call / submit→start / submit→finished p50\t%s / %s / %s → %s / %s / %s\n",
 			fmtMs(r.BacklogSubmitMs100), fmtMs(r.BacklogStartMs100), fmtMs(r.BacklogFinishMs100), fmtMs(r.BacklogSubmitMs100k), fmtMs(r.BacklogStartMs100k), fmtMs(r.BacklogFinishMs100k))
 	}
+	if r.RetainedRSSMB != nil {
+		fmt.Fprintf(tw, "%d ended tasks retained: leader RSS\t%.0f MB\n", r.RetainedTasks, *r.RetainedRSSMB)
+	}
+	if r.RetainedSnapshotS != nil && r.RetainedSnapshotMB != nil {
+		fmt.Fprintf(tw, "  snapshot of the whole state over the API\t%.2f s (%.0f MiB)\n", *r.RetainedSnapshotS, *r.RetainedSnapshotMB)
+	}
+	if r.RetainedRestartS != nil {
+		fmt.Fprintf(tw, "  leader kill -9 → restarted and ready\t%.2f s\n", *r.RetainedRestartS)
+	}
+	if r.RetainedMaxGapMs != nil {
+		fmt.Fprintf(tw, "  longest pause of a steady probe's acknowledged submits\t%s\n", fmtMs(r.RetainedMaxGapMs))
+	}
 	fmt.Fprintf(tw, "floor: raw 3-node Raft commit p50 / p99\t%s / %s\n", fmtMs(r.FloorRaftCommitP50Ms), fmtMs(r.FloorRaftCommitP99Ms))
 	fmt.Fprintf(tw, "floor: NATS request/reply p50\t%s\n", fmtMs(r.FloorNATSRTTP50Ms))
 	tw.Flush()
