@@ -295,7 +295,7 @@ func Open(cfg Config, fsm raft.FSM, log *zap.Logger) (*Node, error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	n.Raft = r
-	w := &leaderWatch{r: r, id: rc.LocalID, stream: stream, addrs: cfg.AddressProvider, log: log.Named("raft"),
+	w := &crashWatch{r: r, id: rc.LocalID, stream: stream, addrs: cfg.AddressProvider, log: log.Named("raft"),
 		normal: [2]time.Duration{rc.HeartbeatTimeout, rc.ElectionTimeout}, fast: rc.LeaderLeaseTimeout,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go w.run()

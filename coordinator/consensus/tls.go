@@ -38,7 +38,7 @@ func validateTLS(c *tls.Config) error {
 // configuration: it then accepts only peers whose certificate its
 // configuration verifies and dials with the node's certificate, checking
 // the dialed host against the server's. It tells (dropped) when a peer's
-// connection to it ends: see leaderWatch.
+// connection to it ends: see crashWatch.
 type tlsStream struct {
 	ln      net.Listener
 	cfg     *tls.Config

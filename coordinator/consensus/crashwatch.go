@@ -19,7 +19,7 @@ const suspectFor = 3 * time.Second
 // survivors start theirs this far apart, in the order of their IDs.
 const electStep = 20 * time.Millisecond
 
-// leaderWatch makes the followers of a dead leader elect another sooner.
+// crashWatch makes the followers of a dead leader elect another sooner.
 // A follower learns of a dead leader only when heartbeats stop arriving
 // for HeartbeatTimeout, checked at random times between one and two of it
 // (300-600 ms with the defaults), and a follower votes for nobody while it
@@ -38,7 +38,7 @@ const electStep = 20 * time.Millisecond
 // heartbeat and election timeouts stay at the leader lease for suspectFor
 // (the leader elected meanwhile may be killed too); a live leader
 // heartbeats every tenth of its own timeout, far within them.
-type leaderWatch struct {
+type crashWatch struct {
 	r      *raft.Raft
 	id     raft.ServerID
 	stream *tlsStream
@@ -52,7 +52,7 @@ type leaderWatch struct {
 	once sync.Once
 }
 
-func (w *leaderWatch) run() {
+func (w *crashWatch) run() {
 	defer close(w.done)
 	var restore <-chan time.Time
 	for {
@@ -88,7 +88,7 @@ func (w *leaderWatch) run() {
 // it end within a millisecond or so, which their last contacts with the
 // leader are not), plus electStep for each surviving voter whose ID sorts
 // before this node's. It reports false when the watch stops.
-func (w *leaderWatch) wait(dead raft.ServerID, seen time.Time) bool {
+func (w *crashWatch) wait(dead raft.ServerID, seen time.Time) bool {
 	rank := 0
 	if f := w.r.GetConfiguration(); f.Error() == nil {
 		for _, srv := range f.Configuration().Servers {
@@ -118,7 +118,7 @@ const (
 
 // leaderGone returns the leader this node follows when its Raft address
 // refuses connections before the leader is heard from again after seen.
-func (w *leaderWatch) leaderGone(seen time.Time) (raft.ServerID, bool) {
+func (w *crashWatch) leaderGone(seen time.Time) (raft.ServerID, bool) {
 	for try := 1; ; try++ {
 		if w.r.State() != raft.Follower {
 			return "", false
@@ -161,7 +161,7 @@ func (w *leaderWatch) leaderGone(seen time.Time) (raft.ServerID, bool) {
 
 // timeouts sets Raft's heartbeat and election timeouts; it reports whether
 // they were set.
-func (w *leaderWatch) timeouts(heartbeat, election time.Duration) bool {
+func (w *crashWatch) timeouts(heartbeat, election time.Duration) bool {
 	rc := w.r.ReloadableConfig()
 	rc.HeartbeatTimeout, rc.ElectionTimeout = heartbeat, election
 	if err := w.r.ReloadConfig(rc); err != nil {
@@ -171,7 +171,7 @@ func (w *leaderWatch) timeouts(heartbeat, election time.Duration) bool {
 	return true
 }
 
-func (w *leaderWatch) close() error {
+func (w *crashWatch) close() error {
 	w.once.Do(func() { close(w.stop) })
 	<-w.done
 	return nil
