@@ -268,7 +268,7 @@ func (r *Runner) start(argv, env []string, dir string, out Sink) (*osexec.Cmd, e
 			WaitDelay: r.grace,
 		}
 		err = cmd.Start()
-		if err != nil && retry && missing(err) && path != argv[0] {
+		if err != nil && retry && errors.Is(err, fs.ErrNotExist) && path != argv[0] {
 			r.programs.forget(argv[0], env)
 			continue
 		}

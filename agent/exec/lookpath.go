@@ -1,8 +1,6 @@
 package exec
 
 import (
-	"errors"
-	"io/fs"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
@@ -84,6 +82,3 @@ func envValue(env []string, key string) string {
 	}
 	return ""
 }
-
-// missing reports whether err says the program file is gone.
-func missing(err error) bool { return errors.Is(err, fs.ErrNotExist) }

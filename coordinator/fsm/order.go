@@ -75,11 +75,19 @@ func (o *jobOrder) seal(id string, data []byte) {
 // liveInOrder returns the jobs that have not ended, in submit order, in
 // time proportional to their number.
 func (o *jobOrder) liveInOrder() []string {
-	ids := make([]string, 0, len(o.live))
-	for id := range o.live {
-		ids = append(ids, id)
+	type ranked struct {
+		rank uint64
+		id   string
 	}
-	slices.SortFunc(ids, func(a, b string) int { return cmp.Compare(o.live[a].rank, o.live[b].rank) })
+	rs := make([]ranked, 0, len(o.live))
+	for id, p := range o.live {
+		rs = append(rs, ranked{p.rank, id})
+	}
+	slices.SortFunc(rs, func(a, b ranked) int { return cmp.Compare(a.rank, b.rank) })
+	ids := make([]string, len(rs))
+	for i, r := range rs {
+		ids[i] = r.id
+	}
 	return ids
 }
 

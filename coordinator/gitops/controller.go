@@ -125,13 +125,13 @@ func (c *Controller) Lead(ctx context.Context) {
 	watchTick := time.NewTicker(time.Second)
 	defer watchTick.Stop()
 	var sent map[string]string // agent -> encoded watch set last sent
-	reconcile := true
+	full := true               // record and reconcile, not only the watch sets
 	for {
-		if reconcile {
+		if full {
 			c.record(ctx)
 			c.reconcile(ctx)
 		}
-		reconcile = true
+		full = true
 		select {
 		case <-ctx.Done():
 			return
@@ -144,7 +144,7 @@ func (c *Controller) Lead(ctx context.Context) {
 			// watch sets depend on that. (Not Changed: under load that
 			// closes on nearly every heartbeat, and reconciling then
 			// walked every application a thousand times a second.)
-			reconcile = false
+			full = false
 		}
 		sent = c.sendWatchSets(sent)
 	}
