@@ -97,6 +97,11 @@ type Result struct {
 	FloorRaftCommitP50Ms  *float64  `json:"floor_raft_commit_p50_ms"`
 	FloorRaftCommitP99Ms  *float64  `json:"floor_raft_commit_p99_ms"`
 	FloorNATSRTTP50Ms     *float64  `json:"floor_nats_rtt_p50_ms"`
+	// With exec: `true` started and reaped by 32 starters with nothing
+	// else running (per second), and the CPU of one start, the starter's
+	// and the process's (microseconds).
+	FloorProcStartsPerS *float64 `json:"floor_proc_starts_per_s"`
+	FloorProcStartCPUUs *float64 `json:"floor_proc_start_cpu_us"`
 	// ExecTasksPerS is how many one-task `true` jobs real agents finished
 	// per second, from the first submit to the last finish; ExecAccepted
 	// how many the cluster acknowledged per second, and ExecBacklog how
@@ -191,6 +196,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		fmt.Fprintln(progress, "bench: floor (raw 3-node Raft commit, raw NATS request/reply)")
 		if err := floor(res); err != nil {
 			return nil, fmt.Errorf("floor: %w", err)
+		}
+		if want("exec") {
+			fmt.Fprintln(progress, "bench: floor of exec (`true` started and reaped by 32 starters for 2s)")
+			if err := procFloor(ctx, 2*time.Second, res); err != nil {
+				return nil, fmt.Errorf("floor: processes: %w", err)
+			}
 		}
 	}
 	rest := slices.DeleteFunc(slices.Clone(cfg.Scenarios), func(s string) bool { return s == "floor" })

@@ -68,7 +68,7 @@ func TestBenchLocalAgentsAndRetained(t *testing.T) {
 func TestBenchExecOnDev(t *testing.T) {
 	skipShort(t)
 	d := startDev(t)
-	r := gantry(t, d.grpcAddr, "bench", "--scenarios", "exec", "--duration", "1s", "-o", "json")
+	r := gantry(t, d.grpcAddr, "bench", "--scenarios", "floor,exec", "--duration", "1s", "-o", "json")
 	if r.code != 0 {
 		t.Fatalf("bench failed: %s", r)
 	}
@@ -76,7 +76,7 @@ func TestBenchExecOnDev(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
 		t.Fatalf("bench -o json is not JSON: %v\n%s", err, r)
 	}
-	for _, k := range []string{"exec_tasks_per_s", "exec_accepted_per_s", "exec_start_p50_ms", "exec_start_p99_ms"} {
+	for _, k := range []string{"exec_tasks_per_s", "exec_accepted_per_s", "exec_start_p50_ms", "exec_start_p99_ms", "floor_proc_starts_per_s", "floor_proc_start_cpu_us"} {
 		if v, ok := doc[k].(float64); !ok || v <= 0 {
 			t.Errorf("%s = %v, want a positive number\n%s", k, doc[k], r.stdout)
 		}
