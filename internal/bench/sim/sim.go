@@ -71,8 +71,13 @@ type simAgent struct {
 	subs    []*nats.Subscription
 	dead    atomic.Bool
 
-	mu      sync.Mutex
-	running map[string]*gv1.TaskRef
+	mu sync.Mutex
+	// running hold slots; reporting ended and wait for the leader's
+	// answer to their report. As a real agent's, a slot is free once its
+	// task ended (its result kept until answered), and the heartbeat
+	// lists both.
+	running   map[string]*gv1.TaskRef
+	reporting map[string]*gv1.TaskRef
 }
 
 // Start connects the fleet and starts its heartbeats.
@@ -110,7 +115,7 @@ func Start(cfg Config) (*Fleet, error) {
 			name:    fmt.Sprintf("%s-%d", cfg.Prefix, i),
 			session: hex.EncodeToString(b[:]),
 			nc:      f.conns[len(f.conns)-1],
-			running: map[string]*gv1.TaskRef{},
+			running: map[string]*gv1.TaskRef{}, reporting: map[string]*gv1.TaskRef{},
 		}
 		sub, err := a.nc.Subscribe(f.ns.Assign(a.name), func(m *nats.Msg) { f.assign(a, m) })
 		if err != nil {
@@ -222,6 +227,11 @@ func (f *Fleet) report(a *simAgent, ref *gv1.TaskRef, started time.Time) {
 		Ref: ref, Success: true, Agent: a.name,
 		StartedAt: timestamppb.New(started), FinishedAt: timestamppb.Now(),
 	})
+	k := refKey(ref)
+	a.mu.Lock()
+	delete(a.running, k)
+	a.reporting[k] = ref
+	a.mu.Unlock()
 	wait := 20 * time.Millisecond
 	for !a.dead.Load() {
 		msg, err := a.nc.Request(f.ns.Report(a.name), data, 5*time.Second)
@@ -229,7 +239,7 @@ func (f *Fleet) report(a *simAgent, ref *gv1.TaskRef, started time.Time) {
 			var reply gv1.ReportReply
 			if proto.Unmarshal(msg.Data, &reply) == nil {
 				a.mu.Lock()
-				delete(a.running, refKey(ref))
+				delete(a.reporting, k)
 				a.mu.Unlock()
 				f.Finished.Add(1)
 				if f.cfg.OnFinish != nil {
@@ -284,6 +294,9 @@ func (f *Fleet) beat(a *simAgent) {
 	}
 	a.mu.Lock()
 	for _, r := range a.running {
+		hb.Running = append(hb.Running, r)
+	}
+	for _, r := range a.reporting {
 		hb.Running = append(hb.Running, r)
 	}
 	a.mu.Unlock()
