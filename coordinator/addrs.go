@@ -43,16 +43,17 @@ func (s *Server) RaftAddr() string { return s.node.Addr() }
 // NATSAddr is the embedded NATS server's client address (host:port), or ""
 // when there is no embedded server.
 func (s *Server) NATSAddr() string {
-	if s.natsd == nil || s.natsd.Addr() == nil {
+	srv := s.natsdRef.Load()
+	if srv == nil || srv.Addr() == nil {
 		return ""
 	}
-	return s.natsd.Addr().String()
+	return srv.Addr().String()
 }
 
 // NATSURL is the client URL of the embedded NATS server, or the configured one.
 func (s *Server) NATSURL() string {
-	if s.natsd != nil {
-		return s.natsd.ClientURL()
+	if srv := s.natsdRef.Load(); srv != nil {
+		return srv.ClientURL()
 	}
 	return s.cfg.NATS.URL
 }
@@ -60,10 +61,11 @@ func (s *Server) NATSURL() string {
 // NATSRouteAddr is the embedded server's route address (host:port), or ""
 // when it does not cluster.
 func (s *Server) NATSRouteAddr() string {
-	if s.natsd == nil || s.natsd.ClusterAddr() == nil {
+	srv := s.natsdRef.Load()
+	if srv == nil || srv.ClusterAddr() == nil {
 		return ""
 	}
-	return s.natsd.ClusterAddr().String()
+	return srv.ClusterAddr().String()
 }
 
 // NATSRouteURL is the embedded server's route URL, for other coordinators.

@@ -177,7 +177,7 @@ type Server struct {
 	log      *zap.Logger
 	ns       subject.Namespace
 	natsd    *server.Server
-	natsdRef atomic.Pointer[server.Server] // natsd, for loops racing RestartNATS
+	natsdRef atomic.Pointer[server.Server] // natsd, for loops and the address getters, which race RestartNATS
 	nc       *nats.Conn
 	fsm      *fsm.FSM
 	node     *consensus.Node
