@@ -267,6 +267,9 @@ func (r *Runner) start(argv, env []string, dir string, out Sink) (*osexec.Cmd, e
 			// outlives the main one; Wait then closes them.
 			WaitDelay: r.grace,
 		}
+		if f := devNull(); f != nil {
+			cmd.Stdin = f
+		}
 		err = cmd.Start()
 		if err != nil && retry && errors.Is(err, fs.ErrNotExist) && path != argv[0] {
 			r.programs.forget(argv[0], env)
@@ -489,6 +492,43 @@ func (w streamWriter) Write(p []byte) (int, error) {
 	w.sink.Write(w.stream, p)
 	return len(p), nil
 }
+
+// outputBufs are the buffers processes' output is read into.
+var outputBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// ReadFrom reads r, a process's output pipe, to its end into a pooled
+// buffer. os/exec copies each stream with io.Copy, which takes this path:
+// without it every process cost two fresh 32 KiB buffers, and with short
+// tasks their garbage collection competed with the processes for the CPU.
+func (w streamWriter) ReadFrom(r io.Reader) (int64, error) {
+	bp := outputBufs.Get().(*[]byte)
+	defer outputBufs.Put(bp)
+	var n int64
+	for {
+		k, err := r.Read(*bp)
+		if k > 0 {
+			w.sink.Write(w.stream, (*bp)[:k])
+			n += int64(k)
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// devNull is every process's standard input, opened once: os/exec opens
+// /dev/null for each process given none. Nil (os/exec's own) if it cannot
+// be opened.
+var devNull = sync.OnceValue(func() *os.File {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil
+	}
+	return f
+})
 
 type discard struct{}
 
