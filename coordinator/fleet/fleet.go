@@ -133,12 +133,12 @@ func (f *View) sweepLocked(now time.Time) {
 			delete(f.agents, name)
 		}
 	}
-	f.renameLocked()
+	f.reorderLocked()
 }
 
-// renameLocked makes order the agents' views by name again after some
+// reorderLocked makes order the agents' views by name again after some
 // were forgotten.
-func (f *View) renameLocked() {
+func (f *View) reorderLocked() {
 	if len(f.order) == len(f.agents) {
 		return
 	}
@@ -163,7 +163,7 @@ func (f *View) roomLocked(now time.Time) bool {
 				delete(f.agents, name)
 			}
 		}
-		f.renameLocked()
+		f.reorderLocked()
 	}
 	return len(f.agents) < f.max
 }
@@ -272,7 +272,7 @@ func (f *View) Agents(now time.Time, forget time.Duration) []Agent {
 				delete(f.agents, name)
 			}
 		}
-		f.renameLocked()
+		f.reorderLocked()
 		f.mu.Unlock()
 	}
 	f.mu.RLock()
