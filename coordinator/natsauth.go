@@ -2,10 +2,13 @@ package coordinator
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -31,6 +34,10 @@ const agentResponseTTL = time.Minute
 //     publishes of its logs), subscribe only below gantry.<cluster>.ctl.NAME.
 //     and its own inbox (subject.AgentInbox), and answer the requests it
 //     receives;
+//   - a connection in process (net.Pipe, no socket: nothing outside the
+//     process can open one) is who its token says (inProcess): the
+//     coordinator's own, or `gantry dev`'s agent, with an agent's
+//     permissions;
 //   - anything else (client certificates, no certificate) is refused.
 //
 // A route must present a server certificate.
@@ -42,10 +49,25 @@ type natsAuth struct {
 	ns       subject.Namespace
 	log      *zap.Logger
 	enrolled func(agent string) (*gv1.Enrollment, bool)
+	// inProcess admits in-process connections (nats.InProcessServer).
+	inProcess *inProcessUsers
 }
 
 // Check implements server.Authentication for client connections.
 func (a natsAuth) Check(c server.ClientAuthentication) bool {
+	if addr := c.RemoteAddress(); addr != nil && addr.Network() == "pipe" {
+		kind, holder := a.inProcess.lookup(c.GetOpts().Token)
+		switch kind {
+		case pki.Server:
+			c.RegisterUser(&server.User{Username: "coordinator:" + holder})
+			return true
+		case pki.Agent:
+			c.RegisterUser(&server.User{Username: "agent:" + holder, Permissions: a.agentPermissions(holder)})
+			return true
+		}
+		a.log.Warn("nats client refused: in-process connection with no known token")
+		return false
+	}
 	cert := peerCert(c.GetTLSConnectionState())
 	if cert == nil {
 		a.log.Warn("nats client refused: no certificate", zap.Stringer("remote", c.RemoteAddress()))
@@ -69,6 +91,44 @@ func (a natsAuth) Check(c server.ClientAuthentication) bool {
 	a.log.Warn("nats client refused: not a coordinator or agent certificate",
 		zap.String("cn", cert.Subject.CommonName), zap.Stringer("remote", c.RemoteAddress()))
 	return false
+}
+
+// inProcessUsers are the identities of in-process connections by their
+// tokens: random, made in this process, never written anywhere.
+type inProcessUsers struct {
+	mu    sync.Mutex
+	users []inProcessUser
+}
+
+type inProcessUser struct {
+	token  string
+	kind   pki.Kind
+	holder string
+}
+
+// add makes a token for a connection of kind (pki.Server, pki.Agent) by
+// holder.
+func (u *inProcessUsers) add(kind pki.Kind, holder string) string {
+	token := rand.Text()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.users = append(u.users, inProcessUser{token: token, kind: kind, holder: holder})
+	return token
+}
+
+// lookup returns who token belongs to, or "" for no one.
+func (u *inProcessUsers) lookup(token string) (pki.Kind, string) {
+	if u == nil || token == "" {
+		return "", ""
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, x := range u.users {
+		if subtle.ConstantTimeCompare([]byte(token), []byte(x.token)) == 1 {
+			return x.kind, x.holder
+		}
+	}
+	return "", ""
 }
 
 // agentPermissions are what agent name may do on NATS.

@@ -16,17 +16,26 @@ import (
 
 // fakeConn is a NATS connection as the server hands it to natsAuth.
 type fakeConn struct {
-	tls  *tls.ConnectionState
-	user *server.User
+	tls   *tls.ConnectionState
+	user  *server.User
+	pipe  bool   // an in-process connection (net.Pipe)
+	token string // CONNECT's auth_token
 }
 
-func (f *fakeConn) GetOpts() *server.ClientOpts                 { return &server.ClientOpts{} }
+func (f *fakeConn) GetOpts() *server.ClientOpts                 { return &server.ClientOpts{Token: f.token} }
 func (f *fakeConn) GetTLSConnectionState() *tls.ConnectionState { return f.tls }
 func (f *fakeConn) RegisterUser(u *server.User)                 { f.user = u }
-func (f *fakeConn) RemoteAddress() net.Addr                     { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
-func (f *fakeConn) GetNonce() []byte                            { return nil }
-func (f *fakeConn) Kind() int                                   { return server.CLIENT }
-func (f *fakeConn) GetID() uint64                               { return 1 }
+func (f *fakeConn) RemoteAddress() net.Addr {
+	if f.pipe {
+		c, _ := net.Pipe()
+		defer c.Close()
+		return c.RemoteAddr()
+	}
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}
+}
+func (f *fakeConn) GetNonce() []byte { return nil }
+func (f *fakeConn) Kind() int        { return server.CLIENT }
+func (f *fakeConn) GetID() uint64    { return 1 }
 
 // verified is a connection that presented kp's certificate, verified.
 func verified(kp *pki.KeyPair) *fakeConn {
@@ -89,5 +98,34 @@ func TestNATSAuth(t *testing.T) {
 		if routes.Check(c) {
 			t.Errorf("%s: route accepted", name)
 		}
+	}
+}
+
+func TestNATSAuthInProcess(t *testing.T) {
+	t.Parallel()
+	users := &inProcessUsers{}
+	node, agent := users.add(pki.Server, "n1"), users.add(pki.Agent, "a1")
+	auth := natsAuth{ns: subject.New("prod"), log: zap.NewNop(), inProcess: users}
+
+	c := &fakeConn{pipe: true, token: node}
+	if !auth.Check(c) || c.user.Username != "coordinator:n1" || c.user.Permissions != nil {
+		t.Fatalf("coordinator in process: want full permissions, got %+v", c.user)
+	}
+	c = &fakeConn{pipe: true, token: agent}
+	if !auth.Check(c) || c.user.Username != "agent:a1" || c.user.Permissions == nil ||
+		!slices.Equal(c.user.Permissions.Publish.Allow, auth.agentPermissions("a1").Publish.Allow) {
+		t.Fatalf("agent in process: want an agent's permissions, got %+v", c.user)
+	}
+	for name, c := range map[string]*fakeConn{
+		"no token":                 {pipe: true},
+		"unknown token":            {pipe: true, token: node + "x"},
+		"a token over the network": {token: node},
+	} {
+		if auth.Check(c) {
+			t.Errorf("%s: accepted as %+v", name, c.user)
+		}
+	}
+	if (natsAuth{ns: subject.New("prod"), log: zap.NewNop()}).Check(&fakeConn{pipe: true, token: node}) {
+		t.Error("in-process connection accepted by a server that admits none")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -17,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gantryci/gantry/internal/limit"
+	"github.com/gantryci/gantry/internal/name"
 	"github.com/gantryci/gantry/internal/pki"
 	"github.com/gantryci/gantry/internal/subject"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
@@ -54,8 +56,9 @@ func splitHostPort(addr string) (string, int, error) {
 }
 
 // startNATS starts the embedded server.
-// enrolled looks an agent's enrollment up in the replicated state.
-func startNATS(cfg Config, log *zap.Logger, enrolled func(agent string) (*gv1.Enrollment, bool)) (*server.Server, error) {
+// enrolled looks an agent's enrollment up in the replicated state;
+// inProcess admits in-process connections (see natsAuth).
+func startNATS(cfg Config, log *zap.Logger, enrolled func(agent string) (*gv1.Enrollment, bool), inProcess *inProcessUsers) (*server.Server, error) {
 	host, port, err := splitHostPort(cfg.NATS.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("nats listen %q: %w", cfg.NATS.Listen, err)
@@ -92,7 +95,7 @@ func startNATS(cfg Config, log *zap.Logger, enrolled func(agent string) (*gv1.En
 			opts.Routes = append(opts.Routes, u)
 		}
 	}
-	if err := natsTLS(cfg, opts, log, enrolled); err != nil {
+	if err := natsTLS(cfg, opts, log, enrolled, inProcess); err != nil {
 		return nil, err
 	}
 	ns, err := server.NewServer(opts)
@@ -122,7 +125,7 @@ func startNATS(cfg Config, log *zap.Logger, enrolled func(agent string) (*gv1.En
 // CA, which natsAuth maps to permissions (coordinators everything, an agent
 // its own subjects); routes are mutual TLS between coordinators, like Raft.
 // Without TLS the server is open, as in gantry dev.
-func natsTLS(cfg Config, opts *server.Options, log *zap.Logger, enrolled func(string) (*gv1.Enrollment, bool)) error {
+func natsTLS(cfg Config, opts *server.Options, log *zap.Logger, enrolled func(string) (*gv1.Enrollment, bool), inProcess *inProcessUsers) error {
 	c := cfg.TLS
 	if !c.Enabled() {
 		return nil
@@ -135,7 +138,7 @@ func natsTLS(cfg Config, opts *server.Options, log *zap.Logger, enrolled func(st
 	opts.TLS, opts.TLSVerify, opts.TLSConfig = true, true, clients
 	opts.TLSTimeout = 5
 	log = log.Named("nats")
-	opts.CustomClientAuthentication = natsAuth{ns: subject.New(cfg.Cluster), log: log, enrolled: enrolled}
+	opts.CustomClientAuthentication = natsAuth{ns: subject.New(cfg.Cluster), log: log, enrolled: enrolled, inProcess: inProcess}
 	if cfg.NATS.ClusterListen != "" {
 		routes, err := cfg.TLS.raft()
 		if err != nil {
@@ -148,16 +151,38 @@ func natsTLS(cfg Config, opts *server.Options, log *zap.Logger, enrolled func(st
 	return nil
 }
 
-// natsClient is the TLS of this coordinator's connection to its own
-// embedded server: its server certificate, which natsAuth lets do
-// anything. It dials loopback and the other coordinators the server
-// announces, so it checks the chain but not the names.
-func (c TLSConfig) natsClient() (*tls.Config, error) {
-	cfg, err := pki.ClientTLS(c.CAFile, c.CertFile, c.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("nats client tls: %w", err)
+// inProcessNATS opens in-process connections to the embedded server that
+// is current: RestartNATS replaces it, and the coordinator's connection
+// reconnects to the new one.
+type inProcessNATS struct {
+	ref *atomic.Pointer[server.Server]
+}
+
+func (p inProcessNATS) InProcessConn() (net.Conn, error) {
+	srv := p.ref.Load()
+	if srv == nil {
+		return nil, errors.New("no embedded nats server")
 	}
-	return pki.SkipHostname(cfg), nil
+	return srv.InProcessConn()
+}
+
+// InProcessURL names the embedded server to an in-process connection; it is
+// never dialed (a tls:// URL would have the client ask for TLS on the pipe).
+const InProcessURL = "nats://in-process"
+
+// InProcessNATS are the options of a connection of agent name to this
+// coordinator's embedded NATS server in process (at InProcessURL): no
+// socket and no TLS, the agent's permissions as with its certificate.
+// `gantry dev` connects its agent so.
+func (s *Server) InProcessNATS(agent string) ([]nats.Option, error) {
+	if s.natsd == nil {
+		return nil, errors.New("in-process nats: no embedded server")
+	}
+	if err := name.Check(agent); err != nil {
+		return nil, fmt.Errorf("in-process nats: agent %q: %w", agent, err)
+	}
+	token := s.inProcess.add(pki.Agent, agent)
+	return []nats.Option{nats.InProcessServer(inProcessNATS{&s.natsdRef}), nats.Token(token)}, nil
 }
 
 // The log stream's bounds: older logs and, past the size, the oldest logs

@@ -18,7 +18,7 @@ func TestEmbeddedNATSBounds(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.NATS.Listen = "127.0.0.1:0"
-	ns, err := startNATS(cfg, zap.NewNop(), nil)
+	ns, err := startNATS(cfg, zap.NewNop(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -178,17 +178,20 @@ type Server struct {
 	ns       subject.Namespace
 	natsd    *server.Server
 	natsdRef atomic.Pointer[server.Server] // natsd, for loops and the address getters, which race RestartNATS
-	nc       *nats.Conn
-	fsm      *fsm.FSM
-	node     *consensus.Node
-	prop     *consensus.Proposer
-	disp     *dispatch.Dispatcher
-	gitops   *gitops.Controller
-	projects *project.Controller
-	scaler   *autoscale.Controller // nil without Config.Autoscale
-	api      *api.Server
-	metrics  *metrics.Metrics
-	nodes    *nodeTable
+	// inProcess admits in-process connections to natsd (natsAuth): nc's,
+	// and those of InProcessNATS.
+	inProcess inProcessUsers
+	nc        *nats.Conn
+	fsm       *fsm.FSM
+	node      *consensus.Node
+	prop      *consensus.Proposer
+	disp      *dispatch.Dispatcher
+	gitops    *gitops.Controller
+	projects  *project.Controller
+	scaler    *autoscale.Controller // nil without Config.Autoscale
+	api       *api.Server
+	metrics   *metrics.Metrics
+	nodes     *nodeTable
 
 	logStreamReady atomic.Bool
 	keyring        atomic.Pointer[secret.Keyring]
@@ -226,32 +229,31 @@ func Start(cfg Config, log *zap.Logger) (*Server, error) {
 
 func (s *Server) start(ctx context.Context) error {
 	cfg := s.cfg
-	natsURL := cfg.NATS.URL
-	if natsURL == "" {
-		ns, err := startNATS(cfg, s.log, s.fsm.Enrollment)
-		if err != nil {
-			return err
-		}
-		s.natsd = ns
-		s.natsdRef.Store(ns)
-		natsURL = ns.ClientURL()
-	}
 	natsOpts := []nats.Option{
 		nats.Name("gantry-coordinator-" + cfg.NodeID),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(100 * time.Millisecond),
 		nats.RetryOnFailedConnect(true),
 	}
-	// The embedded server of a coordinator with TLS wants a certificate
-	// (natsTLS); an existing NATS deployment is reached as its URL says.
-	if s.natsd != nil && cfg.TLS.Enabled() {
-		tc, err := cfg.TLS.natsClient()
+	natsURL := cfg.NATS.URL
+	connectURL := natsURL
+	if natsURL == "" {
+		token := s.inProcess.add(pki.Server, cfg.NodeID)
+		ns, err := startNATS(cfg, s.log, s.fsm.Enrollment, &s.inProcess)
 		if err != nil {
 			return err
 		}
-		natsOpts = append(natsOpts, nats.Secure(tc))
+		s.natsd = ns
+		s.natsdRef.Store(ns)
+		natsURL = ns.ClientURL()
+		connectURL = InProcessURL
+		// The coordinator talks to its own server in process: no socket,
+		// no TLS, no system calls for every message it sends and receives
+		// (assignments, reports, heartbeats). natsAuth admits the
+		// connection by its token.
+		natsOpts = append(natsOpts, nats.InProcessServer(inProcessNATS{&s.natsdRef}), nats.Token(token))
 	}
-	nc, err := nats.Connect(natsURL, natsOpts...)
+	nc, err := nats.Connect(connectURL, natsOpts...)
 	if err != nil {
 		return fmt.Errorf("connect nats %s: %w", natsURL, err)
 	}
@@ -508,7 +510,7 @@ func (s *Server) RestartNATS() error {
 	}
 	s.natsd.Shutdown()
 	s.natsd.WaitForShutdown()
-	ns, err := startNATS(cfg, s.log, s.fsm.Enrollment)
+	ns, err := startNATS(cfg, s.log, s.fsm.Enrollment, &s.inProcess)
 	if err != nil {
 		return fmt.Errorf("restart nats: %w", err)
 	}
