@@ -68,6 +68,9 @@ type Config struct {
 	TLSCert string
 	TLSKey  string
 	TLSCA   string
+	// NATSOptions are added to the NATS connection's own; `gantry dev`
+	// connects its agent in process (coordinator.Server.InProcessNATS).
+	NATSOptions []nats.Option
 }
 
 // DefaultConfig names the agent after the host.
@@ -269,6 +272,7 @@ func (a *Agent) natsOptions() ([]nats.Option, error) {
 		nats.ReconnectBufSize(8 << 20),
 		nats.CustomInboxPrefix(subject.AgentInbox(a.cfg.Name)),
 	}
+	opts = append(opts, a.cfg.NATSOptions...)
 	if a.cfg.TLSCA == "" {
 		return opts, nil
 	}

@@ -334,22 +334,16 @@ func newDevCmd(g *globals) *cobra.Command {
 				cf.cfg.BootstrapToken = token
 			}
 			// Its own CA and certificates, kept in the data dir: the API,
-			// Raft and NATS speak TLS, the local agent has its own agent
-			// certificate. The HTTP address (console, webhooks) stays plain
-			// on loopback, where browsers and local forges need not trust
-			// the CA; logging in still takes the token.
+			// Raft and NATS speak TLS. The HTTP address (console, webhooks)
+			// stays plain on loopback, where browsers and local forges need
+			// not trust the CA; logging in still takes the token.
 			tlsMaterial, err := pki.EnsureLocal(filepath.Join(cf.cfg.DataDir, "tls"), "dev")
-			if err == nil {
-				err = tlsMaterial.EnsureAgent(af.cfg.Name)
-			}
 			if err != nil {
 				return fmt.Errorf("TLS material: %w", err)
 			}
 			cert, key := tlsMaterial.CertFiles("dev")
 			cf.cfg.TLS = coordinator.TLSConfig{CertFile: cert, KeyFile: key, CAFile: tlsMaterial.CAFile(), CAKeyFile: filepath.Join(tlsMaterial.Dir, "ca-key.pem")}
 			cf.cfg.PlainHTTP = true
-			af.cfg.TLSCert, af.cfg.TLSKey = tlsMaterial.AgentCertFiles(af.cfg.Name)
-			af.cfg.TLSCA = tlsMaterial.CAFile()
 			log, err := g.logger()
 			if err != nil {
 				return err
@@ -367,7 +361,14 @@ func newDevCmd(g *globals) *cobra.Command {
 			if err := rememberDevCA(srv.GRPCAddr(), tlsMaterial.CAFile()); err != nil {
 				log.Warn("the CLI will need --tls-ca "+tlsMaterial.CAFile(), zap.Error(err))
 			}
-			af.cfg.NATS = srv.NATSURL()
+			// The agent shares the coordinator's process: it connects to
+			// the embedded NATS server in process, without a socket or TLS,
+			// with the same permissions its certificate would give.
+			if af.cfg.NATSOptions, err = srv.InProcessNATS(af.cfg.Name); err != nil {
+				srv.Close()
+				return err
+			}
+			af.cfg.NATS = coordinator.InProcessURL
 			af.cfg.Cluster = cf.cfg.Cluster
 			af.cfg.WorkDir = filepath.Join(cf.cfg.DataDir, "agent")
 			a, err := agent.New(af.cfg, log)

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gantryci/gantry/internal/pki"
 	"github.com/gantryci/gantry/internal/subject"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -96,15 +97,23 @@ tasks:
 		return task(t, j, "sleep").GetState() == gv1.TaskState_TASK_STATE_RUNNING, j.GetState().String()
 	})
 	// gantry dev's NATS takes only its CA's certificates: a client
-	// without one is refused; the forgery comes from the local agent's
-	// own credentials, as a compromised agent's would.
+	// without one is refused; the forgery comes with an agent
+	// certificate of the local agent's name (dev's agent connects in
+	// process, with no certificate), as a compromised agent's would.
 	tlsDir := filepath.Join(d.dataDir, "tls")
 	if nc, err := nats.Connect("nats://"+d.natsAddr, nats.Timeout(5*time.Second)); err == nil {
 		nc.Close()
 		t.Fatal("gantry dev's NATS accepted a client without a certificate")
 	}
-	nc, err := nats.Connect("nats://"+d.natsAddr, nats.RootCAs(filepath.Join(tlsDir, "ca.pem")),
-		nats.ClientCert(filepath.Join(tlsDir, "agent-local.pem"), filepath.Join(tlsDir, "agent-local-key.pem")),
+	material, err := pki.EnsureLocal(tlsDir, "dev")
+	if err == nil {
+		err = material.EnsureAgent("local")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentCert, agentKey := material.AgentCertFiles("local")
+	nc, err := nats.Connect("nats://"+d.natsAddr, nats.RootCAs(material.CAFile()), nats.ClientCert(agentCert, agentKey),
 		nats.CustomInboxPrefix(subject.AgentInbox("local")), nats.Timeout(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
