@@ -134,6 +134,34 @@ func TestProposerBatchesConcurrentCommands(t *testing.T) {
 	}
 }
 
+// What is proposed once ProposeQueued said its commands are queued is
+// applied after them: here a second submit of the same job, refused.
+func TestProposeQueuedOrdersWhatFollows(t *testing.T) {
+	t.Parallel()
+	leader, _ := cluster(t, 1, consensus.StoreBolt)
+	p := consensus.NewProposer(leader.Raft)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first, second := make(chan error, 1), make(chan error, 1)
+	queued := make(chan struct{})
+	go func() {
+		_, err := p.ProposeQueued(ctx, func() { close(queued) }, submitCmd("a"))
+		first <- err
+	}()
+	<-queued
+	go func() {
+		_, err := p.ProposeOne(ctx, submitCmd("a"))
+		second <- err
+	}()
+	go p.Run(ctx) // nothing was sent before: the queue alone orders them
+	if err := <-first; err != nil {
+		t.Fatalf("the first proposal: %v", err)
+	}
+	if err := <-second; err == nil {
+		t.Fatal("the proposal made after the first was queued was applied before it")
+	}
+}
+
 // A command given to Later rides with the next proposal, ahead of it, or
 // leaves alone after LaterDelay.
 func TestProposerLaterRidesWithTheNextEntry(t *testing.T) {

@@ -144,6 +144,13 @@ func (p *Proposer) takeLater() []*proposal {
 // commands) and returns one result per command. An error means the outcome
 // is unknown or nothing was committed; rule violations are in the results.
 func (p *Proposer) Propose(ctx context.Context, cmds ...*gv1.Command) ([]fsm.Result, error) {
+	return p.ProposeQueued(ctx, nil, cmds...)
+}
+
+// ProposeQueued is Propose, calling queued (when set) once cmds have their
+// place in the log's order: any command proposed after that is applied
+// after them. It is not called when nothing is proposed.
+func (p *Proposer) ProposeQueued(ctx context.Context, queued func(), cmds ...*gv1.Command) ([]fsm.Result, error) {
 	if len(cmds) == 0 {
 		return nil, nil
 	}
@@ -159,6 +166,9 @@ func (p *Proposer) Propose(ctx context.Context, cmds ...*gv1.Command) ([]fsm.Res
 	case p.reqs <- pr:
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+	if queued != nil {
+		queued()
 	}
 	select {
 	case res := <-pr.done:

@@ -266,16 +266,26 @@ func (d *Dispatcher) scheduleOnce(ctx context.Context) time.Duration {
 // and its agent told to stop), and the agent starts it a commit sooner.
 // Others (deploys, secrets, templates read from the state) are sent once
 // committed.
+//
+// An early assignment leaves once its command has its place in the log:
+// its task may end at once, and its report, proposed after it, must not be
+// applied before it (it would be refused as stale, and the attempt left to
+// its lease, 2 s).
 func (d *Dispatcher) assign(lead context.Context, cmds []*gv1.Command, ps []scheduler.Placement) ([]fsm.Result, error) {
 	off := len(cmds) - len(ps)
 	early := make([]chan bool, len(ps))
 	for i, p := range ps {
 		if sendEarly(p.Task.Spec) {
 			early[i] = make(chan bool, 1)
-			go d.deliver(lead, p, cmds[off+i].GetAssignTask().GetRef(), early[i])
 		}
 	}
-	results, err := d.prop.Propose(lead, cmds...)
+	results, err := d.prop.ProposeQueued(lead, func() {
+		for i, p := range ps {
+			if early[i] != nil {
+				go d.deliver(lead, p, cmds[off+i].GetAssignTask().GetRef(), early[i])
+			}
+		}
+	}, cmds...)
 	d.placeMu.Lock()
 	d.release(ps)
 	d.placeMu.Unlock()
