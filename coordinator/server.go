@@ -234,6 +234,22 @@ func (s *Server) start(ctx context.Context) error {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(100 * time.Millisecond),
 		nats.RetryOnFailedConnect(true),
+		// Asynchronous errors (a subscription too slow for what it
+		// receives drops messages) are logged: a dropped report or
+		// heartbeat shows up later as a requeue.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			s.log.Warn("nats", zap.String("subscription", subj), zap.Error(err))
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil { // nil: closed by Close
+				s.log.Warn("nats disconnected", zap.Error(err))
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { s.log.Info("nats reconnected") }),
 	}
 	natsURL := cfg.NATS.URL
 	connectURL := natsURL
