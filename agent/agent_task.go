@@ -101,7 +101,8 @@ func (a *Agent) runTask(ctx context.Context, as *gv1.Assignment) {
 	}
 	delete(a.running, keyOf(ref))
 	a.mu.Unlock()
-	log.Info("task finished", zap.Bool("success", rep.Success), zap.Int32("exit_code", rep.ExitCode), zap.String("error", rep.Error))
+	log.Info("task finished", zap.Bool("success", rep.Success), zap.Int32("exit_code", rep.ExitCode),
+		zap.Duration("elapsed", rep.FinishedAt.AsTime().Sub(started)), zap.String("error", rep.Error))
 }
 
 // handleControl obeys drain and cancel.
