@@ -175,7 +175,7 @@ const InProcessURL = "nats://in-process"
 // socket and no TLS, the agent's permissions as with its certificate.
 // `gantry dev` connects its agent so.
 func (s *Server) InProcessNATS(agent string) ([]nats.Option, error) {
-	if s.natsd == nil {
+	if s.natsdRef.Load() == nil {
 		return nil, errors.New("in-process nats: no embedded server")
 	}
 	if err := name.Check(agent); err != nil {
