@@ -124,7 +124,7 @@ func startNATS(cfg Config, log *zap.Logger, enrolled func(agent string) (*gv1.En
 // clients connect over TLS and must present a certificate of the cluster's
 // CA, which natsAuth maps to permissions (coordinators everything, an agent
 // its own subjects); routes are mutual TLS between coordinators, like Raft.
-// Without TLS the server is open, as in gantry dev.
+// Without TLS (--insecure) the server is open.
 func natsTLS(cfg Config, opts *server.Options, log *zap.Logger, enrolled func(string) (*gv1.Enrollment, bool), inProcess *inProcessUsers) error {
 	c := cfg.TLS
 	if !c.Enabled() {
