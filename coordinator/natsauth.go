@@ -56,13 +56,8 @@ type natsAuth struct {
 // Check implements server.Authentication for client connections.
 func (a natsAuth) Check(c server.ClientAuthentication) bool {
 	if addr := c.RemoteAddress(); addr != nil && addr.Network() == "pipe" {
-		kind, holder := a.inProcess.lookup(c.GetOpts().Token)
-		switch kind {
-		case pki.Server:
-			c.RegisterUser(&server.User{Username: "coordinator:" + holder})
-			return true
-		case pki.Agent:
-			c.RegisterUser(&server.User{Username: "agent:" + holder, Permissions: a.agentPermissions(holder)})
+		if kind, holder := a.inProcess.lookup(c.GetOpts().Token); kind != "" {
+			a.admit(c, kind, holder)
 			return true
 		}
 		a.log.Warn("nats client refused: in-process connection with no known token")
@@ -76,7 +71,7 @@ func (a natsAuth) Check(c server.ClientAuthentication) bool {
 	kind, holder := certIdentity(cert)
 	switch kind {
 	case pki.Server:
-		c.RegisterUser(&server.User{Username: "coordinator:" + holder})
+		a.admit(c, kind, holder)
 		return true
 	case pki.Agent:
 		if a.enrolled != nil {
@@ -85,12 +80,23 @@ func (a natsAuth) Check(c server.ClientAuthentication) bool {
 				return false
 			}
 		}
-		c.RegisterUser(&server.User{Username: "agent:" + holder, Permissions: a.agentPermissions(holder)})
+		a.admit(c, kind, holder)
 		return true
 	}
 	a.log.Warn("nats client refused: not a coordinator or agent certificate",
 		zap.String("cn", cert.Subject.CommonName), zap.Stringer("remote", c.RemoteAddress()))
 	return false
+}
+
+// admit gives a connection of kind (pki.Server or pki.Agent) by holder its
+// user and permissions, whether a certificate or an in-process token named
+// them.
+func (a natsAuth) admit(c server.ClientAuthentication, kind pki.Kind, holder string) {
+	if kind == pki.Agent {
+		c.RegisterUser(&server.User{Username: "agent:" + holder, Permissions: a.agentPermissions(holder)})
+		return
+	}
+	c.RegisterUser(&server.User{Username: "coordinator:" + holder})
 }
 
 // inProcessUsers are the identities of in-process connections by their

@@ -181,8 +181,14 @@ func (s *Server) InProcessNATS(agent string) ([]nats.Option, error) {
 	if err := name.Check(agent); err != nil {
 		return nil, fmt.Errorf("in-process nats: agent %q: %w", agent, err)
 	}
-	token := s.inProcess.add(pki.Agent, agent)
-	return []nats.Option{nats.InProcessServer(inProcessNATS{&s.natsdRef}), nats.Token(token)}, nil
+	return s.inProcessOptions(pki.Agent, agent), nil
+}
+
+// inProcessOptions connect in process to the embedded server as holder, a
+// connection of kind (pki.Server or pki.Agent), by a token made for it.
+func (s *Server) inProcessOptions(kind pki.Kind, holder string) []nats.Option {
+	token := s.inProcess.add(kind, holder)
+	return []nats.Option{nats.InProcessServer(inProcessNATS{&s.natsdRef}), nats.Token(token)}
 }
 
 // The log stream's bounds: older logs and, past the size, the oldest logs

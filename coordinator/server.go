@@ -254,7 +254,6 @@ func (s *Server) start(ctx context.Context) error {
 	natsURL := cfg.NATS.URL
 	connectURL := natsURL
 	if natsURL == "" {
-		token := s.inProcess.add(pki.Server, cfg.NodeID)
 		ns, err := startNATS(cfg, s.log, s.fsm.Enrollment, &s.inProcess)
 		if err != nil {
 			return err
@@ -267,7 +266,7 @@ func (s *Server) start(ctx context.Context) error {
 		// no TLS, no system calls for every message it sends and receives
 		// (assignments, reports, heartbeats). natsAuth admits the
 		// connection by its token.
-		natsOpts = append(natsOpts, nats.InProcessServer(inProcessNATS{&s.natsdRef}), nats.Token(token))
+		natsOpts = append(natsOpts, s.inProcessOptions(pki.Server, cfg.NodeID)...)
 	}
 	nc, err := nats.Connect(connectURL, natsOpts...)
 	if err != nil {
