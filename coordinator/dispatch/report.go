@@ -70,9 +70,10 @@ func (d *Dispatcher) report(ctx context.Context, subj string, data []byte) (*gv1
 			return refuse("refused", "report.ref: attempt %d of %s/%s is not held by agent %s", r.Ref.Attempt, r.Ref.JobId, r.Ref.Task, agent)
 		}
 	}
-	_, err := d.prop.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_FinishTask{FinishTask: &gv1.FinishTaskCommand{Report: &r}}})
+	res, err := d.prop.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_FinishTask{FinishTask: &gv1.FinishTaskCommand{Report: &r}}})
 	switch {
 	case err == nil:
+		d.credit(agent, res.Index)
 		return &gv1.ReportReply{Accepted: true}, "accepted"
 	case errors.Is(err, fsm.ErrDuplicate):
 		return &gv1.ReportReply{Accepted: true, Reason: "already recorded"}, "duplicate"

@@ -200,3 +200,64 @@ func TestSubmitSkipsAnAgentDrainedSinceThePass(t *testing.T) {
 	default:
 	}
 }
+
+// A committed report gives its agent's slot back to the free slots Submit
+// places on, without a recount: the next task on a full agent is assigned
+// by its submit's own commit. A slot the last count already saw free is not
+// given twice.
+func TestReportGivesTheSlotBackToSubmit(t *testing.T) {
+	t.Parallel()
+	x := newFixture(t, zap.NewNop())
+	got := x.leading(t, "a1", 1)
+	finish := func(id string) {
+		t.Helper()
+		var as *gv1.Assignment
+		select {
+		case as = <-got:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the agent never got %s", id)
+		}
+		r := &gv1.Report{Ref: as.GetRef(), Success: true}
+		if reply, outcome := x.d.report(x.ctx, x.ns.Report("a1"), marshal(t, r)); !reply.GetAccepted() || outcome != "accepted" {
+			t.Fatalf("report of %s: %v (%s)", id, reply, outcome)
+		}
+	}
+	// No recount between the submits: the spare is as the first pass
+	// left it, plus what reports gave back.
+	x.d.placeMu.Lock()
+	x.d.spareAt = time.Now().Add(time.Hour)
+	x.d.placeMu.Unlock()
+	for i := range 3 {
+		id := fmt.Sprintf("j%d", i)
+		res, err := x.d.Submit(context.Background(), jobCommand(id, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		j, _ := x.fsm.Job(res.JobID)
+		if st := j.GetTasks()[0].GetState(); st != gv1.TaskState_TASK_STATE_ASSIGNED {
+			t.Fatalf("job %s acknowledged with its task %s; want assigned by its own commit (the slot the last report freed)", id, st)
+		}
+		finish(id)
+	}
+	// Counted after the last report: the free slot is in the count, and
+	// a late credit for that report changes nothing.
+	x.d.placeMu.Lock()
+	cands, index := x.d.candidates(time.Now())
+	x.d.spare, x.d.spareIndex = scheduler.NewPass(cands, nil, time.Now().UnixNano()), index
+	x.d.placeMu.Unlock()
+	x.d.credit("a1", index)
+	for _, id := range []string{"fits", "full"} {
+		res, err := x.d.Submit(context.Background(), jobCommand(id, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		j, _ := x.fsm.Job(res.JobID)
+		want := gv1.TaskState_TASK_STATE_ASSIGNED
+		if id == "full" {
+			want = gv1.TaskState_TASK_STATE_PENDING
+		}
+		if st := j.GetTasks()[0].GetState(); st != want {
+			t.Fatalf("job %s acknowledged with its task %s; want %s (one slot, counted once)", id, st, want)
+		}
+	}
+}

@@ -245,6 +245,13 @@ type Agent struct {
 	State    gv1.AgentState
 }
 
+// Len is how many agents the view holds, active or not.
+func (f *View) Len() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.order)
+}
+
 // EachActive calls fn with the info of every agent heard from within the
 // lease TTL and not draining, by name, without copying: what a scheduling
 // pass needs (Agents sorts and copies, which with a thousand agents took

@@ -37,7 +37,9 @@ type Result struct {
 	Build uint64
 	// Pruned is how many jobs a prune forgot.
 	Pruned int
-	Err    error
+	// Index is the log index of the entry the command was applied in.
+	Index uint64
+	Err   error
 }
 
 // TaskKey names a task of a job.
@@ -84,6 +86,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	results := make([]Result, len(b.Commands))
 	for i, c := range b.Commands {
 		results[i] = f.state.apply(l.Index, c)
+		results[i].Index = l.Index
 	}
 	f.state.applied = l.Index
 	ch := f.changed

@@ -112,7 +112,11 @@ func TestSubmitIdempotency(t *testing.T) {
 			} else {
 				res = []fsm.Result{h.one(first), h.one(again), h.one(other)}
 			}
-			want := []fsm.Result{{JobID: "j1"}, {JobID: "j1", Existing: true}, {JobID: "j3"}}
+			// Each result names the entry it was applied in.
+			want := []fsm.Result{{JobID: "j1", Index: 1}, {JobID: "j1", Existing: true, Index: 2}, {JobID: "j3", Index: 3}}
+			if tt.sameLog {
+				want[1].Index, want[2].Index = 1, 1
+			}
 			if !reflect.DeepEqual(res, want) {
 				t.Fatalf("results = %+v, want %+v", res, want)
 			}

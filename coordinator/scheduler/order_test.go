@@ -78,3 +78,60 @@ func TestPlacementsKeepTheOrder(t *testing.T) {
 		}
 	}
 }
+
+// Credits and placements in any mix keep the free list in order, count
+// free slots as the agents' own counts add up, and give the credited
+// agent exactly one slot; an agent the pass never counted is ignored.
+func TestCreditsKeepTheOrder(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(5, 6))
+	exec := []string{capability.Exec}
+	spec := &gv1.TaskSpec{Name: "t", Executor: &gv1.TaskSpec_Exec{Exec: &gv1.ExecSpec{Shell: "true"}}}
+	for range 200 {
+		cs := make([]Candidate, 1+rng.IntN(40))
+		for i := range cs {
+			cs[i] = Candidate{Name: fmt.Sprintf("a%03d", i), Free: rng.IntN(6) - 1, Capabilities: exec}
+		}
+		p := NewPass(cs, nil, 0)
+		free := func(name string) int {
+			for _, c := range p.free {
+				if c.Name == name {
+					return c.Free
+				}
+			}
+			t.Fatalf("agent %s left the free list", name)
+			return 0
+		}
+		for n := range 60 {
+			if rng.IntN(2) == 0 {
+				p.Place(fsm.PendingTask{Key: fsm.TaskKey{JobID: fmt.Sprint(n), Task: "t"}, Spec: spec})
+			} else {
+				name := cs[rng.IntN(len(cs))].Name
+				before := free(name)
+				p.Credit(name)
+				if got := free(name); got != before+1 {
+					t.Fatalf("credit %d: %s has %d free slots, want %d", n, name, got, before+1)
+				}
+			}
+			p.Credit("not-counted")
+			sum := 0
+			for _, c := range p.free {
+				sum += max(c.Free, 0)
+			}
+			if sum != p.freeSlots || len(p.free) != len(cs) {
+				t.Fatalf("step %d: %d free slots counted over %d agents, the agents have %d over %d", n, p.freeSlots, len(p.free), sum, len(cs))
+			}
+			if !slices.IsSortedFunc(p.free, func(a, b *Candidate) int {
+				switch {
+				case less(a, b):
+					return -1
+				case less(b, a):
+					return 1
+				}
+				return 0
+			}) {
+				t.Fatalf("after step %d the free list is out of order: %v", n, p.free)
+			}
+		}
+	}
+}

@@ -80,6 +80,8 @@ type Pass struct {
 	// asks for labels: a task asking for a label no agent has is told so
 	// without matching it against every agent.
 	labels map[label]int
+	// byName finds an agent's candidate, built at the first Credit.
+	byName map[string]*Candidate
 }
 
 type label struct{ k, v string }
@@ -224,6 +226,32 @@ func (p *Pass) take(t fsm.PendingTask, i int) Placement {
 	copy(p.free[i:i+k], rest[:k])
 	p.free[i+k] = a
 	return pl
+}
+
+// Credit gives agent name back a slot: a task it held when the pass
+// counted its free slots, or one the pass placed on it, has ended. It moves
+// the agent up the order past those it now has more free slots than, as
+// take moves it down. An agent the pass did not count is ignored.
+func (p *Pass) Credit(name string) {
+	if p.byName == nil {
+		p.byName = make(map[string]*Candidate, len(p.free))
+		for _, c := range p.free {
+			p.byName[c.Name] = c
+		}
+	}
+	a := p.byName[name]
+	if a == nil {
+		return
+	}
+	i := sort.Search(len(p.free), func(k int) bool { return !less(p.free[k], a) })
+	if i == len(p.free) || p.free[i] != a {
+		return // not where the order puts it: never, while the order holds
+	}
+	p.freeSlots += max(a.Free+1, 0) - max(a.Free, 0)
+	a.Free++
+	k := sort.Search(i, func(k int) bool { return less(a, p.free[k]) })
+	copy(p.free[k+1:i+1], p.free[k:i])
+	p.free[k] = a
 }
 
 // Plan is what the pass decided.
