@@ -64,15 +64,7 @@ func TestPlacementsKeepTheOrder(t *testing.T) {
 		for n := range 30 {
 			spec := &gv1.TaskSpec{Name: "t", Labels: map[string]string{"pool": fmt.Sprint(rng.IntN(3))}, Executor: &gv1.TaskSpec_Exec{Exec: &gv1.ExecSpec{Shell: "true"}}}
 			p.Place(fsm.PendingTask{Key: fsm.TaskKey{JobID: fmt.Sprint(n), Task: "t"}, Spec: spec})
-			if !slices.IsSortedFunc(p.free, func(a, b *Candidate) int {
-				switch {
-				case less(a, b):
-					return -1
-				case less(b, a):
-					return 1
-				}
-				return 0
-			}) {
+			if !inOrder(p.free) {
 				t.Fatalf("after placement %d the free list is out of order: %v", n, p.free)
 			}
 		}
@@ -121,17 +113,22 @@ func TestCreditsKeepTheOrder(t *testing.T) {
 			if sum != p.freeSlots || len(p.free) != len(cs) {
 				t.Fatalf("step %d: %d free slots counted over %d agents, the agents have %d over %d", n, p.freeSlots, len(p.free), sum, len(cs))
 			}
-			if !slices.IsSortedFunc(p.free, func(a, b *Candidate) int {
-				switch {
-				case less(a, b):
-					return -1
-				case less(b, a):
-					return 1
-				}
-				return 0
-			}) {
+			if !inOrder(p.free) {
 				t.Fatalf("after step %d the free list is out of order: %v", n, p.free)
 			}
 		}
 	}
+}
+
+// inOrder reports whether free is in the order less gives.
+func inOrder(free []*Candidate) bool {
+	return slices.IsSortedFunc(free, func(a, b *Candidate) int {
+		switch {
+		case less(a, b):
+			return -1
+		case less(b, a):
+			return 1
+		}
+		return 0
+	})
 }
