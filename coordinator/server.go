@@ -37,6 +37,7 @@ import (
 	"github.com/gantryci/gantry/internal/limit"
 	"github.com/gantryci/gantry/internal/pki"
 	"github.com/gantryci/gantry/internal/subject"
+	"github.com/gantryci/gantry/internal/vt"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -347,6 +348,7 @@ func (s *Server) start(ctx context.Context) error {
 		creds,
 		grpc.MaxRecvMsgSize(limit.Message),
 		grpc.MaxSendMsgSize(limit.Message),
+		grpc.ForceServerCodec(vt.Codec{}),
 		grpc.ChainUnaryInterceptor(s.api.UnaryInterceptor(s.ready)),
 		grpc.ChainStreamInterceptor(s.api.StreamInterceptor(s.ready)),
 	)

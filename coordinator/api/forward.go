@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gantryci/gantry/internal/vt"
 	"github.com/gantryci/gantry/internal/wire"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -146,7 +147,7 @@ const (
 // resp and returns the leader's applied index after serving it. While
 // there is no leader (an election) it retries until ctx ends.
 func (s *Server) forward(ctx context.Context, method string, req, resp proto.Message) (uint64, error) {
-	data, err := proto.Marshal(req)
+	data, err := vt.Marshal(req)
 	if err != nil {
 		return 0, status.Errorf(codes.Internal, "encode %s: %v", method, err)
 	}
@@ -317,7 +318,7 @@ func (s *Server) ServeForwarded(ctx context.Context, m *nats.Msg) {
 	if err == nil {
 		out.Header.Set(hdrIndex, strconv.FormatUint(s.d.FSM.AppliedIndex(), 10))
 		var data []byte
-		if data, err = proto.Marshal(resp); err == nil {
+		if data, err = vt.Marshal(resp); err == nil {
 			out.Data = data
 		}
 	}

@@ -236,6 +236,9 @@ func (p *Proposer) send(batch []*proposal, n int) {
 	for _, pr := range batch {
 		b.Commands = append(b.Commands, pr.cmds...)
 	}
+	// proto.Marshal, not the faster vt.Marshal: it refuses a string that
+	// is not UTF-8 (one made from a git message, a process's error), so
+	// none reaches the log, and Apply may decode entries without checking.
 	data, err := proto.Marshal(b)
 	if err != nil {
 		<-p.inflight

@@ -27,6 +27,7 @@ import (
 	"github.com/gantryci/gantry/coordinator/spec"
 	"github.com/gantryci/gantry/internal/limit"
 	"github.com/gantryci/gantry/internal/subject"
+	"github.com/gantryci/gantry/internal/vt"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -496,7 +497,7 @@ func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv
 			as.Spec = spec
 		}
 	}
-	data, err := proto.Marshal(as)
+	data, err := vt.Marshal(as)
 	if err != nil {
 		d.log.Error("encode assignment", zap.Error(err))
 		return

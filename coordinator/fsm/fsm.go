@@ -69,8 +69,11 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
+	// The leader's proposer encoded the entry with proto.Marshal, which
+	// refuses strings that are not UTF-8: the fast decoder, which does not
+	// check them, is safe here.
 	var b gv1.Batch
-	if err := proto.Unmarshal(l.Data, &b); err != nil {
+	if err := b.UnmarshalVT(l.Data); err != nil {
 		panic(fmt.Sprintf("fsm: undecodable log entry %d: %v", l.Index, err))
 	}
 	// A command of a type this version does not know (a newer version
@@ -121,7 +124,7 @@ func (f *FSM) Job(id string) (*gv1.Job, bool) {
 	if !ok {
 		return nil, false
 	}
-	return proto.Clone(j).(*gv1.Job), true
+	return j.CloneVT(), true
 }
 
 // JobVersion returns a job's version (the index of its last change) without
@@ -194,7 +197,7 @@ func (f *FSM) JobsPage(states []gv1.JobState, limit, maxBytes int) (out []*gv1.J
 			}
 		}
 		if live {
-			out = append(out, proto.Clone(j).(*gv1.Job))
+			out = append(out, j.CloneVT())
 		} else {
 			out = append(out, sj.decode(id))
 		}

@@ -29,7 +29,10 @@ type sealedJob struct {
 
 func (sj sealedJob) decode(id string) *gv1.Job {
 	var j gv1.Job
-	if err := proto.Unmarshal(sj.data, &j); err != nil {
+	// The state encoded these bytes itself (or read them from a snapshot
+	// it wrote), from jobs whose strings were checked on their way into
+	// the log: decoded without checking them again.
+	if err := j.UnmarshalVT(sj.data); err != nil {
 		// The state encoded these bytes itself.
 		panic(fmt.Sprintf("fsm: sealed job %s does not decode: %v", id, err))
 	}
