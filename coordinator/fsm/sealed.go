@@ -33,7 +33,6 @@ func (sj sealedJob) decode(id string) *gv1.Job {
 	// it wrote), from jobs whose strings were checked on their way into
 	// the log: decoded without checking them again.
 	if err := j.UnmarshalVT(sj.data); err != nil {
-		// The state encoded these bytes itself.
 		panic(fmt.Sprintf("fsm: sealed job %s does not decode: %v", id, err))
 	}
 	return &j
