@@ -336,14 +336,11 @@ func assignCommand(at *timestamppb.Timestamp, p scheduler.Placement) *gv1.Comman
 
 // candidates are the active agents with their free slots: their slots less
 // the attempts the FSM has on them and those proposed but not applied,
-// and the applied index read just after the load: no attempt that ended
-// in a later entry is in the count. Called with placeMu held.
+// and the applied index of that load: an attempt that ended in a later
+// entry is still counted (credit gives its slot back). Called with
+// placeMu held.
 func (d *Dispatcher) candidates(now time.Time) ([]scheduler.Candidate, uint64) {
-	load := d.fsm.AgentLoad()
-	// Read after the load: an entry applied in between is neither in the
-	// load nor credited (a slot missed until the next count); read before,
-	// it would be in both, a slot counted twice.
-	index := d.fsm.AppliedIndex()
+	load, index := d.fsm.AgentLoadAt()
 	// An assignment applied already is in the load: counted once.
 	for k, agent := range d.reserved {
 		if !d.fsm.Settled(&gv1.TaskRef{JobId: k.job, Task: k.task, Attempt: k.attempt}) {

@@ -233,13 +233,20 @@ func (f *FSM) Active() []ActiveTask {
 
 // AgentLoad returns how many tasks each agent holds.
 func (f *FSM) AgentLoad() map[string]int {
+	load, _ := f.AgentLoadAt()
+	return load
+}
+
+// AgentLoadAt is AgentLoad with the index of the last entry applied to it:
+// an attempt that ended in a later entry is still counted.
+func (f *FSM) AgentLoadAt() (map[string]int, uint64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	out := make(map[string]int, len(f.state.load))
 	for a, n := range f.state.load {
 		out[a] = n
 	}
-	return out
+	return out, f.state.applied
 }
 
 // BusyConcurrency returns the concurrency keys held by a leased task.
