@@ -121,6 +121,10 @@ func (t *nodeTable) local() *gv1.NodeStatus {
 	}
 }
 
+// announceLife is how long a node's announcement stands for it: five of
+// its periods.
+const announceLife = 5 * time.Second
+
 // announce publishes this node's status every second.
 func (t *nodeTable) announce(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
@@ -154,7 +158,7 @@ func (t *nodeTable) Status(ctx context.Context) (*gv1.ClusterStatusResponse, err
 		st := &gv1.NodeStatus{Id: id, RaftAddr: string(srv.Address)}
 		if id == self.Id {
 			st = proto.Clone(self).(*gv1.NodeStatus)
-		} else if a, ok := t.nodes[id]; ok && time.Since(a.SeenAt.AsTime()) < 5*time.Second {
+		} else if a, ok := t.nodes[id]; ok && time.Since(a.SeenAt.AsTime()) < announceLife {
 			st = proto.Clone(a).(*gv1.NodeStatus)
 		} else {
 			st.RaftState = "Unreachable"
@@ -165,6 +169,29 @@ func (t *nodeTable) Status(ctx context.Context) (*gv1.ClusterStatusResponse, err
 	}
 	sort.Slice(resp.Nodes, func(a, b int) bool { return resp.Nodes[a].Id < resp.Nodes[b].Id })
 	return resp, nil
+}
+
+// Self is this node's ID.
+func (t *nodeTable) Self() string { return t.s.cfg.NodeID }
+
+// Leader names the leader as this node knows it: its ID and the API
+// address it announced (empty while unknown, or when its announcement is
+// older than an announcement's lifetime).
+func (t *nodeTable) Leader() (id, grpcAddr string) {
+	_, lid := t.s.node.Raft.LeaderWithID()
+	id = string(lid)
+	if id == "" {
+		return "", ""
+	}
+	if id == t.s.cfg.NodeID {
+		return id, t.s.GRPCAddr()
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if a, ok := t.nodes[id]; ok && time.Since(a.SeenAt.AsTime()) < announceLife {
+		return id, a.GrpcAddr
+	}
+	return id, ""
 }
 
 // member reports whether this node is in the Raft configuration.

@@ -40,6 +40,10 @@ import (
 // Cluster describes the coordinators for ClusterStatus.
 type Cluster interface {
 	Status(ctx context.Context) (*gv1.ClusterStatusResponse, error)
+	// Self is this node's ID; Leader the leader's ID and announced API
+	// address as this node knows them (empty while unknown).
+	Self() string
+	Leader() (id, grpcAddr string)
 }
 
 // Deps are what the API serves from.

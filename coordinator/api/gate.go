@@ -74,8 +74,25 @@ func (s *Server) waitMinIndex(ctx context.Context) error {
 	}
 }
 
-func (s *Server) indexHeader() metadata.MD {
-	return metadata.Pairs(IndexHeader, strconv.FormatUint(s.d.FSM.AppliedIndex(), 10))
+// answerHeader is the metadata of every answer: the index it was served
+// from, this node and, for calls only the leader serves, the leader (see
+// wire.LeaderHeader).
+func (s *Server) answerHeader(method string) metadata.MD {
+	md := metadata.Pairs(IndexHeader, strconv.FormatUint(s.d.FSM.AppliedIndex(), 10))
+	if s.d.Cluster == nil {
+		return md
+	}
+	md.Set(wire.NodeHeader, s.d.Cluster.Self())
+	if methods[methodName(method)].leader {
+		id, addr := s.d.Cluster.Leader()
+		if id != "" {
+			md.Set(wire.LeaderHeader, id)
+		}
+		if addr != "" {
+			md.Set(wire.LeaderAddrHeader, addr)
+		}
+	}
+	return md
 }
 
 // UnaryInterceptor is the chain every unary call runs through, whether a
@@ -89,7 +106,7 @@ func (s *Server) UnaryInterceptor(ready Readiness) grpc.UnaryServerInterceptor {
 			return nil, err
 		}
 		resp, err := handler(ctx, req)
-		_ = grpc.SetHeader(ctx, s.indexHeader())
+		_ = grpc.SetHeader(ctx, s.answerHeader(info.FullMethod))
 		return resp, err
 	}
 	chain := chainUnary(s.aclUnary, honest, s.forwardUnary)
@@ -105,7 +122,7 @@ func (s *Server) StreamInterceptor(ready Readiness) grpc.StreamServerInterceptor
 		if err := s.gate(ss.Context(), info.FullMethod, ready); err != nil {
 			return err
 		}
-		_ = ss.SetHeader(s.indexHeader())
+		_ = ss.SetHeader(s.answerHeader(info.FullMethod))
 		return s.forwardStream(srv, ss, info, handler)
 	}
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {

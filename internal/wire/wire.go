@@ -13,5 +13,19 @@ const (
 	MinIndexHeader = "gantry-min-index"
 )
 
+// Metadata keys that let a client send writes straight to the leader. Every
+// answer names the coordinator that served it (NodeHeader, its node ID);
+// answers of the calls only the leader serves (followers forward them)
+// name the leader as the serving node knows it: LeaderHeader its node ID,
+// LeaderAddrHeader the API address it announced, when known. A client that
+// dials that address (or a coordinator it heard answer with that ID) may
+// send such calls there and save the forwarding hop; any coordinator still
+// serves every call.
+const (
+	NodeHeader       = "gantry-node"
+	LeaderHeader     = "gantry-leader"
+	LeaderAddrHeader = "gantry-leader-addr"
+)
+
 // Authorization carries the caller's credentials as "Bearer TOKEN".
 const Authorization = "authorization"
