@@ -94,7 +94,8 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 // may itself list several addresses separated by commas, as GANTRY_ADDR
 // does. Any coordinator of a cluster answers every call (followers forward
 // writes to the leader); calls go to one address and move on to the next
-// when it cannot answer. New does not connect: the first call does.
+// when it cannot answer, and writes go to the leader's address once an
+// answer named it among addrs. New does not connect: the first call does.
 func New(addrs []string, opts ...Option) (*Client, error) {
 	o := options{retryFor: DefaultRetryTimeout}
 	for _, opt := range opts {
@@ -125,7 +126,7 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 		grpc.WithTransportCredentials(o.creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit.Message), grpc.MaxCallSendMsgSize(limit.Message)),
 	}, o.dial...)
-	c := &conn{token: o.token, retryFor: o.retryFor}
+	c := &conn{token: o.token, retryFor: o.retryFor, addrs: list}
 	for _, a := range list {
 		cc, err := grpc.NewClient(a, dial...)
 		if err != nil {

@@ -31,13 +31,109 @@ const (
 //   - a call refused as Unavailable moves on to the next address and, when
 //     it is safe to repeat, is tried again with back-off (see retryUntil);
 //   - a server stream that fails as Unavailable before its first message is
-//     opened again the same way.
+//     opened again the same way;
+//   - a unary call only the leader serves goes to the leader's address once
+//     an answer named it (see route).
 type conn struct {
 	ccs      []*grpc.ClientConn
+	addrs    []string      // the address of each channel, as given
 	next     atomic.Uint32 // the address calls go to
 	index    atomic.Uint64 // the highest state index seen
 	token    string
 	retryFor time.Duration
+	route    route
+}
+
+// route sends the calls only the leader serves straight to it. Followers
+// forward such calls to the leader, a hop that costs the call about half a
+// millisecond and both coordinators their share of its work. Answers name
+// the coordinator that served them and, for leader-only methods, the
+// leader (wire.LeaderHeader, wire.LeaderAddrHeader); the leader's channel
+// is the one dialed at the address it announced, or one whose answers came
+// from a node of its ID. Only the addresses the client was given are ever
+// used: an answer cannot send calls elsewhere.
+type route struct {
+	mu       sync.Mutex
+	nodes    []string        // the node ID each channel's answers named
+	down     []bool          // channels that failed as Unavailable since they last answered
+	leaderID string          // the leader the last leader-only answer named
+	leader   int             // its channel; -1 while unknown or down
+	methods  map[string]bool // methods whose answers named a leader
+}
+
+// pickFor returns the channel a unary call of method goes to.
+func (c *conn) pickFor(method string) int {
+	r := &c.route
+	r.mu.Lock()
+	at := r.leader
+	if !r.methods[method] {
+		at = -1
+	}
+	r.mu.Unlock()
+	if at >= 0 {
+		return at
+	}
+	return c.pick()
+}
+
+// heard records who answered a call of method on channel at.
+func (c *conn) heard(at int, method string, md metadata.MD) {
+	node, lead, addr := first(md, wire.NodeHeader), first(md, wire.LeaderHeader), first(md, wire.LeaderAddrHeader)
+	if node == "" && lead == "" {
+		return
+	}
+	r := &c.route
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.init(len(c.ccs))
+	r.down[at] = false
+	if node != "" {
+		r.nodes[at] = node
+	}
+	if lead == "" {
+		if node != "" && node == r.leaderID {
+			r.leader = at
+		}
+		return
+	}
+	r.methods[method] = true
+	r.leaderID, r.leader = lead, -1
+	for i := range c.ccs {
+		if !r.down[i] && ((addr != "" && c.addrs[i] == addr) || r.nodes[i] == lead) {
+			r.leader = i
+			break
+		}
+	}
+}
+
+func (r *route) init(n int) {
+	if r.nodes == nil {
+		r.nodes, r.down, r.leader, r.methods = make([]string, n), make([]bool, n), -1, map[string]bool{}
+	}
+}
+
+// lost records that a call on channel at failed as Unavailable. Until that
+// channel answers again, calls do not go there for being the leader's: a
+// leader that died stays named by followers until they elect another, and
+// a follower forwards a write to whichever leader there is by then (a
+// write sent to a dead leader fails; one sent to a follower waits for the
+// election).
+func (c *conn) lost(at int) {
+	r := &c.route
+	r.mu.Lock()
+	r.init(len(c.ccs))
+	r.down[at] = true
+	if r.leader == at {
+		r.leader = -1
+	}
+	r.mu.Unlock()
+}
+
+func first(md metadata.MD, key string) string {
+	if v := md.Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 var _ grpc.ClientConnInterface = (*conn)(nil)
@@ -157,13 +253,15 @@ func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 	again := repeatable(args)
 	r := c.retrier(ctx)
 	for {
-		at := c.pick()
+		at := c.pickFor(method)
 		var md metadata.MD
 		err := c.ccs[at].Invoke(c.outgoing(ctx), method, args, reply, append(opts, grpc.Header(&md))...)
 		c.seen(md)
+		c.heard(at, method, md)
 		if status.Code(err) != codes.Unavailable {
 			return err
 		}
+		c.lost(at)
 		c.failed(at)
 		if !again || !r.again(ctx) {
 			return err
@@ -210,6 +308,7 @@ func (s *stream) open() error {
 		if status.Code(err) != codes.Unavailable {
 			return err
 		}
+		s.c.lost(s.at)
 		s.c.failed(s.at)
 		if !s.r.again(s.ctx) {
 			return err
@@ -230,6 +329,7 @@ func (s *stream) RecvMsg(m any) error {
 		s.once.Do(func() {
 			if md, herr := s.ClientStream.Header(); herr == nil {
 				s.c.seen(md)
+				s.c.heard(s.at, s.method, md)
 			}
 		})
 		if err == nil {
@@ -239,6 +339,7 @@ func (s *stream) RecvMsg(m any) error {
 		if status.Code(err) != codes.Unavailable {
 			return err
 		}
+		s.c.lost(s.at)
 		s.c.failed(s.at)
 		if s.got || s.req == nil || !s.r.again(s.ctx) {
 			return err

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,10 @@ type fakeAPI struct {
 	// logs is what TaskLogs sends per call: chunk seqs, then an error code
 	// (OK ends the stream).
 	logs []logCall
+	// node names this coordinator in every answer; leader (ID, then API
+	// address) is the leader its submit answers name.
+	node   string
+	leader []string
 }
 
 type logCall struct {
@@ -48,7 +53,11 @@ func (f *fakeAPI) arrive(ctx context.Context) error {
 		return status.Error(codes.Unavailable, "no leader elected")
 	}
 	f.index += 10
-	return grpc.SetHeader(ctx, metadata.Pairs(wire.IndexHeader, strconv.FormatUint(f.index, 10)))
+	out := metadata.Pairs(wire.IndexHeader, strconv.FormatUint(f.index, 10))
+	if f.node != "" {
+		out.Set(wire.NodeHeader, f.node)
+	}
+	return grpc.SetHeader(ctx, out)
 }
 
 func (f *fakeAPI) GetJob(ctx context.Context, req *gv1.GetJobRequest) (*gv1.GetJobResponse, error) {
@@ -64,6 +73,14 @@ func (f *fakeAPI) SubmitJob(ctx context.Context, req *gv1.SubmitJobRequest) (*gv
 	f.mu.Unlock()
 	if err := f.arrive(ctx); err != nil {
 		return nil, err
+	}
+	f.mu.Lock()
+	lead := f.leader
+	f.mu.Unlock()
+	if len(lead) == 2 {
+		if err := grpc.SetHeader(ctx, metadata.Pairs(wire.LeaderHeader, lead[0], wire.LeaderAddrHeader, lead[1])); err != nil {
+			return nil, err
+		}
 	}
 	return &gv1.SubmitJobResponse{Job: &gv1.Job{Id: "j1"}}, nil
 }
@@ -301,6 +318,69 @@ func TestSubmitWithoutKeyIsNotRepeated(t *testing.T) {
 	defer f.mu.Unlock()
 	if len(f.submits) != 3 || f.submits[0] != "" || f.submits[1] == "" || f.submits[1] != f.submits[2] || f.submits[1] != req.IdempotencyKey {
 		t.Errorf("keys sent %q (request's %q): want one empty, then the same key twice", f.submits, req.IdempotencyKey)
+	}
+}
+
+// TestWritesGoToTheLeader: once an answer names the leader at an address
+// the client dials, the calls that answer named it for go there; reads
+// stay where they were. An address the client was not given is never
+// used, and a leader that stopped answering is not called again for being
+// the leader until it answers.
+func TestWritesGoToTheLeader(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	leader := &fakeAPI{node: "n2"}
+	la := serveFake(t, leader)
+	leader.leader = []string{"n2", la}
+	follower := &fakeAPI{node: "n1", leader: []string{"n2", la}}
+	fa := serveFake(t, follower)
+	c := newClient(t, []string{fa, la}, client.WithRetryTimeout(5*time.Second))
+	submit := func() {
+		t.Helper()
+		if _, err := c.Raw().SubmitJob(ctx, &gv1.SubmitJobRequest{SpecYaml: "x", IdempotencyKey: "k"}); err != nil {
+			t.Fatalf("submit: %v", err)
+		}
+	}
+	count := func(f *fakeAPI) int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.submits)
+	}
+	for range 3 {
+		submit()
+	}
+	if _, err := c.Job(ctx, "j1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := []int{count(follower), count(leader), follower.nCalls() - count(follower)}, []int{1, 2, 1}; !slices.Equal(got, want) {
+		t.Fatalf("submits on the follower, on the leader, reads on the follower = %v, want %v", got, want)
+	}
+
+	// A leader named at an address the client was not given: the calls stay.
+	other := &fakeAPI{node: "n1", leader: []string{"n9", "127.0.0.1:1"}}
+	c2 := newClient(t, []string{serveFake(t, other), la})
+	for range 3 {
+		if _, err := c2.Raw().SubmitJob(ctx, &gv1.SubmitJobRequest{SpecYaml: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := count(other); n != 3 {
+		t.Fatalf("submits on the first address with the leader elsewhere = %d, want 3", n)
+	}
+
+	// The leader stops answering: the write is tried again on the follower,
+	// and the next one goes there too although the follower still names
+	// the dead leader.
+	leader.mu.Lock()
+	leader.refuse = 100
+	leader.mu.Unlock()
+	submit()
+	submit()
+	if got := count(follower); got != 3 {
+		t.Fatalf("submits on the follower after the leader refused = %d, want 3", got)
+	}
+	if got := leader.nCalls(); got != 3 {
+		t.Fatalf("calls to the refusing leader = %d, want 3 (two answered, one refused)", got)
 	}
 }
 
