@@ -397,7 +397,13 @@ func (c *Cluster) TLS() *pki.Local { return c.tls }
 // retry: a refusal is the test's to see. It is closed when the test ends.
 func (c *Cluster) API(i int) *client.Client {
 	c.t.Helper()
-	opts := []client.Option{client.WithRetryTimeout(0), client.WithToken(AdminToken())}
+	return c.APIOf([]int{i})
+}
+
+// APIOf is API with the addresses of nodes, in that order, and opts.
+func (c *Cluster) APIOf(nodes []int, opts ...client.Option) *client.Client {
+	c.t.Helper()
+	opts = append([]client.Option{client.WithRetryTimeout(0), client.WithToken(AdminToken())}, opts...)
 	if c.tls != nil {
 		tc, err := pki.ClientTLS(c.tls.CAFile(), "", "")
 		if err != nil {
@@ -405,7 +411,11 @@ func (c *Cluster) API(i int) *client.Client {
 		}
 		opts = append(opts, client.WithTLS(tc))
 	}
-	cl, err := client.New([]string{c.Config(i).GRPCAddr}, opts...)
+	var addrs []string
+	for _, i := range nodes {
+		addrs = append(addrs, c.Config(i).GRPCAddr)
+	}
+	cl, err := client.New(addrs, opts...)
 	if err != nil {
 		c.t.Fatal(err)
 	}
