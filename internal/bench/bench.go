@@ -170,14 +170,25 @@ func quantile(d []time.Duration, q float64) time.Duration {
 
 // target is the cluster under test.
 type target struct {
+	// clients talk to one node each (scenarios that choose the node);
+	// users to every node, see client.
 	clients []gv1.GantryServiceClient
+	users   []gv1.GantryServiceClient
 	nats    string
 	natsTLS *tls.Config // of a local cluster with TLS
 	cluster string
 	local   *localCluster
 }
 
-func (t *target) client(i int) gv1.GantryServiceClient { return t.clients[i%len(t.clients)] }
+// client returns the i-th client that submits load: with --local, a client
+// of every node that starts at node i%n and sends writes to the leader
+// (clusterClient); else the one client of the cluster.
+func (t *target) client(i int) gv1.GantryServiceClient {
+	if len(t.users) > 0 {
+		return t.users[i%len(t.users)]
+	}
+	return t.clients[i%len(t.clients)]
+}
 
 // Run runs the scenarios of cfg.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
@@ -226,6 +237,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			}
 			defer c.Close()
 			t.clients = append(t.clients, c.Raw())
+		}
+		for i := range lc.nodes {
+			c, err := lc.clusterClient(i)
+			if err != nil {
+				return nil, err
+			}
+			defer c.Close()
+			t.users = append(t.users, c.Raw())
 		}
 	} else {
 		if cfg.Client == nil {

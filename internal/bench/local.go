@@ -395,11 +395,28 @@ func (lc *localCluster) stop() {
 // cluster is insecure, without retries: the scenarios choose the node and
 // time each call.
 func (lc *localCluster) client(nd *localNode) (*client.Client, error) {
+	return lc.clientOf([]string{nd.addrs.GRPC})
+}
+
+// clusterClient is a client of every node, node i's address first: it
+// calls node i, and sends writes to the leader once an answer named it,
+// as a user's client given the cluster's addresses does.
+func (lc *localCluster) clusterClient(i int) (*client.Client, error) {
+	addrs := []string{lc.nodes[i].addrs.GRPC}
+	for j, nd := range lc.nodes {
+		if j != i {
+			addrs = append(addrs, nd.addrs.GRPC)
+		}
+	}
+	return lc.clientOf(addrs)
+}
+
+func (lc *localCluster) clientOf(addrs []string) (*client.Client, error) {
 	opts := []client.Option{client.WithRetryTimeout(0), client.WithToken(lc.token)}
 	if lc.clientTLS != nil {
 		opts = append(opts, client.WithTLS(lc.clientTLS))
 	}
-	return client.New([]string{nd.addrs.GRPC}, opts...)
+	return client.New(addrs, opts...)
 }
 
 func (lc *localCluster) scheme() string {
