@@ -3,6 +3,9 @@
 // execute nothing: a task finishes the moment it is accepted, or is held
 // until the agent is killed. gantry bench uses them to load a cluster with
 // thousands of agents and to measure dispatch without process start-up.
+// They encode and decode with the generated fast methods (MarshalVT): they
+// share the machine with the cluster they load, and what they spend is not
+// the cluster's.
 package sim
 
 import (
@@ -17,7 +20,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gantryci/gantry/internal/capability"
@@ -192,7 +194,7 @@ func (f *Fleet) assign(a *simAgent, m *nats.Msg) {
 		return
 	}
 	var as gv1.Assignment
-	accepted := proto.Unmarshal(m.Data, &as) == nil && as.GetRef().GetAttempt() > 0
+	accepted := as.UnmarshalVT(m.Data) == nil && as.GetRef().GetAttempt() > 0
 	a.mu.Lock()
 	if accepted && len(a.running) >= f.cfg.Slots {
 		accepted = false
@@ -205,7 +207,7 @@ func (f *Fleet) assign(a *simAgent, m *nats.Msg) {
 	if !accepted {
 		reply.Reason = "no free slot"
 	}
-	data, _ := proto.Marshal(reply)
+	data, _ := reply.MarshalVT()
 	_ = m.Respond(data)
 	if !accepted {
 		return
@@ -223,10 +225,10 @@ func (f *Fleet) assign(a *simAgent, m *nats.Msg) {
 
 // report delivers a success until the leader answers.
 func (f *Fleet) report(a *simAgent, ref *gv1.TaskRef, started time.Time) {
-	data, _ := proto.Marshal(&gv1.Report{
+	data, _ := (&gv1.Report{
 		Ref: ref, Success: true, Agent: a.name,
 		StartedAt: timestamppb.New(started), FinishedAt: timestamppb.Now(),
-	})
+	}).MarshalVT()
 	k := refKey(ref)
 	a.mu.Lock()
 	delete(a.running, k)
@@ -237,7 +239,7 @@ func (f *Fleet) report(a *simAgent, ref *gv1.TaskRef, started time.Time) {
 		msg, err := a.nc.Request(f.ns.Report(a.name), data, 5*time.Second)
 		if err == nil {
 			var reply gv1.ReportReply
-			if proto.Unmarshal(msg.Data, &reply) == nil {
+			if reply.UnmarshalVT(msg.Data) == nil {
 				a.mu.Lock()
 				delete(a.reporting, k)
 				a.mu.Unlock()
@@ -300,7 +302,7 @@ func (f *Fleet) beat(a *simAgent) {
 		hb.Running = append(hb.Running, r)
 	}
 	a.mu.Unlock()
-	data, _ := proto.Marshal(hb)
+	data, _ := hb.MarshalVT()
 	_ = a.nc.Publish(f.ns.Heartbeat(a.name), data)
 }
 
