@@ -89,7 +89,7 @@ func (s *state) sealEnded() {
 // seal replaces an ended job by its encoding. Its tasks have ended, so no
 // queue or lease index holds them.
 func (s *state) seal(j *gv1.Job) {
-	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(j)
+	data, err := encodeEnded(j)
 	if err != nil {
 		panic(fmt.Sprintf("fsm: encode ended job %s: %v", j.Id, err))
 	}
@@ -102,6 +102,53 @@ func (s *state) seal(j *gv1.Job) {
 	s.endedBy[sj.state]++
 	s.noteEnd(sj.finished)
 	s.order.seal(j.Id, data)
+}
+
+// encodeEnded returns the deterministic encoding of an ended job: sealed
+// jobs are copied into snapshots as they are, and every replica's snapshot
+// of one state is the same bytes (gantry inspect's state digest compares
+// them). The generated encoder (MarshalVT) writes fields in the order the
+// deterministic encoder does, but a map's entries in the map's iteration
+// order: it is used for jobs whose maps have at most one entry each (most
+// jobs: a label, a variable), which it encodes four times faster.
+func encodeEnded(j *gv1.Job) ([]byte, error) {
+	if plainMaps(j) {
+		return j.MarshalVT()
+	}
+	return proto.MarshalOptions{Deterministic: true}.Marshal(j)
+}
+
+// plainMaps reports whether no map in j has more than one entry.
+// TestPlainMapsSeesEveryMap keeps it to every map field a job holds.
+func plainMaps(j *gv1.Job) bool {
+	for _, t := range j.GetSpec().GetTasks() {
+		if !plainSpecMaps(t) {
+			return false
+		}
+	}
+	for _, t := range j.GetTasks() {
+		if len(t.GetOutputs()) > 1 || !plainSpecMaps(t.GetSpec()) {
+			return false
+		}
+	}
+	return true
+}
+
+func plainSpecMaps(t *gv1.TaskSpec) bool {
+	if len(t.GetLabels()) > 1 {
+		return false
+	}
+	switch x := t.GetExecutor().(type) {
+	case *gv1.TaskSpec_Exec:
+		return len(x.Exec.GetEnv()) <= 1 && len(x.Exec.GetSecretEnv()) <= 1
+	case *gv1.TaskSpec_Run:
+		return len(x.Run.GetEnv()) <= 1 && len(x.Run.GetSecretEnv()) <= 1 && len(x.Run.GetRegistryAuth()) <= 1
+	case *gv1.TaskSpec_Build:
+		return len(x.Build.GetArgs()) <= 1 && len(x.Build.GetSecrets()) <= 1 && len(x.Build.GetRegistryAuth()) <= 1
+	case *gv1.TaskSpec_Deploy:
+		return len(x.Deploy.GetImages()) <= 1
+	}
+	return true
 }
 
 // noteEnd keeps oldestEnd the earliest end of a sealed job.
