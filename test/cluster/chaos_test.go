@@ -108,7 +108,9 @@ func runChaos(t *testing.T, seed int64, nFaults int) (faults, jobs int) {
 	newAgent()
 	newAgent()
 	newAgent()
-	clients := []gv1.GantryServiceClient{c.Client(0), c.Client(1), c.Client(2)}
+	// One client per node, and one of every node that sends writes to the
+	// leader it hears of (as the CLI with GANTRY_ADDR does).
+	clients := []gv1.GantryServiceClient{c.Client(0), c.Client(1), c.Client(2), c.APIOf([]int{0, 1, 2}).Raw()}
 
 	var (
 		mu      sync.Mutex
