@@ -24,6 +24,18 @@ const (
 	BuildKit = "buildkit"
 )
 
+// Revisions of the agent protocol (AgentInfo.protocol), which agents
+// announce in their heartbeats beside their capabilities.
+const (
+	// QuietAssignments: the leader publishes an assignment without a
+	// reply subject; the agent takes it silently or refuses it with a
+	// Report whose refused is set. Agents before it answer every
+	// assignment, and the leader sends them requests.
+	QuietAssignments = 2
+	// Protocol is the revision this build's agents speak.
+	Protocol = QuietAssignments
+)
+
 // clusterKind prefixes the capability of an agent that reaches a cluster.
 const clusterKind = "cluster:"
 

@@ -88,7 +88,12 @@ type AgentInfo struct {
 	Session string `protobuf:"bytes,7,opt,name=session,proto3" json:"session,omitempty"`
 	// Cache keys (see the buildkit executor) of builds this agent's BuildKit
 	// ran recently, most recent first; the scheduler prefers a warm agent.
-	WarmCache     []string `protobuf:"bytes,8,rep,name=warm_cache,json=warmCache,proto3" json:"warm_cache,omitempty"`
+	WarmCache []string `protobuf:"bytes,8,rep,name=warm_cache,json=warmCache,proto3" json:"warm_cache,omitempty"`
+	// The revision of the agent protocol the agent speaks. 0: it answers
+	// every assignment (request/reply). 2 (QUIET_ASSIGNMENTS): an assignment
+	// sent without a reply subject is taken silently, and one it does not
+	// take is answered by a Report with refused set.
+	Protocol      int32 `protobuf:"varint,9,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -177,6 +182,13 @@ func (x *AgentInfo) GetWarmCache() []string {
 		return x.WarmCache
 	}
 	return nil
+}
+
+func (x *AgentInfo) GetProtocol() int32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
 }
 
 // TaskRef names one attempt of one task.
@@ -302,7 +314,9 @@ func (x *Heartbeat) GetSentAt() *timestamppb.Timestamp {
 	return nil
 }
 
-// Assignment is sent by the leader to one agent (request/reply).
+// Assignment is sent by the leader to one agent: as a request, answered
+// by an AssignmentReply, or, to agents of protocol 2, published, answered
+// only when refused (Report.refused).
 type Assignment struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Ref     *TaskRef               `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
@@ -440,16 +454,22 @@ func (x *AssignmentReply) GetReason() string {
 // Report tells the leader how an attempt ended. The agent keeps it until the
 // leader acknowledges it.
 type Report struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ref           *TaskRef               `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
-	Success       bool                   `protobuf:"varint,2,opt,name=success,proto3" json:"success,omitempty"`
-	ExitCode      int32                  `protobuf:"varint,3,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
-	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
-	Failure       FailureClass           `protobuf:"varint,5,opt,name=failure,proto3,enum=gantry.v1.FailureClass" json:"failure,omitempty"`
-	Outputs       map[string]string      `protobuf:"bytes,6,rep,name=outputs,proto3" json:"outputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
-	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
-	Agent         string                 `protobuf:"bytes,9,opt,name=agent,proto3" json:"agent,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Ref        *TaskRef               `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	Success    bool                   `protobuf:"varint,2,opt,name=success,proto3" json:"success,omitempty"`
+	ExitCode   int32                  `protobuf:"varint,3,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	Error      string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	Failure    FailureClass           `protobuf:"varint,5,opt,name=failure,proto3,enum=gantry.v1.FailureClass" json:"failure,omitempty"`
+	Outputs    map[string]string      `protobuf:"bytes,6,rep,name=outputs,proto3" json:"outputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	StartedAt  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	Agent      string                 `protobuf:"bytes,9,opt,name=agent,proto3" json:"agent,omitempty"`
+	// The agent did not take an assignment that was published to it (see
+	// AgentInfo.protocol); error says why. The attempt goes back to the
+	// queue. Published, not sent as a request: nothing answers it. A refusal
+	// also says failure INFRA, so that a coordinator that does not know this
+	// field retries the task as after an agent's failure.
+	Refused       bool `protobuf:"varint,10,opt,name=refused,proto3" json:"refused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -545,6 +565,13 @@ func (x *Report) GetAgent() string {
 		return x.Agent
 	}
 	return ""
+}
+
+func (x *Report) GetRefused() bool {
+	if x != nil {
+		return x.Refused
+	}
+	return false
 }
 
 type ReportReply struct {
@@ -861,7 +888,7 @@ var File_gantry_v1_agent_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x15gantry/v1/agent.proto\x12\tgantry.v1\x1a\x13gantry/v1/job.proto\x1a\x18gantry/v1/pipeline.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x02\n" +
+	"\x15gantry/v1/agent.proto\x12\tgantry.v1\x1a\x13gantry/v1/job.proto\x1a\x18gantry/v1/pipeline.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x02\n" +
 	"\tAgentInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x128\n" +
 	"\x06labels\x18\x02 \x03(\v2 .gantry.v1.AgentInfo.LabelsEntryR\x06labels\x12\x14\n" +
@@ -871,7 +898,8 @@ const file_gantry_v1_agent_proto_rawDesc = "" +
 	"\bdraining\x18\x06 \x01(\bR\bdraining\x12\x18\n" +
 	"\asession\x18\a \x01(\tR\asession\x12\x1d\n" +
 	"\n" +
-	"warm_cache\x18\b \x03(\tR\twarmCache\x1a9\n" +
+	"warm_cache\x18\b \x03(\tR\twarmCache\x12\x1a\n" +
+	"\bprotocol\x18\t \x01(\x05R\bprotocol\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +
@@ -895,7 +923,7 @@ const file_gantry_v1_agent_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"E\n" +
 	"\x0fAssignmentReply\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\bR\baccepted\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xb2\x03\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xcc\x03\n" +
 	"\x06Report\x12$\n" +
 	"\x03ref\x18\x01 \x01(\v2\x12.gantry.v1.TaskRefR\x03ref\x12\x18\n" +
 	"\asuccess\x18\x02 \x01(\bR\asuccess\x12\x1b\n" +
@@ -907,7 +935,9 @@ const file_gantry_v1_agent_proto_rawDesc = "" +
 	"started_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
 	"\vfinished_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12\x14\n" +
-	"\x05agent\x18\t \x01(\tR\x05agent\x1a:\n" +
+	"\x05agent\x18\t \x01(\tR\x05agent\x12\x18\n" +
+	"\arefused\x18\n" +
+	" \x01(\bR\arefused\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"A\n" +
