@@ -24,6 +24,7 @@ import (
 
 	"github.com/gantryci/gantry/agent/exec"
 	"github.com/gantryci/gantry/agent/kube"
+	"github.com/gantryci/gantry/internal/capability"
 	"github.com/gantryci/gantry/internal/limit"
 	"github.com/gantryci/gantry/internal/name"
 	"github.com/gantryci/gantry/internal/pki"
@@ -446,6 +447,7 @@ func (a *Agent) heartbeat() *gv1.Heartbeat {
 			Version:      Version,
 			Draining:     a.draining,
 			Session:      a.session,
+			Protocol:     capability.Protocol,
 		},
 		SentAt: nowProto(),
 	}

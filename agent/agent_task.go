@@ -18,18 +18,28 @@ func marshal(m proto.Message) ([]byte, error) { return proto.Marshal(m) }
 
 func nowProto() *timestamppb.Timestamp { return timestamppb.Now() }
 
-// handleAssignment accepts or refuses an assignment. An attempt is the
-// agent's only once it has answered yes; a lost answer makes the leader
-// requeue it, and the next heartbeat's reconciliation stops the orphan.
+// handleAssignment accepts or refuses an assignment. An assignment sent as
+// a request is answered either way: the attempt is the agent's only once it
+// has answered yes; a lost answer makes the leader requeue it, and the next
+// heartbeat's reconciliation stops the orphan. One published without a
+// reply subject (capability.QuietAssignments) is taken silently and
+// refused by a report; a lost refusal leaves the attempt to its lease.
 func (a *Agent) handleAssignment(m *nats.Msg) {
+	var as gv1.Assignment
 	respond := func(ok bool, reason string) {
+		if m.Reply == "" {
+			if !ok {
+				a.refuse(as.GetRef(), reason)
+			}
+			return
+		}
 		data, _ := marshal(&gv1.AssignmentReply{Accepted: ok, Reason: reason})
 		if err := m.Respond(data); err != nil {
 			a.log.Debug("answer assignment", zap.Error(err))
 		}
 	}
-	var as gv1.Assignment
 	if err := proto.Unmarshal(m.Data, &as); err != nil {
+		as.Reset() // no attempt to name in a refusal
 		respond(false, "malformed assignment: "+err.Error())
 		return
 	}
@@ -68,6 +78,24 @@ func (a *Agent) handleAssignment(m *nats.Msg) {
 		defer cancel()
 		a.runTask(ctx, &as)
 	}()
+}
+
+// refuse tells the leader that the agent does not take the published
+// assignment of attempt ref.
+func (a *Agent) refuse(ref *gv1.TaskRef, reason string) {
+	if checkRef(ref) != nil {
+		return // nothing the leader could requeue: the lease will
+	}
+	data, err := marshal(&gv1.Report{
+		Ref: ref, Agent: a.cfg.Name, Refused: true, Failure: gv1.FailureClass_FAILURE_CLASS_INFRA,
+		Error: limit.Clip(reason, limit.ReportError), FinishedAt: nowProto(),
+	})
+	if err != nil {
+		return
+	}
+	if err := a.nc.Publish(a.ns.Report(a.cfg.Name), data); err != nil {
+		a.log.Debug("refuse assignment", zap.Error(err))
+	}
 }
 
 func (a *Agent) runTask(ctx context.Context, as *gv1.Assignment) {
