@@ -25,6 +25,7 @@ import (
 	"github.com/gantryci/gantry/coordinator/scheduler"
 	"github.com/gantryci/gantry/coordinator/secret"
 	"github.com/gantryci/gantry/coordinator/spec"
+	"github.com/gantryci/gantry/internal/capability"
 	"github.com/gantryci/gantry/internal/limit"
 	"github.com/gantryci/gantry/internal/subject"
 	"github.com/gantryci/gantry/internal/vt"
@@ -499,6 +500,10 @@ func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv
 		d.log.Error("encode assignment", zap.Error(err))
 		return
 	}
+	if d.fleet.Protocol(p.Agent) >= capability.QuietAssignments {
+		d.deliverQuiet(ctx, p, ref, data, committed)
+		return
+	}
 	rctx, cancel := context.WithTimeout(ctx, d.cfg.AssignTimeout)
 	msg, err := d.nc.RequestWithContext(rctx, d.ns.Assign(p.Agent), data)
 	cancel()
@@ -531,6 +536,41 @@ func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv
 		d.requeue(ctx, ref, fmt.Sprintf("agent %s did not take the task: %s", p.Agent, reason), "not_accepted")
 		return
 	}
+	d.started(ctx, p, ref)
+}
+
+// deliverQuiet publishes an assignment to an agent that takes assignments
+// silently (capability.QuietAssignments): no answer to wait for, so the
+// start is proposed as soon as the assignment is sent (and committed). An
+// agent that does not take it says so in a report (refused, see
+// refusal); an assignment lost on the way is requeued when its lease runs
+// out, as an unanswered request is after AssignTimeout (the same two
+// seconds by default).
+func (d *Dispatcher) deliverQuiet(ctx context.Context, p scheduler.Placement, ref *gv1.TaskRef, data []byte, committed <-chan bool) {
+	err := d.nc.Publish(d.ns.Assign(p.Agent), data)
+	if committed != nil {
+		select {
+		case ok := <-committed:
+			if !ok {
+				if err == nil {
+					d.sendCancel(p.Agent, ref, "assignment not committed")
+				}
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+	if err != nil {
+		d.requeue(ctx, ref, fmt.Sprintf("send the assignment to agent %s: %v", p.Agent, err), "not_accepted")
+		return
+	}
+	d.started(ctx, p, ref)
+}
+
+// started records an attempt its agent took (or was sent, quietly): the
+// dispatch latency, and the start.
+func (d *Dispatcher) started(ctx context.Context, p scheduler.Placement, ref *gv1.TaskRef) {
 	if r := p.Task.RunnableAt; r > 0 {
 		d.metrics.DispatchLatency.WithLabelValues(scheduler.FormatLabels(p.Task.Spec.GetLabels())).
 			Observe(time.Since(time.Unix(0, r)).Seconds())

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
@@ -30,6 +31,9 @@ func (d *Dispatcher) handleReport(ctx context.Context, m *nats.Msg) {
 		return
 	}
 	d.metrics.Reports.WithLabelValues(outcome).Inc()
+	if m.Reply == "" {
+		return // a refusal, published: nobody waits for an answer
+	}
 	data, _ := proto.Marshal(reply)
 	if err := m.Respond(data); err != nil {
 		d.log.Debug("answer report", zap.Error(err))
@@ -70,6 +74,9 @@ func (d *Dispatcher) report(ctx context.Context, subj string, data []byte) (*gv1
 			return refuse("refused", "report.ref: attempt %d of %s/%s is not held by agent %s", r.Ref.Attempt, r.Ref.JobId, r.Ref.Task, agent)
 		}
 	}
+	if r.Refused {
+		return d.refusal(ctx, agent, &r)
+	}
 	res, err := d.prop.ProposeOne(ctx, &gv1.Command{At: timestamppb.Now(), Cmd: &gv1.Command_FinishTask{FinishTask: &gv1.FinishTaskCommand{Report: &r}}})
 	switch {
 	case err == nil:
@@ -87,6 +94,34 @@ func (d *Dispatcher) report(ctx context.Context, subj string, data []byte) (*gv1
 		}
 		return nil, ""
 	}
+}
+
+// refusal requeues an attempt whose agent did not take its published
+// assignment (deliverQuiet). The assignment may have been sent before it
+// committed: a refusal that arrives first waits for the commit, a bounded
+// while. Only the attempt's holder refuses it, and only while it is
+// current.
+func (d *Dispatcher) refusal(ctx context.Context, agent string, r *gv1.Report) (*gv1.ReportReply, string) {
+	if d.inFlight(r.Ref) {
+		deadline := time.NewTimer(d.cfg.AssignTimeout)
+		defer deadline.Stop()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for d.inFlight(r.Ref) {
+			select {
+			case <-tick.C:
+			case <-deadline.C:
+				return nil, ""
+			case <-ctx.Done():
+				return nil, ""
+			}
+		}
+	}
+	if holder, held := d.fsm.Holder(r.Ref); !held || holder != agent || !d.fsm.IsCurrent(r.Ref) {
+		return &gv1.ReportReply{Reason: limit.Clip(fmt.Sprintf("report.ref: attempt %d of %s/%s is not held by agent %s", r.Ref.Attempt, r.Ref.JobId, r.Ref.Task, agent), limit.ReportError)}, "refused"
+	}
+	d.requeue(ctx, r.Ref, fmt.Sprintf("agent %s did not take the task: %s", agent, r.Error), "not_accepted")
+	return &gv1.ReportReply{Accepted: true}, "not_accepted"
 }
 
 // holder returns the agent holding the current attempt of ref's task.

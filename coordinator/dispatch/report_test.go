@@ -104,3 +104,63 @@ func TestRequeueReasonIsBounded(t *testing.T) {
 		t.Fatalf("requeue recorded a %d-byte reason: %.60q…", len(got), got)
 	}
 }
+
+// TestRefusalRequeues: a refused report (a published assignment the agent
+// did not take) puts the attempt back in the queue when its holder sends
+// it, changes nothing from another agent or for an attempt no longer
+// current, and waits for an assignment sent before its commit.
+func TestRefusalRequeues(t *testing.T) {
+	t.Parallel()
+	x := newFixture(t, zap.NewNop())
+	refusal := func(ref *gv1.TaskRef) []byte {
+		return marshal(t, &gv1.Report{Ref: ref, Refused: true, Failure: gv1.FailureClass_FAILURE_CLASS_INFRA, Error: "no free slot"})
+	}
+	ref := x.submit(t, "j1", "a1")
+	before := x.state(t)
+	if reply, outcome := x.d.report(x.ctx, x.ns.Report("a2"), refusal(ref)); reply.GetAccepted() || outcome != "refused" {
+		t.Fatalf("a refusal from another agent: %v, %s", reply, outcome)
+	}
+	if x.state(t) != before {
+		t.Fatal("a refusal from another agent changed the state")
+	}
+	if reply, outcome := x.d.report(x.ctx, x.ns.Report("a1"), refusal(ref)); !reply.GetAccepted() || outcome != "not_accepted" {
+		t.Fatalf("the holder's refusal: %v, %s", reply, outcome)
+	}
+	a := x.attempt(t, ref)
+	if a.Failure != gv1.FailureClass_FAILURE_CLASS_INFRA || !strings.Contains(a.Error, "agent a1 did not take the task: no free slot") {
+		t.Fatalf("the refused attempt = %v", a)
+	}
+	j, _ := x.fsm.Job("j1")
+	if st := j.Tasks[0].State; st != gv1.TaskState_TASK_STATE_PENDING {
+		t.Fatalf("task after a refusal: %s, want pending", st)
+	}
+	before = x.state(t)
+	if reply, _ := x.d.report(x.ctx, x.ns.Report("a1"), refusal(ref)); reply.GetAccepted() || x.state(t) != before {
+		t.Fatalf("a second refusal of the ended attempt: %v", reply)
+	}
+
+	// Sent before its commit: the refusal waits for it.
+	early := &gv1.TaskRef{JobId: "j2", Task: "t", Attempt: 1}
+	x.d.placeMu.Lock()
+	x.d.reserved[attemptOf(early)] = "a1"
+	x.d.placeMu.Unlock()
+	type answer struct {
+		reply   *gv1.ReportReply
+		outcome string
+	}
+	got := make(chan answer, 1)
+	go func() {
+		reply, outcome := x.d.report(x.ctx, x.ns.Report("a1"), refusal(early))
+		got <- answer{reply, outcome}
+	}()
+	x.submit(t, "j2", "a1")
+	x.d.placeMu.Lock()
+	delete(x.d.reserved, attemptOf(early))
+	x.d.placeMu.Unlock()
+	if a := <-got; !a.reply.GetAccepted() || a.outcome != "not_accepted" {
+		t.Fatalf("a refusal that came before its assignment's commit: %v, %s", a.reply, a.outcome)
+	}
+	if a := x.attempt(t, early); a.FinishedAt == nil || a.Failure != gv1.FailureClass_FAILURE_CLASS_INFRA {
+		t.Fatalf("the early refused attempt = %v", a)
+	}
+}

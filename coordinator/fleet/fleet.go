@@ -237,6 +237,17 @@ func (f *View) Labels(agent string) (map[string]string, bool) {
 	return v.info.GetLabels(), true
 }
 
+// Protocol returns the agent protocol revision agent announced in its
+// latest heartbeat (0 for an agent not heard from).
+func (f *View) Protocol(agent string) int32 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if v, ok := f.agents[agent]; ok {
+		return v.info.GetProtocol()
+	}
+	return 0
+}
+
 // Agent is a snapshot of one agent.
 type Agent struct {
 	Info     *gv1.AgentInfo
