@@ -203,12 +203,19 @@ func (f *Fleet) assign(a *simAgent, m *nats.Msg) {
 		a.running[refKey(as.Ref)] = as.Ref
 	}
 	a.mu.Unlock()
-	reply := &gv1.AssignmentReply{Accepted: accepted}
-	if !accepted {
-		reply.Reason = "no free slot"
+	switch {
+	case m.Reply != "":
+		reply := &gv1.AssignmentReply{Accepted: accepted}
+		if !accepted {
+			reply.Reason = "no free slot"
+		}
+		data, _ := reply.MarshalVT()
+		_ = m.Respond(data)
+	case !accepted && as.GetRef() != nil:
+		// A published assignment is refused by a report.
+		data, _ := (&gv1.Report{Ref: as.Ref, Agent: a.name, Refused: true, Failure: gv1.FailureClass_FAILURE_CLASS_INFRA, Error: "no free slot"}).MarshalVT()
+		_ = a.nc.Publish(f.ns.Report(a.name), data)
 	}
-	data, _ := reply.MarshalVT()
-	_ = m.Respond(data)
 	if !accepted {
 		return
 	}
@@ -290,7 +297,7 @@ func (f *Fleet) beat(a *simAgent) {
 	hb := &gv1.Heartbeat{
 		Agent: &gv1.AgentInfo{
 			Name: a.name, Labels: f.cfg.Labels, Slots: int32(f.cfg.Slots),
-			Capabilities: []string{capability.Exec}, Version: "sim", Session: a.session,
+			Capabilities: []string{capability.Exec}, Version: "sim", Session: a.session, Protocol: capability.Protocol,
 		},
 		SentAt: timestamppb.Now(),
 	}
