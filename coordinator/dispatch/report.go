@@ -44,9 +44,6 @@ func (d *Dispatcher) handleReport(ctx context.Context, m *nats.Msg) {
 // answer and its outcome (a metric label), or nil when the outcome is not
 // known yet. A refused report is final for the agent and changes nothing.
 func (d *Dispatcher) report(ctx context.Context, subj string, data []byte) (*gv1.ReportReply, string) {
-	refuse := func(outcome, format string, args ...any) (*gv1.ReportReply, string) {
-		return &gv1.ReportReply{Reason: limit.Clip(fmt.Sprintf(format, args...), limit.ReportError)}, outcome
-	}
 	// The agent is named by the subject it was allowed to publish on.
 	agent, ok := d.ns.ReportAgent(subj)
 	if !ok || name.Token(agent) != nil {
@@ -71,7 +68,7 @@ func (d *Dispatcher) report(ctx context.Context, subj string, data []byte) (*gv1
 	// it too; checking first keeps forged reports out of the log.)
 	if d.fsm.IsCurrent(r.Ref) {
 		if holder := d.holder(r.Ref); holder != agent {
-			return refuse("refused", "report.ref: attempt %d of %s/%s is not held by agent %s", r.Ref.Attempt, r.Ref.JobId, r.Ref.Task, agent)
+			return notHeld(r.Ref, agent)
 		}
 	}
 	if r.Refused {
@@ -118,10 +115,19 @@ func (d *Dispatcher) refusal(ctx context.Context, agent string, r *gv1.Report) (
 		}
 	}
 	if holder, held := d.fsm.Holder(r.Ref); !held || holder != agent || !d.fsm.IsCurrent(r.Ref) {
-		return &gv1.ReportReply{Reason: limit.Clip(fmt.Sprintf("report.ref: attempt %d of %s/%s is not held by agent %s", r.Ref.Attempt, r.Ref.JobId, r.Ref.Task, agent), limit.ReportError)}, "refused"
+		return notHeld(r.Ref, agent)
 	}
 	d.requeue(ctx, r.Ref, fmt.Sprintf("agent %s did not take the task: %s", agent, r.Error), "not_accepted")
 	return &gv1.ReportReply{Accepted: true}, "not_accepted"
+}
+
+// refuse is the answer to a report that changes nothing, and its outcome.
+func refuse(outcome, format string, args ...any) (*gv1.ReportReply, string) {
+	return &gv1.ReportReply{Reason: limit.Clip(fmt.Sprintf(format, args...), limit.ReportError)}, outcome
+}
+
+func notHeld(ref *gv1.TaskRef, agent string) (*gv1.ReportReply, string) {
+	return refuse("refused", "report.ref: attempt %d of %s/%s is not held by agent %s", ref.Attempt, ref.JobId, ref.Task, agent)
 }
 
 // holder returns the agent holding the current attempt of ref's task.
