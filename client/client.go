@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gantryci/gantry/internal/limit"
+	"github.com/gantryci/gantry/internal/vt"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
@@ -124,7 +125,9 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 	}
 	dial := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(o.creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit.Message), grpc.MaxCallSendMsgSize(limit.Message)),
+		// Requests are encoded by the generated methods (vt.Codec); answers
+		// are decoded by proto, which checks their strings are UTF-8.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit.Message), grpc.MaxCallSendMsgSize(limit.Message), grpc.ForceCodec(vt.Codec{})),
 	}, o.dial...)
 	c := &conn{token: o.token, retryFor: o.retryFor, addrs: list}
 	for _, a := range list {
