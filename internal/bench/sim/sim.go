@@ -46,6 +46,11 @@ type Config struct {
 	// on a cluster with TLS the certificate must be a coordinator's (an
 	// agent certificate allows one agent's subjects only).
 	TLS *tls.Config
+	// Requests makes the agents speak the protocol from before quiet
+	// assignments (capability.QuietAssignments): they announce no revision
+	// and expect every assignment as a request; one published to them is
+	// counted in Unasked and dropped.
+	Requests bool
 	// OnStart is called when an agent accepts an attempt, OnFinish when the
 	// leader acknowledged its result. Both may be nil.
 	OnStart  func(agent string, as *gv1.Assignment, at time.Time)
@@ -61,6 +66,8 @@ type Fleet struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// Unasked counts assignments published to agents of Config.Requests.
+	Unasked atomic.Int64
 	// Accepted and Finished count attempts.
 	Accepted atomic.Int64
 	Finished atomic.Int64
@@ -193,6 +200,10 @@ func (f *Fleet) assign(a *simAgent, m *nats.Msg) {
 	if a.dead.Load() {
 		return
 	}
+	if f.cfg.Requests && m.Reply == "" {
+		f.Unasked.Add(1)
+		return
+	}
 	var as gv1.Assignment
 	accepted := as.UnmarshalVT(m.Data) == nil && as.GetRef().GetAttempt() > 0
 	a.mu.Lock()
@@ -300,6 +311,9 @@ func (f *Fleet) beat(a *simAgent) {
 			Capabilities: []string{capability.Exec}, Version: "sim", Session: a.session, Protocol: capability.Protocol,
 		},
 		SentAt: timestamppb.Now(),
+	}
+	if f.cfg.Requests {
+		hb.Agent.Protocol = 0
 	}
 	a.mu.Lock()
 	for _, r := range a.running {
