@@ -73,13 +73,16 @@ func TestHostileAgentMessages(t *testing.T) {
 		}
 	}
 	// Forged reports for the running task: from another agent, with too
-	// many outputs, and with a stale attempt.
+	// many outputs, and with a stale attempt; refusals of it (which would
+	// requeue it) from another agent and for a stale attempt.
 	forged := []*gv1.Report{
 		{Ref: &gv1.TaskRef{JobId: victim, Task: "slow", Attempt: 1}, Success: true, Agent: "rogue-0"},
 		{Ref: &gv1.TaskRef{JobId: victim, Task: "slow", Attempt: 1}, Success: true, Agent: "good", Outputs: bigOutputs()},
 		{Ref: &gv1.TaskRef{JobId: victim, Task: "slow", Attempt: 7}, Success: true, Agent: "good"},
+		{Ref: &gv1.TaskRef{JobId: victim, Task: "slow", Attempt: 1}, Refused: true, Agent: "rogue-0"},
+		{Ref: &gv1.TaskRef{JobId: victim, Task: "slow", Attempt: 7}, Refused: true, Agent: "good"},
 	}
-	subjects := []string{ns.Report("rogue-0"), ns.Report("good"), ns.Report("good")}
+	subjects := []string{ns.Report("rogue-0"), ns.Report("good"), ns.Report("good"), ns.Report("rogue-0"), ns.Report("good")}
 	for i, r := range forged {
 		r.FinishedAt = timestamppb.Now()
 		data, _ := proto.Marshal(r)
