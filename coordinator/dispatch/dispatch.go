@@ -284,10 +284,10 @@ func (d *Dispatcher) scheduleOnce(ctx context.Context) time.Duration {
 // its lease, 2 s).
 func (d *Dispatcher) assign(lead context.Context, cmds []*gv1.Command, ps []scheduler.Placement) ([]fsm.Result, error) {
 	off := len(cmds) - len(ps)
-	early := make([]chan bool, len(ps))
+	early := make([]chan commitOutcome, len(ps))
 	for i, p := range ps {
 		if sendEarly(p.Task.Spec) {
-			early[i] = make(chan bool, 1)
+			early[i] = make(chan commitOutcome, 1)
 		}
 	}
 	results, err := d.prop.ProposeQueued(lead, func() {
@@ -301,18 +301,42 @@ func (d *Dispatcher) assign(lead context.Context, cmds []*gv1.Command, ps []sche
 	d.release(ps)
 	d.placeMu.Unlock()
 	for i, p := range ps {
-		ok := err == nil && results[off+i].Err == nil
+		outcome := commitApplied
+		switch {
+		case err != nil:
+			outcome = commitUnknown
+		case results[off+i].Err != nil:
+			outcome = commitRefused
+		}
 		switch {
 		case early[i] != nil:
-			early[i] <- ok
-		case ok:
+			early[i] <- outcome
+		case outcome == commitApplied:
 			go d.deliver(lead, p, cmds[off+i].GetAssignTask().GetRef(), nil)
-		case err == nil:
+		case outcome == commitRefused:
 			d.log.Debug("assignment refused", zap.Error(results[off+i].Err))
 		}
 	}
 	return results, err
 }
+
+// commitOutcome tells an assignment sent before its commit what became of
+// its command.
+type commitOutcome int
+
+const (
+	// commitApplied: committed, and Apply assigned the attempt.
+	commitApplied commitOutcome = iota
+	// commitRefused: committed, and Apply refused the assignment: the
+	// attempt is not the agent's, which is told to stop it.
+	commitRefused
+	// commitUnknown: the proposal failed (leadership lost, most often).
+	// The entry may still be committed by the next leader, so the agent is
+	// not told to stop: if the attempt did not commit, the next leader's
+	// heartbeat check stops it as not current; if it did, it runs on.
+	// (Stopping it would end a committed attempt as a job failure.)
+	commitUnknown
+)
 
 // sendEarly: t's assignment can go to its agent before it commits.
 func sendEarly(t *gv1.TaskSpec) bool {
@@ -469,9 +493,9 @@ func (d *Dispatcher) Submit(ctx context.Context, cmd *gv1.Command) (fsm.Result, 
 
 // deliver sends one assignment to its agent. Accepted, the attempt starts;
 // refused or unanswered, it goes back to the queue. With committed, it is
-// sent before its commit, which committed then tells: an assignment that
-// did not commit is taken back from its agent.
-func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv1.TaskRef, committed <-chan bool) {
+// sent before its commit, which committed then tells: an assignment Apply
+// refused is taken back from its agent (see commitOutcome).
+func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv1.TaskRef, committed <-chan commitOutcome) {
 	spec, err := d.render(p.Task.Spec, ref)
 	if err != nil {
 		d.failTemplate(ctx, p.Agent, ref, err)
@@ -515,15 +539,15 @@ func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv
 		err = proto.Unmarshal(msg.Data, &reply)
 	}
 	if committed != nil {
-		var ok bool
+		var o commitOutcome
 		select {
-		case ok = <-committed:
+		case o = <-committed:
 		case <-ctx.Done():
 			return
 		}
-		if !ok {
-			if err == nil && reply.Accepted {
-				d.sendCancel(p.Agent, ref, "assignment not committed")
+		if o != commitApplied {
+			if o == commitRefused && err == nil && reply.Accepted {
+				d.sendCancel(p.Agent, ref, "assignment refused by the state")
 			}
 			return
 		}
@@ -546,14 +570,14 @@ func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv
 // refusal); an assignment lost on the way is requeued when its lease runs
 // out, as an unanswered request is after AssignTimeout (the same two
 // seconds by default).
-func (d *Dispatcher) deliverQuiet(ctx context.Context, p scheduler.Placement, ref *gv1.TaskRef, data []byte, committed <-chan bool) {
+func (d *Dispatcher) deliverQuiet(ctx context.Context, p scheduler.Placement, ref *gv1.TaskRef, data []byte, committed <-chan commitOutcome) {
 	err := d.nc.Publish(d.ns.Assign(p.Agent), data)
 	if committed != nil {
 		select {
-		case ok := <-committed:
-			if !ok {
-				if err == nil {
-					d.sendCancel(p.Agent, ref, "assignment not committed")
+		case o := <-committed:
+			if o != commitApplied {
+				if o == commitRefused && err == nil {
+					d.sendCancel(p.Agent, ref, "assignment refused by the state")
 				}
 				return
 			}
