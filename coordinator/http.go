@@ -53,6 +53,10 @@ func (s *Server) Ready() (bool, string) {
 		return false, "log stream not ready"
 	case !s.forwardReady():
 		return false, "the leader's forwarding subscription has not reached this node's NATS server yet"
+	case s.cfg.BootstrapToken != "" && !s.cfg.Insecure && s.fsm.TokenCount() == 0:
+		// The leader commits it a moment after its election; until then
+		// the token a user was just given is refused.
+		return false, "the bootstrap token is not committed yet"
 	}
 	return true, ""
 }
