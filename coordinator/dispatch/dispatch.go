@@ -538,19 +538,8 @@ func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv
 	if err == nil {
 		err = proto.Unmarshal(msg.Data, &reply)
 	}
-	if committed != nil {
-		var o commitOutcome
-		select {
-		case o = <-committed:
-		case <-ctx.Done():
-			return
-		}
-		if o != commitApplied {
-			if o == commitRefused && err == nil && reply.Accepted {
-				d.sendCancel(p.Agent, ref, "assignment refused by the state")
-			}
-			return
-		}
+	if !d.awaitCommit(ctx, committed, p.Agent, ref, err == nil && reply.Accepted) {
+		return
 	}
 	if err != nil || !reply.Accepted {
 		reason := reply.Reason
@@ -572,24 +561,33 @@ func (d *Dispatcher) deliver(ctx context.Context, p scheduler.Placement, ref *gv
 // seconds by default).
 func (d *Dispatcher) deliverQuiet(ctx context.Context, p scheduler.Placement, ref *gv1.TaskRef, data []byte, committed <-chan commitOutcome) {
 	err := d.nc.Publish(d.ns.Assign(p.Agent), data)
-	if committed != nil {
-		select {
-		case o := <-committed:
-			if o != commitApplied {
-				if o == commitRefused && err == nil {
-					d.sendCancel(p.Agent, ref, "assignment refused by the state")
-				}
-				return
-			}
-		case <-ctx.Done():
-			return
-		}
+	if !d.awaitCommit(ctx, committed, p.Agent, ref, err == nil) {
+		return
 	}
 	if err != nil {
 		d.requeue(ctx, ref, fmt.Sprintf("send the assignment to agent %s: %v", p.Agent, err), "not_accepted")
 		return
 	}
 	d.started(ctx, p, ref)
+}
+
+// awaitCommit waits, for an assignment sent before its commit (committed
+// not nil), for what became of its command, and reports whether the
+// delivery goes on. One Apply refused is taken back from its agent if the
+// agent holds it (held); see commitOutcome.
+func (d *Dispatcher) awaitCommit(ctx context.Context, committed <-chan commitOutcome, agent string, ref *gv1.TaskRef, held bool) bool {
+	if committed == nil {
+		return true
+	}
+	select {
+	case o := <-committed:
+		if o == commitRefused && held {
+			d.sendCancel(agent, ref, "assignment refused by the state")
+		}
+		return o == commitApplied
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // started records an attempt its agent took (or was sent, quietly): the
