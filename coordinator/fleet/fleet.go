@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -294,8 +293,8 @@ func (f *View) Agents(now time.Time, forget time.Duration) []Agent {
 		f.mu.Unlock()
 	}
 	f.mu.RLock()
-	out := make([]Agent, 0, len(f.agents))
-	for _, v := range f.agents {
+	out := make([]Agent, 0, len(f.order))
+	for _, v := range f.order { // by name already: sorting a copy took most of the call
 		st := gv1.AgentState_AGENT_STATE_ACTIVE
 		switch {
 		case now.Sub(v.lastSeen) > f.ttl:
@@ -306,6 +305,5 @@ func (f *View) Agents(now time.Time, forget time.Duration) []Agent {
 		out = append(out, Agent{Info: v.info, Running: v.refs, LastSeen: v.lastSeen, State: st})
 	}
 	f.mu.RUnlock()
-	sort.Slice(out, func(a, b int) bool { return out[a].Info.Name < out[b].Info.Name })
 	return out
 }

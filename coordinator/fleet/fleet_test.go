@@ -61,8 +61,8 @@ func TestViewForgetsSilentAgents(t *testing.T) {
 	}
 }
 
-// EachActive walks the live, undrained agents by name, as agents join and
-// are forgotten.
+// EachActive walks the live, undrained agents by name, and Agents every
+// agent by name, as agents join and are forgotten.
 func TestEachActiveByName(t *testing.T) {
 	t.Parallel()
 	f := NewBounded(time.Second, 10, time.Minute)
@@ -89,6 +89,13 @@ func TestEachActiveByName(t *testing.T) {
 	f.EachActive(later.Add(2*time.Second), func(info *gv1.AgentInfo) { got = append(got, info.Name) })
 	if len(got) != 0 {
 		t.Errorf("EachActive after the TTL = %v; want none", got)
+	}
+	got = nil
+	for _, a := range f.Agents(later, 0) {
+		got = append(got, a.Info.Name+"/"+a.State.String())
+	}
+	if want := "[a/AGENT_STATE_ACTIVE b/AGENT_STATE_DRAINING c/AGENT_STATE_ACTIVE d/AGENT_STATE_ACTIVE]"; fmt.Sprint(got) != want {
+		t.Errorf("Agents = %v; want %s", got, want)
 	}
 }
 
