@@ -128,6 +128,9 @@ func printBench(w io.Writer, r *bench.Result) {
 	}
 	fmt.Fprintf(tw, "floor: raw 3-node Raft commit p50 / p99\t%s / %s\n", fmtMs(r.FloorRaftCommitP50Ms), fmtMs(r.FloorRaftCommitP99Ms))
 	fmt.Fprintf(tw, "floor: NATS request/reply p50\t%s\n", fmtMs(r.FloorNATSRTTP50Ms))
+	if r.FloorMsgTasksPerS != nil && r.FloorMsgCPUUs != nil {
+		fmt.Fprintf(tw, "floor: a no-op task's NATS messages alone\t%.0f tasks/s, %.0f µs of CPU each\n", *r.FloorMsgTasksPerS, *r.FloorMsgCPUUs)
+	}
 	if r.FloorProcStartsPerS != nil && r.FloorProcStartCPUUs != nil {
 		fmt.Fprintf(tw, "floor: `true` started and reaped, 32 at once\t%.0f/s, %.0f µs of CPU each\n", *r.FloorProcStartsPerS, *r.FloorProcStartCPUUs)
 	}

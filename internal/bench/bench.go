@@ -102,6 +102,11 @@ type Result struct {
 	// and the process's (microseconds).
 	FloorProcStartsPerS *float64 `json:"floor_proc_starts_per_s"`
 	FloorProcStartCPUUs *float64 `json:"floor_proc_start_cpu_us"`
+	// With throughput: the no-op task's NATS messages alone, as many
+	// agents over three routed TLS servers (tasks per second), and the CPU
+	// of one task's messages (microseconds); see msgFloor.
+	FloorMsgTasksPerS *float64 `json:"floor_msg_tasks_per_s"`
+	FloorMsgCPUUs     *float64 `json:"floor_msg_cpu_us"`
 	// ExecTasksPerS is how many one-task `true` jobs real agents finished
 	// per second, from the first submit to the last finish; ExecAccepted
 	// how many the cluster acknowledged per second, and ExecBacklog how
@@ -212,6 +217,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			fmt.Fprintln(progress, "bench: floor of exec (`true` started and reaped by 32 starters for 2s)")
 			if err := procFloor(ctx, 2*time.Second, res); err != nil {
 				return nil, fmt.Errorf("floor: processes: %w", err)
+			}
+		}
+		if want("throughput") {
+			fmt.Fprintf(progress, "bench: floor of throughput (a no-op task's messages alone, %d agents, 3 routed TLS servers, for 3s)\n", max(cfg.SimAgents, 1))
+			if err := msgFloor(ctx, max(cfg.SimAgents, 1), 3*time.Second, res); err != nil {
+				return nil, fmt.Errorf("floor: messages: %w", err)
 			}
 		}
 	}

@@ -23,6 +23,7 @@ func TestBenchLocalShort(t *testing.T) {
 	for _, k := range []string{
 		"throughput_tasks_per_s", "dispatch_p50_ms", "dispatch_p99_ms", "finish_p99_ms", "failover_ms",
 		"lost_agent_redispatch_ms", "floor_raft_commit_p50_ms", "floor_raft_commit_p99_ms", "floor_nats_rtt_p50_ms",
+		"floor_msg_tasks_per_s", "floor_msg_cpu_us",
 	} {
 		v, ok := doc[k].(float64)
 		if !ok || v <= 0 {
