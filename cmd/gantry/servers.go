@@ -19,6 +19,7 @@ import (
 	"github.com/gantryci/gantry/client"
 	"github.com/gantryci/gantry/coordinator"
 	"github.com/gantryci/gantry/coordinator/consensus"
+	"github.com/gantryci/gantry/internal/gctune"
 	"github.com/gantryci/gantry/internal/pki"
 	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
@@ -163,6 +164,7 @@ Each coordinator embeds a NATS server; give them --nats-cluster-listen and
 				return err
 			}
 			defer log.Sync()
+			go gctune.Run(cmd.Context(), time.Second)
 			if err := requireSecure(log, f.cfg); err != nil {
 				return err
 			}
@@ -349,6 +351,7 @@ func newDevCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer log.Sync()
+			go gctune.Run(cmd.Context(), time.Second)
 			srv, err := coordinator.Start(cf.cfg, log)
 			if err != nil {
 				return err
