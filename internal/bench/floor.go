@@ -75,15 +75,11 @@ func floor(res *Result) error {
 	res.FloorRaftCommitP50Ms = ms(quantile(lat, 0.5))
 	res.FloorRaftCommitP99Ms = ms(quantile(lat, 0.99))
 
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	ns, err := startNATS(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
 	if err != nil {
 		return err
 	}
-	go ns.Start()
 	defer ns.Shutdown()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		return errors.New("nats server not ready")
-	}
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
 		return err
@@ -103,4 +99,19 @@ func floor(res *Result) error {
 	}
 	res.FloorNATSRTTP50Ms = ms(quantile(lat, 0.5))
 	return nil
+}
+
+// startNATS starts an embedded NATS server and waits until it takes
+// connections.
+func startNATS(opts *natsserver.Options) (*natsserver.Server, error) {
+	s, err := natsserver.NewServer(opts)
+	if err != nil {
+		return nil, err
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, errors.New("nats server not ready")
+	}
+	return s, nil
 }

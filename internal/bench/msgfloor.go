@@ -64,15 +64,11 @@ func msgFloor(ctx context.Context, agents int, d time.Duration, res *Result) err
 		if i > 0 {
 			opts.Routes = natsserver.RoutesFromStr(fmt.Sprintf("nats://127.0.0.1:%d", servers[0].ClusterAddr().Port))
 		}
-		s, err := natsserver.NewServer(opts)
+		s, err := startNATS(opts)
 		if err != nil {
 			return err
 		}
-		go s.Start()
 		defer s.Shutdown()
-		if !s.ReadyForConnections(10 * time.Second) {
-			return errors.New("msgfloor: nats server not ready")
-		}
 		servers[i] = s
 	}
 	deadline := time.Now().Add(10 * time.Second)
