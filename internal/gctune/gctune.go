@@ -1,4 +1,5 @@
-// Package gctune keeps a floor of heap headroom in a coordinator.
+// Package gctune keeps a floor of heap headroom in a coordinator (and in
+// the benchmark's load generator, which shares the machine with one).
 //
 // With the runtime's default (GOGC=100) the heap may grow to twice the live
 // heap before the next collection. A coordinator under load keeps a small

@@ -14,6 +14,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -193,7 +194,7 @@ func (f *Fleet) Close() {
 }
 
 func refKey(r *gv1.TaskRef) string {
-	return fmt.Sprintf("%s/%s/%d", r.GetJobId(), r.GetTask(), r.GetAttempt())
+	return r.GetJobId() + "/" + r.GetTask() + "/" + strconv.Itoa(int(r.GetAttempt()))
 }
 
 func (f *Fleet) assign(a *simAgent, m *nats.Msg) {
