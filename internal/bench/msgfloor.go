@@ -154,14 +154,9 @@ func msgFloor(ctx context.Context, agents int, d time.Duration, res *Result) err
 		free <- struct{}{}
 	}
 	spec := noopTask("t0", map[string]string{"bench": "fleet"})
-	cpu := func() time.Duration {
-		var ru syscall.Rusage
-		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	cpu0, began := cpu(), time.Now()
+	cpu0, began := cpuTime(syscall.RUSAGE_SELF), time.Now()
 	for n := 0; ctx.Err() == nil; n++ {
 		select {
 		case <-ctx.Done():
@@ -174,7 +169,7 @@ func msgFloor(ctx context.Context, agents int, d time.Duration, res *Result) err
 			}
 		}
 	}
-	took, used, n := time.Since(began), cpu()-cpu0, finished.Load()
+	took, used, n := time.Since(began), cpuTime(syscall.RUSAGE_SELF)-cpu0, finished.Load()
 	if n == 0 {
 		return errors.New("msgfloor: no task's answer arrived")
 	}

@@ -22,12 +22,7 @@ func procFloor(ctx context.Context, d time.Duration, res *Result) error {
 	if err != nil {
 		return err
 	}
-	cpu := func(who int) time.Duration {
-		var ru syscall.Rusage
-		_ = syscall.Getrusage(who, &ru)
-		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
-	self0, kids0 := cpu(syscall.RUSAGE_SELF), cpu(syscall.RUSAGE_CHILDREN)
+	self0, kids0 := cpuTime(syscall.RUSAGE_SELF), cpuTime(syscall.RUSAGE_CHILDREN)
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var n atomic.Int64
@@ -59,7 +54,15 @@ func procFloor(ctx context.Context, d time.Duration, res *Result) error {
 		return nil
 	}
 	rate := float64(n.Load()) / took.Seconds()
-	per := float64(cpu(syscall.RUSAGE_SELF)-self0+cpu(syscall.RUSAGE_CHILDREN)-kids0) / float64(n.Load()) / 1e3
+	per := float64(cpuTime(syscall.RUSAGE_SELF)-self0+cpuTime(syscall.RUSAGE_CHILDREN)-kids0) / float64(n.Load()) / 1e3
 	res.FloorProcStartsPerS, res.FloorProcStartCPUUs = &rate, &per
 	return nil
+}
+
+// cpuTime is the user and system CPU time of who (a getrusage target:
+// this process, or its reaped children).
+func cpuTime(who int) time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(who, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
