@@ -20,6 +20,7 @@ import (
 	"github.com/gantryci/gantry/coordinator/consensus"
 	"github.com/gantryci/gantry/coordinator/consensus/seglog"
 	"github.com/gantryci/gantry/coordinator/fsm"
+	gv1 "github.com/gantryci/gantry/proto/gantry/v1"
 )
 
 // Inspection is the replicated state a stopped coordinator's data
@@ -139,7 +140,7 @@ func Inspect(dataDir string) (*Inspection, error) {
 	in.StateSHA256 = hex.EncodeToString(sum[:])
 	in.AppliedIndex = f.AppliedIndex()
 	// The count, without decoding every retained job.
-	_, in.Jobs, _ = f.JobsPage(nil, 1, 0)
+	_, in.Jobs, _ = f.JobsPage(nil, 1, 0, gv1.JobView_JOB_VIEW_FULL)
 	return in, nil
 }
 

@@ -145,7 +145,7 @@ func (s *Server) SubmitJob(ctx context.Context, req *gv1.SubmitJobRequest) (*gv1
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	j, ok := s.d.FSM.Job(res.JobID)
+	j, ok := s.d.FSM.JobIn(res.JobID, req.GetView())
 	if !ok {
 		return nil, status.Errorf(codes.Internal, "job %s committed but not found", res.JobID)
 	}
@@ -154,7 +154,7 @@ func (s *Server) SubmitJob(ctx context.Context, req *gv1.SubmitJobRequest) (*gv1
 
 // GetJob returns one job.
 func (s *Server) GetJob(ctx context.Context, req *gv1.GetJobRequest) (*gv1.GetJobResponse, error) {
-	j, ok := s.d.FSM.Job(req.GetJobId())
+	j, ok := s.d.FSM.JobIn(req.GetJobId(), req.GetView())
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "job_id: no job %q", req.GetJobId())
 	}
@@ -170,7 +170,7 @@ func (s *Server) ListJobs(ctx context.Context, req *gv1.ListJobsRequest) (*gv1.L
 	if limit == 0 {
 		limit = 100
 	}
-	jobs, total, truncated := s.d.FSM.JobsPage(req.GetStates(), limit, maxListBytes)
+	jobs, total, truncated := s.d.FSM.JobsPage(req.GetStates(), limit, maxListBytes, req.GetView())
 	return &gv1.ListJobsResponse{Jobs: jobs, Total: int32(min(total, math.MaxInt32)), Truncated: truncated}, nil
 }
 

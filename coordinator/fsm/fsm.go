@@ -145,14 +145,14 @@ func (f *FSM) JobVersion(id string) (uint64, bool) {
 // Jobs returns copies of the newest jobs first, at most limit of them, with
 // only the given states (all when states is empty).
 func (f *FSM) Jobs(states []gv1.JobState, limit int) []*gv1.Job {
-	out, _, _ := f.JobsPage(states, limit, 0)
+	out, _, _ := f.JobsPage(states, limit, 0, gv1.JobView_JOB_VIEW_FULL)
 	return out
 }
 
-// JobsPage is Jobs, stopping before the jobs' encoded size passes maxBytes
-// (zero: no bound); it also counts every job in states (total) and says
-// whether the size stopped it short of limit.
-func (f *FSM) JobsPage(states []gv1.JobState, limit, maxBytes int) (out []*gv1.Job, total int, truncated bool) {
+// JobsPage is Jobs in a view (see JobIn), stopping before the jobs'
+// encoded size passes maxBytes (zero: no bound); it also counts every job
+// in states (total) and says whether the size stopped it short of limit.
+func (f *FSM) JobsPage(states []gv1.JobState, limit, maxBytes int, view gv1.JobView) (out []*gv1.Job, total int, truncated bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	want := map[gv1.JobState]bool{}
@@ -186,6 +186,22 @@ func (f *FSM) JobsPage(states []gv1.JobState, limit, maxBytes int) (out []*gv1.J
 			return true
 		}
 		seen++
+		if view == gv1.JobView_JOB_VIEW_BASIC {
+			var c *gv1.Job
+			if live {
+				c = basicJob(j)
+			} else {
+				c = dropSpecs(sj.decode(id))
+			}
+			if maxBytes > 0 {
+				if size += proto.Size(c) + 8; size > maxBytes {
+					truncated = true
+					return true
+				}
+			}
+			out = append(out, c)
+			return true
+		}
 		if maxBytes > 0 {
 			n := len(sj.data)
 			if live {

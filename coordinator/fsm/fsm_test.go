@@ -498,14 +498,61 @@ func TestJobsPageCountsAndBoundsSize(t *testing.T) {
 	}
 	h.ok(cancelCmd(40, "j00", "test"))
 	pending := []gv1.JobState{gv1.JobState_JOB_STATE_PENDING}
-	jobs, total, truncated := h.f.JobsPage(pending, 5, 0)
+	jobs, total, truncated := h.f.JobsPage(pending, 5, 0, gv1.JobView_JOB_VIEW_FULL)
 	if len(jobs) != 5 || total != 29 || truncated || jobs[0].Id != "j29" {
 		t.Errorf("limit 5: %d jobs (first %s), total %d, truncated %v; want 5 from j29, 29, false", len(jobs), jobs[0].Id, total, truncated)
 	}
 	one := proto.Size(h.job("j01"))
-	jobs, total, truncated = h.f.JobsPage(nil, 0, 3*one+30)
+	jobs, total, truncated = h.f.JobsPage(nil, 0, 3*one+30, gv1.JobView_JOB_VIEW_FULL)
 	if len(jobs) != 3 || total != 30 || !truncated {
 		t.Errorf("byte bound of about 3 jobs: %d jobs, total %d, truncated %v", len(jobs), total, truncated)
+	}
+	// The basic view is counted at its own size: more jobs fit.
+	jobs, _, _ = h.f.JobsPage(nil, 0, 3*one+30, gv1.JobView_JOB_VIEW_BASIC)
+	if len(jobs) <= 3 {
+		t.Errorf("byte bound of about 3 whole jobs, basic view: %d jobs, want more", len(jobs))
+	}
+}
+
+// JOB_VIEW_BASIC is the job without its tasks' specs, live or ended (an
+// ended job is sealed), in a page and alone; any other view is the whole job.
+func TestJobViewBasic(t *testing.T) {
+	h := newHarness(t)
+	h.ok(submitCmd(1, newJob("live", "", 3, spec("a"), spec("b", "a"))))
+	h.ok(assignCmd(2, "live", "a", 1, "ag"))
+	h.ok(submitCmd(3, newJob("ended", "", 0, spec("a"))))
+	h.ok(assignCmd(4, "ended", "a", 1, "ag"))
+	h.ok(successCmd(5, "ended", "a", 1, "ag"))
+	h.wantJobState("ended", gv1.JobState_JOB_STATE_SUCCEEDED)
+	basic := func(j *gv1.Job) *gv1.Job {
+		j.Spec.Tasks = nil
+		for _, t := range j.Tasks {
+			t.Spec = nil
+		}
+		return j
+	}
+	page, _, _ := h.f.JobsPage(nil, 0, 0, gv1.JobView_JOB_VIEW_BASIC)
+	if len(page) != 2 {
+		t.Fatalf("page of %d jobs, want 2", len(page))
+	}
+	for i, id := range []string{"ended", "live"} {
+		want := basic(h.job(id))
+		got, ok := h.f.JobIn(id, gv1.JobView_JOB_VIEW_BASIC)
+		if !ok {
+			t.Fatalf("JobIn(%s): not found", id)
+		}
+		assertProto(t, "basic view of "+id, got, want)
+		assertProto(t, "page's basic view of "+id, page[i], want)
+		if got.Spec.GetPriority() != h.job(id).Spec.GetPriority() || got.Tasks[0].GetState() == gv1.TaskState_TASK_STATE_UNSPECIFIED {
+			t.Errorf("basic view of %s lost more than the specs: %v", id, got)
+		}
+		for _, v := range []gv1.JobView{gv1.JobView_JOB_VIEW_UNSPECIFIED, gv1.JobView_JOB_VIEW_FULL, gv1.JobView(99)} {
+			full, _ := h.f.JobIn(id, v)
+			assertProto(t, "view "+v.String()+" of "+id, full, h.job(id))
+		}
+	}
+	if _, ok := h.f.JobIn("none", gv1.JobView_JOB_VIEW_BASIC); ok {
+		t.Error("JobIn(none): found")
 	}
 }
 

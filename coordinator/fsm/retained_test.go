@@ -72,7 +72,7 @@ func retained(t *testing.B, n int) {
 	}
 	hold := time.Since(t0)
 	t0 = time.Now()
-	if page, total, _ := f.JobsPage(nil, 100, 3<<20); len(page) != 100 || total != n {
+	if page, total, _ := f.JobsPage(nil, 100, 3<<20, gv1.JobView_JOB_VIEW_FULL); len(page) != 100 || total != n {
 		t.Fatalf("JobsPage: %d jobs of %d; want 100 of %d", len(page), total, n)
 	}
 	list := time.Since(t0)

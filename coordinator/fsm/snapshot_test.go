@@ -600,7 +600,7 @@ func TestJobsPageTotalsWithoutAWalk(t *testing.T) {
 				}
 			}
 			for _, limit := range []int{1, 5, 100} {
-				page, total, _ := f.JobsPage(states, limit, 0)
+				page, total, _ := f.JobsPage(states, limit, 0, gv1.JobView_JOB_VIEW_FULL)
 				var got []string
 				for _, j := range page {
 					got = append(got, j.GetId())

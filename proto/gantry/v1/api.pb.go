@@ -23,6 +23,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// JobView says how much of a job an answer carries.
+type JobView int32
+
+const (
+	// The whole job, as JOB_VIEW_FULL.
+	JobView_JOB_VIEW_UNSPECIFIED JobView = 0
+	JobView_JOB_VIEW_FULL        JobView = 1
+	// The job without the specs of its tasks: the pipeline's tasks
+	// (spec.tasks) and each task's spec are left out; everything else (the
+	// pipeline's name, priority, trigger and source, each task's name,
+	// state, attempts and result) is there. A fraction of the size of a
+	// whole job.
+	JobView_JOB_VIEW_BASIC JobView = 2
+)
+
+// Enum value maps for JobView.
+var (
+	JobView_name = map[int32]string{
+		0: "JOB_VIEW_UNSPECIFIED",
+		1: "JOB_VIEW_FULL",
+		2: "JOB_VIEW_BASIC",
+	}
+	JobView_value = map[string]int32{
+		"JOB_VIEW_UNSPECIFIED": 0,
+		"JOB_VIEW_FULL":        1,
+		"JOB_VIEW_BASIC":       2,
+	}
+)
+
+func (x JobView) Enum() *JobView {
+	p := new(JobView)
+	*p = x
+	return p
+}
+
+func (x JobView) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (JobView) Descriptor() protoreflect.EnumDescriptor {
+	return file_gantry_v1_api_proto_enumTypes[0].Descriptor()
+}
+
+func (JobView) Type() protoreflect.EnumType {
+	return &file_gantry_v1_api_proto_enumTypes[0]
+}
+
+func (x JobView) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use JobView.Descriptor instead.
+func (JobView) EnumDescriptor() ([]byte, []int) {
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{0}
+}
+
 type AgentState int32
 
 const (
@@ -59,11 +115,11 @@ func (x AgentState) String() string {
 }
 
 func (AgentState) Descriptor() protoreflect.EnumDescriptor {
-	return file_gantry_v1_api_proto_enumTypes[0].Descriptor()
+	return file_gantry_v1_api_proto_enumTypes[1].Descriptor()
 }
 
 func (AgentState) Type() protoreflect.EnumType {
-	return &file_gantry_v1_api_proto_enumTypes[0]
+	return &file_gantry_v1_api_proto_enumTypes[1]
 }
 
 func (x AgentState) Number() protoreflect.EnumNumber {
@@ -72,7 +128,7 @@ func (x AgentState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AgentState.Descriptor instead.
 func (AgentState) EnumDescriptor() ([]byte, []int) {
-	return file_gantry_v1_api_proto_rawDescGZIP(), []int{0}
+	return file_gantry_v1_api_proto_rawDescGZIP(), []int{1}
 }
 
 type SubmitJobRequest struct {
@@ -83,8 +139,11 @@ type SubmitJobRequest struct {
 	SpecYaml string `protobuf:"bytes,2,opt,name=spec_yaml,json=specYaml,proto3" json:"spec_yaml,omitempty"`
 	// A key seen before returns the job it created instead of a new one.
 	IdempotencyKey string `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// How much of the job the answer carries (default: all of it). A client
+	// that only needs the job's id asks for JOB_VIEW_BASIC.
+	View          JobView `protobuf:"varint,4,opt,name=view,proto3,enum=gantry.v1.JobView" json:"view,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubmitJobRequest) Reset() {
@@ -136,6 +195,13 @@ func (x *SubmitJobRequest) GetIdempotencyKey() string {
 		return x.IdempotencyKey
 	}
 	return ""
+}
+
+func (x *SubmitJobRequest) GetView() JobView {
+	if x != nil {
+		return x.View
+	}
+	return JobView_JOB_VIEW_UNSPECIFIED
 }
 
 type SubmitJobResponse struct {
@@ -192,8 +258,10 @@ func (x *SubmitJobResponse) GetExisting() bool {
 }
 
 type GetJobRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// How much of the job the answer carries (default: all of it).
+	View          JobView `protobuf:"varint,2,opt,name=view,proto3,enum=gantry.v1.JobView" json:"view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -233,6 +301,13 @@ func (x *GetJobRequest) GetJobId() string {
 		return x.JobId
 	}
 	return ""
+}
+
+func (x *GetJobRequest) GetView() JobView {
+	if x != nil {
+		return x.View
+	}
+	return JobView_JOB_VIEW_UNSPECIFIED
 }
 
 type GetJobResponse struct {
@@ -284,7 +359,10 @@ type ListJobsRequest struct {
 	// Only jobs in these states; empty means all.
 	States []JobState `protobuf:"varint,1,rep,packed,name=states,proto3,enum=gantry.v1.JobState" json:"states,omitempty"`
 	// At most this many, newest first; zero means 100.
-	Limit         int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// How much of each job the answer carries (default: all of it); with
+	// JOB_VIEW_BASIC a listing holds more jobs within the answer's size.
+	View          JobView `protobuf:"varint,3,opt,name=view,proto3,enum=gantry.v1.JobView" json:"view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -331,6 +409,13 @@ func (x *ListJobsRequest) GetLimit() int32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *ListJobsRequest) GetView() JobView {
+	if x != nil {
+		return x.View
+	}
+	return JobView_JOB_VIEW_UNSPECIFIED
 }
 
 type ListJobsResponse struct {
@@ -3929,21 +4014,24 @@ var File_gantry_v1_api_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_api_proto_rawDesc = "" +
 	"\n" +
-	"\x13gantry/v1/api.proto\x12\tgantry.v1\x1a\x13gantry/v1/acl.proto\x1a\x15gantry/v1/agent.proto\x1a\x16gantry/v1/gitops.proto\x1a\x13gantry/v1/job.proto\x1a\x18gantry/v1/pipeline.proto\x1a\x17gantry/v1/project.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n" +
+	"\x13gantry/v1/api.proto\x12\tgantry.v1\x1a\x13gantry/v1/acl.proto\x1a\x15gantry/v1/agent.proto\x1a\x16gantry/v1/gitops.proto\x1a\x13gantry/v1/job.proto\x1a\x18gantry/v1/pipeline.proto\x1a\x17gantry/v1/project.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x01\n" +
 	"\x10SubmitJobRequest\x12&\n" +
 	"\x04spec\x18\x01 \x01(\v2\x12.gantry.v1.JobSpecR\x04spec\x12\x1b\n" +
 	"\tspec_yaml\x18\x02 \x01(\tR\bspecYaml\x12'\n" +
-	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"Q\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x12&\n" +
+	"\x04view\x18\x04 \x01(\x0e2\x12.gantry.v1.JobViewR\x04view\"Q\n" +
 	"\x11SubmitJobResponse\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.gantry.v1.JobR\x03job\x12\x1a\n" +
-	"\bexisting\x18\x02 \x01(\bR\bexisting\"&\n" +
+	"\bexisting\x18\x02 \x01(\bR\bexisting\"N\n" +
 	"\rGetJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"2\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12&\n" +
+	"\x04view\x18\x02 \x01(\x0e2\x12.gantry.v1.JobViewR\x04view\"2\n" +
 	"\x0eGetJobResponse\x12 \n" +
-	"\x03job\x18\x01 \x01(\v2\x0e.gantry.v1.JobR\x03job\"T\n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.gantry.v1.JobR\x03job\"|\n" +
 	"\x0fListJobsRequest\x12+\n" +
 	"\x06states\x18\x01 \x03(\x0e2\x13.gantry.v1.JobStateR\x06states\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\x05R\x05limit\"j\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12&\n" +
+	"\x04view\x18\x03 \x01(\x0e2\x12.gantry.v1.JobViewR\x04view\"j\n" +
 	"\x10ListJobsResponse\x12\"\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x0e.gantry.v1.JobR\x04jobs\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\x05R\x05total\x12\x1c\n" +
@@ -4180,7 +4268,11 @@ const file_gantry_v1_api_proto_rawDesc = "" +
 	"\x06reject\x18\x03 \x01(\bR\x06reject\x12\x18\n" +
 	"\acomment\x18\x04 \x01(\tR\acomment\"6\n" +
 	"\x12DecideTaskResponse\x12 \n" +
-	"\x03job\x18\x01 \x01(\v2\x0e.gantry.v1.JobR\x03job*q\n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.gantry.v1.JobR\x03job*J\n" +
+	"\aJobView\x12\x18\n" +
+	"\x14JOB_VIEW_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rJOB_VIEW_FULL\x10\x01\x12\x12\n" +
+	"\x0eJOB_VIEW_BASIC\x10\x02*q\n" +
 	"\n" +
 	"AgentState\x12\x1b\n" +
 	"\x17AGENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -4250,266 +4342,270 @@ func file_gantry_v1_api_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_api_proto_rawDescData
 }
 
-var file_gantry_v1_api_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_gantry_v1_api_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_gantry_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
 var file_gantry_v1_api_proto_goTypes = []any{
-	(AgentState)(0),                 // 0: gantry.v1.AgentState
-	(*SubmitJobRequest)(nil),        // 1: gantry.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),       // 2: gantry.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),           // 3: gantry.v1.GetJobRequest
-	(*GetJobResponse)(nil),          // 4: gantry.v1.GetJobResponse
-	(*ListJobsRequest)(nil),         // 5: gantry.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),        // 6: gantry.v1.ListJobsResponse
-	(*WatchJobRequest)(nil),         // 7: gantry.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),        // 8: gantry.v1.WatchJobResponse
-	(*CancelJobRequest)(nil),        // 9: gantry.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),       // 10: gantry.v1.CancelJobResponse
-	(*TaskLogsRequest)(nil),         // 11: gantry.v1.TaskLogsRequest
-	(*TaskLogsResponse)(nil),        // 12: gantry.v1.TaskLogsResponse
-	(*ListAgentsRequest)(nil),       // 13: gantry.v1.ListAgentsRequest
-	(*AgentStatus)(nil),             // 14: gantry.v1.AgentStatus
-	(*ListAgentsResponse)(nil),      // 15: gantry.v1.ListAgentsResponse
-	(*DrainAgentRequest)(nil),       // 16: gantry.v1.DrainAgentRequest
-	(*DrainAgentResponse)(nil),      // 17: gantry.v1.DrainAgentResponse
-	(*ClusterStatusRequest)(nil),    // 18: gantry.v1.ClusterStatusRequest
-	(*NodeStatus)(nil),              // 19: gantry.v1.NodeStatus
-	(*ClusterStatusResponse)(nil),   // 20: gantry.v1.ClusterStatusResponse
-	(*AddNodeRequest)(nil),          // 21: gantry.v1.AddNodeRequest
-	(*AddNodeResponse)(nil),         // 22: gantry.v1.AddNodeResponse
-	(*RemoveNodeRequest)(nil),       // 23: gantry.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),      // 24: gantry.v1.RemoveNodeResponse
-	(*ListQueueRequest)(nil),        // 25: gantry.v1.ListQueueRequest
-	(*QueuedTask)(nil),              // 26: gantry.v1.QueuedTask
-	(*QueueStats)(nil),              // 27: gantry.v1.QueueStats
-	(*ListQueueResponse)(nil),       // 28: gantry.v1.ListQueueResponse
-	(*CreateAppRequest)(nil),        // 29: gantry.v1.CreateAppRequest
-	(*CreateAppResponse)(nil),       // 30: gantry.v1.CreateAppResponse
-	(*ListAppsRequest)(nil),         // 31: gantry.v1.ListAppsRequest
-	(*AppSummary)(nil),              // 32: gantry.v1.AppSummary
-	(*ListAppsResponse)(nil),        // 33: gantry.v1.ListAppsResponse
-	(*GetAppRequest)(nil),           // 34: gantry.v1.GetAppRequest
-	(*GetAppResponse)(nil),          // 35: gantry.v1.GetAppResponse
-	(*SyncAppRequest)(nil),          // 36: gantry.v1.SyncAppRequest
-	(*SyncAppResponse)(nil),         // 37: gantry.v1.SyncAppResponse
-	(*RollbackAppRequest)(nil),      // 38: gantry.v1.RollbackAppRequest
-	(*RollbackAppResponse)(nil),     // 39: gantry.v1.RollbackAppResponse
-	(*UnpinAppRequest)(nil),         // 40: gantry.v1.UnpinAppRequest
-	(*UnpinAppResponse)(nil),        // 41: gantry.v1.UnpinAppResponse
-	(*DeleteAppRequest)(nil),        // 42: gantry.v1.DeleteAppRequest
-	(*DeleteAppResponse)(nil),       // 43: gantry.v1.DeleteAppResponse
-	(*SaveSnapshotRequest)(nil),     // 44: gantry.v1.SaveSnapshotRequest
-	(*SaveSnapshotResponse)(nil),    // 45: gantry.v1.SaveSnapshotResponse
-	(*RestoreSnapshotRequest)(nil),  // 46: gantry.v1.RestoreSnapshotRequest
-	(*RestoreSnapshotResponse)(nil), // 47: gantry.v1.RestoreSnapshotResponse
-	(*SetSecretRequest)(nil),        // 48: gantry.v1.SetSecretRequest
-	(*SetSecretResponse)(nil),       // 49: gantry.v1.SetSecretResponse
-	(*SecretInfo)(nil),              // 50: gantry.v1.SecretInfo
-	(*ListSecretsRequest)(nil),      // 51: gantry.v1.ListSecretsRequest
-	(*ListSecretsResponse)(nil),     // 52: gantry.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),     // 53: gantry.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),    // 54: gantry.v1.DeleteSecretResponse
-	(*CreateProjectRequest)(nil),    // 55: gantry.v1.CreateProjectRequest
-	(*CreateProjectResponse)(nil),   // 56: gantry.v1.CreateProjectResponse
-	(*ProjectSummary)(nil),          // 57: gantry.v1.ProjectSummary
-	(*BuildSummary)(nil),            // 58: gantry.v1.BuildSummary
-	(*ListProjectsRequest)(nil),     // 59: gantry.v1.ListProjectsRequest
-	(*ListProjectsResponse)(nil),    // 60: gantry.v1.ListProjectsResponse
-	(*GetProjectRequest)(nil),       // 61: gantry.v1.GetProjectRequest
-	(*GetProjectResponse)(nil),      // 62: gantry.v1.GetProjectResponse
-	(*DeleteProjectRequest)(nil),    // 63: gantry.v1.DeleteProjectRequest
-	(*DeleteProjectResponse)(nil),   // 64: gantry.v1.DeleteProjectResponse
-	(*RunProjectRequest)(nil),       // 65: gantry.v1.RunProjectRequest
-	(*RunProjectResponse)(nil),      // 66: gantry.v1.RunProjectResponse
-	(*ApproveBuildRequest)(nil),     // 67: gantry.v1.ApproveBuildRequest
-	(*ApproveBuildResponse)(nil),    // 68: gantry.v1.ApproveBuildResponse
-	(*DeliverWebhookRequest)(nil),   // 69: gantry.v1.DeliverWebhookRequest
-	(*DeliverWebhookResponse)(nil),  // 70: gantry.v1.DeliverWebhookResponse
-	(*DecideTaskRequest)(nil),       // 71: gantry.v1.DecideTaskRequest
-	(*DecideTaskResponse)(nil),      // 72: gantry.v1.DecideTaskResponse
-	nil,                             // 73: gantry.v1.QueuedTask.LabelsEntry
-	nil,                             // 74: gantry.v1.QueueStats.LabelsEntry
-	nil,                             // 75: gantry.v1.DeliverWebhookRequest.HeadersEntry
-	(*JobSpec)(nil),                 // 76: gantry.v1.JobSpec
-	(*Job)(nil),                     // 77: gantry.v1.Job
-	(JobState)(0),                   // 78: gantry.v1.JobState
-	(*LogChunk)(nil),                // 79: gantry.v1.LogChunk
-	(*AgentInfo)(nil),               // 80: gantry.v1.AgentInfo
-	(*timestamppb.Timestamp)(nil),   // 81: google.protobuf.Timestamp
-	(*TaskRef)(nil),                 // 82: gantry.v1.TaskRef
-	(TaskState)(0),                  // 83: gantry.v1.TaskState
-	(*durationpb.Duration)(nil),     // 84: google.protobuf.Duration
-	(*AppSpec)(nil),                 // 85: gantry.v1.AppSpec
-	(*App)(nil),                     // 86: gantry.v1.App
-	(SyncStatus)(0),                 // 87: gantry.v1.SyncStatus
-	(HealthStatus)(0),               // 88: gantry.v1.HealthStatus
-	(*DeployRecord)(nil),            // 89: gantry.v1.DeployRecord
-	(*DriftReport)(nil),             // 90: gantry.v1.DriftReport
-	(*ProjectSpec)(nil),             // 91: gantry.v1.ProjectSpec
-	(*Build)(nil),                   // 92: gantry.v1.Build
-	(*CreateTokenRequest)(nil),      // 93: gantry.v1.CreateTokenRequest
-	(*ListTokensRequest)(nil),       // 94: gantry.v1.ListTokensRequest
-	(*RevokeTokenRequest)(nil),      // 95: gantry.v1.RevokeTokenRequest
-	(*BootstrapACLRequest)(nil),     // 96: gantry.v1.BootstrapACLRequest
-	(*WhoAmIRequest)(nil),           // 97: gantry.v1.WhoAmIRequest
-	(*ListAuditRequest)(nil),        // 98: gantry.v1.ListAuditRequest
-	(*CreateJoinTokenRequest)(nil),  // 99: gantry.v1.CreateJoinTokenRequest
-	(*ListJoinTokensRequest)(nil),   // 100: gantry.v1.ListJoinTokensRequest
-	(*RevokeJoinTokenRequest)(nil),  // 101: gantry.v1.RevokeJoinTokenRequest
-	(*EnrollAgentRequest)(nil),      // 102: gantry.v1.EnrollAgentRequest
-	(*CreateTokenResponse)(nil),     // 103: gantry.v1.CreateTokenResponse
-	(*ListTokensResponse)(nil),      // 104: gantry.v1.ListTokensResponse
-	(*RevokeTokenResponse)(nil),     // 105: gantry.v1.RevokeTokenResponse
-	(*BootstrapACLResponse)(nil),    // 106: gantry.v1.BootstrapACLResponse
-	(*WhoAmIResponse)(nil),          // 107: gantry.v1.WhoAmIResponse
-	(*ListAuditResponse)(nil),       // 108: gantry.v1.ListAuditResponse
-	(*CreateJoinTokenResponse)(nil), // 109: gantry.v1.CreateJoinTokenResponse
-	(*ListJoinTokensResponse)(nil),  // 110: gantry.v1.ListJoinTokensResponse
-	(*RevokeJoinTokenResponse)(nil), // 111: gantry.v1.RevokeJoinTokenResponse
-	(*EnrollAgentResponse)(nil),     // 112: gantry.v1.EnrollAgentResponse
+	(JobView)(0),                    // 0: gantry.v1.JobView
+	(AgentState)(0),                 // 1: gantry.v1.AgentState
+	(*SubmitJobRequest)(nil),        // 2: gantry.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),       // 3: gantry.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),           // 4: gantry.v1.GetJobRequest
+	(*GetJobResponse)(nil),          // 5: gantry.v1.GetJobResponse
+	(*ListJobsRequest)(nil),         // 6: gantry.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),        // 7: gantry.v1.ListJobsResponse
+	(*WatchJobRequest)(nil),         // 8: gantry.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),        // 9: gantry.v1.WatchJobResponse
+	(*CancelJobRequest)(nil),        // 10: gantry.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),       // 11: gantry.v1.CancelJobResponse
+	(*TaskLogsRequest)(nil),         // 12: gantry.v1.TaskLogsRequest
+	(*TaskLogsResponse)(nil),        // 13: gantry.v1.TaskLogsResponse
+	(*ListAgentsRequest)(nil),       // 14: gantry.v1.ListAgentsRequest
+	(*AgentStatus)(nil),             // 15: gantry.v1.AgentStatus
+	(*ListAgentsResponse)(nil),      // 16: gantry.v1.ListAgentsResponse
+	(*DrainAgentRequest)(nil),       // 17: gantry.v1.DrainAgentRequest
+	(*DrainAgentResponse)(nil),      // 18: gantry.v1.DrainAgentResponse
+	(*ClusterStatusRequest)(nil),    // 19: gantry.v1.ClusterStatusRequest
+	(*NodeStatus)(nil),              // 20: gantry.v1.NodeStatus
+	(*ClusterStatusResponse)(nil),   // 21: gantry.v1.ClusterStatusResponse
+	(*AddNodeRequest)(nil),          // 22: gantry.v1.AddNodeRequest
+	(*AddNodeResponse)(nil),         // 23: gantry.v1.AddNodeResponse
+	(*RemoveNodeRequest)(nil),       // 24: gantry.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),      // 25: gantry.v1.RemoveNodeResponse
+	(*ListQueueRequest)(nil),        // 26: gantry.v1.ListQueueRequest
+	(*QueuedTask)(nil),              // 27: gantry.v1.QueuedTask
+	(*QueueStats)(nil),              // 28: gantry.v1.QueueStats
+	(*ListQueueResponse)(nil),       // 29: gantry.v1.ListQueueResponse
+	(*CreateAppRequest)(nil),        // 30: gantry.v1.CreateAppRequest
+	(*CreateAppResponse)(nil),       // 31: gantry.v1.CreateAppResponse
+	(*ListAppsRequest)(nil),         // 32: gantry.v1.ListAppsRequest
+	(*AppSummary)(nil),              // 33: gantry.v1.AppSummary
+	(*ListAppsResponse)(nil),        // 34: gantry.v1.ListAppsResponse
+	(*GetAppRequest)(nil),           // 35: gantry.v1.GetAppRequest
+	(*GetAppResponse)(nil),          // 36: gantry.v1.GetAppResponse
+	(*SyncAppRequest)(nil),          // 37: gantry.v1.SyncAppRequest
+	(*SyncAppResponse)(nil),         // 38: gantry.v1.SyncAppResponse
+	(*RollbackAppRequest)(nil),      // 39: gantry.v1.RollbackAppRequest
+	(*RollbackAppResponse)(nil),     // 40: gantry.v1.RollbackAppResponse
+	(*UnpinAppRequest)(nil),         // 41: gantry.v1.UnpinAppRequest
+	(*UnpinAppResponse)(nil),        // 42: gantry.v1.UnpinAppResponse
+	(*DeleteAppRequest)(nil),        // 43: gantry.v1.DeleteAppRequest
+	(*DeleteAppResponse)(nil),       // 44: gantry.v1.DeleteAppResponse
+	(*SaveSnapshotRequest)(nil),     // 45: gantry.v1.SaveSnapshotRequest
+	(*SaveSnapshotResponse)(nil),    // 46: gantry.v1.SaveSnapshotResponse
+	(*RestoreSnapshotRequest)(nil),  // 47: gantry.v1.RestoreSnapshotRequest
+	(*RestoreSnapshotResponse)(nil), // 48: gantry.v1.RestoreSnapshotResponse
+	(*SetSecretRequest)(nil),        // 49: gantry.v1.SetSecretRequest
+	(*SetSecretResponse)(nil),       // 50: gantry.v1.SetSecretResponse
+	(*SecretInfo)(nil),              // 51: gantry.v1.SecretInfo
+	(*ListSecretsRequest)(nil),      // 52: gantry.v1.ListSecretsRequest
+	(*ListSecretsResponse)(nil),     // 53: gantry.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),     // 54: gantry.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),    // 55: gantry.v1.DeleteSecretResponse
+	(*CreateProjectRequest)(nil),    // 56: gantry.v1.CreateProjectRequest
+	(*CreateProjectResponse)(nil),   // 57: gantry.v1.CreateProjectResponse
+	(*ProjectSummary)(nil),          // 58: gantry.v1.ProjectSummary
+	(*BuildSummary)(nil),            // 59: gantry.v1.BuildSummary
+	(*ListProjectsRequest)(nil),     // 60: gantry.v1.ListProjectsRequest
+	(*ListProjectsResponse)(nil),    // 61: gantry.v1.ListProjectsResponse
+	(*GetProjectRequest)(nil),       // 62: gantry.v1.GetProjectRequest
+	(*GetProjectResponse)(nil),      // 63: gantry.v1.GetProjectResponse
+	(*DeleteProjectRequest)(nil),    // 64: gantry.v1.DeleteProjectRequest
+	(*DeleteProjectResponse)(nil),   // 65: gantry.v1.DeleteProjectResponse
+	(*RunProjectRequest)(nil),       // 66: gantry.v1.RunProjectRequest
+	(*RunProjectResponse)(nil),      // 67: gantry.v1.RunProjectResponse
+	(*ApproveBuildRequest)(nil),     // 68: gantry.v1.ApproveBuildRequest
+	(*ApproveBuildResponse)(nil),    // 69: gantry.v1.ApproveBuildResponse
+	(*DeliverWebhookRequest)(nil),   // 70: gantry.v1.DeliverWebhookRequest
+	(*DeliverWebhookResponse)(nil),  // 71: gantry.v1.DeliverWebhookResponse
+	(*DecideTaskRequest)(nil),       // 72: gantry.v1.DecideTaskRequest
+	(*DecideTaskResponse)(nil),      // 73: gantry.v1.DecideTaskResponse
+	nil,                             // 74: gantry.v1.QueuedTask.LabelsEntry
+	nil,                             // 75: gantry.v1.QueueStats.LabelsEntry
+	nil,                             // 76: gantry.v1.DeliverWebhookRequest.HeadersEntry
+	(*JobSpec)(nil),                 // 77: gantry.v1.JobSpec
+	(*Job)(nil),                     // 78: gantry.v1.Job
+	(JobState)(0),                   // 79: gantry.v1.JobState
+	(*LogChunk)(nil),                // 80: gantry.v1.LogChunk
+	(*AgentInfo)(nil),               // 81: gantry.v1.AgentInfo
+	(*timestamppb.Timestamp)(nil),   // 82: google.protobuf.Timestamp
+	(*TaskRef)(nil),                 // 83: gantry.v1.TaskRef
+	(TaskState)(0),                  // 84: gantry.v1.TaskState
+	(*durationpb.Duration)(nil),     // 85: google.protobuf.Duration
+	(*AppSpec)(nil),                 // 86: gantry.v1.AppSpec
+	(*App)(nil),                     // 87: gantry.v1.App
+	(SyncStatus)(0),                 // 88: gantry.v1.SyncStatus
+	(HealthStatus)(0),               // 89: gantry.v1.HealthStatus
+	(*DeployRecord)(nil),            // 90: gantry.v1.DeployRecord
+	(*DriftReport)(nil),             // 91: gantry.v1.DriftReport
+	(*ProjectSpec)(nil),             // 92: gantry.v1.ProjectSpec
+	(*Build)(nil),                   // 93: gantry.v1.Build
+	(*CreateTokenRequest)(nil),      // 94: gantry.v1.CreateTokenRequest
+	(*ListTokensRequest)(nil),       // 95: gantry.v1.ListTokensRequest
+	(*RevokeTokenRequest)(nil),      // 96: gantry.v1.RevokeTokenRequest
+	(*BootstrapACLRequest)(nil),     // 97: gantry.v1.BootstrapACLRequest
+	(*WhoAmIRequest)(nil),           // 98: gantry.v1.WhoAmIRequest
+	(*ListAuditRequest)(nil),        // 99: gantry.v1.ListAuditRequest
+	(*CreateJoinTokenRequest)(nil),  // 100: gantry.v1.CreateJoinTokenRequest
+	(*ListJoinTokensRequest)(nil),   // 101: gantry.v1.ListJoinTokensRequest
+	(*RevokeJoinTokenRequest)(nil),  // 102: gantry.v1.RevokeJoinTokenRequest
+	(*EnrollAgentRequest)(nil),      // 103: gantry.v1.EnrollAgentRequest
+	(*CreateTokenResponse)(nil),     // 104: gantry.v1.CreateTokenResponse
+	(*ListTokensResponse)(nil),      // 105: gantry.v1.ListTokensResponse
+	(*RevokeTokenResponse)(nil),     // 106: gantry.v1.RevokeTokenResponse
+	(*BootstrapACLResponse)(nil),    // 107: gantry.v1.BootstrapACLResponse
+	(*WhoAmIResponse)(nil),          // 108: gantry.v1.WhoAmIResponse
+	(*ListAuditResponse)(nil),       // 109: gantry.v1.ListAuditResponse
+	(*CreateJoinTokenResponse)(nil), // 110: gantry.v1.CreateJoinTokenResponse
+	(*ListJoinTokensResponse)(nil),  // 111: gantry.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenResponse)(nil), // 112: gantry.v1.RevokeJoinTokenResponse
+	(*EnrollAgentResponse)(nil),     // 113: gantry.v1.EnrollAgentResponse
 }
 var file_gantry_v1_api_proto_depIdxs = []int32{
-	76,  // 0: gantry.v1.SubmitJobRequest.spec:type_name -> gantry.v1.JobSpec
-	77,  // 1: gantry.v1.SubmitJobResponse.job:type_name -> gantry.v1.Job
-	77,  // 2: gantry.v1.GetJobResponse.job:type_name -> gantry.v1.Job
-	78,  // 3: gantry.v1.ListJobsRequest.states:type_name -> gantry.v1.JobState
-	77,  // 4: gantry.v1.ListJobsResponse.jobs:type_name -> gantry.v1.Job
-	77,  // 5: gantry.v1.WatchJobResponse.job:type_name -> gantry.v1.Job
-	77,  // 6: gantry.v1.CancelJobResponse.job:type_name -> gantry.v1.Job
-	79,  // 7: gantry.v1.TaskLogsResponse.chunk:type_name -> gantry.v1.LogChunk
-	80,  // 8: gantry.v1.AgentStatus.info:type_name -> gantry.v1.AgentInfo
-	0,   // 9: gantry.v1.AgentStatus.state:type_name -> gantry.v1.AgentState
-	81,  // 10: gantry.v1.AgentStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
-	82,  // 11: gantry.v1.AgentStatus.running:type_name -> gantry.v1.TaskRef
-	14,  // 12: gantry.v1.ListAgentsResponse.agents:type_name -> gantry.v1.AgentStatus
-	81,  // 13: gantry.v1.NodeStatus.seen_at:type_name -> google.protobuf.Timestamp
-	19,  // 14: gantry.v1.ClusterStatusResponse.nodes:type_name -> gantry.v1.NodeStatus
-	83,  // 15: gantry.v1.QueuedTask.state:type_name -> gantry.v1.TaskState
-	73,  // 16: gantry.v1.QueuedTask.labels:type_name -> gantry.v1.QueuedTask.LabelsEntry
-	81,  // 17: gantry.v1.QueuedTask.queued_at:type_name -> google.protobuf.Timestamp
-	81,  // 18: gantry.v1.QueuedTask.not_before:type_name -> google.protobuf.Timestamp
-	81,  // 19: gantry.v1.QueuedTask.runnable_at:type_name -> google.protobuf.Timestamp
-	74,  // 20: gantry.v1.QueueStats.labels:type_name -> gantry.v1.QueueStats.LabelsEntry
-	84,  // 21: gantry.v1.QueueStats.p50:type_name -> google.protobuf.Duration
-	84,  // 22: gantry.v1.QueueStats.p95:type_name -> google.protobuf.Duration
-	26,  // 23: gantry.v1.ListQueueResponse.tasks:type_name -> gantry.v1.QueuedTask
-	27,  // 24: gantry.v1.ListQueueResponse.queues:type_name -> gantry.v1.QueueStats
-	85,  // 25: gantry.v1.CreateAppRequest.spec:type_name -> gantry.v1.AppSpec
-	86,  // 26: gantry.v1.CreateAppResponse.app:type_name -> gantry.v1.App
-	85,  // 27: gantry.v1.AppSummary.spec:type_name -> gantry.v1.AppSpec
-	87,  // 28: gantry.v1.AppSummary.sync:type_name -> gantry.v1.SyncStatus
-	88,  // 29: gantry.v1.AppSummary.health:type_name -> gantry.v1.HealthStatus
-	89,  // 30: gantry.v1.AppSummary.last_deploy:type_name -> gantry.v1.DeployRecord
-	32,  // 31: gantry.v1.ListAppsResponse.apps:type_name -> gantry.v1.AppSummary
-	86,  // 32: gantry.v1.GetAppResponse.app:type_name -> gantry.v1.App
-	32,  // 33: gantry.v1.GetAppResponse.summary:type_name -> gantry.v1.AppSummary
-	90,  // 34: gantry.v1.GetAppResponse.drift:type_name -> gantry.v1.DriftReport
-	50,  // 35: gantry.v1.SetSecretResponse.secret:type_name -> gantry.v1.SecretInfo
-	81,  // 36: gantry.v1.SecretInfo.created_at:type_name -> google.protobuf.Timestamp
-	81,  // 37: gantry.v1.SecretInfo.updated_at:type_name -> google.protobuf.Timestamp
-	50,  // 38: gantry.v1.ListSecretsResponse.secrets:type_name -> gantry.v1.SecretInfo
-	91,  // 39: gantry.v1.CreateProjectRequest.spec:type_name -> gantry.v1.ProjectSpec
-	57,  // 40: gantry.v1.CreateProjectResponse.project:type_name -> gantry.v1.ProjectSummary
-	91,  // 41: gantry.v1.ProjectSummary.spec:type_name -> gantry.v1.ProjectSpec
-	81,  // 42: gantry.v1.ProjectSummary.created_at:type_name -> google.protobuf.Timestamp
-	58,  // 43: gantry.v1.ProjectSummary.builds:type_name -> gantry.v1.BuildSummary
-	92,  // 44: gantry.v1.BuildSummary.build:type_name -> gantry.v1.Build
-	78,  // 45: gantry.v1.BuildSummary.state:type_name -> gantry.v1.JobState
-	57,  // 46: gantry.v1.ListProjectsResponse.projects:type_name -> gantry.v1.ProjectSummary
-	57,  // 47: gantry.v1.GetProjectResponse.project:type_name -> gantry.v1.ProjectSummary
-	58,  // 48: gantry.v1.RunProjectResponse.build:type_name -> gantry.v1.BuildSummary
-	58,  // 49: gantry.v1.ApproveBuildResponse.build:type_name -> gantry.v1.BuildSummary
-	75,  // 50: gantry.v1.DeliverWebhookRequest.headers:type_name -> gantry.v1.DeliverWebhookRequest.HeadersEntry
-	58,  // 51: gantry.v1.DeliverWebhookResponse.builds:type_name -> gantry.v1.BuildSummary
-	77,  // 52: gantry.v1.DecideTaskResponse.job:type_name -> gantry.v1.Job
-	1,   // 53: gantry.v1.GantryService.SubmitJob:input_type -> gantry.v1.SubmitJobRequest
-	3,   // 54: gantry.v1.GantryService.GetJob:input_type -> gantry.v1.GetJobRequest
-	5,   // 55: gantry.v1.GantryService.ListJobs:input_type -> gantry.v1.ListJobsRequest
-	7,   // 56: gantry.v1.GantryService.WatchJob:input_type -> gantry.v1.WatchJobRequest
-	9,   // 57: gantry.v1.GantryService.CancelJob:input_type -> gantry.v1.CancelJobRequest
-	11,  // 58: gantry.v1.GantryService.TaskLogs:input_type -> gantry.v1.TaskLogsRequest
-	13,  // 59: gantry.v1.GantryService.ListAgents:input_type -> gantry.v1.ListAgentsRequest
-	16,  // 60: gantry.v1.GantryService.DrainAgent:input_type -> gantry.v1.DrainAgentRequest
-	18,  // 61: gantry.v1.GantryService.ClusterStatus:input_type -> gantry.v1.ClusterStatusRequest
-	21,  // 62: gantry.v1.GantryService.AddNode:input_type -> gantry.v1.AddNodeRequest
-	23,  // 63: gantry.v1.GantryService.RemoveNode:input_type -> gantry.v1.RemoveNodeRequest
-	25,  // 64: gantry.v1.GantryService.ListQueue:input_type -> gantry.v1.ListQueueRequest
-	29,  // 65: gantry.v1.GantryService.CreateApp:input_type -> gantry.v1.CreateAppRequest
-	31,  // 66: gantry.v1.GantryService.ListApps:input_type -> gantry.v1.ListAppsRequest
-	34,  // 67: gantry.v1.GantryService.GetApp:input_type -> gantry.v1.GetAppRequest
-	36,  // 68: gantry.v1.GantryService.SyncApp:input_type -> gantry.v1.SyncAppRequest
-	38,  // 69: gantry.v1.GantryService.RollbackApp:input_type -> gantry.v1.RollbackAppRequest
-	40,  // 70: gantry.v1.GantryService.UnpinApp:input_type -> gantry.v1.UnpinAppRequest
-	42,  // 71: gantry.v1.GantryService.DeleteApp:input_type -> gantry.v1.DeleteAppRequest
-	44,  // 72: gantry.v1.GantryService.SaveSnapshot:input_type -> gantry.v1.SaveSnapshotRequest
-	46,  // 73: gantry.v1.GantryService.RestoreSnapshot:input_type -> gantry.v1.RestoreSnapshotRequest
-	48,  // 74: gantry.v1.GantryService.SetSecret:input_type -> gantry.v1.SetSecretRequest
-	51,  // 75: gantry.v1.GantryService.ListSecrets:input_type -> gantry.v1.ListSecretsRequest
-	53,  // 76: gantry.v1.GantryService.DeleteSecret:input_type -> gantry.v1.DeleteSecretRequest
-	93,  // 77: gantry.v1.GantryService.CreateToken:input_type -> gantry.v1.CreateTokenRequest
-	94,  // 78: gantry.v1.GantryService.ListTokens:input_type -> gantry.v1.ListTokensRequest
-	95,  // 79: gantry.v1.GantryService.RevokeToken:input_type -> gantry.v1.RevokeTokenRequest
-	96,  // 80: gantry.v1.GantryService.BootstrapACL:input_type -> gantry.v1.BootstrapACLRequest
-	97,  // 81: gantry.v1.GantryService.WhoAmI:input_type -> gantry.v1.WhoAmIRequest
-	98,  // 82: gantry.v1.GantryService.ListAudit:input_type -> gantry.v1.ListAuditRequest
-	55,  // 83: gantry.v1.GantryService.CreateProject:input_type -> gantry.v1.CreateProjectRequest
-	59,  // 84: gantry.v1.GantryService.ListProjects:input_type -> gantry.v1.ListProjectsRequest
-	61,  // 85: gantry.v1.GantryService.GetProject:input_type -> gantry.v1.GetProjectRequest
-	63,  // 86: gantry.v1.GantryService.DeleteProject:input_type -> gantry.v1.DeleteProjectRequest
-	65,  // 87: gantry.v1.GantryService.RunProject:input_type -> gantry.v1.RunProjectRequest
-	67,  // 88: gantry.v1.GantryService.ApproveBuild:input_type -> gantry.v1.ApproveBuildRequest
-	69,  // 89: gantry.v1.GantryService.DeliverWebhook:input_type -> gantry.v1.DeliverWebhookRequest
-	71,  // 90: gantry.v1.GantryService.DecideTask:input_type -> gantry.v1.DecideTaskRequest
-	99,  // 91: gantry.v1.GantryService.CreateJoinToken:input_type -> gantry.v1.CreateJoinTokenRequest
-	100, // 92: gantry.v1.GantryService.ListJoinTokens:input_type -> gantry.v1.ListJoinTokensRequest
-	101, // 93: gantry.v1.GantryService.RevokeJoinToken:input_type -> gantry.v1.RevokeJoinTokenRequest
-	102, // 94: gantry.v1.GantryService.EnrollAgent:input_type -> gantry.v1.EnrollAgentRequest
-	2,   // 95: gantry.v1.GantryService.SubmitJob:output_type -> gantry.v1.SubmitJobResponse
-	4,   // 96: gantry.v1.GantryService.GetJob:output_type -> gantry.v1.GetJobResponse
-	6,   // 97: gantry.v1.GantryService.ListJobs:output_type -> gantry.v1.ListJobsResponse
-	8,   // 98: gantry.v1.GantryService.WatchJob:output_type -> gantry.v1.WatchJobResponse
-	10,  // 99: gantry.v1.GantryService.CancelJob:output_type -> gantry.v1.CancelJobResponse
-	12,  // 100: gantry.v1.GantryService.TaskLogs:output_type -> gantry.v1.TaskLogsResponse
-	15,  // 101: gantry.v1.GantryService.ListAgents:output_type -> gantry.v1.ListAgentsResponse
-	17,  // 102: gantry.v1.GantryService.DrainAgent:output_type -> gantry.v1.DrainAgentResponse
-	20,  // 103: gantry.v1.GantryService.ClusterStatus:output_type -> gantry.v1.ClusterStatusResponse
-	22,  // 104: gantry.v1.GantryService.AddNode:output_type -> gantry.v1.AddNodeResponse
-	24,  // 105: gantry.v1.GantryService.RemoveNode:output_type -> gantry.v1.RemoveNodeResponse
-	28,  // 106: gantry.v1.GantryService.ListQueue:output_type -> gantry.v1.ListQueueResponse
-	30,  // 107: gantry.v1.GantryService.CreateApp:output_type -> gantry.v1.CreateAppResponse
-	33,  // 108: gantry.v1.GantryService.ListApps:output_type -> gantry.v1.ListAppsResponse
-	35,  // 109: gantry.v1.GantryService.GetApp:output_type -> gantry.v1.GetAppResponse
-	37,  // 110: gantry.v1.GantryService.SyncApp:output_type -> gantry.v1.SyncAppResponse
-	39,  // 111: gantry.v1.GantryService.RollbackApp:output_type -> gantry.v1.RollbackAppResponse
-	41,  // 112: gantry.v1.GantryService.UnpinApp:output_type -> gantry.v1.UnpinAppResponse
-	43,  // 113: gantry.v1.GantryService.DeleteApp:output_type -> gantry.v1.DeleteAppResponse
-	45,  // 114: gantry.v1.GantryService.SaveSnapshot:output_type -> gantry.v1.SaveSnapshotResponse
-	47,  // 115: gantry.v1.GantryService.RestoreSnapshot:output_type -> gantry.v1.RestoreSnapshotResponse
-	49,  // 116: gantry.v1.GantryService.SetSecret:output_type -> gantry.v1.SetSecretResponse
-	52,  // 117: gantry.v1.GantryService.ListSecrets:output_type -> gantry.v1.ListSecretsResponse
-	54,  // 118: gantry.v1.GantryService.DeleteSecret:output_type -> gantry.v1.DeleteSecretResponse
-	103, // 119: gantry.v1.GantryService.CreateToken:output_type -> gantry.v1.CreateTokenResponse
-	104, // 120: gantry.v1.GantryService.ListTokens:output_type -> gantry.v1.ListTokensResponse
-	105, // 121: gantry.v1.GantryService.RevokeToken:output_type -> gantry.v1.RevokeTokenResponse
-	106, // 122: gantry.v1.GantryService.BootstrapACL:output_type -> gantry.v1.BootstrapACLResponse
-	107, // 123: gantry.v1.GantryService.WhoAmI:output_type -> gantry.v1.WhoAmIResponse
-	108, // 124: gantry.v1.GantryService.ListAudit:output_type -> gantry.v1.ListAuditResponse
-	56,  // 125: gantry.v1.GantryService.CreateProject:output_type -> gantry.v1.CreateProjectResponse
-	60,  // 126: gantry.v1.GantryService.ListProjects:output_type -> gantry.v1.ListProjectsResponse
-	62,  // 127: gantry.v1.GantryService.GetProject:output_type -> gantry.v1.GetProjectResponse
-	64,  // 128: gantry.v1.GantryService.DeleteProject:output_type -> gantry.v1.DeleteProjectResponse
-	66,  // 129: gantry.v1.GantryService.RunProject:output_type -> gantry.v1.RunProjectResponse
-	68,  // 130: gantry.v1.GantryService.ApproveBuild:output_type -> gantry.v1.ApproveBuildResponse
-	70,  // 131: gantry.v1.GantryService.DeliverWebhook:output_type -> gantry.v1.DeliverWebhookResponse
-	72,  // 132: gantry.v1.GantryService.DecideTask:output_type -> gantry.v1.DecideTaskResponse
-	109, // 133: gantry.v1.GantryService.CreateJoinToken:output_type -> gantry.v1.CreateJoinTokenResponse
-	110, // 134: gantry.v1.GantryService.ListJoinTokens:output_type -> gantry.v1.ListJoinTokensResponse
-	111, // 135: gantry.v1.GantryService.RevokeJoinToken:output_type -> gantry.v1.RevokeJoinTokenResponse
-	112, // 136: gantry.v1.GantryService.EnrollAgent:output_type -> gantry.v1.EnrollAgentResponse
-	95,  // [95:137] is the sub-list for method output_type
-	53,  // [53:95] is the sub-list for method input_type
-	53,  // [53:53] is the sub-list for extension type_name
-	53,  // [53:53] is the sub-list for extension extendee
-	0,   // [0:53] is the sub-list for field type_name
+	77,  // 0: gantry.v1.SubmitJobRequest.spec:type_name -> gantry.v1.JobSpec
+	0,   // 1: gantry.v1.SubmitJobRequest.view:type_name -> gantry.v1.JobView
+	78,  // 2: gantry.v1.SubmitJobResponse.job:type_name -> gantry.v1.Job
+	0,   // 3: gantry.v1.GetJobRequest.view:type_name -> gantry.v1.JobView
+	78,  // 4: gantry.v1.GetJobResponse.job:type_name -> gantry.v1.Job
+	79,  // 5: gantry.v1.ListJobsRequest.states:type_name -> gantry.v1.JobState
+	0,   // 6: gantry.v1.ListJobsRequest.view:type_name -> gantry.v1.JobView
+	78,  // 7: gantry.v1.ListJobsResponse.jobs:type_name -> gantry.v1.Job
+	78,  // 8: gantry.v1.WatchJobResponse.job:type_name -> gantry.v1.Job
+	78,  // 9: gantry.v1.CancelJobResponse.job:type_name -> gantry.v1.Job
+	80,  // 10: gantry.v1.TaskLogsResponse.chunk:type_name -> gantry.v1.LogChunk
+	81,  // 11: gantry.v1.AgentStatus.info:type_name -> gantry.v1.AgentInfo
+	1,   // 12: gantry.v1.AgentStatus.state:type_name -> gantry.v1.AgentState
+	82,  // 13: gantry.v1.AgentStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
+	83,  // 14: gantry.v1.AgentStatus.running:type_name -> gantry.v1.TaskRef
+	15,  // 15: gantry.v1.ListAgentsResponse.agents:type_name -> gantry.v1.AgentStatus
+	82,  // 16: gantry.v1.NodeStatus.seen_at:type_name -> google.protobuf.Timestamp
+	20,  // 17: gantry.v1.ClusterStatusResponse.nodes:type_name -> gantry.v1.NodeStatus
+	84,  // 18: gantry.v1.QueuedTask.state:type_name -> gantry.v1.TaskState
+	74,  // 19: gantry.v1.QueuedTask.labels:type_name -> gantry.v1.QueuedTask.LabelsEntry
+	82,  // 20: gantry.v1.QueuedTask.queued_at:type_name -> google.protobuf.Timestamp
+	82,  // 21: gantry.v1.QueuedTask.not_before:type_name -> google.protobuf.Timestamp
+	82,  // 22: gantry.v1.QueuedTask.runnable_at:type_name -> google.protobuf.Timestamp
+	75,  // 23: gantry.v1.QueueStats.labels:type_name -> gantry.v1.QueueStats.LabelsEntry
+	85,  // 24: gantry.v1.QueueStats.p50:type_name -> google.protobuf.Duration
+	85,  // 25: gantry.v1.QueueStats.p95:type_name -> google.protobuf.Duration
+	27,  // 26: gantry.v1.ListQueueResponse.tasks:type_name -> gantry.v1.QueuedTask
+	28,  // 27: gantry.v1.ListQueueResponse.queues:type_name -> gantry.v1.QueueStats
+	86,  // 28: gantry.v1.CreateAppRequest.spec:type_name -> gantry.v1.AppSpec
+	87,  // 29: gantry.v1.CreateAppResponse.app:type_name -> gantry.v1.App
+	86,  // 30: gantry.v1.AppSummary.spec:type_name -> gantry.v1.AppSpec
+	88,  // 31: gantry.v1.AppSummary.sync:type_name -> gantry.v1.SyncStatus
+	89,  // 32: gantry.v1.AppSummary.health:type_name -> gantry.v1.HealthStatus
+	90,  // 33: gantry.v1.AppSummary.last_deploy:type_name -> gantry.v1.DeployRecord
+	33,  // 34: gantry.v1.ListAppsResponse.apps:type_name -> gantry.v1.AppSummary
+	87,  // 35: gantry.v1.GetAppResponse.app:type_name -> gantry.v1.App
+	33,  // 36: gantry.v1.GetAppResponse.summary:type_name -> gantry.v1.AppSummary
+	91,  // 37: gantry.v1.GetAppResponse.drift:type_name -> gantry.v1.DriftReport
+	51,  // 38: gantry.v1.SetSecretResponse.secret:type_name -> gantry.v1.SecretInfo
+	82,  // 39: gantry.v1.SecretInfo.created_at:type_name -> google.protobuf.Timestamp
+	82,  // 40: gantry.v1.SecretInfo.updated_at:type_name -> google.protobuf.Timestamp
+	51,  // 41: gantry.v1.ListSecretsResponse.secrets:type_name -> gantry.v1.SecretInfo
+	92,  // 42: gantry.v1.CreateProjectRequest.spec:type_name -> gantry.v1.ProjectSpec
+	58,  // 43: gantry.v1.CreateProjectResponse.project:type_name -> gantry.v1.ProjectSummary
+	92,  // 44: gantry.v1.ProjectSummary.spec:type_name -> gantry.v1.ProjectSpec
+	82,  // 45: gantry.v1.ProjectSummary.created_at:type_name -> google.protobuf.Timestamp
+	59,  // 46: gantry.v1.ProjectSummary.builds:type_name -> gantry.v1.BuildSummary
+	93,  // 47: gantry.v1.BuildSummary.build:type_name -> gantry.v1.Build
+	79,  // 48: gantry.v1.BuildSummary.state:type_name -> gantry.v1.JobState
+	58,  // 49: gantry.v1.ListProjectsResponse.projects:type_name -> gantry.v1.ProjectSummary
+	58,  // 50: gantry.v1.GetProjectResponse.project:type_name -> gantry.v1.ProjectSummary
+	59,  // 51: gantry.v1.RunProjectResponse.build:type_name -> gantry.v1.BuildSummary
+	59,  // 52: gantry.v1.ApproveBuildResponse.build:type_name -> gantry.v1.BuildSummary
+	76,  // 53: gantry.v1.DeliverWebhookRequest.headers:type_name -> gantry.v1.DeliverWebhookRequest.HeadersEntry
+	59,  // 54: gantry.v1.DeliverWebhookResponse.builds:type_name -> gantry.v1.BuildSummary
+	78,  // 55: gantry.v1.DecideTaskResponse.job:type_name -> gantry.v1.Job
+	2,   // 56: gantry.v1.GantryService.SubmitJob:input_type -> gantry.v1.SubmitJobRequest
+	4,   // 57: gantry.v1.GantryService.GetJob:input_type -> gantry.v1.GetJobRequest
+	6,   // 58: gantry.v1.GantryService.ListJobs:input_type -> gantry.v1.ListJobsRequest
+	8,   // 59: gantry.v1.GantryService.WatchJob:input_type -> gantry.v1.WatchJobRequest
+	10,  // 60: gantry.v1.GantryService.CancelJob:input_type -> gantry.v1.CancelJobRequest
+	12,  // 61: gantry.v1.GantryService.TaskLogs:input_type -> gantry.v1.TaskLogsRequest
+	14,  // 62: gantry.v1.GantryService.ListAgents:input_type -> gantry.v1.ListAgentsRequest
+	17,  // 63: gantry.v1.GantryService.DrainAgent:input_type -> gantry.v1.DrainAgentRequest
+	19,  // 64: gantry.v1.GantryService.ClusterStatus:input_type -> gantry.v1.ClusterStatusRequest
+	22,  // 65: gantry.v1.GantryService.AddNode:input_type -> gantry.v1.AddNodeRequest
+	24,  // 66: gantry.v1.GantryService.RemoveNode:input_type -> gantry.v1.RemoveNodeRequest
+	26,  // 67: gantry.v1.GantryService.ListQueue:input_type -> gantry.v1.ListQueueRequest
+	30,  // 68: gantry.v1.GantryService.CreateApp:input_type -> gantry.v1.CreateAppRequest
+	32,  // 69: gantry.v1.GantryService.ListApps:input_type -> gantry.v1.ListAppsRequest
+	35,  // 70: gantry.v1.GantryService.GetApp:input_type -> gantry.v1.GetAppRequest
+	37,  // 71: gantry.v1.GantryService.SyncApp:input_type -> gantry.v1.SyncAppRequest
+	39,  // 72: gantry.v1.GantryService.RollbackApp:input_type -> gantry.v1.RollbackAppRequest
+	41,  // 73: gantry.v1.GantryService.UnpinApp:input_type -> gantry.v1.UnpinAppRequest
+	43,  // 74: gantry.v1.GantryService.DeleteApp:input_type -> gantry.v1.DeleteAppRequest
+	45,  // 75: gantry.v1.GantryService.SaveSnapshot:input_type -> gantry.v1.SaveSnapshotRequest
+	47,  // 76: gantry.v1.GantryService.RestoreSnapshot:input_type -> gantry.v1.RestoreSnapshotRequest
+	49,  // 77: gantry.v1.GantryService.SetSecret:input_type -> gantry.v1.SetSecretRequest
+	52,  // 78: gantry.v1.GantryService.ListSecrets:input_type -> gantry.v1.ListSecretsRequest
+	54,  // 79: gantry.v1.GantryService.DeleteSecret:input_type -> gantry.v1.DeleteSecretRequest
+	94,  // 80: gantry.v1.GantryService.CreateToken:input_type -> gantry.v1.CreateTokenRequest
+	95,  // 81: gantry.v1.GantryService.ListTokens:input_type -> gantry.v1.ListTokensRequest
+	96,  // 82: gantry.v1.GantryService.RevokeToken:input_type -> gantry.v1.RevokeTokenRequest
+	97,  // 83: gantry.v1.GantryService.BootstrapACL:input_type -> gantry.v1.BootstrapACLRequest
+	98,  // 84: gantry.v1.GantryService.WhoAmI:input_type -> gantry.v1.WhoAmIRequest
+	99,  // 85: gantry.v1.GantryService.ListAudit:input_type -> gantry.v1.ListAuditRequest
+	56,  // 86: gantry.v1.GantryService.CreateProject:input_type -> gantry.v1.CreateProjectRequest
+	60,  // 87: gantry.v1.GantryService.ListProjects:input_type -> gantry.v1.ListProjectsRequest
+	62,  // 88: gantry.v1.GantryService.GetProject:input_type -> gantry.v1.GetProjectRequest
+	64,  // 89: gantry.v1.GantryService.DeleteProject:input_type -> gantry.v1.DeleteProjectRequest
+	66,  // 90: gantry.v1.GantryService.RunProject:input_type -> gantry.v1.RunProjectRequest
+	68,  // 91: gantry.v1.GantryService.ApproveBuild:input_type -> gantry.v1.ApproveBuildRequest
+	70,  // 92: gantry.v1.GantryService.DeliverWebhook:input_type -> gantry.v1.DeliverWebhookRequest
+	72,  // 93: gantry.v1.GantryService.DecideTask:input_type -> gantry.v1.DecideTaskRequest
+	100, // 94: gantry.v1.GantryService.CreateJoinToken:input_type -> gantry.v1.CreateJoinTokenRequest
+	101, // 95: gantry.v1.GantryService.ListJoinTokens:input_type -> gantry.v1.ListJoinTokensRequest
+	102, // 96: gantry.v1.GantryService.RevokeJoinToken:input_type -> gantry.v1.RevokeJoinTokenRequest
+	103, // 97: gantry.v1.GantryService.EnrollAgent:input_type -> gantry.v1.EnrollAgentRequest
+	3,   // 98: gantry.v1.GantryService.SubmitJob:output_type -> gantry.v1.SubmitJobResponse
+	5,   // 99: gantry.v1.GantryService.GetJob:output_type -> gantry.v1.GetJobResponse
+	7,   // 100: gantry.v1.GantryService.ListJobs:output_type -> gantry.v1.ListJobsResponse
+	9,   // 101: gantry.v1.GantryService.WatchJob:output_type -> gantry.v1.WatchJobResponse
+	11,  // 102: gantry.v1.GantryService.CancelJob:output_type -> gantry.v1.CancelJobResponse
+	13,  // 103: gantry.v1.GantryService.TaskLogs:output_type -> gantry.v1.TaskLogsResponse
+	16,  // 104: gantry.v1.GantryService.ListAgents:output_type -> gantry.v1.ListAgentsResponse
+	18,  // 105: gantry.v1.GantryService.DrainAgent:output_type -> gantry.v1.DrainAgentResponse
+	21,  // 106: gantry.v1.GantryService.ClusterStatus:output_type -> gantry.v1.ClusterStatusResponse
+	23,  // 107: gantry.v1.GantryService.AddNode:output_type -> gantry.v1.AddNodeResponse
+	25,  // 108: gantry.v1.GantryService.RemoveNode:output_type -> gantry.v1.RemoveNodeResponse
+	29,  // 109: gantry.v1.GantryService.ListQueue:output_type -> gantry.v1.ListQueueResponse
+	31,  // 110: gantry.v1.GantryService.CreateApp:output_type -> gantry.v1.CreateAppResponse
+	34,  // 111: gantry.v1.GantryService.ListApps:output_type -> gantry.v1.ListAppsResponse
+	36,  // 112: gantry.v1.GantryService.GetApp:output_type -> gantry.v1.GetAppResponse
+	38,  // 113: gantry.v1.GantryService.SyncApp:output_type -> gantry.v1.SyncAppResponse
+	40,  // 114: gantry.v1.GantryService.RollbackApp:output_type -> gantry.v1.RollbackAppResponse
+	42,  // 115: gantry.v1.GantryService.UnpinApp:output_type -> gantry.v1.UnpinAppResponse
+	44,  // 116: gantry.v1.GantryService.DeleteApp:output_type -> gantry.v1.DeleteAppResponse
+	46,  // 117: gantry.v1.GantryService.SaveSnapshot:output_type -> gantry.v1.SaveSnapshotResponse
+	48,  // 118: gantry.v1.GantryService.RestoreSnapshot:output_type -> gantry.v1.RestoreSnapshotResponse
+	50,  // 119: gantry.v1.GantryService.SetSecret:output_type -> gantry.v1.SetSecretResponse
+	53,  // 120: gantry.v1.GantryService.ListSecrets:output_type -> gantry.v1.ListSecretsResponse
+	55,  // 121: gantry.v1.GantryService.DeleteSecret:output_type -> gantry.v1.DeleteSecretResponse
+	104, // 122: gantry.v1.GantryService.CreateToken:output_type -> gantry.v1.CreateTokenResponse
+	105, // 123: gantry.v1.GantryService.ListTokens:output_type -> gantry.v1.ListTokensResponse
+	106, // 124: gantry.v1.GantryService.RevokeToken:output_type -> gantry.v1.RevokeTokenResponse
+	107, // 125: gantry.v1.GantryService.BootstrapACL:output_type -> gantry.v1.BootstrapACLResponse
+	108, // 126: gantry.v1.GantryService.WhoAmI:output_type -> gantry.v1.WhoAmIResponse
+	109, // 127: gantry.v1.GantryService.ListAudit:output_type -> gantry.v1.ListAuditResponse
+	57,  // 128: gantry.v1.GantryService.CreateProject:output_type -> gantry.v1.CreateProjectResponse
+	61,  // 129: gantry.v1.GantryService.ListProjects:output_type -> gantry.v1.ListProjectsResponse
+	63,  // 130: gantry.v1.GantryService.GetProject:output_type -> gantry.v1.GetProjectResponse
+	65,  // 131: gantry.v1.GantryService.DeleteProject:output_type -> gantry.v1.DeleteProjectResponse
+	67,  // 132: gantry.v1.GantryService.RunProject:output_type -> gantry.v1.RunProjectResponse
+	69,  // 133: gantry.v1.GantryService.ApproveBuild:output_type -> gantry.v1.ApproveBuildResponse
+	71,  // 134: gantry.v1.GantryService.DeliverWebhook:output_type -> gantry.v1.DeliverWebhookResponse
+	73,  // 135: gantry.v1.GantryService.DecideTask:output_type -> gantry.v1.DecideTaskResponse
+	110, // 136: gantry.v1.GantryService.CreateJoinToken:output_type -> gantry.v1.CreateJoinTokenResponse
+	111, // 137: gantry.v1.GantryService.ListJoinTokens:output_type -> gantry.v1.ListJoinTokensResponse
+	112, // 138: gantry.v1.GantryService.RevokeJoinToken:output_type -> gantry.v1.RevokeJoinTokenResponse
+	113, // 139: gantry.v1.GantryService.EnrollAgent:output_type -> gantry.v1.EnrollAgentResponse
+	98,  // [98:140] is the sub-list for method output_type
+	56,  // [56:98] is the sub-list for method input_type
+	56,  // [56:56] is the sub-list for extension type_name
+	56,  // [56:56] is the sub-list for extension extendee
+	0,   // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_api_proto_init() }
@@ -4528,7 +4624,7 @@ func file_gantry_v1_api_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_api_proto_rawDesc), len(file_gantry_v1_api_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   75,
 			NumExtensions: 0,
 			NumServices:   1,
