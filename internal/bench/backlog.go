@@ -52,7 +52,7 @@ func backlog(ctx context.Context, t *target, p *latencyProbe, progress func(stri
 						tasks[i] = noopTask(fmt.Sprintf("t%d", i), map[string]string{"backlog": strconv.Itoa((j*backlogJobTasks + i) % backlogLabelSets)})
 					}
 					cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-					resp, err := t.client(w).SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: &gv1.JobSpec{Name: fmt.Sprintf("backlog-%d", j), Tasks: tasks}})
+					resp, err := t.client(w).SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: &gv1.JobSpec{Name: fmt.Sprintf("backlog-%d", j), Tasks: tasks}, View: gv1.JobView_JOB_VIEW_BASIC})
 					cancel()
 					if err != nil {
 						select {
@@ -126,7 +126,7 @@ func backlogProbe(ctx context.Context, t *target, p *latencyProbe, tag string) (
 		at := time.Now()
 		p.submit(name, at)
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := t.client(i).SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec})
+		_, err := t.client(i).SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec, View: gv1.JobView_JOB_VIEW_BASIC})
 		cancel()
 		if err != nil {
 			return f, fmt.Errorf("probe submit: %w", err)

@@ -462,7 +462,7 @@ func throughput(ctx context.Context, t *target, fleet *sim.Fleet, d time.Duratio
 					time.Sleep(2 * time.Millisecond)
 				}
 				cctx, c := context.WithTimeout(ctx, 5*time.Second)
-				_, err := t.client(w+i).SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec})
+				_, err := t.client(w+i).SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec, View: gv1.JobView_JOB_VIEW_BASIC})
 				c()
 				if err == nil {
 					submitted.Add(1)

@@ -44,7 +44,7 @@ func retained(ctx context.Context, t *target, fleet *sim.Fleet, n int, progress 
 					time.Sleep(2 * time.Millisecond)
 				}
 				cctx, c := context.WithTimeout(ctx, 10*time.Second)
-				_, err := t.client(i).SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec})
+				_, err := t.client(i).SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec, View: gv1.JobView_JOB_VIEW_BASIC})
 				c()
 				if err != nil {
 					next.Add(-1) // submit it again
@@ -66,7 +66,7 @@ func retained(ctx context.Context, t *target, fleet *sim.Fleet, n int, progress 
 		one := &gv1.JobSpec{Name: "retained-probe", Tasks: []*gv1.TaskSpec{noopTask("t", labels)}}
 		for i := 0; probeCtx.Err() == nil; i++ {
 			cctx, c := context.WithTimeout(probeCtx, 10*time.Second)
-			_, err := t.client(i).SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: one})
+			_, err := t.client(i).SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: one, View: gv1.JobView_JOB_VIEW_BASIC})
 			c()
 			if err == nil {
 				mu.Lock()

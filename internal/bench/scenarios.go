@@ -76,7 +76,7 @@ func latency(ctx context.Context, t *target, p *latencyProbe, rate int, d time.D
 			p.submit(name, time.Now())
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
-			_, _ = t.client(i).SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec})
+			_, _ = t.client(i).SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec, View: gv1.JobView_JOB_VIEW_BASIC})
 		}(n)
 	}
 	wg.Wait()
@@ -190,7 +190,7 @@ func failovers(ctx context.Context, t *target, kills int, progress io.Writer) (r
 					continue
 				}
 				cctx, cancel := context.WithTimeout(lctx, time.Second)
-				_, err := t.clients[i].SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec})
+				_, err := t.clients[i].SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec, View: gv1.JobView_JOB_VIEW_BASIC})
 				cancel()
 				if err == nil {
 					mu.Lock()
@@ -326,7 +326,7 @@ func execRun(ctx context.Context, c gv1.GantryServiceClient, d time.Duration, re
 			defer wg.Done()
 			for sctx.Err() == nil {
 				cctx, c2 := context.WithTimeout(ctx, 10*time.Second)
-				_, err := c.SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec})
+				_, err := c.SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec, View: gv1.JobView_JOB_VIEW_BASIC})
 				c2()
 				if err != nil {
 					if sctx.Err() == nil {
@@ -397,7 +397,7 @@ func execStarts(ctx context.Context, c gv1.GantryServiceClient, n int, res *Resu
 	for range n {
 		began := time.Now()
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		resp, err := c.SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec})
+		resp, err := c.SubmitJob(cctx, &gv1.SubmitJobRequest{Spec: spec, View: gv1.JobView_JOB_VIEW_BASIC})
 		cancel()
 		if err != nil {
 			return err
