@@ -80,11 +80,15 @@ func newJobsCmd(g *globals) *cobra.Command {
 				want = append(want, gv1.JobState(v))
 			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				jobs, err := c.Jobs(ctx, limit, want...)
+				// The table needs no task specs; JSON prints whole jobs.
+				view := gv1.JobView_JOB_VIEW_BASIC
+				if g.output == "json" {
+					view = gv1.JobView_JOB_VIEW_FULL
+				}
+				resp, err := c.Raw().ListJobs(ctx, &gv1.ListJobsRequest{Limit: limit, States: want, View: view})
 				if err != nil {
 					return err
 				}
-				resp := &gv1.ListJobsResponse{Jobs: jobs}
 				return g.print(resp, func(w io.Writer) {
 					fmt.Fprintln(w, "ID\tNAME\tSTATE\tTASKS\tCREATED\tDURATION")
 					for _, j := range resp.Jobs {

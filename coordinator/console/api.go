@@ -70,9 +70,11 @@ func (h *Handler) getJobs(w http.ResponseWriter, r *http.Request) {
 	h.reply(w, resp, err)
 }
 
-// listJobsRequest reads ?state=running,failed&limit=50.
+// listJobsRequest reads ?state=running,failed&limit=50. A listing shows
+// no task specs (a job's page reads the whole job): it asks for the basic
+// view, a fraction of the size.
 func listJobsRequest(q url.Values) (*gv1.ListJobsRequest, error) {
-	req := &gv1.ListJobsRequest{}
+	req := &gv1.ListJobsRequest{View: gv1.JobView_JOB_VIEW_BASIC}
 	for _, s := range strings.Split(q.Get("state"), ",") {
 		if s = strings.TrimSpace(strings.ToLower(s)); s == "" {
 			continue
