@@ -186,25 +186,22 @@ func (f *FSM) JobsPage(states []gv1.JobState, limit, maxBytes int, view gv1.JobV
 			return true
 		}
 		seen++
+		// The basic view is copied before it is counted (its size is its
+		// own); a whole job only once it fits.
+		var c *gv1.Job
 		if view == gv1.JobView_JOB_VIEW_BASIC {
-			var c *gv1.Job
 			if live {
 				c = basicJob(j)
 			} else {
 				c = dropSpecs(sj.decode(id))
 			}
-			if maxBytes > 0 {
-				if size += proto.Size(c) + 8; size > maxBytes {
-					truncated = true
-					return true
-				}
-			}
-			out = append(out, c)
-			return true
 		}
 		if maxBytes > 0 {
 			n := len(sj.data)
-			if live {
+			switch {
+			case c != nil:
+				n = proto.Size(c)
+			case live:
 				n = proto.Size(j)
 			}
 			if size += n + 8; size > maxBytes {
@@ -212,11 +209,14 @@ func (f *FSM) JobsPage(states []gv1.JobState, limit, maxBytes int, view gv1.JobV
 				return true
 			}
 		}
-		if live {
-			out = append(out, j.CloneVT())
-		} else {
-			out = append(out, sj.decode(id))
+		if c == nil {
+			if live {
+				c = j.CloneVT()
+			} else {
+				c = sj.decode(id)
+			}
 		}
+		out = append(out, c)
 		return true
 	})
 	return out, total, truncated
